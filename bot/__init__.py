@@ -1,0 +1,3 @@
+"""evalbot: CI/CD discipline for prompts, model configs and eval datasets."""
+
+__version__ = "0.1.0"

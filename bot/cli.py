@@ -1,0 +1,162 @@
+"""The `evalbot` command. Heavy imports (litellm, scipy) happen inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bot.errors import EvalbotError, InputError
+
+EXIT_PASS, EXIT_GATE_FAILED, EXIT_INPUT = 0, 1, 2
+
+
+def _configure_logging(verbose: bool) -> None:
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _fail(exc: EvalbotError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_INPUT)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evalbot")
+def cli() -> None:
+    """evalbot: evaluate prompts, model configs and datasets base-vs-head, as CI does on a pull request."""
+
+
+class _LazyProgress:
+    """A rich progress bar on a terminal, shown only once a run has taken more than a second."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int, cached: int) -> None:
+        if self._progress is None:
+            if time.monotonic() - self._started < 1 or not sys.stderr.isatty():
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("evaluating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("calls, {task.fields[cached]} from cache"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("eval", total=total, cached=0)
+        self._progress.update(self._task, completed=done, cached=cached)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@cli.command("eval")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+@click.option("--base", required=True, help="Base revision (branch, tag or SHA): policy and the 'before' prompts.")
+@click.option("--head", default="HEAD", show_default=True, help="Head revision: suites, datasets, 'after' prompts.")
+@click.option("--suite", "suites", multiple=True, help="Evaluate this suite whether or not it changed (repeatable).")
+@click.option("--all", "run_all", is_flag=True, help="Evaluate every suite whether or not it changed.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report to this file.")
+@click.option("--api-base", envvar="EVALBOT_API_BASE", help="OpenAI-compatible base URL for every model call.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Call every model, even for answers in the response cache.")
+@click.option("-v", "--verbose", is_flag=True, help="Log retries and cache decisions to stderr.")
+def eval_command(
+    repo: Path,
+    base: str,
+    head: str,
+    suites: tuple[str, ...],
+    run_all: bool,
+    fmt: str,
+    output: Path | None,
+    api_base: str | None,
+    concurrency: int,
+    no_cache: bool,
+    verbose: bool,
+) -> None:
+    """Evaluate the suites a change between BASE and HEAD touches; exit 0 pass, 1 gate failed, 2 bad input."""
+    _configure_logging(verbose)
+    from bot.engine.cache import open_cache
+    from bot.pipeline.render import render_json, render_markdown
+    from bot.pipeline.run import RunOptions, evaluate
+    from bot.pipeline.source import GitSource
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    progress = _LazyProgress()
+
+    async def run() -> Any:
+        source = GitSource(repo)
+        base_sha, head_sha = source.resolve(base), source.resolve(head)
+        cache = None if no_cache else await open_cache(settings.REDIS_URL, settings.EVALBOT_CACHE_DIR)
+        try:
+            options = RunOptions(list(suites) or None, run_all, api_base, concurrency, cache, progress)
+            report = await evaluate(source, base_sha, head_sha, options)
+        finally:
+            progress.stop()
+            if cache is not None:
+                await cache.close()
+        report.base_ref, report.head_ref = base, head
+        return report
+
+    try:
+        report = asyncio.run(run())
+    except EvalbotError as exc:
+        _fail(exc)
+    render: Callable[[Any], str] = render_json if fmt == "json" else render_markdown
+    text = render(report)
+    click.echo(text)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    sys.exit(report.exit_code)
+
+
+@cli.command("validate")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+def validate_command(repo: Path) -> None:
+    """Check `.evalbot.yml`, prompt files and datasets of a checkout, without calling any model."""
+    from bot.pipeline.changes import plan
+    from bot.pipeline.config import CONFIG_PATH
+    from bot.pipeline.source import WorkTreeSource
+
+    if not (repo / CONFIG_PATH).is_file():
+        _fail(InputError("no such file", str(repo / CONFIG_PATH)))
+    try:
+        result = asyncio.run(plan(WorkTreeSource(repo), "", "", run_all=True))
+    except EvalbotError as exc:
+        _fail(exc)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in result.errors:
+        click.echo(f"error: {error}", err=True)
+    for suite_plan in result.suites:
+        click.echo(
+            f"ok: suite {suite_plan.suite.name}: {suite_plan.head_prompt.path} v{suite_plan.head_prompt.spec.version}, "
+            f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"
+        )
+    sys.exit(EXIT_INPUT if result.errors else EXIT_PASS)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,269 @@
+"""Model calls: the one module that imports litellm, and the one place that owns the retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from bot.engine.cache import ResponseCache, cache_key
+from bot.errors import ModelCallError
+
+log = structlog.get_logger(__name__)
+
+Price = tuple[float, float]  # USD per 1K input tokens, per 1K output tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model answer with what it cost to get: latency and cost are those measured when it was made."""
+
+    text: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: no price known for the model
+    cached: bool = False
+
+
+@dataclass
+class CallStats:
+    """Counts over one client's life: what the report says about the run's own calls."""
+
+    calls: int = 0
+    cached: int = 0
+    http_requests: int = 0
+    retries: int = 0
+    errors: int = 0
+    spend_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry 429 (honouring Retry-After), 5xx, timeouts and connection errors with jittered backoff."""
+
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    timeout_s: float = 120.0
+
+    def delay_s(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            # The provider said when: waiting less only earns another 429.
+            return min(retry_after_s, self.max_delay_s)
+        # "Full jitter" (AWS architecture blog): spreads retries of many concurrent calls apart.
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+_warmed_up = False
+
+
+async def _warm_up(litellm: Any, model: str) -> None:
+    """Run litellm's first-call set-up (lazy imports, about 0.4 s) untimed, once per process.
+
+    Otherwise the first call's latency carries it, and whichever variant goes first looks slower.
+    """
+    global _warmed_up
+    if not _warmed_up:
+        _warmed_up = True
+        await litellm.acompletion(model=model, messages=[{"role": "user", "content": "-"}], mock_response="-")
+
+
+def _litellm() -> Any:
+    # Without this, importing litellm fetches its price list from the network (DESIGN.md §8).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from model providers; fall back to backoff
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status == 429 or status == 408 or status >= 500
+    name = type(exc).__name__
+    return name in {"Timeout", "APIConnectionError", "APITimeoutError", "ServiceUnavailableError"}
+
+
+class ModelClient:
+    """Chat completions and embeddings with bounded concurrency, retries, a cache and cost accounting.
+
+    Args:
+        cache: where answers are kept; None to always call.
+        prices: per-model prices that override litellm's map (`prices:` in `.evalbot.yml`).
+        concurrency: model calls in flight at once.
+        retry: the retry policy.
+        api_base: an OpenAI-compatible base URL for every call (else litellm's own variables apply).
+    """
+
+    def __init__(
+        self,
+        cache: ResponseCache | None = None,
+        prices: dict[str, Price] | None = None,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        api_base: str | None = None,
+    ):
+        self.cache = cache
+        self.prices = prices or {}
+        self.retry = retry or RetryPolicy()
+        self.api_base = api_base
+        self.stats = CallStats()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._litellm = _litellm()
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        sample: int = 0,
+    ) -> Completion:
+        """One chat completion; `sample` tells repeats apart so each gets its own cache entry.
+
+        Raises:
+            ModelCallError: when the call still fails after the retry policy.
+        """
+        params: dict[str, Any] = {"messages": messages, "sample": sample}
+        for key, value in (("temperature", temperature), ("max_tokens", max_tokens), ("tools", tools)):
+            if value is not None:
+                params[key] = value
+
+        async def call() -> dict[str, Any]:
+            request = {k: v for k, v in params.items() if k != "sample"}
+            response, latency_s = await self._with_retries(model, self._litellm.acompletion, request)
+            message = response.choices[0].message
+            text = message.content or ""
+            if not text and getattr(message, "tool_calls", None):
+                text = str([call.model_dump() for call in message.tool_calls])
+            usage = getattr(response, "usage", None)
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            cost = self.cost_usd(model, prompt_tokens, completion_tokens)
+            return asdict(Completion(text, latency_s, prompt_tokens, completion_tokens, cost))
+
+        data, cached = await self._cached("chat", model, params, call)
+        return Completion(**{**data, "cached": cached})
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embedding vectors for `texts`, in order.
+
+        Raises:
+            ModelCallError: when the call still fails after the retry policy.
+        """
+
+        async def call() -> dict[str, Any]:
+            response, latency_s = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
+            vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
+            usage = getattr(response, "usage", None)
+            cost = self.cost_usd(model, int(getattr(usage, "prompt_tokens", 0) or 0), 0)
+            return {"vectors": vectors, "latency_s": latency_s, "cost_usd": cost}
+
+        data, _cached = await self._cached("embedding", model, {"input": texts}, call)
+        return list(data["vectors"])
+
+    def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Cost from `prices:` or litellm's price map; None when neither knows the model."""
+        if model in self.prices:
+            per_1k_in, per_1k_out = self.prices[model]
+            return (prompt_tokens * per_1k_in + completion_tokens * per_1k_out) / 1000
+        try:
+            prompt_cost, completion_cost = self._litellm.cost_per_token(
+                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
+        except Exception:  # litellm raises plain Exception for an unmapped model
+            return None
+        return float(prompt_cost + completion_cost)
+
+    async def _cached(
+        self, kind: str, model: str, params: dict[str, Any], call: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], bool]:
+        self.stats.calls += 1
+        key = cache_key(kind, model, params)
+        if self.cache is not None:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                self.stats.cached += 1
+                return hit, True
+        # Identical requests in flight at once (a prompt the change left alone) share one call.
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            self.stats.cached += 1
+            return await asyncio.shield(pending), True
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            data = await call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it; no "never retrieved" warning
+            self.stats.errors += 1
+            raise
+        finally:
+            del self._in_flight[key]
+        future.set_result(data)
+        self.stats.spend_usd += data.get("cost_usd") or 0.0
+        if self.cache is not None:
+            await self.cache.set(key, data)
+        return data, False
+
+    async def _with_retries(
+        self, model: str, method: Callable[..., Awaitable[Any]], request: dict[str, Any]
+    ) -> tuple[Any, float]:
+        await _warm_up(self._litellm, model)
+        last: BaseException | None = None
+        for attempt in range(self.retry.max_attempts):
+            async with self._slots:
+                self.stats.http_requests += 1
+                started = time.perf_counter()
+                try:
+                    response = await method(
+                        model=model,
+                        api_base=self.api_base,
+                        timeout=self.retry.timeout_s,
+                        # The OpenAI client's and litellm's own retries off: this loop is the policy.
+                        max_retries=0,
+                        num_retries=0,
+                        **request,
+                    )
+                    return response, time.perf_counter() - started
+                except Exception as exc:
+                    last = exc
+                    if not _is_retryable(exc):
+                        break
+            if attempt + 1 < self.retry.max_attempts:
+                delay = self.retry.delay_s(attempt, _retry_after_s(last) if last else None)
+                self.stats.retries += 1
+                log.info("model call retry", model=model, attempt=attempt + 1, delay_s=round(delay, 3), error=str(last))
+                await asyncio.sleep(delay)
+        raise ModelCallError(_describe(model, last)) from last
+
+
+def _describe(model: str, exc: BaseException | None) -> str:
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", None) or exc or "unknown error").splitlines()[0][:300]
+    return f"{model}: {'HTTP ' + str(status) + ': ' if status else ''}{message}"

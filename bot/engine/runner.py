@@ -1,0 +1,146 @@
+"""Run one variant (a model and rendered requests) over a dataset's cases and grade every answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.engine.graders import Grade, Grader, Sample
+from bot.engine.models import ModelClient
+from bot.errors import ModelCallError
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    """A case ready to send: its id, category, row fields and chat messages."""
+
+    id: str
+    category: str | None
+    fields: dict[str, Any]
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What is under test: a model with its call parameters (the prompt is already in each case)."""
+
+    name: str
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One answer to one case (one of `repeats` samples) and its grades; `error` when the call failed."""
+
+    case_id: str
+    category: str | None
+    sample: int
+    output: str = ""
+    latency_s: float | None = None
+    cost_usd: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    error: str | None = None
+    grades: tuple[Grade, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool | None:
+        """Passes every accuracy grader; None when the call failed, no grader ran, or a grader erred
+        without another failing it (unknown is not wrong)."""
+        verdicts = [g.passed for g in self.grades if g.kind == "accuracy"]
+        if self.error is not None or not verdicts:
+            return None
+        if False in verdicts:
+            return False
+        return None if None in verdicts else True
+
+    @property
+    def hallucinated(self) -> bool | None:
+        verdicts = [g.passed for g in self.grades if g.kind == "hallucination"]
+        if self.error is not None or not verdicts or None in verdicts:
+            return None
+        return not all(verdicts)
+
+
+ProgressCallback = Callable[[CaseResult], None]
+
+
+def openai_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The prompt format's `tools: [{name, description, parameters?}]` as OpenAI function tools."""
+    if not tools:
+        return None
+    converted = []
+    for tool in tools:
+        if tool.get("type") == "function":
+            converted.append(tool)
+            continue
+        function = {
+            "name": tool["name"],
+            "description": tool.get("description", ""),
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
+        converted.append({"type": "function", "function": function})
+    return converted
+
+
+async def run_variant(
+    client: ModelClient,
+    variant: VariantSpec,
+    cases: Sequence[CaseInput],
+    graders: Sequence[Grader],
+    repeats: int = 1,
+    on_result: ProgressCallback | None = None,
+) -> list[CaseResult]:
+    """Call the model on every case (`repeats` times each) and grade each answer.
+
+    Args:
+        client: the client for calls under test (concurrency, retries and cache live there).
+        variant: the model and its parameters.
+        cases: the cases, with messages rendered.
+        graders: the graders, run concurrently on each answer.
+        repeats: samples per case.
+        on_result: called as each answer is graded (progress).
+
+    Returns:
+        One result per case and sample, in case order.
+    """
+    tools = openai_tools(variant.tools)
+
+    async def one(case: CaseInput, sample: int) -> CaseResult:
+        try:
+            answer = await client.complete(
+                variant.model,
+                case.messages,
+                temperature=variant.temperature,
+                max_tokens=variant.max_tokens,
+                tools=tools,
+                sample=sample,
+            )
+        except ModelCallError as exc:
+            result = CaseResult(case.id, case.category, sample, error=str(exc))
+        else:
+            request = case.messages[-1]["content"]
+            grades = await asyncio.gather(*(g(Sample(answer.text, case.fields, request)) for g in graders))
+            result = CaseResult(
+                case.id,
+                case.category,
+                sample,
+                output=answer.text,
+                latency_s=answer.latency_s,
+                cost_usd=answer.cost_usd,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                cached=answer.cached,
+                grades=tuple(grades),
+            )
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(case, s) for case in cases for s in range(repeats))))

@@ -1,0 +1,45 @@
+"""User-facing exceptions: each carries a message fit to print as it is."""
+
+from __future__ import annotations
+
+
+class EvalbotError(Exception):
+    """Base of every error evalbot reports to a user instead of a traceback."""
+
+
+class InputError(EvalbotError):
+    """A file that cannot be read or run: syntax error, missing file, bad template (CLI exit code 2).
+
+    Args:
+        message: what is wrong, in plain words.
+        path: the file it is in, relative to the repository root.
+        line: the 1-based line, where there is one.
+        row: the 1-based dataset row, where there is one.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None, row: int | None = None):
+        self.message = message
+        self.path = path
+        self.line = line
+        self.row = row
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path or ""
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.row is not None:
+            where += f" (row {self.row})"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class UnknownSuiteError(InputError):
+    """A suite named on the command line that `.evalbot.yml` does not define."""
+
+
+class ModelCallError(EvalbotError):
+    """A model call that failed after the retry policy gave up; recorded as an error for its case."""
+
+
+class JudgeError(EvalbotError):
+    """A judge answer that could not be parsed or checked; recorded as a grader error for its case."""

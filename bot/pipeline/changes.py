@@ -1,0 +1,148 @@
+"""Stage 1-3: load the config at both revisions, find the affected suites, and validate their files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.errors import InputError, UnknownSuiteError
+from bot.pipeline.config import CONFIG_PATH, Config, Suite, parse_config
+from bot.pipeline.datasets import Dataset, parse_dataset
+from bot.pipeline.prompts import Prompt, parse_prompt, semver_key
+from bot.pipeline.source import Source
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """One suite to evaluate: the base and head prompt on the head's golden cases."""
+
+    suite: Suite
+    head_prompt: Prompt
+    base_prompt: Prompt | None
+    dataset: Dataset
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    """What to evaluate, and what is wrong before any model is called."""
+
+    config: Config
+    changed_paths: list[str]
+    suites: list[SuitePlan] = field(default_factory=list)
+    # Input that cannot be read or run (CLI exit 2); nothing is evaluated while there is any.
+    errors: list[InputError] = field(default_factory=list)
+    # Rules broken by readable input, such as a prompt changed without a version bump: the gate fails.
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def _load_config(source: Source, ref: str) -> Config | None:
+    text = await source.read_text(ref, CONFIG_PATH)
+    return None if text is None else parse_config(text)
+
+
+async def plan(source: Source, base: str, head: str, only: list[str] | None = None, run_all: bool = False) -> Plan:
+    """Find and validate what a change between `base` and `head` asks to evaluate.
+
+    Args:
+        source: the repository.
+        base: the revision policy and the "before" prompts come from.
+        head: the revision suites, datasets and the "after" prompts come from.
+        only: suite names to evaluate whether or not they changed.
+        run_all: evaluate every suite whether or not it changed.
+
+    Raises:
+        InputError: when the head's `.evalbot.yml` cannot be read, or `only` names an unknown suite.
+    """
+    head_config = await _load_config(source, head) or Config()
+    warnings: list[str] = []
+    try:
+        base_config = await _load_config(source, base)
+    except InputError as exc:
+        warnings.append(f"base {CONFIG_PATH} is invalid ({exc}); default policy applies")
+        base_config = None
+    config = head_config.with_policy_of(base_config or Config())
+    changed = await source.changed_paths(base, head) if base != head else []
+    result = Plan(config=config, changed_paths=changed, warnings=warnings)
+
+    unknown = [name for name in only or [] if config.suite(name) is None]
+    if unknown:
+        known = ", ".join(s.name for s in config.suites) or "none"
+        raise UnknownSuiteError(f"unknown suite {', '.join(map(repr, unknown))} (suites: {known})", CONFIG_PATH)
+
+    for suite in config.suites:
+        reasons = _reasons(suite, base_config, head_config, changed)
+        if only:
+            reasons = ["named on the command line"] if suite.name in only else []
+        elif run_all and not reasons:
+            reasons = ["all suites requested"]
+        if not reasons:
+            continue
+        try:
+            suite_plan = await _load_suite(source, base, head, suite, tuple(reasons))
+        except InputError as exc:
+            result.errors.append(exc)
+            continue
+        result.suites.append(suite_plan)
+        result.warnings += suite_plan.head_prompt.warnings
+        result.problems += _version_problems(suite_plan)
+    return result
+
+
+def _reasons(suite: Suite, base_config: Config | None, head_config: Config, changed: list[str]) -> list[str]:
+    reasons = [f"`{path}` changed" for path in suite.paths() if path in changed]
+    base_suite = base_config.suite(suite.name) if base_config else None
+    if base_suite is None:
+        reasons.append("new suite")
+    elif base_suite != suite:
+        reasons.append(f"its entry in `{CONFIG_PATH}` changed")
+    elif base_config is not None and (base_config.judge, base_config.prices) != (head_config.judge, head_config.prices):
+        reasons.append(f"judge or prices in `{CONFIG_PATH}` changed")
+    return reasons
+
+
+async def _load_suite(source: Source, base: str, head: str, suite: Suite, reasons: tuple[str, ...]) -> SuitePlan:
+    prompt_text = await source.read_text(head, suite.prompt)
+    if prompt_text is None:
+        raise InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt)
+    head_prompt = parse_prompt(prompt_text, suite.prompt)
+    dataset_text = await source.read_text(head, suite.dataset)
+    if dataset_text is None:
+        raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
+    dataset = parse_dataset(dataset_text, suite.dataset)
+    if not dataset.cases:
+        raise InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset)
+
+    base_prompt = None
+    base_text = await source.read_text(base, suite.prompt) if base != head else None
+    if base_text is not None:
+        try:
+            base_prompt = parse_prompt(base_text, suite.prompt)
+        except InputError:
+            # A broken base prompt is what a pull request may be fixing: evaluate the head alone.
+            base_prompt = None
+
+    for prompt in filter(None, (head_prompt, base_prompt)):
+        for case in dataset.cases:
+            missing = prompt.missing_fields(case.fields)
+            if missing:
+                which = "base" if prompt is base_prompt else "head"
+                raise InputError(
+                    f"row {case.id!r} has no field {', '.join(missing)} for the {which} prompt's placeholders",
+                    suite.dataset,
+                    case.line,
+                    case.row,
+                )
+    return SuitePlan(suite=suite, head_prompt=head_prompt, base_prompt=base_prompt, dataset=dataset, reasons=reasons)
+
+
+def _version_problems(suite_plan: SuitePlan) -> list[str]:
+    base, head = suite_plan.base_prompt, suite_plan.head_prompt
+    if base is None or base.spec.content() == head.spec.content():
+        return []
+    if semver_key(head.spec.version) > semver_key(base.spec.version):
+        return []
+    return [
+        f"`{head.path}` changed without a version bump: version {head.spec.version} must be higher "
+        f"than the base's {base.spec.version}"
+    ]

@@ -1,0 +1,306 @@
+"""Stage 5: paired base-vs-head comparison of each suite, and the gate verdict under base policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.engine.metrics import (
+    VariantMetrics,
+    accuracy_of,
+    cost_of,
+    hallucination_of,
+    latency_of,
+    per_case,
+    variant_metrics,
+)
+from bot.engine.runner import CaseResult
+from bot.engine.stats import Interval, PairedDelta, paired_delta, relative_change_pct
+from bot.pipeline.config import Thresholds
+
+Verdict = Literal["pass", "fail", "inconclusive", "improved", "n/a"]
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One line of the summary table. Rates are 0-1; `delta` is in `delta_unit` (pp or %)."""
+
+    key: str
+    label: str
+    unit: Literal["rate", "s", "usd"]
+    base: float | None
+    head: float | None
+    delta: float | None
+    delta_unit: Literal["pp", "%", ""]
+    delta_interval: Interval | None = None
+    p_value: float | None = None
+    significant: bool | None = None
+    threshold: float | None = None
+    verdict: Verdict = "n/a"
+    base_interval: Interval | None = None
+    head_interval: Interval | None = None
+
+
+@dataclass(frozen=True)
+class Flip:
+    """A case whose verdict changed between base and head."""
+
+    case_id: str
+    category: str | None
+    base_output: str
+    head_output: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CaseError:
+    variant: str
+    case_id: str
+    message: str
+
+
+@dataclass
+class Variant:
+    """One evaluated variant of a suite: its name, prompt version, model and results."""
+
+    name: str
+    version: str
+    model: str
+    results: list[CaseResult]
+    metrics: VariantMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = variant_metrics(self.results)
+
+
+@dataclass
+class SuiteReport:
+    name: str
+    reasons: list[str]
+    head: Variant
+    base: Variant | None
+    rows: list[MetricRow]
+    regressions: list[Flip]
+    fixes: list[Flip]
+    paired_cases: int
+    min_detectable_drop_pp: float | None
+    errors: list[CaseError]
+    verdict: Literal["pass", "fail"]
+
+
+def compare_suite(
+    name: str, reasons: list[str], base: Variant | None, head: Variant, thresholds: Thresholds
+) -> SuiteReport:
+    """Compare head with base on the cases both answered; a head-only suite is reported without deltas."""
+    strict = thresholds.gating == "strict"
+    rows: list[MetricRow] = []
+    hm = head.metrics
+    bm = base.metrics if base else None
+
+    acc = _paired(base, head, accuracy_of)
+    rows.append(
+        _rate_row(
+            "accuracy",
+            "Accuracy",
+            bm and bm.accuracy,
+            hm.accuracy,
+            acc,
+            thresholds.accuracy_drop_pp,
+            -1,
+            strict,
+            bm and bm.accuracy_interval,
+            hm.accuracy_interval,
+        )
+    )
+    for key, label, attr in (
+        ("latency_p50", "Latency p50", "latency_p50_s"),
+        ("latency_p95", "Latency p95", "latency_p95_s"),
+    ):
+        b_value, h_value = (getattr(bm, attr) if bm else None), getattr(hm, attr)
+        is_gated = key == "latency_p95"
+        rows.append(
+            _relative_row(
+                key,
+                label,
+                "s",
+                b_value,
+                h_value,
+                _paired(base, head, latency_of) if is_gated else None,
+                thresholds.latency_p95_increase_pct if is_gated else None,
+                strict,
+            )
+        )
+    rows.append(
+        _relative_row(
+            "cost_per_1k",
+            "Cost / 1K queries",
+            "usd",
+            bm and bm.cost_per_1k_usd,
+            hm.cost_per_1k_usd,
+            _paired(base, head, cost_of),
+            thresholds.cost_increase_pct,
+            strict,
+        )
+    )
+    hal = _paired(base, head, hallucination_of)
+    rows.append(
+        _rate_row(
+            "hallucination",
+            "Hallucination rate",
+            bm and bm.hallucination_rate,
+            hm.hallucination_rate,
+            hal,
+            thresholds.hallucination_increase_pp,
+            +1,
+            strict,
+            bm and bm.hallucination_interval,
+            hm.hallucination_interval,
+        )
+    )
+    rows.append(
+        _relative_row(
+            "cost_per_pct",
+            "Cost / 1% accuracy",
+            "usd",
+            bm and bm.cost_per_pct_usd,
+            hm.cost_per_pct_usd,
+            None,
+            None,
+            strict,
+        )
+    )
+
+    regressions, fixes = _flips(base, head) if base else ([], [])
+    errors = [
+        CaseError(variant.name, r.case_id, r.error)
+        for variant in filter(None, (base, head))
+        for r in variant.results
+        if r.error
+    ]
+    return SuiteReport(
+        name=name,
+        reasons=reasons,
+        head=head,
+        base=base,
+        rows=rows,
+        regressions=regressions,
+        fixes=fixes,
+        paired_cases=acc.n if acc else 0,
+        min_detectable_drop_pp=acc.min_detectable * 100 if acc and acc.min_detectable is not None else None,
+        errors=errors,
+        verdict="fail" if any(row.verdict == "fail" for row in rows) else "pass",
+    )
+
+
+def _paired(
+    base: Variant | None, head: Variant, value: Callable[[CaseResult], float | bool | None]
+) -> PairedDelta | None:
+    if base is None:
+        return None
+    b, h = per_case(base.results, value), per_case(head.results, value)
+    common = [case_id for case_id in h if case_id in b]
+    return paired_delta([b[c] for c in common], [h[c] for c in common])
+
+
+def _verdict(change: float | None, threshold: float | None, significant: bool | None, strict: bool) -> Verdict:
+    """`change` is signed so that positive is worse."""
+    if change is None:
+        return "n/a"
+    if threshold is not None and change > threshold:
+        return "fail" if strict or significant else "inconclusive"
+    if change < 0 and significant:
+        return "improved"
+    return "pass"
+
+
+def _rate_row(
+    key: str,
+    label: str,
+    base: float | None,
+    head: float | None,
+    paired: PairedDelta | None,
+    threshold_pp: float,
+    worse_sign: int,
+    strict: bool,
+    base_interval: Interval | None,
+    head_interval: Interval | None,
+) -> MetricRow:
+    if paired is None or base is None or head is None:
+        return MetricRow(
+            key, label, "rate", base, head, None, "", base_interval=base_interval, head_interval=head_interval
+        )
+    delta_pp = paired.delta * 100
+    interval = Interval(paired.interval.low * 100, paired.interval.high * 100)
+    return MetricRow(
+        key,
+        label,
+        "rate",
+        base,
+        head,
+        delta_pp,
+        "pp",
+        interval,
+        paired.p_value,
+        paired.significant,
+        threshold_pp,
+        _verdict(worse_sign * delta_pp, threshold_pp, paired.significant, strict),
+        base_interval,
+        head_interval,
+    )
+
+
+def _relative_row(
+    key: str,
+    label: str,
+    unit: Literal["s", "usd"],
+    base: float | None,
+    head: float | None,
+    paired: PairedDelta | None,
+    threshold_pct: float | None,
+    strict: bool,
+) -> MetricRow:
+    change = relative_change_pct(base, head)
+    if change is None or threshold_pct is None:
+        # Not gated (or nothing to compare): shown for information, no verdict.
+        return MetricRow(key, label, unit, base, head, change, "%" if change is not None else "")
+    significant = paired.significant if paired else None
+    return MetricRow(
+        key,
+        label,
+        unit,
+        base,
+        head,
+        change,
+        "%",
+        None,
+        paired.p_value if paired else None,
+        significant,
+        threshold_pct,
+        _verdict(change, threshold_pct, significant, strict),
+    )
+
+
+def _flips(base: Variant, head: Variant) -> tuple[list[Flip], list[Flip]]:
+    def first(results: Sequence[CaseResult]) -> dict[str, CaseResult]:
+        out: dict[str, CaseResult] = {}
+        for r in results:
+            out.setdefault(r.case_id, r)
+        return out
+
+    b_scores, h_scores = per_case(base.results, accuracy_of), per_case(head.results, accuracy_of)
+    b_first, h_first = first(base.results), first(head.results)
+    regressions, fixes = [], []
+    for case_id, h_score in h_scores.items():
+        b_score = b_scores.get(case_id)
+        if b_score is None or b_score == h_score:
+            continue
+        h_result = h_first[case_id]
+        reason = "; ".join(g.reason for g in h_result.grades if g.kind == "accuracy" and g.passed is False and g.reason)
+        if h_score < b_score:
+            reason = reason or "failed a grader"
+        else:
+            reason = "; ".join(g.reason for g in b_first[case_id].grades if g.passed is False and g.reason)
+        flip = Flip(case_id, h_result.category, b_first[case_id].output, h_result.output, reason)
+        (regressions if h_score < b_score else fixes).append(flip)
+    return regressions, fixes

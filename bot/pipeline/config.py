@@ -1,0 +1,157 @@
+"""`.evalbot.yml`: policy (approvers, judge, budget, thresholds, prices) and suites (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bot.pipeline.yamlio import load_yaml, validate_model
+
+CONFIG_PATH = ".evalbot.yml"
+DEFAULT_JUDGE = "openai/gpt-4o-mini"
+
+
+class _Strict(BaseModel):
+    # A typo in a config key would silently change what is evaluated: refuse unknown keys.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    accuracy_drop_pp: float = 2.0
+    latency_p95_increase_pct: float = 10.0
+    cost_increase_pct: float = 25.0
+    hallucination_increase_pp: float = 1.0
+    # "significant": a breach needs the change past the threshold AND significant (DESIGN.md §5);
+    # "strict": the point estimate alone decides.
+    gating: Literal["significant", "strict"] = "significant"
+
+
+class Budget(_Strict):
+    max_cost_usd: float | None = None
+
+
+class Price(_Strict):
+    input_per_1k: float = Field(ge=0)
+    output_per_1k: float = Field(ge=0)
+
+
+class EqualsGrader(_Strict):
+    type: Literal["equals"]
+    field: str = "expected"
+    ignore_case: bool = False
+
+
+class ContainsGrader(_Strict):
+    type: Literal["contains"]
+    field: str = "expected"
+    ignore_case: bool = True
+
+
+class RegexGrader(_Strict):
+    type: Literal["regex"]
+    pattern: str | None = None
+    field: str | None = None
+    ignore_case: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RegexGrader:
+        if (self.pattern is None) == (self.field is None):
+            raise ValueError("a regex grader takes exactly one of `pattern` or `field`")
+        return self
+
+
+class JsonSchemaGrader(_Strict):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class RubricGrader(_Strict):
+    type: Literal["rubric"]
+    criteria: list[str] = Field(min_length=1)
+    pass_score: float = Field(default=7.0, ge=0, le=10)
+    model: str | None = None
+
+
+class SimilarityGrader(_Strict):
+    type: Literal["similarity"]
+    field: str = "expected"
+    threshold: float = Field(default=0.8, ge=-1, le=1)
+    model: str = "openai/text-embedding-3-small"
+
+
+class HallucinationGrader(_Strict):
+    type: Literal["hallucination"]
+    context_field: str = "context"
+    method: Literal["judge", "overlap"] = "judge"
+    model: str | None = None
+
+
+GraderSpec = Annotated[
+    EqualsGrader
+    | ContainsGrader
+    | RegexGrader
+    | JsonSchemaGrader
+    | RubricGrader
+    | SimilarityGrader
+    | HallucinationGrader,
+    Field(discriminator="type"),
+]
+
+
+class Suite(_Strict):
+    name: str = Field(min_length=1)
+    prompt: str
+    dataset: str
+    schema_: str | None = Field(default=None, alias="schema")
+    models: list[str] = Field(default_factory=list)
+    repeats: int = Field(default=1, ge=1, le=20)
+    graders: list[GraderSpec] = Field(default_factory=list)
+    training_data: str | None = None
+    data_gates: dict[str, Any] = Field(default_factory=dict)
+
+    def paths(self) -> list[str]:
+        """The repository files this suite is made of."""
+        return [p for p in (self.prompt, self.dataset, self.schema_, self.training_data) if p]
+
+
+class Config(_Strict):
+    approvers: list[str] = Field(default_factory=list)
+    judge: str = DEFAULT_JUDGE
+    budget: Budget = Field(default_factory=Budget)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    suites: list[Suite] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_suite_names(self) -> Config:
+        names = [suite.name for suite in self.suites]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"suite names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def suite(self, name: str) -> Suite | None:
+        return next((suite for suite in self.suites if suite.name == name), None)
+
+    def with_policy_of(self, base: Config) -> Config:
+        """This config's suites under `base`'s policy: a pull request cannot loosen its own gate."""
+        return self.model_copy(
+            update={
+                "approvers": base.approvers,
+                "thresholds": base.thresholds,
+                "budget": base.budget,
+            }
+        )
+
+
+def parse_config(text: str, path: str = CONFIG_PATH) -> Config:
+    """Parse `.evalbot.yml` text.
+
+    Raises:
+        InputError: naming the file and line of a syntax or schema problem.
+    """
+    data, node = load_yaml(text, path)
+    if data is None:
+        data = {}
+    return validate_model(Config, data, path, node)

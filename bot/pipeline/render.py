@@ -1,0 +1,109 @@
+"""Stage 6: the report as Markdown (from report_templates/) or JSON, within GitHub's size limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from bot.pipeline.run import Report
+
+# GitHub refuses a check-run summary or comment body above 65,535 characters (422).
+MAX_MARKDOWN_CHARS = 65_535
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "report_templates"
+_DETAIL_LIMITS = (50, 20, 10, 5, 0)
+_ICONS = {
+    "pass": "✅ pass",
+    "fail": "❌ fail",
+    "inconclusive": "⚠️ inconclusive",
+    "improved": "🟢 improved",
+    "error": "💥 error",
+    "n/a": "—",
+}
+
+
+def md_cell(value: Any, limit: int = 200) -> str:
+    """Model or user text made safe inside a Markdown table cell: one line, no HTML, no table
+    breaks, no @mention pings, no code spans, at most `limit` characters."""
+    text = " ".join(str(value).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
+    # A zero-width joiner after "@" keeps the text readable and stops GitHub notifying the login.
+    return re.sub(r"@(?=\w)", "@\u200d", text)
+
+
+def pct(rate: float | None, digits: int = 1) -> str:
+    return "—" if rate is None else f"{rate * 100:.{digits}f}%"
+
+
+def seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "price unknown"
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def signed(value: float | None, unit: str, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    space = " " if unit == "pp" else ""
+    return f"{value:+.{digits}f}{space}{unit}"
+
+
+def icon(verdict: str) -> str:
+    return _ICONS.get(verdict, verdict)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=False,  # Markdown, not HTML: untrusted text goes through md_cell instead
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon)
+    return env
+
+
+def render_markdown(report: Report, template: str = "report.md.j2", max_chars: int = MAX_MARKDOWN_CHARS) -> str:
+    """The report as Markdown. Detail sections shrink until it fits `max_chars`; the summary never does."""
+    tpl = _environment().get_template(template)
+    text = ""
+    for limit in _DETAIL_LIMITS:
+        text = tpl.render(report=report, detail_limit=limit, output_limit=300 if limit >= 20 else 120)
+        if len(text) <= max_chars:
+            return text
+    note = "\n\n…(report cut to fit GitHub's size limit)\n"
+    return text[: max_chars - len(note)] + note
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """The report's numbers as plain data (the JSON format)."""
+    data = dataclasses.asdict(report)
+    data["verdict"] = report.verdict
+    data["exit_code"] = report.exit_code
+    for suite_data, suite in zip(data["suites"], report.suites, strict=True):
+        suite_data["verdict"] = suite.verdict
+        for key in ("base", "head"):
+            variant = suite_data.get(key)
+            if variant is not None:
+                for result, obj in zip(variant["results"], getattr(suite, key).results, strict=True):
+                    result["passed"], result["hallucinated"] = obj.passed, obj.hallucinated
+    return data
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=False)

@@ -1,0 +1,187 @@
+"""The pipeline end to end: plan → variants → model calls and grades → comparison → a Report."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.engine import graders as g
+from bot.engine.cache import ResponseCache
+from bot.engine.models import ModelClient, Price, RetryPolicy
+from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
+from bot.pipeline.changes import Plan, SuitePlan, plan
+from bot.pipeline.compare import SuiteReport, Variant, compare_suite
+from bot.pipeline.config import (
+    Config,
+    ContainsGrader,
+    EqualsGrader,
+    GraderSpec,
+    HallucinationGrader,
+    JsonSchemaGrader,
+    RegexGrader,
+    RubricGrader,
+    SimilarityGrader,
+)
+from bot.pipeline.prompts import Prompt
+from bot.pipeline.source import Source
+
+# (calls done, calls in all, calls answered from cache)
+ProgressCallback = Callable[[int, int, int], None]
+
+
+@dataclass
+class RunOptions:
+    """How to run: which suites, where models live, how hard to push them."""
+
+    only: list[str] | None = None
+    run_all: bool = False
+    api_base: str | None = None
+    concurrency: int = 8
+    cache: ResponseCache | None = None
+    on_progress: ProgressCallback | None = None
+    retry: RetryPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Spend:
+    """The run's own calls: how many, how many from cache, and what they cost."""
+
+    calls: int
+    cached: int
+    http_requests: int
+    retries: int
+    errors: int
+    under_test_usd: float
+    judge_calls: int
+    judge_usd: float
+    cache_backend: str
+
+
+@dataclass
+class Report:
+    """Everything a renderer needs; `verdict` is the gate (`error`: input could not be read or run)."""
+
+    base_ref: str
+    head_ref: str
+    changed_paths: list[str]
+    suites: list[SuiteReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    spend: Spend | None = None
+
+    @property
+    def verdict(self) -> Literal["pass", "fail", "error"]:
+        if self.errors:
+            return "error"
+        if self.problems or any(suite.verdict == "fail" for suite in self.suites):
+            return "fail"
+        return "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return {"pass": 0, "fail": 1, "error": 2}[self.verdict]
+
+
+def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str) -> list[g.Grader]:
+    """Engine graders for a suite's `graders:` entries."""
+    built = []
+    for spec in specs:
+        match spec:
+            case EqualsGrader():
+                built.append(g.equals(spec.field, spec.ignore_case))
+            case ContainsGrader():
+                built.append(g.contains(spec.field, spec.ignore_case))
+            case RegexGrader():
+                built.append(g.regex(spec.pattern, spec.field, spec.ignore_case))
+            case JsonSchemaGrader():
+                built.append(g.json_schema(spec.schema_))
+            case RubricGrader():
+                built.append(g.rubric(judge, spec.model or judge_model, spec.criteria, spec.pass_score))
+            case SimilarityGrader():
+                built.append(g.similarity(judge, spec.model, spec.field, spec.threshold))
+            case HallucinationGrader():
+                built.append(g.hallucination(judge, spec.model or judge_model, spec.context_field, spec.method))
+    return built
+
+
+def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
+    return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in suite_plan.dataset.cases]
+
+
+def _spec(name: str, prompt: Prompt) -> VariantSpec:
+    s = prompt.spec
+    return VariantSpec(name, s.model, s.temperature, s.max_tokens, s.tools)
+
+
+async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
+    """Evaluate what changed between `base` and `head` and compare the two.
+
+    Args:
+        source: the repository.
+        base: the base revision (policy and "before" prompts).
+        head: the head revision (suites, datasets and "after" prompts).
+        options: suites, model endpoint, concurrency, cache and progress.
+
+    Raises:
+        InputError: when the head's `.evalbot.yml` cannot be read or a named suite is unknown.
+    """
+    options = options or RunOptions()
+    the_plan = await plan(source, base, head, options.only, options.run_all)
+    report = Report(base, head, the_plan.changed_paths, problems=the_plan.problems, warnings=the_plan.warnings)
+    if the_plan.errors:
+        report.errors = [str(error) for error in the_plan.errors]
+        return report
+    if not the_plan.suites:
+        return report
+    report.suites, report.spend = await _run_plan(the_plan, options)
+    return report
+
+
+async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteReport], Spend]:
+    config: Config = the_plan.config
+    prices: dict[str, Price] = {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
+    client = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+    # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
+    judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+
+    total = sum(len(sp.dataset.cases) * sp.suite.repeats * (2 if sp.base_prompt else 1) for sp in the_plan.suites)
+    done = cached = 0
+
+    def progress(result: CaseResult) -> None:
+        nonlocal done, cached
+        done += 1
+        cached += result.cached
+        if options.on_progress is not None:
+            options.on_progress(done, total, cached)
+
+    async def suite_report(sp: SuitePlan) -> SuiteReport:
+        graders = build_graders(sp.suite.graders, judge, config.judge)
+
+        async def variant(name: str, prompt: Prompt) -> Variant:
+            results = await run_variant(client, _spec(name, prompt), _cases(prompt, sp), graders, sp.suite.repeats, progress)
+            return Variant(name, prompt.spec.version, prompt.spec.model, results)
+
+        head_task = variant("head", sp.head_prompt)
+        if sp.base_prompt is None:
+            head_variant, base_variant = await head_task, None
+        else:
+            head_variant, base_variant = await asyncio.gather(head_task, variant("base", sp.base_prompt))
+        return compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+
+    suites = list(await asyncio.gather(*(suite_report(sp) for sp in the_plan.suites)))
+    s, j = client.stats, judge.stats
+    spend = Spend(
+        calls=s.calls,
+        cached=s.cached,
+        http_requests=s.http_requests + j.http_requests,
+        retries=s.retries + j.retries,
+        errors=s.errors + j.errors,
+        under_test_usd=s.spend_usd,
+        judge_calls=j.calls,
+        judge_usd=j.spend_usd,
+        cache_backend=options.cache.name if options.cache else "off",
+    )
+    return suites, spend

@@ -1,0 +1,68 @@
+"""YAML loading that keeps line numbers, so every load error can name a file and line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(text: str, path: str) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML safely; return the data and its node tree (for line look-ups).
+
+    Raises:
+        InputError: on a syntax error, naming the line.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"YAML syntax error: {exc.problem or exc.context}", path, line) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"YAML error: {exc}", path) from None
+    return data, node
+
+
+def line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of the value at `loc` (keys and indexes), or of its nearest parent found."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for key in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(key):
+                    child = value_node
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            child = node.value[key]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def validate_model(model: type[M], data: Any, path: str, node: yaml.Node | None) -> M:
+    """Validate `data` as `model`; the first problem becomes an InputError with its line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        first_line = None
+        for error in exc.errors():
+            loc = [part for part in error["loc"] if isinstance(part, str | int)]
+            where = ".".join(str(part) for part in loc) or "top level"
+            problems.append(f"{where}: {error['msg']}")
+            if first_line is None:
+                first_line = line_of(node, loc)
+        raise InputError("; ".join(problems), path, first_line) from None

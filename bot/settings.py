@@ -1,0 +1,34 @@
+"""Process settings from the environment, with the names GitHub App tooling uses (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
+
+    APP_ID: str | None = None
+    PRIVATE_KEY: str | None = None
+    PRIVATE_KEY_PATH: Path | None = None
+    WEBHOOK_SECRET: str | None = None
+    GITHUB_API_URL: str = "https://api.github.com"
+    REDIS_URL: str = "redis://localhost:6379/0"
+    PORT: int = 8000
+    PUBLIC_URL: str | None = None
+    # Where the response cache lives when Redis does not answer.
+    EVALBOT_CACHE_DIR: Path = Path.home() / ".cache" / "evalbot"
+
+    @field_validator("PRIVATE_KEY")
+    @classmethod
+    def _unescape_newlines(cls, value: str | None) -> str | None:
+        # PaaS secret stores often keep a PEM on one line with literal "\n".
+        return value.replace("\\n", "\n") if value else value
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now (tests change it between calls)."""
+    return Settings()

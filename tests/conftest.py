@@ -1,0 +1,92 @@
+"""Shared fixtures: a stub OpenAI-compatible server, git repositories built per test, a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from tests.stub_llm import StubLLM  # noqa: E402
+
+TEST_REDIS_URL = os.environ.get("EVALBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def stub() -> Iterator[StubLLM]:
+    server = StubLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No test may touch the developer's cache or a real provider.
+    monkeypatch.setenv("EVALBOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: disk cache unless a test says so
+
+
+class GitRepo:
+    """A throwaway git repository: write files, commit, and tag revisions."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.email", "test@example.com")
+        self.git("config", "user.name", "test")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.root), *args], check=True, capture_output=True, text=True).stdout
+
+    def write(self, path: str, content: str | dict[str, Any] | list[Any]) -> None:
+        file = self.root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            file.write_text(content)
+        elif path.endswith(".jsonl"):
+            assert isinstance(content, list)
+            file.write_text("".join(json.dumps(row) + "\n" for row in content))
+        else:
+            file.write_text(yaml.safe_dump(content, sort_keys=False))
+
+    def commit(self, message: str, tag: str | None = None) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        if tag:
+            self.git("tag", tag)
+        return self.git("rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    return GitRepo(tmp_path / "repo")
+
+
+def prompt_file(version: str, model: str = "openai/stub", **extra: Any) -> dict[str, Any]:
+    return {
+        "version": version,
+        "model": model,
+        "system_prompt": "You are a helpful agent.",
+        "user_prompt_template": "Question: {question}",
+        "temperature": 0,
+        "max_tokens": 50,
+        **extra,
+    }
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
