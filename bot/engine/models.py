@@ -42,6 +42,7 @@ class CallStats:
     retries: int = 0
     errors: int = 0
     spend_usd: float = 0.0
+    unpriced: int = 0  # calls made to a model with no known price: spend_usd leaves them out
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,10 @@ class ModelClient:
         finally:
             del self._in_flight[key]
         future.set_result(data)
-        self.stats.spend_usd += data.get("cost_usd") or 0.0
+        if data.get("cost_usd") is None:
+            self.stats.unpriced += 1
+        else:
+            self.stats.spend_usd += data["cost_usd"]
         if self.cache is not None:
             await self.cache.set(key, data)
         return data, False

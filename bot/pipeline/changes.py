@@ -90,14 +90,14 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
 
 
 def _reasons(suite: Suite, base_config: Config | None, head_config: Config, changed: list[str]) -> list[str]:
-    reasons = [f"`{path}` changed" for path in suite.paths() if path in changed]
+    reasons = [f"{path} changed" for path in suite.paths() if path in changed]
     base_suite = base_config.suite(suite.name) if base_config else None
     if base_suite is None:
         reasons.append("new suite")
     elif base_suite != suite:
-        reasons.append(f"its entry in `{CONFIG_PATH}` changed")
+        reasons.append(f"its entry in {CONFIG_PATH} changed")
     elif base_config is not None and (base_config.judge, base_config.prices) != (head_config.judge, head_config.prices):
-        reasons.append(f"judge or prices in `{CONFIG_PATH}` changed")
+        reasons.append(f"judge or prices in {CONFIG_PATH} changed")
     return reasons
 
 
@@ -143,6 +143,6 @@ def _version_problems(suite_plan: SuitePlan) -> list[str]:
     if semver_key(head.spec.version) > semver_key(base.spec.version):
         return []
     return [
-        f"`{head.path}` changed without a version bump: version {head.spec.version} must be higher "
+        f"{head.path} changed without a version bump: version {head.spec.version} must be higher "
         f"than the base's {base.spec.version}"
     ]

@@ -56,6 +56,7 @@ class Spend:
     under_test_usd: float
     judge_calls: int
     judge_usd: float
+    unpriced_calls: int
     cache_backend: str
 
 
@@ -182,6 +183,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         under_test_usd=s.spend_usd,
         judge_calls=j.calls,
         judge_usd=j.spend_usd,
+        unpriced_calls=s.unpriced + j.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
     )
     return suites, spend

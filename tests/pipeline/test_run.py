@@ -70,7 +70,7 @@ async def test_known_answers_give_exact_numbers(repo: GitRepo, stub: StubLLM) ->
 
     assert report.errors == [] and report.problems == []
     (suite,) = report.suites
-    assert suite.reasons == ["`prompts/qa.yaml` changed"]
+    assert suite.reasons == ["prompts/qa.yaml changed"]
     base, head = suite.base.metrics, suite.head.metrics
     assert (base.accuracy, head.accuracy) == (0.75, 0.90)
     assert (base.n_graded, head.n_graded, head.n_errors) == (40, 40, 0)
@@ -94,8 +94,8 @@ async def test_known_answers_give_exact_numbers(repo: GitRepo, stub: StubLLM) ->
     # Latency: the stub waits 10 ms (+1 ms per case) for base and 20 ms (+1 ms) for head; HTTP adds a little.
     expected_base_p50 = 0.01 + 0.0195
     expected_head_p95 = 0.02 + 0.03705
-    assert expected_base_p50 <= base.latency_p50_s < expected_base_p50 + 0.04
-    assert expected_head_p95 <= head.latency_p95_s < expected_head_p95 + 0.04
+    assert expected_base_p50 <= base.latency_p50_s < expected_base_p50 + 0.1
+    assert expected_head_p95 <= head.latency_p95_s < expected_head_p95 + 0.1
     assert rows["latency_p95"].delta > 10 and rows["latency_p95"].verdict == "fail"
     assert report.verdict == "fail" and report.exit_code == 1
 
