@@ -14,7 +14,7 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from tests.stub_llm import StubLLM  # noqa: E402
+from tests.stub_llm import StubLLM
 
 TEST_REDIS_URL = os.environ.get("EVALBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

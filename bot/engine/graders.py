@@ -236,8 +236,8 @@ def hallucination(
 
     With `method="judge"`, a judge lists the claims with a quoted evidence span each, and a claim counts
     as supported only when that span really is in the context. With `method="overlap"`, no model is
-    called: every number, date, URL and quoted string in the answer must appear in the context or the
-    request.
+    called: every number, date, time, URL and quoted string in the answer must appear in the context or
+    the request (an answer may repeat what the guest said).
 
     Args:
         client: the client for judge calls (judge method).
@@ -286,13 +286,14 @@ async def _judge_claims(client: ModelClient, judge_model: str, output: str, cont
 _FACTS = [
     re.compile(r"https?://[^\s)\]>\"']+"),
     re.compile(r"\b\d{4}-\d{2}-\d{2}\b"),
+    re.compile(r"\b\d{1,2}:\d{2}\b"),
     re.compile(r"\"([^\"\n]{2,200})\""),
     re.compile(r"\d+(?:[.,]\d+)*(?:\s?%)?"),
 ]
 
 
 def unsupported_facts(answer: str, source: str) -> list[str]:
-    """Numbers, dates, URLs and quoted strings of `answer` that do not appear in `source`."""
+    """Numbers, dates, times, URLs and quoted strings of `answer` that do not appear in `source`."""
     haystack = _norm(source, ignore_case=True)
     facts: list[str] = []
     remaining = answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.engine.metrics import (
     VariantMetrics,
@@ -94,82 +94,48 @@ def compare_suite(
 ) -> SuiteReport:
     """Compare head with base on the cases both answered; a head-only suite is reported without deltas."""
     strict = thresholds.gating == "strict"
-    rows: list[MetricRow] = []
-    hm = head.metrics
+    t = thresholds
     bm = base.metrics if base else None
 
+    def pair(attr: str) -> tuple[Any, Any]:
+        return (getattr(bm, attr) if bm else None), getattr(head.metrics, attr)
+
     acc = _paired(base, head, accuracy_of)
-    rows.append(
+    rows = [
         _rate_row(
-            "accuracy",
-            "Accuracy",
-            bm and bm.accuracy,
-            hm.accuracy,
-            acc,
-            thresholds.accuracy_drop_pp,
-            -1,
+            "accuracy", "Accuracy", pair("accuracy"), pair("accuracy_interval"), acc, t.accuracy_drop_pp, -1, strict
+        ),
+        _relative_row("latency_p50", "Latency p50", "s", pair("latency_p50_s"), None, None, strict),
+        _relative_row(
+            "latency_p95",
+            "Latency p95",
+            "s",
+            pair("latency_p95_s"),
+            _paired(base, head, latency_of),
+            t.latency_p95_increase_pct,
             strict,
-            bm and bm.accuracy_interval,
-            hm.accuracy_interval,
-        )
-    )
-    for key, label, attr in (
-        ("latency_p50", "Latency p50", "latency_p50_s"),
-        ("latency_p95", "Latency p95", "latency_p95_s"),
-    ):
-        b_value, h_value = (getattr(bm, attr) if bm else None), getattr(hm, attr)
-        is_gated = key == "latency_p95"
-        rows.append(
-            _relative_row(
-                key,
-                label,
-                "s",
-                b_value,
-                h_value,
-                _paired(base, head, latency_of) if is_gated else None,
-                thresholds.latency_p95_increase_pct if is_gated else None,
-                strict,
-            )
-        )
-    rows.append(
+        ),
         _relative_row(
             "cost_per_1k",
             "Cost / 1K queries",
             "usd",
-            bm and bm.cost_per_1k_usd,
-            hm.cost_per_1k_usd,
+            pair("cost_per_1k_usd"),
             _paired(base, head, cost_of),
-            thresholds.cost_increase_pct,
+            t.cost_increase_pct,
             strict,
-        )
-    )
-    hal = _paired(base, head, hallucination_of)
-    rows.append(
+        ),
         _rate_row(
             "hallucination",
             "Hallucination rate",
-            bm and bm.hallucination_rate,
-            hm.hallucination_rate,
-            hal,
-            thresholds.hallucination_increase_pp,
+            pair("hallucination_rate"),
+            pair("hallucination_interval"),
+            _paired(base, head, hallucination_of),
+            t.hallucination_increase_pp,
             +1,
             strict,
-            bm and bm.hallucination_interval,
-            hm.hallucination_interval,
-        )
-    )
-    rows.append(
-        _relative_row(
-            "cost_per_pct",
-            "Cost / 1% accuracy",
-            "usd",
-            bm and bm.cost_per_pct_usd,
-            hm.cost_per_pct_usd,
-            None,
-            None,
-            strict,
-        )
-    )
+        ),
+        _relative_row("cost_per_pct", "Cost / 1% accuracy", "usd", pair("cost_per_pct_usd"), None, None, strict),
+    ]
 
     regressions, fixes = _flips(base, head) if base else ([], [])
     errors = [
@@ -217,21 +183,19 @@ def _verdict(change: float | None, threshold: float | None, significant: bool | 
 def _rate_row(
     key: str,
     label: str,
-    base: float | None,
-    head: float | None,
+    values: tuple[float | None, float | None],
+    intervals: tuple[Interval | None, Interval | None],
     paired: PairedDelta | None,
     threshold_pp: float,
     worse_sign: int,
     strict: bool,
-    base_interval: Interval | None,
-    head_interval: Interval | None,
 ) -> MetricRow:
+    base, head = values
     if paired is None or base is None or head is None:
         return MetricRow(
-            key, label, "rate", base, head, None, "", base_interval=base_interval, head_interval=head_interval
+            key, label, "rate", base, head, None, "", base_interval=intervals[0], head_interval=intervals[1]
         )
     delta_pp = paired.delta * 100
-    interval = Interval(paired.interval.low * 100, paired.interval.high * 100)
     return MetricRow(
         key,
         label,
@@ -240,13 +204,13 @@ def _rate_row(
         head,
         delta_pp,
         "pp",
-        interval,
+        Interval(paired.interval.low * 100, paired.interval.high * 100),
         paired.p_value,
         paired.significant,
         threshold_pp,
         _verdict(worse_sign * delta_pp, threshold_pp, paired.significant, strict),
-        base_interval,
-        head_interval,
+        intervals[0],
+        intervals[1],
     )
 
 
@@ -254,12 +218,12 @@ def _relative_row(
     key: str,
     label: str,
     unit: Literal["s", "usd"],
-    base: float | None,
-    head: float | None,
+    values: tuple[float | None, float | None],
     paired: PairedDelta | None,
     threshold_pct: float | None,
     strict: bool,
 ) -> MetricRow:
+    base, head = values
     change = relative_change_pct(base, head)
     if change is None or threshold_pct is None:
         # Not gated (or nothing to compare): shown for information, no verdict.
@@ -290,7 +254,8 @@ def _flips(base: Variant, head: Variant) -> tuple[list[Flip], list[Flip]]:
 
     b_scores, h_scores = per_case(base.results, accuracy_of), per_case(head.results, accuracy_of)
     b_first, h_first = first(base.results), first(head.results)
-    regressions, fixes = [], []
+    regressions: list[Flip] = []
+    fixes: list[Flip] = []
     for case_id, h_score in h_scores.items():
         b_score = b_scores.get(case_id)
         if b_score is None or b_score == h_score:

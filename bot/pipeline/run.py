@@ -162,7 +162,9 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         graders = build_graders(sp.suite.graders, judge, config.judge)
 
         async def variant(name: str, prompt: Prompt) -> Variant:
-            results = await run_variant(client, _spec(name, prompt), _cases(prompt, sp), graders, sp.suite.repeats, progress)
+            results = await run_variant(
+                client, _spec(name, prompt), _cases(prompt, sp), graders, sp.suite.repeats, progress
+            )
             return Variant(name, prompt.spec.version, prompt.spec.model, results)
 
         head_task = variant("head", sp.head_prompt)

@@ -70,10 +70,18 @@ def test_prompt_version_must_be_semver_and_unknown_keys_warn() -> None:
 @pytest.mark.parametrize(
     ("path", "text", "expected_error"),
     [
-        ("d.jsonl", '{"id": 1}\n\n{"id": 2,}\n', "d.jsonl:3 (row 2): not valid JSON (Expecting property name enclosed in double quotes at column 10)"),
+        (
+            "d.jsonl",
+            '{"id": 1}\n\n{"id": 2,}\n',
+            "d.jsonl:3 (row 2): not valid JSON (Expecting property name enclosed in double quotes at column 10)",
+        ),
         ("d.jsonl", '{"id": 1}\n[1, 2]\n', "d.jsonl:2 (row 2): a row must be an object, not list"),
         ("d.jsonl", '{"id": "a"}\n{"id": "a"}\n', "d.jsonl:2 (row 2): case id 'a' repeats row 1"),
-        ("d.json", '[\n {"id": 1},\n {"id": 2}\n {"id": 3}\n]', "d.json:4 (row 3): not valid JSON (expected ',' or ']'"),
+        (
+            "d.json",
+            '[\n {"id": 1},\n {"id": 2}\n {"id": 3}\n]',
+            "d.json:4 (row 3): not valid JSON (expected ',' or ']'",
+        ),
         ("d.yaml", "- id: 1\n- id: [2\n", "d.yaml:3: YAML syntax error"),
         ("d.csv", "id,q\n1,a\n2,b,extra\n", "d.csv:3 (row 2): more values than header columns"),
         ("d.txt", "x", "d.txt: unknown dataset format 'txt'"),
@@ -155,7 +163,9 @@ def test_prompt_changed_without_version_bump_fails_the_gate(repo: GitRepo, stub:
     repo.commit("head", tag="head")
     code, output = _eval(repo, stub)
     assert code == 1
-    assert "prompts/qa.yaml changed without a version bump: version 1.0.0 must be higher than the base's 1.0.0" in output
+    assert (
+        "prompts/qa.yaml changed without a version bump: version 1.0.0 must be higher than the base's 1.0.0" in output
+    )
 
 
 def test_validate_checks_a_checkout_without_model_calls(repo: GitRepo) -> None:

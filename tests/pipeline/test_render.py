@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+from bot.engine.graders import Grade
+from bot.engine.runner import CaseResult
+from bot.pipeline.compare import Variant, compare_suite
+from bot.pipeline.config import Thresholds
+from bot.pipeline.render import MAX_MARKDOWN_CHARS, md_cell, render_json, render_markdown
+from bot.pipeline.run import Report, Spend
+
+
+def result(case: int, passed: bool, output: str = "answer", latency_s: float = 1.0) -> CaseResult:
+    grade = Grade("equals", "accuracy", passed, "" if passed else "expected 'x'")
+    return CaseResult(f"c{case}", "billing", 0, output, latency_s, 0.001, 100, 20, False, None, (grade,))
+
+
+def report_with(base_passes: list[bool], head_passes: list[bool], output: str = "answer") -> Report:
+    base = Variant("base", "1.0.0", "openai/m", [result(i, p, output) for i, p in enumerate(base_passes)])
+    head = Variant("head", "1.1.0", "openai/m", [result(i, p, output, 1.0) for i, p in enumerate(head_passes)])
+    suite = compare_suite("qa", ["prompts/qa.yaml changed"], base, head, Thresholds())
+    spend = Spend(80, 0, 80, 0, 0, 0.08, 0, 0.0, 0, "disk")
+    return Report("main", "feature", ["prompts/qa.yaml"], suites=[suite], spend=spend)
+
+
+def test_untrusted_text_cannot_break_tables_ping_or_inject_html() -> None:
+    text = "| @alice <img src=x onerror=alert(1)> `code`\n| next row"
+    assert md_cell(text) == "\\| @\u200dalice &lt;img src=x onerror=alert(1)&gt; \\`code\\` \\| next row"
+    assert md_cell("x" * 300, limit=10) == "xxxxxxxxx…"
+
+
+def test_summary_table_with_fixed_numbers() -> None:
+    text = render_markdown(report_with([True] * 40, [True] * 28 + [False] * 12))
+    assert text.startswith("## evalbot: ❌ fail\n")
+    assert "| Metric | base (1.0.0) | head (1.1.0) | Δ | verdict |" in text
+    assert "| Accuracy | 100.0% [91.2, 100.0] | 70.0% [54.6, 81.9] | -30.0 pp [-45.0, -17.5] p=0.000488 | ❌ fail |" in text
+    assert "| Latency p95 | 1.00 s | 1.00 s | +0.0% p=1 | ✅ pass |" in text
+    assert "| Cost / 1K queries | $1.00 | $1.00 | +0.0% p=1 | ✅ pass |" in text
+    assert "| Hallucination rate | — | — | — | — |" in text
+    assert "<details><summary>Regressions: passed on base, fail on head (12)</summary>" in text
+    assert "80 model calls under test (0 from cache, 80 HTTP requests, 0 retries, 0 failed); spend under test $0.0800" in text
+
+
+def test_huge_report_is_trimmed_in_details_never_in_the_summary() -> None:
+    long_output = "very long answer " * 100
+    report = report_with([True] * 3000, [False] * 3000, output=long_output)
+    text = render_markdown(report)
+    assert len(text) <= MAX_MARKDOWN_CHARS
+    assert "| Accuracy | 100.0% [99.9, 100.0] | 0.0% [0.0, 0.1] | -100.0 pp" in text
+    assert "…and 2950 more." in text
+
+
+def test_json_has_the_same_numbers() -> None:
+    data = json.loads(render_json(report_with([True] * 30 + [False] * 10, [True] * 36 + [False] * 4)))
+    assert data["verdict"] == "pass" and data["exit_code"] == 0
+    suite = data["suites"][0]
+    assert (suite["base"]["metrics"]["accuracy"], suite["head"]["metrics"]["accuracy"]) == (0.75, 0.9)
+    rows = {row["key"]: row for row in suite["rows"]}
+    assert abs(rows["accuracy"]["delta"] - 15.0) < 1e-9
+    assert suite["head"]["results"][0]["passed"] is True
