@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -58,6 +59,7 @@ class Spend:
     judge_usd: float
     unpriced_calls: int
     cache_backend: str
+    wall_s: float
 
 
 @dataclass
@@ -148,6 +150,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
 
+    started = time.perf_counter()
     total = sum(len(sp.dataset.cases) * sp.suite.repeats * (2 if sp.base_prompt else 1) for sp in the_plan.suites)
     done = cached = 0
 
@@ -187,5 +190,6 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         judge_usd=j.spend_usd,
         unpriced_calls=s.unpriced + j.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
+        wall_s=time.perf_counter() - started,
     )
     return suites, spend

@@ -19,7 +19,7 @@ def report_with(base_passes: list[bool], head_passes: list[bool], output: str = 
     base = Variant("base", "1.0.0", "openai/m", [result(i, p, output) for i, p in enumerate(base_passes)])
     head = Variant("head", "1.1.0", "openai/m", [result(i, p, output, 1.0) for i, p in enumerate(head_passes)])
     suite = compare_suite("qa", ["prompts/qa.yaml changed"], base, head, Thresholds())
-    spend = Spend(80, 0, 80, 0, 0, 0.08, 0, 0.0, 0, "disk")
+    spend = Spend(80, 0, 80, 0, 0, 0.08, 0, 0.0, 0, "disk", 12.5)
     return Report("main", "feature", ["prompts/qa.yaml"], suites=[suite], spend=spend)
 
 
@@ -38,7 +38,7 @@ def test_summary_table_with_fixed_numbers() -> None:
     assert "| Cost / 1K queries | $1.00 | $1.00 | +0.0% p=1 | ✅ pass |" in text
     assert "| Hallucination rate | — | — | — | — |" in text
     assert "<details><summary>Regressions: passed on base, fail on head (12)</summary>" in text
-    assert "80 model calls under test (0 from cache, 80 HTTP requests, 0 retries, 0 failed); spend under test $0.0800" in text
+    assert "80 model calls under test in 12.50 s (0 from cache, 80 HTTP requests, 0 retries, 0 failed); spend under test $0.0800" in text
 
 
 def test_huge_report_is_trimmed_in_details_never_in_the_summary() -> None:
