@@ -158,5 +158,32 @@ def validate_command(repo: Path) -> None:
     sys.exit(EXIT_INPUT if result.errors else EXIT_PASS)
 
 
+@cli.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, envvar="PORT", default=8000, show_default=True)
+def serve_command(host: str, port: int) -> None:
+    """The GitHub App's web process: POST /api/github/webhooks, GET /healthz, GET /metrics."""
+    _configure_logging(verbose=True)
+    import uvicorn
+
+    from bot.github.webhook import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command("worker")
+def worker_command() -> None:
+    """The arq worker that runs evaluation jobs (metrics on WORKER_METRICS_PORT)."""
+    _configure_logging(verbose=True)
+    from arq import run_worker
+    from prometheus_client import start_http_server
+
+    from bot.github.jobs import WorkerSettings
+    from bot.settings import get_settings
+
+    start_http_server(get_settings().WORKER_METRICS_PORT)
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
 def main() -> None:
     cli()

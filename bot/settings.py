@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     PUBLIC_URL: str | None = None
     # Where the response cache lives when Redis does not answer.
     EVALBOT_CACHE_DIR: Path = Path.home() / ".cache" / "evalbot"
+    # One OpenAI-compatible endpoint for every model call (else litellm's own variables apply).
+    EVALBOT_API_BASE: str | None = None
+    # Model calls in flight per evaluation job.
+    EVALBOT_CONCURRENCY: int = 8
+    # The worker serves its own Prometheus metrics here (jobs, model calls, spend).
+    WORKER_METRICS_PORT: int = 9100
 
     @field_validator("PRIVATE_KEY")
     @classmethod

@@ -11,16 +11,16 @@ import asyncio
 import hashlib
 import math
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.servers import ThreadedServer
 
 
 @dataclass
@@ -61,8 +61,7 @@ class StubLLM:
         self._lock = threading.Lock()
         self.app = self._make_app()
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer(self.app)
 
     @property
     def base_url(self) -> str:
@@ -129,27 +128,12 @@ class StubLLM:
         return app
 
     def start(self, port: int = 0) -> StubLLM:
-        sock = socket.socket()
-        # Accepted sockets inherit this on Linux; without it Nagle meets delayed ACK and every
-        # keep-alive request waits 40 ms (uvicorn sets it only on sockets it creates itself).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("stub LLM server did not start")
-            time.sleep(0.01)
+        self._http.start(port)
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        self._http.stop()
 
 
 def main() -> None:

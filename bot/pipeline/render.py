@@ -60,6 +60,11 @@ def signed(value: float | None, unit: str, digits: int = 1) -> str:
     return f"{value:+.{digits}f}{space}{unit}"
 
 
+def short_ref(ref: str) -> str:
+    """A commit SHA as GitHub shows it (7 characters); branch and tag names as they are."""
+    return ref[:7] if re.fullmatch(r"[0-9a-f]{40}", ref) else ref
+
+
 def icon(verdict: str) -> str:
     return _ICONS.get(verdict, verdict)
 
@@ -74,8 +79,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon)
+    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref)
     return env
+
+
+def render_template(name: str, **data: Any) -> str:
+    """Any template of report_templates/ with the report filters (`md`, `pct`, `usd`, ...)."""
+    return _environment().get_template(name).render(**data)
 
 
 def render_markdown(report: Report, template: str = "report.md.j2", max_chars: int = MAX_MARKDOWN_CHARS) -> str:

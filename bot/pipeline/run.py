@@ -74,6 +74,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     spend: Spend | None = None
+    # Who may approve, from the base branch's policy (for the approval check).
+    approvers: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> Literal["pass", "fail", "error"]:
@@ -133,7 +135,14 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     """
     options = options or RunOptions()
     the_plan = await plan(source, base, head, options.only, options.run_all)
-    report = Report(base, head, the_plan.changed_paths, problems=the_plan.problems, warnings=the_plan.warnings)
+    report = Report(
+        base,
+        head,
+        the_plan.changed_paths,
+        problems=the_plan.problems,
+        warnings=the_plan.warnings,
+        approvers=the_plan.config.approvers,
+    )
     if the_plan.errors:
         report.errors = [str(error) for error in the_plan.errors]
         return report

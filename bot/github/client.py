@@ -1,0 +1,33 @@
+"""githubkit clients: the app (JWT) and an installation (token); retries are githubkit's own."""
+
+from __future__ import annotations
+
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+
+from bot.errors import EvalbotError
+from bot.settings import Settings
+
+
+def _private_key(settings: Settings) -> str:
+    if settings.PRIVATE_KEY:
+        return settings.PRIVATE_KEY
+    if settings.PRIVATE_KEY_PATH:
+        return settings.PRIVATE_KEY_PATH.read_text()
+    raise EvalbotError("set PRIVATE_KEY or PRIVATE_KEY_PATH to the GitHub App's private key")
+
+
+def app_auth(settings: Settings) -> AppAuthStrategy:
+    if not settings.APP_ID:
+        raise EvalbotError("set APP_ID to the GitHub App's id")
+    return AppAuthStrategy(settings.APP_ID, _private_key(settings))
+
+
+def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
+    """A client acting as one installation. githubkit retries 5xx (3 times) and rate limits with
+    `Retry-After` (RETRY_DEFAULT), and renews the installation token when it expires."""
+    return GitHub(
+        app_auth(settings).as_installation(installation_id),
+        base_url=settings.GITHUB_API_URL,
+        timeout=30.0,
+        auto_retry=True,
+    )

@@ -1,0 +1,27 @@
+"""Names GitHub and Redis see: check-run names, the comment marker, key prefixes and job ids."""
+
+from __future__ import annotations
+
+# Fixed for branch protection: users mark these as required checks.
+EVALS_CHECK = "evalbot/evals"
+APPROVAL_CHECK = "evalbot/approval"
+# Finds the one sticky comment per pull request among everyone's comments.
+COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
+
+DELIVERY_KEY_PREFIX = "evalbot:delivery:"
+# GitHub redelivers within days at most; a week keeps every duplicate out.
+DELIVERY_TTL_S = 7 * 24 * 3600
+
+# A suite of a few hundred cases on a slow provider takes minutes; a killed job is re-run only after
+# this plus arq's 10 s lock slack, so keep it near the longest real evaluation.
+JOB_TIMEOUT_S = 30 * 60
+JOB_MAX_TRIES = 3
+# Seconds between progress updates of the check run while cases run.
+PROGRESS_INTERVAL_S = 2.0
+# GitHub's limit on a check run's output.summary / output.text and on a comment body.
+MAX_TEXT_CHARS = 65_535
+
+
+def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:
+    """One evaluation per (repository, pull request, head SHA): arq drops a second enqueue."""
+    return f"evalbot:eval:{repo}:{pr_number}:{head_sha}"

@@ -1,0 +1,16 @@
+"""Prometheus metrics of the web process (deliveries) and the worker (jobs, model calls, spend)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DELIVERIES = Counter(
+    "evalbot_webhook_deliveries_total", "Webhook deliveries by event and outcome", ["event", "outcome"]
+)
+JOBS_ENQUEUED = Counter("evalbot_jobs_enqueued_total", "Evaluation jobs enqueued")
+JOBS = Counter("evalbot_jobs_total", "Evaluation jobs finished, by verdict", ["result"])
+JOB_SECONDS = Histogram(
+    "evalbot_job_duration_seconds", "Evaluation job duration", buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
+)
+MODEL_CALLS = Counter("evalbot_model_calls_total", "Model calls under test (cached ones included)")
+SPEND_USD = Counter("evalbot_model_spend_usd_total", "Model spend in USD, calls under test and judges")

@@ -1,0 +1,105 @@
+"""Check runs and the sticky comment: pure payload builders, and the githubkit calls last."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from githubkit import GitHub
+
+from bot.github.constants import COMMENT_MARKER, MAX_TEXT_CHARS
+from bot.pipeline.render import render_markdown, render_template
+from bot.pipeline.run import Report
+
+Conclusion = Literal["success", "failure", "neutral", "action_required", "cancelled", "timed_out", "skipped"]
+
+# GitHub's limit on a check run's title.
+_MAX_TITLE_CHARS = 255
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def output(title: str, summary: str) -> dict[str, str]:
+    """A check run's `output`, within GitHub's limits (a longer one is refused with 422)."""
+    return {"title": _clip(" ".join(title.split()), _MAX_TITLE_CHARS), "summary": _clip(summary, MAX_TEXT_CHARS)}
+
+
+def report_title(report: Report) -> str:
+    return render_template("check_title.md.j2", report=report).strip()
+
+
+def evals_conclusion(report: Report) -> Conclusion:
+    return "success" if report.verdict == "pass" else "failure"
+
+
+def comment_body(summary_markdown: str, head_sha: str | None = None, details_url: str | None = None) -> str:
+    """The sticky comment: the hidden marker, then the same Markdown as the check run."""
+    room = MAX_TEXT_CHARS - 200  # marker and footer
+    body = _clip(summary_markdown, room)
+    return render_template(
+        "comment.md.j2", marker=COMMENT_MARKER, body=body, head_sha=head_sha, details_url=details_url
+    )
+
+
+def report_markdown(report: Report) -> str:
+    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200)
+
+
+class Publisher:
+    """Posts to one pull request's head SHA; idempotent, so a re-run job finds what it posted before."""
+
+    def __init__(self, gh: GitHub[Any], owner: str, repo: str, pr_number: int, head_sha: str):
+        self.gh, self.owner, self.repo, self.pr_number, self.head_sha = gh, owner, repo, pr_number, head_sha
+        self._base = f"/repos/{owner}/{repo}"
+
+    async def ensure_check(self, name: str, details_url: str | None = None) -> int:
+        """The id of check run `name` on the head SHA: the existing one (a re-run job), else a new queued one."""
+        response = await self.gh.arequest(
+            "GET", f"{self._base}/commits/{self.head_sha}/check-runs", params={"check_name": name, "filter": "latest"}
+        )
+        runs = response.json().get("check_runs", [])
+        if runs:
+            return int(runs[0]["id"])
+        payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": "queued"}
+        if details_url:
+            payload["details_url"] = details_url
+        created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
+        return int(created.json()["id"])
+
+    async def progress(self, check_id: int, title: str, summary: str) -> None:
+        await self.gh.arequest(
+            "PATCH",
+            f"{self._base}/check-runs/{check_id}",
+            json={"status": "in_progress", "output": output(title, summary)},
+        )
+
+    async def complete(self, check_id: int, conclusion: Conclusion, title: str, summary: str) -> None:
+        await self.gh.arequest(
+            "PATCH",
+            f"{self._base}/check-runs/{check_id}",
+            json={"status": "completed", "conclusion": conclusion, "output": output(title, summary)},
+        )
+
+    async def upsert_comment(self, body: str) -> int:
+        """Edit the pull request's sticky comment in place, or create it; returns its id."""
+        existing = await self._find_comment()
+        if existing is not None:
+            await self.gh.arequest("PATCH", f"{self._base}/issues/comments/{existing}", json={"body": body})
+            return existing
+        created = await self.gh.arequest("POST", f"{self._base}/issues/{self.pr_number}/comments", json={"body": body})
+        return int(created.json()["id"])
+
+    async def _find_comment(self) -> int | None:
+        page = 1
+        while True:
+            response = await self.gh.arequest(
+                "GET", f"{self._base}/issues/{self.pr_number}/comments", params={"per_page": 100, "page": page}
+            )
+            comments = response.json()
+            for comment in comments:
+                if COMMENT_MARKER in (comment.get("body") or ""):
+                    return int(comment["id"])
+            if len(comments) < 100:
+                return None
+            page += 1

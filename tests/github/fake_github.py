@@ -1,0 +1,183 @@
+"""A fake GitHub REST API for githubkit: serves a real git repository, records and validates writes.
+
+It checks the app JWT and the installation token, and refuses what GitHub refuses (422 on an output
+over 65,535 characters, an unknown conclusion, more than 3 actions, a title over 255 characters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import jwt
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from tests.servers import ThreadedServer
+
+TOKEN = "ghs_fake_installation_token"
+CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"}
+STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
+
+
+class FakeGitHub:
+    def __init__(self, repo_root: Path, public_key: str, app_id: str):
+        self.repo_root = repo_root
+        self.public_key = public_key
+        self.app_id = app_id
+        self.pulls: dict[int, tuple[str, str]] = {}
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.comments: dict[int, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.fail_next: list[int] = []  # statuses to answer the next requests with (e.g. 502)
+        self._ids = itertools.count(1000)
+        self._lock = threading.Lock()
+        self.app = self._make_app()
+        self.port = 0
+        self._http = ThreadedServer(self.app)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def writes(self, method: str | None = None) -> list[tuple[str, str]]:
+        return [(m, p) for m, p in self.requests if m != "GET" and (method is None or m == method)]
+
+    def runs_named(self, name: str, head_sha: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r for r in self.check_runs.values() if r["name"] == name and (head_sha is None or r["head_sha"] == head_sha)
+        ]
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(self.repo_root), *args], capture_output=True, text=True)
+
+    def _make_app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def auth_and_faults(request: Request, call_next: Any) -> Response:
+            with self._lock:
+                self.requests.append((request.method, request.url.path))
+                failure = self.fail_next.pop(0) if self.fail_next else None
+            if failure is not None:
+                return JSONResponse({"message": "Server Error"}, status_code=failure)
+            header = request.headers.get("authorization", "")
+            if request.url.path.startswith("/app/"):
+                try:
+                    claims = jwt.decode(header.removeprefix("Bearer "), self.public_key, algorithms=["RS256"])
+                except jwt.PyJWTError as exc:
+                    return JSONResponse({"message": f"bad JWT: {exc}"}, status_code=401)
+                if str(claims.get("iss")) != self.app_id:
+                    return JSONResponse({"message": "wrong app"}, status_code=401)
+            elif header not in (f"token {TOKEN}", f"Bearer {TOKEN}"):
+                return JSONResponse({"message": "Bad credentials"}, status_code=401)
+            response: Response = await call_next(request)
+            return response
+
+        @app.post("/app/installations/{installation_id}/access_tokens")
+        async def token(installation_id: int) -> JSONResponse:
+            return JSONResponse(
+                {"token": TOKEN, "expires_at": "2099-01-01T00:00:00Z", "permissions": {}}, status_code=201
+            )
+
+        @app.get("/repos/{owner}/{repo}/contents/{path:path}")
+        async def contents(owner: str, repo: str, path: str, ref: str) -> Response:
+            shown = self._git("show", f"{ref}:{path}")
+            if shown.returncode != 0:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            return PlainTextResponse(shown.stdout)
+
+        @app.get("/repos/{owner}/{repo}/pulls/{number}/files")
+        async def pull_files(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
+            base, head = self.pulls[number]
+            names = self._git("diff", "--name-only", f"{base}...{head}").stdout.split()
+            chunk = names[(page - 1) * per_page : page * per_page]
+            return JSONResponse([{"filename": n, "status": "modified"} for n in chunk])
+
+        @app.get("/repos/{owner}/{repo}/commits/{sha}/check-runs")
+        async def list_runs(owner: str, repo: str, sha: str, check_name: str | None = None) -> JSONResponse:
+            runs = [r for r in self.check_runs.values() if r["head_sha"] == sha and check_name in (None, r["name"])]
+            runs.sort(key=lambda r: -int(r["id"]))
+            return JSONResponse({"total_count": len(runs), "check_runs": runs})
+
+        @app.post("/repos/{owner}/{repo}/check-runs")
+        async def create_run(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            problem = self._invalid_run(body, creating=True)
+            if problem:
+                return JSONResponse({"message": problem}, status_code=422)
+            run = {"id": next(self._ids), "status": "queued", "conclusion": None, "output": None, **body}
+            if body.get("conclusion"):
+                run["status"] = "completed"
+            self.check_runs[run["id"]] = run
+            return JSONResponse(run, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/check-runs/{run_id}")
+        async def update_run(owner: str, repo: str, run_id: int, request: Request) -> JSONResponse:
+            body = await request.json()
+            problem = self._invalid_run(body, creating=False)
+            if problem:
+                return JSONResponse({"message": problem}, status_code=422)
+            run = self.check_runs[run_id]
+            run.update(body)
+            if body.get("conclusion"):
+                run["status"] = "completed"
+            return JSONResponse(run)
+
+        @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
+        async def list_comments(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
+            found = [c for c in self.comments.values() if c["issue"] == number]
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+
+        @app.post("/repos/{owner}/{repo}/issues/{number}/comments")
+        async def create_comment(owner: str, repo: str, number: int, request: Request) -> JSONResponse:
+            body = (await request.json())["body"]
+            if len(body) > 65_535:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            comment = {"id": next(self._ids), "issue": number, "body": body, "edits": 0}
+            self.comments[comment["id"]] = comment
+            return JSONResponse(comment, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}")
+        async def edit_comment(owner: str, repo: str, comment_id: int, request: Request) -> JSONResponse:
+            body = (await request.json())["body"]
+            if len(body) > 65_535:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            comment = self.comments[comment_id]
+            comment.update(body=body, edits=comment["edits"] + 1)
+            return JSONResponse(comment)
+
+        return app
+
+    @staticmethod
+    def _invalid_run(body: dict[str, Any], creating: bool) -> str | None:
+        if creating and (not body.get("name") or not body.get("head_sha")):
+            return "name and head_sha are required"
+        if "status" in body and body["status"] not in STATUSES:
+            return f"status {body['status']!r} is not a member of {sorted(STATUSES)}"
+        if "conclusion" in body and body["conclusion"] not in CONCLUSIONS:
+            return f"conclusion {body['conclusion']!r} is not a member of {sorted(CONCLUSIONS)}"
+        if body.get("status") == "completed" and not body.get("conclusion"):
+            return "conclusion is required when status is completed"
+        if len(body.get("actions") or []) > 3:
+            return "actions: no more than 3 items"
+        out = body.get("output") or {}
+        if out and (not out.get("title") or not out.get("summary")):
+            return "output needs title and summary"
+        if len(out.get("title") or "") > 255:
+            return "output.title is too long"
+        for key in ("summary", "text"):
+            if len(out.get(key) or "") > 65_535:
+                return f"output.{key} is too long (maximum is 65535 characters)"
+        return None
+
+    def start(self) -> FakeGitHub:
+        self._http.start()
+        self.port = self._http.port
+        return self
+
+    def stop(self) -> None:
+        self._http.stop()

@@ -1,0 +1,146 @@
+"""End to end: signed webhook → real Redis → arq worker → fake GitHub API and stub model server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from arq import ArqRedis
+
+from bot.github.constants import APPROVAL_CHECK, COMMENT_MARKER, EVALS_CHECK
+from bot.settings import Settings
+from tests.conftest import GitRepo, prompt_file
+from tests.github.conftest import fixture, signed_headers, webhook_client
+from tests.github.fake_github import FakeGitHub
+from tests.stub_llm import Reply, StubLLM, user_text
+
+PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+
+
+def answer_correctly_on_head(body: dict[str, Any]) -> Reply:
+    # Head prompt ("v2") answers cases 0-8 right, base ("v1") cases 0-4: 90% vs 50%.
+    case = int(user_text(body).rsplit("q", 1)[-1])
+    right = case < (9 if "v2" in body["messages"][0]["content"] else 5)
+    return Reply(text=f"a{case}" if right else "nope", prompt_tokens=100, completion_tokens=50)
+
+
+def build(repo: GitRepo) -> tuple[str, str]:
+    suite = {"name": "qa", "prompt": "prompts/qa.yaml", "dataset": "evals/qa.jsonl", "graders": [{"type": "equals"}]}
+    # Latency of a stub in this process is noise: gate on accuracy here.
+    thresholds = {"latency_p95_increase_pct": 1000}
+    repo.write(".evalbot.yml", {"approvers": ["lead"], "prices": PRICES, "thresholds": thresholds, "suites": [suite]})
+    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
+    base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
+    return base, repo.commit("head")
+
+
+def pr_event(action: str, base: str, head: str) -> bytes:
+    payload = fixture(f"pull_request.{action}.json")
+    payload["pull_request"]["base"]["sha"] = base
+    payload["pull_request"]["head"]["sha"] = head
+    payload["pull_request"]["draft"] = False
+    return json.dumps(payload).encode()
+
+
+@pytest.fixture
+async def webhook(redis: ArqRedis, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with webhook_client(settings, redis) as http:
+        yield http
+
+
+async def deliver(webhook: httpx.AsyncClient, event: str, body: bytes, delivery: str) -> httpx.Response:
+    return await webhook.post("/api/github/webhooks", content=body, headers=signed_headers(body, event, delivery))
+
+
+async def test_pull_request_gets_both_checks_and_one_sticky_comment(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+
+    response = await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-1")
+    assert response.status_code == 202
+    assert await run_worker() == 1
+
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    (approval,) = fake_github.runs_named(APPROVAL_CHECK, head)
+    assert (evals["status"], evals["conclusion"]) == ("completed", "success")
+    assert evals["output"]["title"] == "qa: accuracy 50.0% → 90.0% (+40.0 pp)"
+    assert "| Accuracy | 50.0% [23.7, 76.3] | 90.0% [59.6, 98.2] | +40.0 pp" in evals["output"]["summary"]
+    assert (approval["status"], approval["conclusion"]) == ("completed", "action_required")
+    assert "Approvers (from the base branch's `.evalbot.yml`): lead." in approval["output"]["summary"]
+    (comment,) = fake_github.comments.values()
+    assert comment["body"].startswith(COMMENT_MARKER)
+    assert evals["output"]["summary"] in comment["body"]
+    assert len(stub.requests) == 20
+
+    # The same delivery again: nothing new.
+    again = await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-1")
+    assert again.json()["outcome"] == "duplicate delivery"
+    assert await run_worker() == 0
+    assert len(fake_github.check_runs) == 2
+
+    # A push: new check runs on the new SHA, the same comment edited.
+    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
+    new_head = repo.commit("push")
+    fake_github.pulls[2] = (base, new_head)
+    await deliver(webhook, "pull_request", pr_event("synchronize", base, new_head), "d-2")
+    assert await run_worker() == 1
+    assert len(fake_github.runs_named(EVALS_CHECK, new_head)) == 1
+    assert len(fake_github.comments) == 1
+    assert next(iter(fake_github.comments.values()))["edits"] == 1
+
+
+async def test_no_ai_change_gives_success_at_once_without_model_calls(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+) -> None:
+    base, _ = build(repo)
+    repo.git("checkout", "-q", "main")
+    repo.git("checkout", "-q", "-b", "docs")
+    repo.write("README.md", "docs")
+    head = repo.commit("docs only")
+    fake_github.pulls[2] = (base, head)
+    await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-3")
+    assert await run_worker() == 1
+    for name in (EVALS_CHECK, APPROVAL_CHECK):
+        (run,) = fake_github.runs_named(name, head)
+        assert run["conclusion"] == "success"
+    assert fake_github.runs_named(EVALS_CHECK, head)[0]["output"]["title"] == "No prompt, config or dataset changed"
+    assert stub.requests == [] and fake_github.comments == {}
+
+
+async def test_github_502s_are_retried_and_the_run_completes(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+    fake_github.fail_next = [502, 502]  # the token request and its first retry
+    await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-4")
+    assert await run_worker() == 1
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert evals["conclusion"] == "success"
+
+
+async def test_a_crash_still_completes_the_check_run(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    # The PR's file list answers 500 until githubkit gives up (1 try + 3 retries).
+    original = fake_github.pulls.copy()
+    fake_github.pulls.clear()
+    await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-5")
+    assert await run_worker() == 1
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
+    assert evals["output"]["title"] == "evalbot could not finish the evaluation"
+    assert stub.requests == []
+    fake_github.pulls.update(original)
