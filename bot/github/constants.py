@@ -16,6 +16,8 @@ DELIVERY_TTL_S = 7 * 24 * 3600
 # this plus arq's 10 s lock slack, so keep it near the longest real evaluation.
 JOB_TIMEOUT_S = 30 * 60
 JOB_MAX_TRIES = 3
+# A job that cannot reach GitHub at all is tried again after this many seconds times its try number.
+RETRY_DEFER_S = 30
 # Seconds between progress updates of the check run while cases run.
 PROGRESS_INTERVAL_S = 2.0
 # GitHub's limit on a check run's output.summary / output.text and on a comment body.

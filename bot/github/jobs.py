@@ -8,12 +8,21 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
+from arq import Retry
 from arq.connections import RedisSettings
+from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
 from bot.github import metrics
 from bot.github.client import installation_client
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, JOB_MAX_TRIES, JOB_TIMEOUT_S, PROGRESS_INTERVAL_S
+from bot.github.constants import (
+    APPROVAL_CHECK,
+    EVALS_CHECK,
+    JOB_MAX_TRIES,
+    JOB_TIMEOUT_S,
+    PROGRESS_INTERVAL_S,
+    RETRY_DEFER_S,
+)
 from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
 from bot.github.source import GitHubSource
 from bot.pipeline.render import render_template
@@ -50,7 +59,13 @@ async def evaluate_pull_request(
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
 
-    evals_id = await publisher.ensure_check(EVALS_CHECK, details_url)
+    try:
+        evals_id = await publisher.ensure_check(EVALS_CHECK, details_url)
+    except GitHubException as exc:
+        # GitHub still failing after githubkit's own retries: nothing is posted yet, so ask arq to try
+        # the whole job again later rather than lose the pull request's check.
+        bound.warning("cannot create the check run; retrying the job", error=str(exc))
+        raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(ctx, settings, publisher, evals_id, gh, owner, name, pr_number, base_sha, head_sha)
     except Exception as exc:

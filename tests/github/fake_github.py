@@ -32,7 +32,8 @@ class FakeGitHub:
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
-        self.fail_next: list[int] = []  # statuses to answer the next requests with (e.g. 502)
+        # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
+        self.fail_next: list[int | tuple[int, dict[str, str], str]] = []
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self.app = self._make_app()
@@ -61,9 +62,10 @@ class FakeGitHub:
         async def auth_and_faults(request: Request, call_next: Any) -> Response:
             with self._lock:
                 self.requests.append((request.method, request.url.path))
-                failure = self.fail_next.pop(0) if self.fail_next else None
+                failure = self.fail_next.pop(0) if self.fail_next and request.url.path.startswith("/repos/") else None
             if failure is not None:
-                return JSONResponse({"message": "Server Error"}, status_code=failure)
+                status, headers, message = failure if isinstance(failure, tuple) else (failure, {}, "Server Error")
+                return JSONResponse({"message": message}, status_code=status, headers=headers)
             header = request.headers.get("authorization", "")
             if request.url.path.startswith("/app/"):
                 try:

@@ -11,6 +11,7 @@ import pytest
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, COMMENT_MARKER, EVALS_CHECK
+from bot.github.jobs import evaluate_pull_request
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import fixture, signed_headers, webhook_client
@@ -122,11 +123,57 @@ async def test_github_502s_are_retried_and_the_run_completes(
     base, head = build(repo)
     fake_github.pulls[2] = (base, head)
     stub.handler = answer_correctly_on_head
-    fake_github.fail_next = [502, 502]  # the token request and its first retry
+    fake_github.fail_next = [502, 502]  # the first check-run look-up and its first retry
     await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-4")
     assert await run_worker() == 1
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert evals["conclusion"] == "success"
+
+
+async def test_secondary_rate_limit_waits_for_retry_after(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+    limited = (403, {"Retry-After": "1"}, "You have exceeded a secondary rate limit. Please wait a few minutes.")
+    fake_github.fail_next = [limited]
+    await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-6")
+    assert await run_worker() == 1
+    assert fake_github.runs_named(EVALS_CHECK, head)[0]["conclusion"] == "success"
+
+
+async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    # What arq does after a SIGKILL: the same job again, job_try incremented, same Redis cache.
+    assert await evaluate_pull_request({"settings": settings, "redis": redis, "job_try": 1}, **args) == "pass"
+    calls_after_first = len(stub.requests)
+    assert await evaluate_pull_request({"settings": settings, "redis": redis, "job_try": 2}, **args) == "pass"
+    assert len(stub.requests) == calls_after_first == 20  # answers came from the cache
+    assert len(fake_github.runs_named(EVALS_CHECK, head)) == 1
+    assert len(fake_github.runs_named(APPROVAL_CHECK, head)) == 1
+    assert len(fake_github.comments) == 1
+
+
+async def test_progress_is_posted_while_cases_run(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+) -> None:
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **args)
+    writes = fake_github.writes()
+    # Queued first, then in progress, before any model call; completed last.
+    assert writes[0] == ("POST", "/repos/Codertocat/Hello-World/check-runs")
+    assert writes[1] == ("PATCH", "/repos/Codertocat/Hello-World/check-runs/1000")
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert evals["status"] == "completed"
 
 
 async def test_a_crash_still_completes_the_check_run(
@@ -144,3 +191,26 @@ async def test_a_crash_still_completes_the_check_run(
     assert evals["output"]["title"] == "evalbot could not finish the evaluation"
     assert stub.requests == []
     fake_github.pulls.update(original)
+
+
+async def test_github_down_before_any_check_run_asks_arq_to_retry(
+    repo: GitRepo, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    from arq import Retry
+    from githubkit import GitHub
+
+    from bot.github.client import app_auth
+
+    base, head = build(repo)
+    fake_github.fail_next = [502]
+
+    def no_retries(settings: Settings, installation_id: int) -> GitHub[Any]:
+        auth = app_auth(settings).as_installation(installation_id)
+        return GitHub(auth, base_url=settings.GITHUB_API_URL, auto_retry=False)
+
+    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    ctx = {"settings": settings, "redis": redis, "job_try": 2, "github_factory": no_retries}
+    with pytest.raises(Retry) as info:
+        await evaluate_pull_request(ctx, **args)
+    assert info.value.defer_score == 60_000  # 30 s x try 2, in ms
+    assert fake_github.check_runs == {}
