@@ -83,6 +83,11 @@ def prompt_file(version: str, model: str = "openai/stub", **extra: Any) -> dict[
     }
 
 
+def suite_config(name: str, prompt: str, dataset: str, graders: list[dict[str, Any]], **config: Any) -> dict[str, Any]:
+    """An `.evalbot.yml` with one suite, plus any top-level keys (prices, thresholds, ...)."""
+    return {**config, "suites": [{"name": name, "prompt": prompt, "dataset": dataset, "graders": graders}]}
+
+
 def redis_available() -> bool:
     import redis
 

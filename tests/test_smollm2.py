@@ -15,7 +15,7 @@ import pytest
 
 from bot.pipeline.run import RunOptions, evaluate
 from bot.pipeline.source import GitSource
-from tests.conftest import GitRepo, prompt_file
+from tests.conftest import GitRepo, prompt_file, suite_config
 
 pytestmark = [
     pytest.mark.smollm2,
@@ -60,20 +60,9 @@ def smollm2_url() -> Iterator[str]:
 
 
 async def test_real_model_answers_are_measured_and_graded(repo: GitRepo, smollm2_url: str) -> None:
-    repo.write(
-        ".evalbot.yml",
-        {
-            "prices": {"openai/smollm2": {"input_per_1k": 0.001, "output_per_1k": 0.002}},
-            "suites": [
-                {
-                    "name": "capitals",
-                    "prompt": "prompts/p.yaml",
-                    "dataset": "evals/d.jsonl",
-                    "graders": [{"type": "contains", "field": "expected"}],
-                }
-            ],
-        },
-    )
+    prices = {"openai/smollm2": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+    graders = [{"type": "contains", "field": "expected"}]
+    repo.write(".evalbot.yml", suite_config("capitals", "prompts/p.yaml", "evals/d.jsonl", graders, prices=prices))
     repo.write("evals/d.jsonl", [{"id": "c0", "question": "What is the capital of France?", "expected": "Paris"}])
     repo.write("prompts/p.yaml", prompt_file("1.0.0", model="openai/smollm2", max_tokens=20))
     repo.commit("base", tag="base")

@@ -32,6 +32,7 @@ class FakeGitHub:
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
         self.fail_next: list[int | tuple[int, dict[str, str], str]] = []
         self._ids = itertools.count(1000)
@@ -43,9 +44,6 @@ class FakeGitHub:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def writes(self, method: str | None = None) -> list[tuple[str, str]]:
-        return [(m, p) for m, p in self.requests if m != "GET" and (method is None or m == method)]
 
     def runs_named(self, name: str, head_sha: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -76,6 +74,8 @@ class FakeGitHub:
                     return JSONResponse({"message": "wrong app"}, status_code=401)
             elif header not in (f"token {TOKEN}", f"Bearer {TOKEN}"):
                 return JSONResponse({"message": "Bad credentials"}, status_code=401)
+            if request.method in ("POST", "PATCH") and request.url.path.startswith("/repos/"):
+                self.bodies.append((request.method, request.url.path, await request.json()))
             response: Response = await call_next(request)
             return response
 

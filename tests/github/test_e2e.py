@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from arq import ArqRedis
 from bot.github.constants import APPROVAL_CHECK, COMMENT_MARKER, EVALS_CHECK
 from bot.github.jobs import evaluate_pull_request
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file
+from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, StubLLM, user_text
@@ -29,10 +30,11 @@ def answer_correctly_on_head(body: dict[str, Any]) -> Reply:
 
 
 def build(repo: GitRepo) -> tuple[str, str]:
-    suite = {"name": "qa", "prompt": "prompts/qa.yaml", "dataset": "evals/qa.jsonl", "graders": [{"type": "equals"}]}
     # Latency of a stub in this process is noise: gate on accuracy here.
     thresholds = {"latency_p95_increase_pct": 1000}
-    repo.write(".evalbot.yml", {"approvers": ["lead"], "prices": PRICES, "thresholds": thresholds, "suites": [suite]})
+    graders = [{"type": "equals"}]
+    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", graders, prices=PRICES, thresholds=thresholds)
+    repo.write(".evalbot.yml", {"approvers": ["lead"], **config})
     repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
     repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
     base = repo.commit("base")
@@ -50,6 +52,19 @@ def pr_event(action: str, base: str, head: str) -> bytes:
 
 
 @pytest.fixture
+def pr(repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM) -> tuple[str, str]:
+    """Pull request 2 of the fake GitHub: base and head SHAs, with the stub answering per prompt."""
+    base, head = build(repo)
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answer_correctly_on_head
+    return base, head
+
+
+def job_args(base: str, head: str) -> dict[str, Any]:
+    return {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+
+
+@pytest.fixture
 async def webhook(redis: ArqRedis, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with webhook_client(settings, redis) as http:
         yield http
@@ -60,11 +75,14 @@ async def deliver(webhook: httpx.AsyncClient, event: str, body: bytes, delivery:
 
 
 async def test_pull_request_gets_both_checks_and_one_sticky_comment(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+    repo: GitRepo,
+    pr: tuple[str, str],
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    webhook: httpx.AsyncClient,
+    run_worker: Any,
 ) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
+    base, head = pr
 
     response = await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-1")
     assert response.status_code == 202
@@ -117,39 +135,31 @@ async def test_no_ai_change_gives_success_at_once_without_model_calls(
     assert stub.requests == [] and fake_github.comments == {}
 
 
-async def test_github_502s_are_retried_and_the_run_completes(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+@pytest.mark.parametrize(
+    "failures",
+    [
+        [502, 502],  # the first check-run look-up and its first retry
+        [(403, {"Retry-After": "1"}, "You have exceeded a secondary rate limit. Please wait a few minutes.")],
+    ],
+    ids=["502", "secondary-rate-limit"],
+)
+async def test_github_errors_are_retried_and_the_run_completes(
+    pr: tuple[str, str], fake_github: FakeGitHub, webhook: httpx.AsyncClient, run_worker: Any, failures: list[Any]
 ) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
-    fake_github.fail_next = [502, 502]  # the first check-run look-up and its first retry
+    base, head = pr
+    fake_github.fail_next = failures
     await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-4")
     assert await run_worker() == 1
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert evals["conclusion"] == "success"
-
-
-async def test_secondary_rate_limit_waits_for_retry_after(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
-) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
-    limited = (403, {"Retry-After": "1"}, "You have exceeded a secondary rate limit. Please wait a few minutes.")
-    fake_github.fail_next = [limited]
-    await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-6")
-    assert await run_worker() == 1
-    assert fake_github.runs_named(EVALS_CHECK, head)[0]["conclusion"] == "success"
+    assert fake_github.fail_next == []
 
 
 async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+    pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
-    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    base, head = pr
+    args = job_args(base, head)
     # What arq does after a SIGKILL: the same job again, job_try incremented, same Redis cache.
     assert await evaluate_pull_request({"settings": settings, "redis": redis, "job_try": 1}, **args) == "pass"
     calls_after_first = len(stub.requests)
@@ -161,26 +171,31 @@ async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
 
 
 async def test_progress_is_posted_while_cases_run(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+    pr: tuple[str, str],
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    redis: ArqRedis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
-    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
-    await evaluate_pull_request({"settings": settings, "redis": redis}, **args)
-    writes = fake_github.writes()
-    # Queued first, then in progress, before any model call; completed last.
-    assert writes[0] == ("POST", "/repos/Codertocat/Hello-World/check-runs")
-    assert writes[1] == ("PATCH", "/repos/Codertocat/Hello-World/check-runs/1000")
-    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
-    assert evals["status"] == "completed"
+    base, head = pr
+    monkeypatch.setattr("bot.github.jobs.PROGRESS_INTERVAL_S", 0.0)
+    slow = stub.handler
+    stub.handler = lambda body: Reply(**{**vars(slow(body)), "delay_s": 0.05})
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head))
+    updates = [body for method, path, body in fake_github.bodies if method == "PATCH" and path.endswith("/1000")]
+    # Queued on creation, then in progress with counts while cases run, completed last.
+    assert fake_github.bodies[0][2]["status"] == "queued"
+    assert updates[0]["output"]["title"] == "Evaluating"
+    progress = [u["output"]["title"] for u in updates[1:-1]]
+    assert progress and all(re.fullmatch(r"\d+ / 20 calls, 0 from cache", title) for title in progress)
+    assert (updates[-1]["status"], updates[-1]["conclusion"]) == ("completed", "success")
 
 
 async def test_a_crash_still_completes_the_check_run(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
+    pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:
-    base, head = build(repo)
-    fake_github.pulls[2] = (base, head)
+    base, head = pr
     # The PR's file list answers 500 until githubkit gives up (1 try + 3 retries).
     original = fake_github.pulls.copy()
     fake_github.pulls.clear()
@@ -208,7 +223,7 @@ async def test_github_down_before_any_check_run_asks_arq_to_retry(
         auth = app_auth(settings).as_installation(installation_id)
         return GitHub(auth, base_url=settings.GITHUB_API_URL, auto_retry=False)
 
-    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    args = job_args(base, head)
     ctx = {"settings": settings, "redis": redis, "job_try": 2, "github_factory": no_retries}
     with pytest.raises(Retry) as info:
         await evaluate_pull_request(ctx, **args)

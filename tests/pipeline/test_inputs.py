@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from click.testing import CliRunner
 
@@ -10,36 +12,63 @@ from bot.errors import InputError
 from bot.pipeline.config import parse_config
 from bot.pipeline.datasets import parse_dataset
 from bot.pipeline.prompts import parse_prompt
-from tests.conftest import GitRepo, prompt_file
+from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.stub_llm import StubLLM
 
-CONFIG = {
-    "suites": [
-        {"name": "qa", "prompt": "prompts/qa.yaml", "dataset": "evals/qa.jsonl", "graders": [{"type": "equals"}]}
-    ]
-}
+CONFIG = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])
 
 
 @pytest.mark.parametrize(
-    ("text", "path", "expected_error"),
+    ("parse", "path", "text", "expected_error"),
     [
-        ("suites:\n  - name: a\n    prompt: [unclosed\n", ".evalbot.yml", ".evalbot.yml:4: YAML syntax error"),
         (
-            "suites:\n  - name: a\n    prompt: p.yaml\n    dataset: d.jsonl\n    gradres: []\n",
+            parse_config,
             ".evalbot.yml",
+            "suites:\n  - name: a\n    prompt: [unclosed\n",
+            ".evalbot.yml:4: YAML syntax error",
+        ),
+        (
+            parse_config,
+            ".evalbot.yml",
+            "suites:\n  - name: a\n    prompt: p.yaml\n    dataset: d.jsonl\n    gradres: []\n",
             ".evalbot.yml:5: suites.0.gradres: Extra inputs are not permitted",
         ),
         (
-            "suites:\n  - name: a\n    prompt: p\n    dataset: d\n    graders:\n      - {type: regex}\n",
+            parse_config,
             ".evalbot.yml",
+            "suites:\n  - name: a\n    prompt: p\n    dataset: d\n    graders:\n      - {type: regex}\n",
             ".evalbot.yml:6: suites.0.graders.0.regex: Value error, a regex grader takes exactly one of",
         ),
-        ("thresholds:\n  accuracy_drop_pp: lots\n", ".evalbot.yml", ".evalbot.yml:2: thresholds.accuracy_drop_pp"),
+        (
+            parse_config,
+            ".evalbot.yml",
+            "thresholds:\n  accuracy_drop_pp: lots\n",
+            ".evalbot.yml:2: thresholds.accuracy_drop_pp",
+        ),
+        (
+            parse_dataset,
+            "d.jsonl",
+            '{"id": 1}\n\n{"id": 2,}\n',
+            "d.jsonl:3 (row 2): not valid JSON (Expecting property name enclosed in double quotes at column 10)",
+        ),
+        (parse_dataset, "d.jsonl", '{"id": 1}\n[1, 2]\n', "d.jsonl:2 (row 2): a row must be an object, not list"),
+        (parse_dataset, "d.jsonl", '{"id": "a"}\n{"id": "a"}\n', "d.jsonl:2 (row 2): case id 'a' repeats row 1"),
+        (
+            parse_dataset,
+            "d.json",
+            '[\n {"id": 1},\n {"id": 2}\n {"id": 3}\n]',
+            "d.json:4 (row 3): not valid JSON (expected ',' or ']'",
+        ),
+        (parse_dataset, "d.yaml", "- id: 1\n- id: [2\n", "d.yaml:3: YAML syntax error"),
+        (parse_dataset, "d.csv", "id,q\n1,a\n2,b,extra\n", "d.csv:3 (row 2): more values than header columns"),
+        (parse_dataset, "d.txt", "x", "d.txt: unknown dataset format 'txt'"),
     ],
 )
-def test_config_errors_name_file_and_line(text: str, path: str, expected_error: str) -> None:
+def test_load_errors_name_file_line_and_row(
+    parse: Callable[[str, str], object], path: str, text: str, expected_error: str
+) -> None:
     with pytest.raises(InputError) as info:
-        parse_config(text, path)
+        parse(text, path)
     assert str(info.value).startswith(expected_error)
 
 
@@ -65,32 +94,6 @@ def test_prompt_version_must_be_semver_and_unknown_keys_warn() -> None:
     prompt = parse_prompt('version: "1.2.0"\nmodel: m\nuser_prompt_template: hi\nowner: team-a\n', "p.yaml")
     assert prompt.warnings == ("p.yaml: unknown key `owner` (kept, not used)",)
     assert prompt.spec.model_extra == {"owner": "team-a"}
-
-
-@pytest.mark.parametrize(
-    ("path", "text", "expected_error"),
-    [
-        (
-            "d.jsonl",
-            '{"id": 1}\n\n{"id": 2,}\n',
-            "d.jsonl:3 (row 2): not valid JSON (Expecting property name enclosed in double quotes at column 10)",
-        ),
-        ("d.jsonl", '{"id": 1}\n[1, 2]\n', "d.jsonl:2 (row 2): a row must be an object, not list"),
-        ("d.jsonl", '{"id": "a"}\n{"id": "a"}\n', "d.jsonl:2 (row 2): case id 'a' repeats row 1"),
-        (
-            "d.json",
-            '[\n {"id": 1},\n {"id": 2}\n {"id": 3}\n]',
-            "d.json:4 (row 3): not valid JSON (expected ',' or ']'",
-        ),
-        ("d.yaml", "- id: 1\n- id: [2\n", "d.yaml:3: YAML syntax error"),
-        ("d.csv", "id,q\n1,a\n2,b,extra\n", "d.csv:3 (row 2): more values than header columns"),
-        ("d.txt", "x", "d.txt: unknown dataset format 'txt'"),
-    ],
-)
-def test_dataset_errors_name_file_line_and_row(path: str, text: str, expected_error: str) -> None:
-    with pytest.raises(InputError) as info:
-        parse_dataset(text, path)
-    assert str(info.value).startswith(expected_error)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from bot.engine.models import RetryPolicy
 from bot.pipeline.render import render_markdown
 from bot.pipeline.run import RunOptions, evaluate
 from bot.pipeline.source import GitSource
-from tests.conftest import GitRepo, prompt_file
+from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.stub_llm import Reply, StubLLM, user_text
 
 N_CASES = 40
@@ -32,20 +32,9 @@ def scripted(body: dict[str, Any]) -> Reply:
 
 
 def build_repo(repo: GitRepo) -> None:
-    repo.write(
-        ".evalbot.yml",
-        {
-            "prices": {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}},
-            "suites": [
-                {
-                    "name": "qa",
-                    "prompt": "prompts/qa.yaml",
-                    "dataset": "evals/qa.jsonl",
-                    "graders": [{"type": "equals", "field": "expected"}],
-                }
-            ],
-        },
-    )
+    prices = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+    graders = [{"type": "equals", "field": "expected"}]
+    repo.write(".evalbot.yml", suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", graders, prices=prices))
     cats = ["billing", "booking"]
     repo.write(
         "evals/qa.jsonl",
