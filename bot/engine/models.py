@@ -106,6 +106,20 @@ def _is_retryable(exc: BaseException) -> bool:
     return name in {"Timeout", "APIConnectionError", "APITimeoutError", "ServiceUnavailableError"}
 
 
+def price_usd(model: str, prompt_tokens: int, completion_tokens: int, prices: dict[str, Price]) -> float | None:
+    """USD for a call's tokens, from `prices` first, else litellm's price map; None when neither knows."""
+    if model in prices:
+        per_1k_in, per_1k_out = prices[model]
+        return (prompt_tokens * per_1k_in + completion_tokens * per_1k_out) / 1000
+    try:
+        prompt_cost, completion_cost = _litellm().cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises plain Exception for an unmapped model
+        return None
+    return float(prompt_cost + completion_cost)
+
+
 class ModelClient:
     """Chat completions and embeddings with bounded concurrency, retries, a cache and cost accounting.
 
@@ -189,16 +203,7 @@ class ModelClient:
 
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Cost from `prices:` or litellm's price map; None when neither knows the model."""
-        if model in self.prices:
-            per_1k_in, per_1k_out = self.prices[model]
-            return (prompt_tokens * per_1k_in + completion_tokens * per_1k_out) / 1000
-        try:
-            prompt_cost, completion_cost = self._litellm.cost_per_token(
-                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-            )
-        except Exception:  # litellm raises plain Exception for an unmapped model
-            return None
-        return float(prompt_cost + completion_cost)
+        return price_usd(model, prompt_tokens, completion_tokens, self.prices)
 
     async def _cached(
         self, kind: str, model: str, params: dict[str, Any], call: Callable[[], Awaitable[dict[str, Any]]]

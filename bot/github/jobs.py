@@ -1,10 +1,11 @@
-"""arq jobs: evaluate a pull request's head SHA and publish the checks and the sticky comment."""
+"""arq jobs: evaluate a pull request's head SHA and publish; act on slash commands and check buttons."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
@@ -13,8 +14,10 @@ from arq.connections import RedisSettings
 from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
-from bot.github import metrics
+from bot.errors import InputError
+from bot.github import metrics, state
 from bot.github.client import installation_client
+from bot.github.commands import Command, Refusal
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
@@ -22,9 +25,12 @@ from bot.github.constants import (
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
+    eval_job_id,
 )
+from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
-from bot.github.source import GitHubSource
+from bot.github.source import GitHubSource, get_pull_request, is_fork
+from bot.pipeline.config import CONFIG_PATH, Config, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
@@ -34,8 +40,71 @@ log = structlog.get_logger(__name__)
 ClientFactory = Callable[[Settings, int], Any]
 
 
+@dataclass
+class _PullRequestJob:
+    """What every job on one pull request's head SHA needs: clients, names and where to post."""
+
+    settings: Settings
+    redis: Any
+    gh: Any
+    repo: str
+    owner: str
+    name: str
+    installation_id: int
+    pr_number: int
+    head_sha: str
+    publisher: Publisher
+    details_url: str | None
+
+    @classmethod
+    def open(
+        cls, ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, head_sha: str
+    ) -> _PullRequestJob:
+        settings: Settings = ctx["settings"]
+        factory: ClientFactory = ctx.get("github_factory", installation_client)
+        owner, name = repo.split("/", 1)
+        gh = factory(settings, installation_id)
+        details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
+        publisher = Publisher(gh, owner, name, pr_number, head_sha)
+        return cls(
+            settings, ctx["redis"], gh, repo, owner, name, installation_id, pr_number, head_sha, publisher, details_url
+        )
+
+    async def base_policy(self, base_sha: str) -> Config:
+        """`.evalbot.yml` of the base: who approves is never read from the pull request itself."""
+        text = await GitHubSource(self.gh, self.owner, self.name, self.pr_number).read_text(base_sha, CONFIG_PATH)
+        try:
+            return parse_config(text) if text else Config()
+        except InputError:
+            return Config()
+
+    async def audit(self, kind: str, actor: str, **details: Any) -> None:
+        await state.audit(self.redis, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
+
+    async def audit_trail(self) -> list[dict[str, Any]]:
+        return await state.audit_entries(self.redis, self.repo, self.pr_number, last=20)
+
+    async def approval_summary(self, state_name: str, approvers: list[str], **data: Any) -> str:
+        return render_template(
+            "approval.md.j2",
+            state=state_name,
+            head_sha=self.head_sha,
+            approvers=approvers,
+            audit=await self.audit_trail(),
+            **data,
+        )
+
+
 async def evaluate_pull_request(
-    ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, base_sha: str, head_sha: str
+    ctx: dict[str, Any],
+    repo: str,
+    installation_id: int,
+    pr_number: int,
+    base_sha: str,
+    head_sha: str,
+    trusted: bool = False,
+    only: list[str] | None = None,
+    budget_usd: float | None = None,
 ) -> str:
     """Evaluate `repo` pull request `pr_number` at `head_sha` against `base_sha` and publish the results.
 
@@ -46,41 +115,47 @@ async def evaluate_pull_request(
         pr_number: the pull request.
         base_sha: the base branch's SHA (policy and "before" prompts).
         head_sha: the head SHA (what is evaluated, and where the checks go).
+        trusted: a writer asked for this run (`/eval`): skip the fork and author checks.
+        only: suites to evaluate whether or not they changed (`/eval suite ...`).
+        budget_usd: lifts `budget.max_cost_usd` for this run (`/eval --budget`, approvers only).
 
     Returns:
-        The gate verdict: "pass", "fail", "error", or "crashed" when the run could not finish.
+        The gate verdict: "pass", "fail", "error"; "untrusted" when waiting for a `/eval`; "crashed"
+        when the run could not finish.
     """
-    settings: Settings = ctx["settings"]
-    factory: ClientFactory = ctx.get("github_factory", installation_client)
-    owner, name = repo.split("/", 1)
-    gh = factory(settings, installation_id)
-    details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
-    publisher = Publisher(gh, owner, name, pr_number, head_sha)
+    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
-
     try:
-        evals_id = await publisher.ensure_check(EVALS_CHECK, details_url)
+        evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+        if not trusted:
+            pull_request = await get_pull_request(job.gh, job.owner, job.name, pr_number)
+            fork = is_fork(pull_request)
+            author = pull_request["user"]["login"]
+            if fork or not await has_write_access(job.gh, job.owner, job.name, author):
+                await _wait_for_eval(job, evals_id, fork, base_sha)
+                return "untrusted"
     except GitHubException as exc:
-        # GitHub still failing after githubkit's own retries: nothing is posted yet, so ask arq to try
-        # the whole job again later rather than lose the pull request's check.
-        bound.warning("cannot create the check run; retrying the job", error=str(exc))
+        # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to
+        # try the whole job again later rather than lose the pull request's check.
+        bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
-        report = await _evaluate(ctx, settings, publisher, evals_id, gh, owner, name, pr_number, base_sha, head_sha)
+        report = await _evaluate(job, evals_id, base_sha, only, budget_usd)
     except Exception as exc:
         # Whatever broke, the check run must not stay in progress: say why and stop (no silent retry
         # that would spend the model budget again).
         bound.exception("evaluation failed")
-        reason = f"{type(exc).__name__}: {exc}"
-        summary = render_template("job_failed.md.j2", reason=reason)
-        await publisher.complete(evals_id, "failure", "evalbot could not finish the evaluation", summary)
+        summary = render_template("job_failed.md.j2", reason=f"{type(exc).__name__}: {exc}")
+        await job.publisher.complete(
+            evals_id, "failure", "evalbot could not finish the evaluation", summary, rerun_button=True
+        )
         metrics.JOBS.labels(result="crashed").inc()
         return "crashed"
     finally:
         metrics.JOB_SECONDS.observe(time.perf_counter() - started)
 
-    await _publish(publisher, evals_id, report, head_sha, details_url)
+    await _publish(job, evals_id, report)
     metrics.JOBS.labels(result=report.verdict).inc()
     if report.spend is not None:
         metrics.MODEL_CALLS.inc(report.spend.calls)
@@ -89,17 +164,18 @@ async def evaluate_pull_request(
     return report.verdict
 
 
+async def _wait_for_eval(job: _PullRequestJob, evals_id: int, fork: bool, base_sha: str) -> None:
+    summary = render_template("untrusted.md.j2", fork=fork, head_sha=job.head_sha)
+    await job.publisher.complete(evals_id, "action_required", "Waiting for a maintainer's /eval", summary)
+    policy = await job.base_policy(base_sha)
+    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
+    await job.audit("awaiting_eval", "evalbot", reason="fork" if fork else "author without write access")
+    approval = await job.approval_summary("untrusted", policy.approvers)
+    await job.publisher.complete(approval_id, "action_required", "Waiting for a maintainer's /eval", approval)
+
+
 async def _evaluate(
-    ctx: dict[str, Any],
-    settings: Settings,
-    publisher: Publisher,
-    evals_id: int,
-    gh: Any,
-    owner: str,
-    name: str,
-    pr_number: int,
-    base_sha: str,
-    head_sha: str,
+    job: _PullRequestJob, evals_id: int, base_sha: str, only: list[str] | None, budget_usd: float | None
 ) -> Report:
     updates: set[asyncio.Task[None]] = set()
     last_update = 0.0
@@ -112,45 +188,205 @@ async def _evaluate(
             return
         last_update = now
         summary = render_template("progress.md.j2", done=done, total=total, cached=cached)
-        task = asyncio.create_task(
-            publisher.progress(evals_id, f"{done} / {total} calls, {cached} from cache", summary)
-        )
+        title = f"{done} / {total} calls, {cached} from cache"
+        task = asyncio.create_task(job.publisher.progress(evals_id, title, summary))
         updates.add(task)
         task.add_done_callback(updates.discard)
 
-    await publisher.progress(evals_id, "Evaluating", render_template("progress.md.j2", done=0, total="?", cached=0))
+    summary = render_template("progress.md.j2", done=0, total="?", cached=0)
+    await job.publisher.progress(evals_id, "Evaluating", summary)
     options = RunOptions(
-        api_base=settings.EVALBOT_API_BASE,
-        concurrency=settings.EVALBOT_CONCURRENCY,
-        cache=RedisCache(ctx["redis"]),
+        only=only or None,
+        api_base=job.settings.EVALBOT_API_BASE,
+        concurrency=job.settings.EVALBOT_CONCURRENCY,
+        cache=RedisCache(job.redis),
         on_progress=on_progress,
+        budget_usd=budget_usd,
     )
-    report = await evaluate(GitHubSource(gh, owner, name, pr_number), base_sha, head_sha, options)
+    source = GitHubSource(job.gh, job.owner, job.name, job.pr_number)
+    report = await evaluate(source, base_sha, job.head_sha, options)
     # A progress update still in flight must not land after the final result.
     await asyncio.gather(*updates, return_exceptions=True)
     return report
 
 
-async def _publish(publisher: Publisher, evals_id: int, report: Report, head_sha: str, details_url: str | None) -> None:
-    approval_id = await publisher.ensure_check(APPROVAL_CHECK, details_url)
+def _metrics_summary(report: Report) -> dict[str, Any]:
+    return {
+        suite.name: {row.key: {"base": row.base, "head": row.head, "delta": row.delta} for row in suite.rows[:1]}
+        | {"verdict": suite.verdict}
+        for suite in report.suites
+    }
+
+
+async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
+    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
+    publisher = job.publisher
+    await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     if not report.suites and not report.errors and not report.problems:
         summary = render_template("no_changes.md.j2")
         await publisher.complete(evals_id, "success", "No prompt, config or dataset changed", summary)
-        approval = render_template("approval.md.j2", waiting=False)
+        approval = await job.approval_summary("not_needed", report.approvers)
         await publisher.complete(approval_id, "success", "No AI artefact changed", approval)
         return
     markdown = report_markdown(report)
-    await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown)
-    approval = render_template(
-        "approval.md.j2",
-        waiting=True,
-        head_sha=head_sha,
-        suites=[suite.name for suite in report.suites],
-        evals_failed=report.verdict != "pass",
-        approvers=report.approvers,
+    await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True)
+    await _publish_approval(
+        job, approval_id, report.approvers, [s.name for s in report.suites], report.verdict != "pass"
     )
-    await publisher.complete(approval_id, "action_required", "Waiting for a lead's /approve", approval)
-    await publisher.upsert_comment(comment_body(markdown, head_sha, details_url))
+    await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
+
+
+async def _publish_approval(
+    job: _PullRequestJob, approval_id: int, approvers: list[str], suites: list[str], evals_failed: bool
+) -> None:
+    approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
+    if approval is not None:
+        summary = await job.approval_summary("approved", approvers, approval=approval)
+        title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
+        await job.publisher.complete(approval_id, "success", title, summary)
+        return
+    summary = await job.approval_summary("waiting", approvers, suites=suites, evals_failed=evals_failed)
+    await job.publisher.complete(approval_id, "action_required", "Waiting for a lead's /approve", summary)
+
+
+async def handle_command(
+    ctx: dict[str, Any],
+    repo: str,
+    installation_id: int,
+    pr_number: int,
+    actor: str,
+    command: dict[str, Any] | None = None,
+    refusal: str | None = None,
+    raw: str = "",
+    comment_id: int | None = None,
+) -> str:
+    """Act on a slash command (or a check-run button) from `actor` on a pull request.
+
+    Args:
+        ctx: arq's context.
+        repo: "owner/name".
+        installation_id: the app installation.
+        pr_number: the pull request.
+        actor: the login of who commented or clicked.
+        command: the parsed Command's fields, when the comment held one evalbot takes.
+        refusal: why the comment's command line was refused while parsing.
+        raw: the command line as written, for the reply.
+        comment_id: the comment to react to (None for a button).
+
+    Returns:
+        "accepted" or "refused".
+    """
+    settings: Settings = ctx["settings"]
+    factory: ClientFactory = ctx.get("github_factory", installation_client)
+    owner, name = repo.split("/", 1)
+    pull_request = await get_pull_request(factory(settings, installation_id), owner, name, pr_number)
+    head_sha, base_sha = pull_request["head"]["sha"], pull_request["base"]["sha"]
+    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
+    parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
+    result = await _decide(ctx, job, parsed, actor, pull_request, base_sha)
+    if isinstance(result, Refusal):
+        await job.audit("refused", actor, command=raw, reason=result.reason)
+        reply = render_template(
+            "command_reply.md.j2", actor=actor, command=raw, reason=result.reason, show_help=result.show_help
+        )
+        await job.publisher.reply(reply)
+        return "refused"
+    if comment_id is not None:
+        await job.publisher.react(comment_id, "eyes")
+    return "accepted"
+
+
+async def _decide(
+    ctx: dict[str, Any], job: _PullRequestJob, command: Command | Refusal, actor: str, pr: dict[str, Any], base_sha: str
+) -> Command | Refusal:
+    """Carry out `command` if `actor` may; the Refusal to reply with otherwise."""
+    if isinstance(command, Refusal):
+        return command
+    policy = await job.base_policy(base_sha)
+    if command.name == "help":
+        await job.publisher.reply(render_template("help.md.j2"))
+        return command
+    if command.name == "eval":
+        return await _rerun(ctx, job, command, actor, pr, base_sha, policy)
+    if not await is_approver(job.gh, policy.approvers, actor):
+        return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
+    if command.name == "approve_cancel":
+        approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
+        if approval is None:
+            return Refusal(f"`{job.head_sha[:7]}` has no approval to cancel", show_help=False)
+        await state.clear_approval(job.redis, job.repo, job.pr_number)
+        await job.audit("cancel", actor, reason=command.reason)
+        approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
+        evals = await job.publisher.check_run(EVALS_CHECK)
+        evals_failed = bool(evals and evals.get("conclusion") != "success")
+        await _publish_approval(job, approval_id, policy.approvers, [], evals_failed)
+        return command
+    return await _approve(job, command, actor, pr, policy)
+
+
+async def _approve(
+    job: _PullRequestJob, command: Command, actor: str, pr: dict[str, Any], policy: Config
+) -> Command | Refusal:
+    if actor.casefold() == pr["user"]["login"].casefold() and not policy.allow_self_approval:
+        return Refusal("the author of a pull request cannot approve it (`allow_self_approval` is off)", show_help=False)
+    evals = await job.publisher.check_run(EVALS_CHECK)
+    if evals is None or evals.get("status") != "completed" or evals.get("conclusion") == "action_required":
+        return Refusal(
+            f"`evalbot/evals` has not finished on `{job.head_sha[:7]}`: nothing to approve yet", show_help=False
+        )
+    override = evals.get("conclusion") != "success"
+    if override and not command.reason:
+        return Refusal(
+            "`evalbot/evals` failed on this commit: an approval needs a reason (`/approve <reason>`) and is "
+            "recorded as an override",
+            show_help=False,
+        )
+    approval = state.Approval(job.head_sha, actor, command.reason, override, time.time())
+    await state.set_approval(job.redis, job.repo, job.pr_number, approval)
+    await job.audit("override" if override else "approval", actor, reason=command.reason)
+    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
+    await _publish_approval(job, approval_id, policy.approvers, [], override)
+    return command
+
+
+async def _rerun(
+    ctx: dict[str, Any],
+    job: _PullRequestJob,
+    command: Command,
+    actor: str,
+    pr: dict[str, Any],
+    base_sha: str,
+    policy: Config,
+) -> Command | Refusal:
+    if not await has_write_access(job.gh, job.owner, job.name, actor):
+        return Refusal("`/eval` needs write access to the repository", show_help=False)
+    if command.models:
+        return Refusal("`--models` is not supported yet: list the models in the suite's `models:`", show_help=False)
+    if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
+        return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
+    if command.suites:
+        head_text = await GitHubSource(job.gh, job.owner, job.name, job.pr_number).read_text(job.head_sha, CONFIG_PATH)
+        known = [s.name for s in parse_config(head_text).suites] if head_text else []
+        unknown = [s for s in command.suites if s not in known]
+        if unknown:
+            return Refusal(
+                f"unknown suite {', '.join(unknown)} (suites: {', '.join(known) or 'none'})", show_help=False
+            )
+    await job.audit("eval_requested", actor, reason=command.raw)
+    job_id = f"{eval_job_id(job.repo, job.pr_number, job.head_sha)}:by:{actor}:{time.time_ns()}"
+    await ctx["redis"].enqueue_job(
+        "evaluate_pull_request",
+        _job_id=job_id,
+        repo=job.repo,
+        installation_id=job.installation_id,
+        pr_number=job.pr_number,
+        base_sha=base_sha,
+        head_sha=job.head_sha,
+        trusted=True,
+        only=list(command.suites) or None,
+        budget_usd=command.budget_usd,
+    )
+    return command
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -160,7 +396,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request]
+    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command]
     on_startup = _startup
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES

@@ -14,6 +14,8 @@ Conclusion = Literal["success", "failure", "neutral", "action_required", "cancel
 
 # GitHub's limit on a check run's title.
 _MAX_TITLE_CHARS = 255
+# A check-run button (GitHub: label ≤ 20, description ≤ 40, identifier ≤ 20 characters; 3 at most).
+RERUN_ACTION = {"label": "Re-run evals", "description": "Evaluate this commit again", "identifier": "rerun"}
 
 
 def _clip(text: str, limit: int) -> str:
@@ -55,12 +57,9 @@ class Publisher:
 
     async def ensure_check(self, name: str, details_url: str | None = None) -> int:
         """The id of check run `name` on the head SHA: the existing one (a re-run job), else a new queued one."""
-        response = await self.gh.arequest(
-            "GET", f"{self._base}/commits/{self.head_sha}/check-runs", params={"check_name": name, "filter": "latest"}
-        )
-        runs = response.json().get("check_runs", [])
-        if runs:
-            return int(runs[0]["id"])
+        existing = await self.check_run(name)
+        if existing is not None:
+            return int(existing["id"])
         payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": "queued"}
         if details_url:
             payload["details_url"] = details_url
@@ -74,11 +73,31 @@ class Publisher:
             json={"status": "in_progress", "output": output(title, summary)},
         )
 
-    async def complete(self, check_id: int, conclusion: Conclusion, title: str, summary: str) -> None:
+    async def complete(
+        self, check_id: int, conclusion: Conclusion, title: str, summary: str, rerun_button: bool = False
+    ) -> None:
+        payload: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "output": output(title, summary)}
+        if rerun_button:
+            payload["actions"] = [RERUN_ACTION]
+        await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=payload)
+
+    async def check_run(self, name: str) -> dict[str, Any] | None:
+        """The latest check run `name` on the head SHA, as GitHub gives it."""
+        response = await self.gh.arequest(
+            "GET", f"{self._base}/commits/{self.head_sha}/check-runs", params={"check_name": name, "filter": "latest"}
+        )
+        runs = response.json().get("check_runs", [])
+        return dict(runs[0]) if runs else None
+
+    async def react(self, comment_id: int, content: str = "eyes") -> None:
         await self.gh.arequest(
-            "PATCH",
-            f"{self._base}/check-runs/{check_id}",
-            json={"status": "completed", "conclusion": conclusion, "output": output(title, summary)},
+            "POST", f"{self._base}/issues/comments/{comment_id}/reactions", json={"content": content}
+        )
+
+    async def reply(self, body: str) -> None:
+        """A new comment (answers to commands; the report lives in the sticky comment)."""
+        await self.gh.arequest(
+            "POST", f"{self._base}/issues/{self.pr_number}/comments", json={"body": _clip(body, MAX_TEXT_CHARS)}
         )
 
     async def upsert_comment(self, body: str) -> int:

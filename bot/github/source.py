@@ -48,3 +48,16 @@ class GitHubSource:
             if len(files) < 100:
                 return sorted(paths)
             page += 1
+
+
+async def get_pull_request(gh: GitHub[Any], owner: str, repo: str, number: int) -> dict[str, Any]:
+    """The pull request as the REST API gives it (head and base SHAs and repositories, author)."""
+    response = await gh.arequest("GET", f"/repos/{owner}/{repo}/pulls/{number}")
+    return dict(response.json())
+
+
+def is_fork(pull_request: dict[str, Any]) -> bool:
+    """Opened from another repository (or from one since deleted, which GitHub reports as null)."""
+    head_repo = (pull_request.get("head") or {}).get("repo") or {}
+    base_repo = (pull_request.get("base") or {}).get("repo") or {}
+    return not head_repo or head_repo.get("full_name") != base_repo.get("full_name")

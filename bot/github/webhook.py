@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
@@ -16,7 +18,9 @@ from githubkit.webhooks import verify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.github import metrics
-from bot.github.constants import DELIVERY_KEY_PREFIX, DELIVERY_TTL_S, eval_job_id
+from bot.github.commands import Command, Refusal, parse_command
+from bot.github.constants import DELIVERY_KEY_PREFIX, DELIVERY_TTL_S, EVALS_CHECK, eval_job_id
+from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -36,40 +40,96 @@ def signature_ok(secret: str, body: bytes, signature: str | None) -> bool:
     return bool(verify(secret, body, signature))
 
 
-def _pr_job(payload: dict[str, Any], pr: dict[str, Any]) -> dict[str, Any]:
-    return {
+@dataclass(frozen=True)
+class Job:
+    """An arq job a delivery asks for."""
+
+    function: str
+    job_id: str
+    kwargs: dict[str, Any]
+
+
+def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None = None) -> Job:
+    kwargs = {
         "repo": payload["repository"]["full_name"],
         "installation_id": int(payload["installation"]["id"]),
         "pr_number": int(pr["number"]),
         "base_sha": pr["base"]["sha"],
         "head_sha": pr["head"]["sha"],
     }
+    job_id = eval_job_id(kwargs["repo"], kwargs["pr_number"], kwargs["head_sha"])
+    # A re-run must not be deduped against the first run of the same head SHA.
+    return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
 
 
-def route(event: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """What a delivery asks for: (outcome, job arguments or None). Pure, so it is tested on fixtures.
+def _command_job(payload: dict[str, Any], pr_number: int, actor: str, parsed: Command | Refusal, key: str) -> Job:
+    repo = payload["repository"]["full_name"]
+    kwargs: dict[str, Any] = {
+        "repo": repo,
+        "installation_id": int(payload["installation"]["id"]),
+        "pr_number": pr_number,
+        "actor": actor,
+        "raw": parsed.raw,
+    }
+    if isinstance(parsed, Refusal):
+        kwargs["refusal"] = parsed.reason
+    else:
+        kwargs["command"] = {k: v for k, v in asdict(parsed).items() if k != "raw"}
+    digest = hashlib.sha256(parsed.raw.encode()).hexdigest()[:12]
+    return Job("handle_command", f"evalbot:cmd:{repo}:{key}:{digest}", kwargs)
+
+
+def _is_bot(user: dict[str, Any]) -> bool:
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+
+def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> tuple[str, Job | None]:
+    """What a delivery asks for: (outcome, job or None). Pure, so it is tested on fixtures.
 
     Payloads are read as plain JSON, not githubkit's strict models: real deliveries lack fields the
     models require (DESIGN.md §8).
     """
     action = payload.get("action")
+    if event != "ping" and "installation" not in payload and not event.startswith("installation"):
+        return f"ignored: {event}.{action} without an installation", None
     if event == "pull_request":
         pr = payload.get("pull_request") or {}
         if action not in PR_ACTIONS:
             return f"ignored: pull_request.{action}", None
         if pr.get("draft"):
             return "ignored: draft (evaluated when ready for review)", None
-        if "installation" not in payload:
-            return "ignored: no installation", None
-        return "enqueued", _pr_job(payload, pr)
+        return "enqueued", _eval_job(payload, pr)
     if event in ("check_run", "check_suite") and action == "rerequested":
         item = payload.get(event) or {}
         prs = item.get("pull_requests") or []
-        if not prs or "installation" not in payload:
+        if not prs:
             return f"ignored: {event}.rerequested without a pull request", None
-        pr = prs[0]
-        head_sha = item.get("head_sha") or pr["head"]["sha"]
-        return "enqueued", _pr_job(payload, {**pr, "head": {"sha": head_sha}})
+        pr = {**prs[0], "head": {"sha": item.get("head_sha") or prs[0]["head"]["sha"]}}
+        return "enqueued", _eval_job(payload, pr, rerun_of=delivery or "rerequested")
+    if event == "check_run" and action == "requested_action":
+        run = payload.get("check_run") or {}
+        identifier = (payload.get("requested_action") or {}).get("identifier")
+        prs = run.get("pull_requests") or []
+        if run.get("name") != EVALS_CHECK or identifier != RERUN_ACTION["identifier"] or not prs:
+            return f"ignored: requested action {identifier!r} on {run.get('name')!r}", None
+        command = Command("eval", raw="Re-run evals (button)")
+        key = f"button:{delivery or run.get('id')}"
+        return "enqueued", _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key)
+    if event == "issue_comment" and action in ("created", "edited"):
+        issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
+        if "pull_request" not in issue:
+            return "ignored: comment on an issue, not a pull request", None
+        if _is_bot(comment.get("user") or {}):
+            return "ignored: comment by a bot", None
+        parsed = parse_command(comment.get("body") or "")
+        if parsed is None:
+            return "ignored: no command", None
+        if action == "edited":
+            before = parse_command(((payload.get("changes") or {}).get("body") or {}).get("from") or "")
+            if before is not None and before.raw == parsed.raw:
+                return "ignored: the edit left the command as it was", None
+        key = f"comment:{comment['id']}"
+        return "enqueued", _command_job(payload, int(issue["number"]), comment["user"]["login"], parsed, key)
     if event.startswith("installation"):
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None
@@ -112,20 +172,17 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
         if delivery and not await pool.set(DELIVERY_KEY_PREFIX + delivery, "1", nx=True, ex=DELIVERY_TTL_S):
             return _answer(200, "duplicate delivery", event)
         try:
-            outcome, job = route(event, payload)
+            outcome, job = route(event, payload, delivery)
         except (KeyError, TypeError, ValueError) as exc:
             return _answer(400, f"rejected: payload lacks {exc}", event)
         if job is None:
             return _answer(202, outcome, event)
-        job_id = eval_job_id(job["repo"], job["pr_number"], job["head_sha"])
-        if payload.get("action") == "rerequested" and delivery:
-            job_id += f":rerun:{delivery}"  # a re-run must not be deduped against the first run
-        enqueued = await pool.enqueue_job("evaluate_pull_request", _job_id=job_id, **job)
+        enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
         if enqueued is None:
-            return _answer(202, "already queued or done for this head SHA", event, job_id=job_id)
+            return _answer(202, "already queued or done", event, job_id=job.job_id)
         metrics.JOBS_ENQUEUED.inc()
-        log.info("enqueued", job_id=job_id, github_event=event)
-        return _answer(202, outcome, event, job_id=job_id)
+        log.info("enqueued", job_id=job.job_id, github_event=event)
+        return _answer(202, outcome, event, job_id=job.job_id)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

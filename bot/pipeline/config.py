@@ -117,6 +117,8 @@ class Suite(_Strict):
 
 class Config(_Strict):
     approvers: list[str] = Field(default_factory=list)
+    # Whether a pull request's author may approve it when listed in `approvers`.
+    allow_self_approval: bool = False
     judge: str = DEFAULT_JUDGE
     budget: Budget = Field(default_factory=Budget)
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -139,6 +141,7 @@ class Config(_Strict):
         return self.model_copy(
             update={
                 "approvers": base.approvers,
+                "allow_self_approval": base.allow_self_approval,
                 "thresholds": base.thresholds,
                 "budget": base.budget,
             }

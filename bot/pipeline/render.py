@@ -6,6 +6,7 @@ import dataclasses
 import html
 import json
 import re
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ def short_ref(ref: str) -> str:
     return ref[:7] if re.fullmatch(r"[0-9a-f]{40}", ref) else ref
 
 
+def utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def icon(verdict: str) -> str:
     return _ICONS.get(verdict, verdict)
 
@@ -79,7 +84,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref)
+    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref, utc=utc)
     return env
 
 

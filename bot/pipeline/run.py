@@ -10,8 +10,9 @@ from typing import Literal
 
 from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
-from bot.engine.models import ModelClient, Price, RetryPolicy
+from bot.engine.models import ModelClient, Price, RetryPolicy, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
+from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
 from bot.pipeline.compare import SuiteReport, Variant, compare_suite
 from bot.pipeline.config import (
@@ -43,6 +44,8 @@ class RunOptions:
     cache: ResponseCache | None = None
     on_progress: ProgressCallback | None = None
     retry: RetryPolicy | None = None
+    # Lifts `budget.max_cost_usd` for this run (`/eval --budget N` by an approver).
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class Report:
     spend: Spend | None = None
     # Who may approve, from the base branch's policy (for the approval check).
     approvers: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None
+    budget_usd: float | None = None
+
+    @property
+    def budget_refused(self) -> bool:
+        return self.estimate is not None and self.budget_usd is not None and self.estimate.usd > self.budget_usd
 
     @property
     def verdict(self) -> Literal["pass", "fail", "error"]:
@@ -148,13 +157,24 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         return report
     if not the_plan.suites:
         return report
+    report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
+    if report.budget_usd is not None:
+        prices = _prices(the_plan.config)
+        report.estimate = estimate(the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices))
+        if report.budget_refused:
+            report.problems.append("the estimated cost is above the budget: nothing was run")
+            return report
     report.suites, report.spend = await _run_plan(the_plan, options)
     return report
 
 
+def _prices(config: Config) -> dict[str, Price]:
+    return {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
+
+
 async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteReport], Spend]:
     config: Config = the_plan.config
-    prices: dict[str, Price] = {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
+    prices = _prices(config)
     client = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)

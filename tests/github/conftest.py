@@ -19,7 +19,7 @@ from arq.worker import Worker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.github.jobs import evaluate_pull_request
+from bot.github.jobs import evaluate_pull_request, handle_command
 from bot.github.webhook import create_app
 from bot.settings import Settings
 from tests.conftest import redis_available
@@ -106,7 +106,7 @@ def run_worker(redis: ArqRedis, settings: Settings) -> Any:
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request],
+            functions=[evaluate_pull_request, handle_command],
             redis_pool=redis,
             burst=True,
             poll_delay=0,

@@ -29,6 +29,13 @@ class FakeGitHub:
         self.public_key = public_key
         self.app_id = app_id
         self.pulls: dict[int, tuple[str, str]] = {}
+        # Pull request details beyond base and head: author, head repository (forks).
+        self.pull_authors: dict[int, str] = {}
+        self.fork_pulls: set[int] = set()
+        self.permissions: dict[str, str] = {"Codertocat": "admin"}  # collaborator permission by login
+        self.teams: dict[str, set[str]] = {}  # "org/team-slug" -> active members
+        self.reactions: list[tuple[int, str]] = []
+        self.files_status = 200  # answer of the pull request file list (500: always broken)
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
@@ -92,8 +99,43 @@ class FakeGitHub:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
             return PlainTextResponse(shown.stdout)
 
+        @app.get("/repos/{owner}/{repo}/pulls/{number}")
+        async def pull(owner: str, repo: str, number: int) -> JSONResponse:
+            if number not in self.pulls:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            base, head = self.pulls[number]
+            base_repo = {"full_name": f"{owner}/{repo}"}
+            head_repo = {"full_name": f"fork-owner/{repo}"} if number in self.fork_pulls else base_repo
+            return JSONResponse(
+                {
+                    "number": number,
+                    "user": {"login": self.pull_authors.get(number, "Codertocat"), "type": "User"},
+                    "base": {"sha": base, "repo": base_repo},
+                    "head": {"sha": head, "repo": head_repo},
+                }
+            )
+
+        @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
+        async def permission(owner: str, repo: str, user: str) -> JSONResponse:
+            level = self.permissions.get(user, "read")
+            return JSONResponse({"permission": level, "role_name": level, "user": {"login": user}})
+
+        @app.get("/orgs/{org}/teams/{team}/memberships/{user}")
+        async def membership(org: str, team: str, user: str) -> JSONResponse:
+            if user not in self.teams.get(f"{org}/{team}", set()):
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            return JSONResponse({"state": "active", "role": "member"})
+
+        @app.post("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions")
+        async def react(owner: str, repo: str, comment_id: int, request: Request) -> JSONResponse:
+            content = (await request.json())["content"]
+            self.reactions.append((comment_id, content))
+            return JSONResponse({"id": next(self._ids), "content": content}, status_code=201)
+
         @app.get("/repos/{owner}/{repo}/pulls/{number}/files")
         async def pull_files(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
+            if self.files_status != 200:
+                return JSONResponse({"message": "Server Error"}, status_code=self.files_status)
             base, head = self.pulls[number]
             names = self._git("diff", "--name-only", f"{base}...{head}").stdout.split()
             chunk = names[(page - 1) * per_page : page * per_page]
@@ -164,8 +206,13 @@ class FakeGitHub:
             return f"conclusion {body['conclusion']!r} is not a member of {sorted(CONCLUSIONS)}"
         if body.get("status") == "completed" and not body.get("conclusion"):
             return "conclusion is required when status is completed"
-        if len(body.get("actions") or []) > 3:
+        actions = body.get("actions") or []
+        if len(actions) > 3:
             return "actions: no more than 3 items"
+        for action in actions:
+            limits = {"label": 20, "description": 40, "identifier": 20}
+            if any(not action.get(k) or len(action[k]) > n for k, n in limits.items()):
+                return "actions: label ≤ 20, description ≤ 40 and identifier ≤ 20 characters are required"
         out = body.get("output") or {}
         if out and (not out.get("title") or not out.get("summary")):
             return "output needs title and summary"

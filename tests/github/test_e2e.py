@@ -197,15 +197,13 @@ async def test_a_crash_still_completes_the_check_run(
 ) -> None:
     base, head = pr
     # The PR's file list answers 500 until githubkit gives up (1 try + 3 retries).
-    original = fake_github.pulls.copy()
-    fake_github.pulls.clear()
+    fake_github.files_status = 500
     await deliver(webhook, "pull_request", pr_event("opened", base, head), "d-5")
     assert await run_worker() == 1
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert evals["output"]["title"] == "evalbot could not finish the evaluation"
     assert stub.requests == []
-    fake_github.pulls.update(original)
 
 
 async def test_github_down_before_any_check_run_asks_arq_to_retry(

@@ -140,3 +140,32 @@ def test_cli_eval_prints_report_and_exit_code(repo: GitRepo, stub: StubLLM) -> N
     assert data["verdict"] == "fail" and data["exit_code"] == 1
     assert data["suites"][0]["head"]["metrics"]["accuracy"] == 0.9
     assert data["spend"]["cached"] == 80  # the second run came from the disk cache
+
+
+def test_budget_refuses_a_run_estimated_above_it(repo: GitRepo, stub: StubLLM) -> None:
+    build_repo(repo)
+    config = (repo.root / ".evalbot.yml").read_text()
+    repo.git("checkout", "-q", "base")
+    repo.git("checkout", "-q", "-b", "policy")
+    # Per call: about 8 prompt tokens + 50 output tokens (max_tokens) at $0.001 / $0.002 per 1K.
+    (repo.root / ".evalbot.yml").write_text(config + "budget: {max_cost_usd: 0.001}\n")
+    repo.commit("tight budget", tag="tight")
+    repo.git("checkout", "-q", "head")
+    args = ["eval", "--repo", str(repo.root), "--base", "tight", "--head", "head", "--api-base", stub.base_url]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Not evaluated: the estimated cost, $0.0086 for 80 model calls" in result.output
+    assert "above the budget of $0.0010" in result.output
+    assert stub.requests == []
+
+
+async def test_a_higher_budget_for_one_run_lifts_the_refusal(repo: GitRepo, stub: StubLLM) -> None:
+    build_repo(repo)
+    (repo.root / ".evalbot.yml").write_text(
+        (repo.root / ".evalbot.yml").read_text() + "budget: {max_cost_usd: 0.001}\n"
+    )
+    repo.commit("tight budget on head too", tag="tight-head")
+    options = RunOptions(api_base=stub.base_url, budget_usd=0.05)
+    report = await evaluate(GitSource(repo.root), "base", "tight-head", options)
+    assert not report.budget_refused and report.estimate.usd == pytest.approx(0.0086, abs=5e-5)
+    assert len(stub.requests) == 80
