@@ -185,5 +185,32 @@ def worker_command() -> None:
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 
+@cli.command("audit")
+@click.option("--repo", "repo", required=True, help="owner/name of the repository.")
+@click.option("--pr", "pr_number", type=int, help="Only this pull request.")
+def audit_command(repo: str, pr_number: int | None) -> None:
+    """Print the audit trail of a repository (approvals, overrides, refusals, verdicts) as JSON lines."""
+    import json
+
+    import redis.asyncio as redis
+
+    from bot.github.state import audit_entries
+    from bot.settings import get_settings
+
+    async def read() -> list[dict[str, Any]]:
+        client = redis.Redis.from_url(get_settings().REDIS_URL)
+        try:
+            return await audit_entries(client, repo, pr_number)
+        finally:
+            await client.aclose()
+
+    try:
+        entries = asyncio.run(read())
+    except (redis.RedisError, OSError) as exc:
+        _fail(EvalbotError(f"cannot read the audit trail from Redis: {exc}"))
+    for entry in entries:
+        click.echo(json.dumps(entry, sort_keys=True))
+
+
 def main() -> None:
     cli()

@@ -62,7 +62,9 @@ def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None 
     return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
 
 
-def _command_job(payload: dict[str, Any], pr_number: int, actor: str, parsed: Command | Refusal, key: str) -> Job:
+def _command_job(
+    payload: dict[str, Any], pr_number: int, actor: str, parsed: Command | Refusal, key: str, comment_id: int | None
+) -> Job:
     repo = payload["repository"]["full_name"]
     kwargs: dict[str, Any] = {
         "repo": repo,
@@ -70,6 +72,7 @@ def _command_job(payload: dict[str, Any], pr_number: int, actor: str, parsed: Co
         "pr_number": pr_number,
         "actor": actor,
         "raw": parsed.raw,
+        "comment_id": comment_id,
     }
     if isinstance(parsed, Refusal):
         kwargs["refusal"] = parsed.reason
@@ -114,7 +117,7 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
             return f"ignored: requested action {identifier!r} on {run.get('name')!r}", None
         command = Command("eval", raw="Re-run evals (button)")
         key = f"button:{delivery or run.get('id')}"
-        return "enqueued", _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key)
+        return "enqueued", _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key, None)
     if event == "issue_comment" and action in ("created", "edited"):
         issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
         if "pull_request" not in issue:
@@ -129,7 +132,8 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
             if before is not None and before.raw == parsed.raw:
                 return "ignored: the edit left the command as it was", None
         key = f"comment:{comment['id']}"
-        return "enqueued", _command_job(payload, int(issue["number"]), comment["user"]["login"], parsed, key)
+        actor = comment["user"]["login"]
+        return "enqueued", _command_job(payload, int(issue["number"]), actor, parsed, key, int(comment["id"]))
     if event.startswith("installation"):
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None

@@ -40,6 +40,14 @@ def md_cell(value: Any, limit: int = 200) -> str:
     return re.sub(r"@(?=\w)", "@\u200d", text)
 
 
+def md_text(value: Any, limit: int = 2000) -> str:
+    """Text outside tables (replies, reasons): no HTML and no @mention pings; code spans kept."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return re.sub(r"@(?=\w)", "@\u200d", html.escape(text, quote=False))
+
+
 def pct(rate: float | None, digits: int = 1) -> str:
     return "—" if rate is None else f"{rate * 100:.{digits}f}%"
 
@@ -84,7 +92,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(md=md_cell, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref, utc=utc)
+    env.filters.update(
+        md=md_cell, text=md_text, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref, utc=utc
+    )
     return env
 
 

@@ -73,7 +73,10 @@ async def test_malformed_json_and_unknown_events(client: httpx.AsyncClient, redi
     bad = await post(client, "pull_request", b"{not json")
     assert (bad.status_code, bad.json()["outcome"]) == (400, "rejected: body is not JSON")
     unknown = await post(client, "deployment", json.dumps({"action": "created"}).encode())
-    assert (unknown.status_code, unknown.json()["outcome"]) == (202, "ignored: deployment.created without an installation")
+    assert (unknown.status_code, unknown.json()["outcome"]) == (
+        202,
+        "ignored: deployment.created without an installation",
+    )
     ping = await post(client, "ping", json.dumps(fixture("ping.json")).encode())
     assert ping.status_code == 200 and ping.json()["outcome"] == "pong"
     assert await queued(redis) == []

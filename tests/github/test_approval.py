@@ -1,0 +1,301 @@
+"""The approval gate, slash commands and untrusted pull requests, end to end through the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import Any
+
+import httpx
+import pytest
+from arq import ArqRedis
+from click.testing import CliRunner
+
+from bot.cli import cli
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.state import audit_entries
+from bot.settings import Settings
+from tests.conftest import GitRepo, prompt_file, suite_config
+from tests.github.conftest import REDIS_URL, fixture, signed_headers, webhook_client
+from tests.github.fake_github import FakeGitHub
+from tests.stub_llm import Reply, StubLLM, user_text
+
+REPO = "Codertocat/Hello-World"
+_deliveries = itertools.count(1)
+
+
+def answers(head_right: int, base_right: int = 5) -> Any:
+    """Head prompt ("v2") answers `head_right` of 10 cases right, base ("v1") `base_right`."""
+
+    def handler(body: dict[str, Any]) -> Reply:
+        case = int(user_text(body).rsplit("q", 1)[-1])
+        right = case < (head_right if "v2" in body["messages"][0]["content"] else base_right)
+        return Reply(text=f"a{case}" if right else "nope", prompt_tokens=100, completion_tokens=50)
+
+    return handler
+
+
+def build(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[str, str]:
+    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])
+    config["thresholds"] = {"latency_p95_increase_pct": 1000}  # a stub's latency is noise here
+    repo.write(".evalbot.yml", {"approvers": approvers, **policy, **config})
+    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
+    base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
+    return base, repo.commit("head")
+
+
+class PullRequest:
+    """Drives pull request 2: deliveries signed as GitHub sends them, then the worker in burst mode."""
+
+    def __init__(self, http: httpx.AsyncClient, fake: FakeGitHub, run_worker: Any, base: str, head: str):
+        self.http, self.fake, self.run_worker, self.base, self.head = http, fake, run_worker, base, head
+        fake.pulls[2] = (base, head)
+        self.comment_ids = itertools.count(500)
+
+    async def deliver(self, event: str, payload: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(payload).encode()
+        headers = signed_headers(body, event, f"delivery-{next(_deliveries)}")
+        return await self.http.post("/api/github/webhooks", content=body, headers=headers)
+
+    async def opened(self, action: str = "opened") -> None:
+        payload = fixture(f"pull_request.{action}.json")
+        payload["pull_request"].update(draft=False)
+        payload["pull_request"]["base"]["sha"], payload["pull_request"]["head"]["sha"] = self.fake.pulls[2]
+        assert (await self.deliver("pull_request", payload)).status_code == 202
+        await self.run_worker()
+
+    async def comment(self, login: str, body: str, comment_id: int | None = None, before: str | None = None) -> int:
+        payload = fixture(
+            "issue_comment.created.on-pr.DERIVED.json" if before is None else "issue_comment.edited.on-pr.DERIVED.json"
+        )
+        payload["issue"]["number"] = 2
+        # Deliveries to an app always name the installation (octokit's edited example does not).
+        payload.setdefault("installation", {"id": 1})
+        payload["comment"].update(id=comment_id or next(self.comment_ids), body=body)
+        payload["comment"]["user"].update(login=login, type="User")
+        if before is not None:
+            payload["changes"] = {"body": {"from": before}}
+        assert (await self.deliver("issue_comment", payload)).status_code == 202
+        await self.run_worker()
+        return int(payload["comment"]["id"])
+
+    async def push(self, repo: GitRepo, version: str) -> None:
+        repo.write("prompts/qa.yaml", prompt_file(version, system_prompt="v2 more"))
+        self.head = repo.commit(f"push {version}")
+        self.fake.pulls[2] = (self.base, self.head)
+        await self.opened("synchronize")
+
+    def check(self, name: str) -> dict[str, Any]:
+        (run,) = self.fake.runs_named(name, self.head)
+        return run
+
+    def replies(self) -> list[str]:
+        return [c["body"] for c in self.fake.comments.values() if "evalbot:sticky" not in c["body"]]
+
+
+@pytest.fixture
+async def pr(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
+) -> Any:
+    async def make(approvers: list[str], head_right: int = 9, base_right: int = 5, **policy: Any) -> PullRequest:
+        base, head = build(repo, approvers, **policy)
+        stub.handler = answers(head_right, base_right)
+        return PullRequest(http, fake_github, run_worker, base, head)
+
+    async with webhook_client(settings, redis) as http:
+        yield make
+
+
+async def test_approver_approves_the_head_sha_and_a_push_clears_it(
+    pr: Any, repo: GitRepo, fake_github: FakeGitHub, redis: ArqRedis
+) -> None:
+    fake_github.permissions["lead"] = "write"
+    pull = await pr(["lead"])
+    await pull.opened()
+    assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+
+    await pull.comment("mallory", "/approve looks fine to me")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    assert pull.replies() == [
+        "@mallory `/approve looks fine to me`: only approvers listed in the base branch's `.evalbot.yml` may approve\n"
+    ]
+
+    comment_id = await pull.comment("lead", "LGTM\n/approve numbers look right")
+    approval = pull.check(APPROVAL_CHECK)
+    assert approval["conclusion"] == "success"
+    assert approval["output"]["title"] == "Approved by lead"
+    assert "`" + pull.head[:7] + "` approved by @lead: “numbers look right”" in approval["output"]["summary"]
+    assert (comment_id, "eyes") in fake_github.reactions
+
+    approved_sha = pull.head
+    await pull.push(repo, "1.2.0")
+    assert pull.head != approved_sha
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+
+    kinds = [(e["kind"], e["actor"], e["sha"]) for e in await audit_entries(redis, REPO, 2)]
+    assert kinds == [
+        ("verdict", "evalbot", approved_sha),
+        ("refused", "mallory", approved_sha),
+        ("approval", "lead", approved_sha),
+        ("verdict", "evalbot", pull.head),
+    ]
+
+
+async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None:
+    fake_github.teams["acme/ai-leads"] = {"tess"}
+    pull = await pr(["@acme/ai-leads"])
+    await pull.opened()
+    await pull.comment("tess", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
+
+
+async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
+    pr: Any, fake_github: FakeGitHub, redis: ArqRedis
+) -> None:
+    pull = await pr(["lead"], head_right=1, base_right=9)  # 90% -> 10%: 8 cases broke, p = 0.008
+    await pull.opened()
+    assert pull.check(EVALS_CHECK)["conclusion"] == "failure"
+    await pull.comment("lead", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    assert "an approval needs a reason" in pull.replies()[-1]
+
+    await pull.comment("lead", "/approve the old cases were mislabelled; tracked in #12")
+    approval = pull.check(APPROVAL_CHECK)
+    assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
+    assert "recorded as an override" in approval["output"]["summary"]
+    (override,) = [e for e in await audit_entries(redis, REPO, 2) if e["kind"] == "override"]
+    assert override["reason"] == "the old cases were mislabelled; tracked in #12"
+
+    await pull.comment("lead", "/approve cancel")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+
+
+async def test_author_cannot_approve_own_pull_request_unless_allowed(pr: Any) -> None:
+    pull = await pr(["Codertocat"])
+    await pull.opened()
+    await pull.comment("Codertocat", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    assert "the author of a pull request cannot approve it" in pull.replies()[-1]
+
+
+async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
+    pr: Any, repo: GitRepo, fake_github: FakeGitHub
+) -> None:
+    pull = await pr(["lead"])
+    # The pull request adds its author's friend to `approvers`: policy comes from the base.
+    config = (repo.root / ".evalbot.yml").read_text().replace("- lead", "- lead\n- friend")
+    (repo.root / ".evalbot.yml").write_text(config)
+    pull.head = repo.commit("add an approver")
+    fake_github.pulls[2] = (pull.base, pull.head)
+    await pull.opened()
+    await pull.comment("friend", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    assert "Approvers (from the base branch's `.evalbot.yml`): lead." in pull.check(APPROVAL_CHECK)["output"]["summary"]
+
+
+async def test_fork_pull_request_waits_for_a_writers_eval(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
+    pull = await pr(["lead"])
+    fake_github.fork_pulls.add(2)
+    fake_github.pull_authors[2] = "outsider"
+    await pull.opened()
+    evals = pull.check(EVALS_CHECK)
+    assert (evals["conclusion"], evals["output"]["title"]) == ("action_required", "Waiting for a maintainer's /eval")
+    assert "comes from a fork" in evals["output"]["summary"]
+    assert stub.requests == []
+
+    await pull.comment("outsider", "/eval")
+    assert stub.requests == [] and "`/eval` needs write access" in pull.replies()[-1]
+
+    await pull.comment("Codertocat", "/eval")
+    assert len(stub.requests) == 20
+    assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+
+
+async def test_author_without_write_access_waits_too(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
+    pull = await pr(["lead"])
+    fake_github.pull_authors[2] = "drive-by"
+    await pull.opened()
+    assert "an author without write access" in pull.check(EVALS_CHECK)["output"]["summary"]
+    assert stub.requests == []
+
+
+async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
+    fake_github.permissions["lead"] = "maintain"
+    pull = await pr(
+        ["lead"], budget={"max_cost_usd": 0.0001}, prices={"openai/stub": {"input_per_1k": 1, "output_per_1k": 1}}
+    )
+    await pull.opened()
+    evals = pull.check(EVALS_CHECK)
+    assert evals["conclusion"] == "failure" and stub.requests == []
+    # 20 calls x (about 5 prompt tokens + 50 output tokens, max_tokens) at $1 per 1K tokens.
+    assert "Not evaluated: the estimated cost, $1.10 for 20 model calls" in evals["output"]["summary"]
+
+    await pull.comment("Codertocat", "/eval --budget 5")  # a writer, not an approver
+    assert "only approvers may lift the budget" in pull.replies()[-1] and stub.requests == []
+
+    await pull.comment("lead", "/eval --budget 5")
+    assert len(stub.requests) == 20
+    assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+
+
+async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: FakeGitHub) -> None:
+    pull = await pr(["lead"])
+    await pull.opened()
+    comment_id = await pull.comment("lead", "/help")
+    assert pull.replies()[-1].startswith("**evalbot commands**")
+    # The same command line after an edit is not run again; a new one is.
+    await pull.comment("lead", "/help\nthanks", comment_id=comment_id, before="/help")
+    assert len(pull.replies()) == 1
+    await pull.comment("lead", "/approve", comment_id=comment_id, before="/help")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
+
+    await pull.comment("lead", "/deploy")
+    assert pull.replies()[-1].startswith("@lead `/deploy`: `/deploy` is not an evalbot command\n\n**evalbot commands**")
+
+
+async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
+    pull = await pr(["lead"])
+    await pull.opened()
+    evals = pull.check(EVALS_CHECK)
+    assert evals["actions"] == [
+        {"label": "Re-run evals", "description": "Evaluate this commit again", "identifier": "rerun"}
+    ]
+    payload = fixture("check_run.requested_action.json")
+    payload["check_run"].update(name=EVALS_CHECK, head_sha=pull.head)
+    payload["check_run"]["pull_requests"] = [{"number": 2, "head": {"sha": pull.head}, "base": {"sha": pull.base}}]
+    payload["requested_action"] = {"identifier": "rerun"}
+    payload["repository"]["full_name"] = REPO
+    payload["sender"]["login"] = "Codertocat"
+    await pull.deliver("check_run", payload)
+    await pull.run_worker()
+    assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+    assert len(stub.requests) == 20  # the re-run's answers came from the cache
+
+
+async def test_bots_are_ignored(pr: Any) -> None:
+    pull = await pr(["lead"])
+    payload = fixture("issue_comment.created.on-pr.DERIVED.json")
+    payload["comment"]["user"].update(login="evalbot[bot]", type="Bot")
+    response = await pull.deliver("issue_comment", payload)
+    assert response.json()["outcome"] == "ignored: comment by a bot"
+
+
+async def test_audit_command_prints_json_lines(pr: Any, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    pull = await pr(["lead"])
+    await pull.opened()
+    await pull.comment("lead", "/approve ship it")
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    # In a thread: the command runs its own event loop, as it does from a shell.
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "--repo", REPO])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(e["kind"], e["actor"], e.get("reason")) for e in lines] == [
+        ("verdict", "evalbot", None),
+        ("approval", "lead", "ship it"),
+    ]
+    assert lines[0]["verdict"] == "pass" and lines[0]["metrics"]["qa"]["accuracy"]["head"] == 0.9
