@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bot.github.jobs import evaluate_pull_request, handle_command
 from bot.github.webhook import create_app
 from bot.settings import Settings
-from tests.conftest import redis_available
+from tests.conftest import GitRepo, prompt_file, redis_available, suite_config
 from tests.github.fake_github import FakeGitHub
+from tests.stub_llm import Reply, user_text
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "github-webhooks"
 SECRET = "webhook-secret"
@@ -120,3 +121,28 @@ def run_worker(redis: ArqRedis, settings: Settings) -> Any:
         return int(worker.jobs_complete)
 
     return run
+
+
+def answers(head_right: int, base_right: int = 5) -> Callable[[dict[str, Any]], Reply]:
+    """Stub answers: the head prompt ("v2") gets cases 0..head_right-1 of q0-q9 right, base ("v1") base_right."""
+
+    def handler(body: dict[str, Any]) -> Reply:
+        case = int(user_text(body).rsplit("q", 1)[-1])
+        right = case < (head_right if "v2" in body["messages"][0]["content"] else base_right)
+        return Reply(text=f"a{case}" if right else "nope", prompt_tokens=100, completion_tokens=50)
+
+    return handler
+
+
+def build_pr_repo(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[str, str]:
+    """A repository with suite qa (10 cases): prompt v1.0.0 on main, v1.1.0 on branch feature."""
+    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])
+    # Latency of a stub in this process is noise: these tests gate on accuracy.
+    config["thresholds"] = {"latency_p95_increase_pct": 1000}
+    repo.write(".evalbot.yml", {"approvers": approvers, **policy, **config})
+    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
+    base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
+    return base, repo.commit("head")

@@ -16,36 +16,13 @@ from bot.cli import cli
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.github.state import audit_entries
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file, suite_config
-from tests.github.conftest import REDIS_URL, fixture, signed_headers, webhook_client
+from tests.conftest import GitRepo, prompt_file
+from tests.github.conftest import REDIS_URL, answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
-from tests.stub_llm import Reply, StubLLM, user_text
+from tests.stub_llm import StubLLM
 
 REPO = "Codertocat/Hello-World"
 _deliveries = itertools.count(1)
-
-
-def answers(head_right: int, base_right: int = 5) -> Any:
-    """Head prompt ("v2") answers `head_right` of 10 cases right, base ("v1") `base_right`."""
-
-    def handler(body: dict[str, Any]) -> Reply:
-        case = int(user_text(body).rsplit("q", 1)[-1])
-        right = case < (head_right if "v2" in body["messages"][0]["content"] else base_right)
-        return Reply(text=f"a{case}" if right else "nope", prompt_tokens=100, completion_tokens=50)
-
-    return handler
-
-
-def build(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[str, str]:
-    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])
-    config["thresholds"] = {"latency_p95_increase_pct": 1000}  # a stub's latency is noise here
-    repo.write(".evalbot.yml", {"approvers": approvers, **policy, **config})
-    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
-    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
-    base = repo.commit("base")
-    repo.git("checkout", "-q", "-b", "feature")
-    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
-    return base, repo.commit("head")
 
 
 class PullRequest:
@@ -102,7 +79,7 @@ async def pr(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
 ) -> Any:
     async def make(approvers: list[str], head_right: int = 9, base_right: int = 5, **policy: Any) -> PullRequest:
-        base, head = build(repo, approvers, **policy)
+        base, head = build_pr_repo(repo, approvers, **policy)
         stub.handler = answers(head_right, base_right)
         return PullRequest(http, fake_github, run_worker, base, head)
 

@@ -14,33 +14,16 @@ from arq import ArqRedis
 from bot.github.constants import APPROVAL_CHECK, COMMENT_MARKER, EVALS_CHECK
 from bot.github.jobs import evaluate_pull_request
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file, suite_config
-from tests.github.conftest import fixture, signed_headers, webhook_client
+from tests.conftest import GitRepo, prompt_file
+from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
-from tests.stub_llm import Reply, StubLLM, user_text
+from tests.stub_llm import Reply, StubLLM
 
 PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
 
 
-def answer_correctly_on_head(body: dict[str, Any]) -> Reply:
-    # Head prompt ("v2") answers cases 0-8 right, base ("v1") cases 0-4: 90% vs 50%.
-    case = int(user_text(body).rsplit("q", 1)[-1])
-    right = case < (9 if "v2" in body["messages"][0]["content"] else 5)
-    return Reply(text=f"a{case}" if right else "nope", prompt_tokens=100, completion_tokens=50)
-
-
 def build(repo: GitRepo) -> tuple[str, str]:
-    # Latency of a stub in this process is noise: gate on accuracy here.
-    thresholds = {"latency_p95_increase_pct": 1000}
-    graders = [{"type": "equals"}]
-    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", graders, prices=PRICES, thresholds=thresholds)
-    repo.write(".evalbot.yml", {"approvers": ["lead"], **config})
-    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
-    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
-    base = repo.commit("base")
-    repo.git("checkout", "-q", "-b", "feature")
-    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
-    return base, repo.commit("head")
+    return build_pr_repo(repo, ["lead"], prices=PRICES)
 
 
 def pr_event(action: str, base: str, head: str) -> bytes:
@@ -56,7 +39,7 @@ def pr(repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM) -> tuple[str, str]
     """Pull request 2 of the fake GitHub: base and head SHAs, with the stub answering per prompt."""
     base, head = build(repo)
     fake_github.pulls[2] = (base, head)
-    stub.handler = answer_correctly_on_head
+    stub.handler = answers(9)
     return base, head
 
 
