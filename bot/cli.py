@@ -138,12 +138,19 @@ def validate_command(repo: Path) -> None:
     """Check `.evalbot.yml`, prompt files and datasets of a checkout, without calling any model."""
     from bot.pipeline.changes import plan
     from bot.pipeline.config import CONFIG_PATH
+    from bot.pipeline.run import data_checks
     from bot.pipeline.source import WorkTreeSource
 
     if not (repo / CONFIG_PATH).is_file():
         _fail(InputError("no such file", str(repo / CONFIG_PATH)))
+    source = WorkTreeSource(repo)
+
+    async def run() -> Any:
+        the_plan = await plan(source, "", "", run_all=True)
+        return the_plan, await data_checks(source, the_plan, None)
+
     try:
-        result = asyncio.run(plan(WorkTreeSource(repo), "", "", run_all=True))
+        result, data = asyncio.run(run())
     except EvalbotError as exc:
         _fail(exc)
     for warning in result.warnings:
@@ -155,7 +162,18 @@ def validate_command(repo: Path) -> None:
             f"ok: suite {suite_plan.suite.name}: {suite_plan.head_prompt.path} v{suite_plan.head_prompt.spec.version}, "
             f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"
         )
-    sys.exit(EXIT_INPUT if result.errors else EXIT_PASS)
+    for quality in data:
+        for finding in quality.findings:
+            click.echo(f"{finding.severity}: {quality.dataset}: {finding.gate}: {finding.message}", err=True)
+        for violation in quality.schema_violations:
+            click.echo(
+                f"  {quality.dataset}:{violation.line} (case {violation.case_id}) {violation.path}: "
+                f"{violation.rule}: {violation.message}",
+                err=True,
+            )
+    if result.errors:
+        sys.exit(EXIT_INPUT)
+    sys.exit(EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS)
 
 
 @cli.command("serve")

@@ -28,6 +28,9 @@ class Plan:
 
     config: Config
     changed_paths: list[str]
+    head: str = ""
+    # The base's config: policy such as each suite's data gates comes from it.
+    base_config: Config | None = None
     suites: list[SuitePlan] = field(default_factory=list)
     # Input that cannot be read or run (CLI exit 2); nothing is evaluated while there is any.
     errors: list[InputError] = field(default_factory=list)
@@ -63,7 +66,7 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         base_config = None
     config = head_config.with_policy_of(base_config or Config())
     changed = await source.changed_paths(base, head) if base != head else []
-    result = Plan(config=config, changed_paths=changed, warnings=warnings)
+    result = Plan(config=config, changed_paths=changed, head=head, base_config=base_config, warnings=warnings)
 
     unknown = [name for name in only or [] if config.suite(name) is None]
     if unknown:

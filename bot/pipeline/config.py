@@ -99,6 +99,24 @@ GraderSpec = Annotated[
 ]
 
 
+Severity = Literal["fail", "warn", "off"]
+
+
+class DataGates(_Strict):
+    """Which data findings fail `evalbot/evals` and which only warn (flagged for the lead's review)."""
+
+    schema_: Severity = Field(default="fail", alias="schema")
+    contamination: Severity = "fail"
+    drift: Severity = "warn"
+    anomalies: Severity = "warn"
+    duplicates: Severity = "warn"
+    p_value: float = Field(default=0.05, gt=0, lt=1)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    outlier_sigmas: float = Field(default=3.0, gt=0)
+    empty_share_increase_pp: float = Field(default=10.0, ge=0)
+    row_count_change_pct: float = Field(default=50.0, ge=0)
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1)
     prompt: str
@@ -108,7 +126,7 @@ class Suite(_Strict):
     repeats: int = Field(default=1, ge=1, le=20)
     graders: list[GraderSpec] = Field(default_factory=list)
     training_data: str | None = None
-    data_gates: dict[str, Any] = Field(default_factory=dict)
+    data_gates: DataGates = Field(default_factory=DataGates)
 
     def paths(self) -> list[str]:
         """The repository files this suite is made of."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,12 +13,14 @@ from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
 from bot.engine.models import ModelClient, Price, RetryPolicy, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
+from bot.errors import InputError
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
 from bot.pipeline.compare import SuiteReport, Variant, compare_suite
 from bot.pipeline.config import (
     Config,
     ContainsGrader,
+    DataGates,
     EqualsGrader,
     GraderSpec,
     HallucinationGrader,
@@ -26,6 +29,8 @@ from bot.pipeline.config import (
     RubricGrader,
     SimilarityGrader,
 )
+from bot.pipeline.data_quality import DataQuality, check
+from bot.pipeline.datasets import parse_dataset
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 
@@ -81,6 +86,7 @@ class Report:
     approvers: list[str] = field(default_factory=list)
     estimate: Estimate | None = None
     budget_usd: float | None = None
+    data: list[DataQuality] = field(default_factory=list)
 
     @property
     def budget_refused(self) -> bool:
@@ -90,7 +96,7 @@ class Report:
     def verdict(self) -> Literal["pass", "fail", "error"]:
         if self.errors:
             return "error"
-        if self.problems or any(suite.verdict == "fail" for suite in self.suites):
+        if self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data):
             return "fail"
         return "pass"
 
@@ -157,6 +163,11 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         return report
     if not the_plan.suites:
         return report
+    try:
+        report.data = await data_checks(source, the_plan, base)
+    except InputError as exc:
+        report.errors = [str(exc)]
+        return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
     if report.budget_usd is not None:
         prices = _prices(the_plan.config)
@@ -166,6 +177,45 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
             return report
     report.suites, report.spend = await _run_plan(the_plan, options)
     return report
+
+
+async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[DataQuality]:
+    """Data quality of every planned suite whose dataset, schema or training data changed.
+
+    Args:
+        source: the repository.
+        the_plan: the suites to check.
+        base: the base revision to compare with; None to check every suite on its own (validate).
+
+    Raises:
+        InputError: when a schema or training data file cannot be read.
+    """
+    results = []
+    for sp in the_plan.suites:
+        suite = sp.suite
+        data_paths = [path for path in suite.paths() if path != suite.prompt]
+        if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
+            continue
+        base_dataset = None
+        base_text = await source.read_text(base, suite.dataset) if base is not None else None
+        if base_text is not None:
+            with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
+                base_dataset = parse_dataset(base_text, suite.dataset)
+        base_suite = the_plan.base_config.suite(suite.name) if the_plan.base_config else None
+        gates = base_suite.data_gates if base_suite else DataGates()
+        schema = await _file(source, the_plan, suite.schema_)
+        training = await _file(source, the_plan, suite.training_data)
+        results.append(check(suite.name, sp.dataset, base_dataset, gates, sp.head_prompt, schema, training))
+    return results
+
+
+async def _file(source: Source, the_plan: Plan, path: str | None) -> tuple[str, str] | None:
+    if path is None:
+        return None
+    text = await source.read_text(the_plan.head, path)
+    if text is None:
+        raise InputError("file named in .evalbot.yml does not exist", path)
+    return path, text
 
 
 def _prices(config: Config) -> dict[str, Price]:
