@@ -79,7 +79,8 @@ class _LazyProgress:
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report to this file.")
 @click.option("--api-base", envvar="EVALBOT_API_BASE", help="OpenAI-compatible base URL for every model call.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--models", "models", help="Comma-separated models to run the head prompt on, side by side (e.g. a,b).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True, help="Per provider.")
 @click.option("--no-cache", is_flag=True, help="Call every model, even for answers in the response cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and cache decisions to stderr.")
 def eval_command(
@@ -91,6 +92,7 @@ def eval_command(
     fmt: str,
     output: Path | None,
     api_base: str | None,
+    models: str | None,
     concurrency: int,
     no_cache: bool,
     verbose: bool,
@@ -112,6 +114,7 @@ def eval_command(
         cache = None if no_cache else await open_cache(settings.REDIS_URL, settings.EVALBOT_CACHE_DIR)
         try:
             options = RunOptions(list(suites) or None, run_all, api_base, concurrency, cache, progress)
+            options.models = [m.strip() for m in (models or "").split(",") if m.strip()]
             report = await evaluate(source, base_sha, head_sha, options)
         finally:
             progress.stop()

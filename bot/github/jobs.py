@@ -30,6 +30,7 @@ from bot.github.constants import (
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
 from bot.github.source import GitHubSource, get_pull_request, is_fork
+from bot.pipeline.compare import SuiteReport
 from bot.pipeline.config import CONFIG_PATH, Config, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
@@ -105,6 +106,7 @@ async def evaluate_pull_request(
     trusted: bool = False,
     only: list[str] | None = None,
     budget_usd: float | None = None,
+    models: list[str] | None = None,
 ) -> str:
     """Evaluate `repo` pull request `pr_number` at `head_sha` against `base_sha` and publish the results.
 
@@ -118,6 +120,7 @@ async def evaluate_pull_request(
         trusted: a writer asked for this run (`/eval`): skip the fork and author checks.
         only: suites to evaluate whether or not they changed (`/eval suite ...`).
         budget_usd: lifts `budget.max_cost_usd` for this run (`/eval --budget`, approvers only).
+        models: models to run the head prompt on side by side (`/eval --models`).
 
     Returns:
         The gate verdict: "pass", "fail", "error"; "untrusted" when waiting for a `/eval`; "crashed"
@@ -141,7 +144,7 @@ async def evaluate_pull_request(
         bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
-        report = await _evaluate(job, evals_id, base_sha, only, budget_usd)
+        report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
     except Exception as exc:
         # Whatever broke, the check run must not stay in progress: say why and stop (no silent retry
         # that would spend the model budget again).
@@ -175,7 +178,12 @@ async def _wait_for_eval(job: _PullRequestJob, evals_id: int, fork: bool, base_s
 
 
 async def _evaluate(
-    job: _PullRequestJob, evals_id: int, base_sha: str, only: list[str] | None, budget_usd: float | None
+    job: _PullRequestJob,
+    evals_id: int,
+    base_sha: str,
+    only: list[str] | None,
+    budget_usd: float | None,
+    models: list[str],
 ) -> Report:
     updates: set[asyncio.Task[None]] = set()
     last_update = 0.0
@@ -202,6 +210,7 @@ async def _evaluate(
         cache=RedisCache(job.redis),
         on_progress=on_progress,
         budget_usd=budget_usd,
+        models=models,
     )
     source = GitHubSource(job.gh, job.owner, job.name, job.pr_number)
     report = await evaluate(source, base_sha, job.head_sha, options)
@@ -230,14 +239,19 @@ async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
         return
     markdown = report_markdown(report)
     await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True)
-    await _publish_approval(
-        job, approval_id, report.approvers, [s.name for s in report.suites], report.verdict != "pass"
-    )
+    tradeoffs = [s for s in report.suites if s.models is not None]
+    suites = [s.name for s in report.suites]
+    await _publish_approval(job, approval_id, report.approvers, suites, report.verdict != "pass", tradeoffs)
     await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
 
 
 async def _publish_approval(
-    job: _PullRequestJob, approval_id: int, approvers: list[str], suites: list[str], evals_failed: bool
+    job: _PullRequestJob,
+    approval_id: int,
+    approvers: list[str],
+    suites: list[str],
+    evals_failed: bool,
+    tradeoffs: list[SuiteReport] | None = None,
 ) -> None:
     approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
     if approval is not None:
@@ -245,7 +259,9 @@ async def _publish_approval(
         title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
         await job.publisher.complete(approval_id, "success", title, summary)
         return
-    summary = await job.approval_summary("waiting", approvers, suites=suites, evals_failed=evals_failed)
+    summary = await job.approval_summary(
+        "waiting", approvers, suites=suites, evals_failed=evals_failed, tradeoffs=tradeoffs
+    )
     await job.publisher.complete(approval_id, "action_required", "Waiting for a lead's /approve", summary)
 
 
@@ -360,8 +376,6 @@ async def _rerun(
 ) -> Command | Refusal:
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
-    if command.models:
-        return Refusal("`--models` is not supported yet: list the models in the suite's `models:`", show_help=False)
     if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
     if command.suites:
@@ -385,6 +399,7 @@ async def _rerun(
         trusted=True,
         only=list(command.suites) or None,
         budget_usd=command.budget_usd,
+        models=list(command.models),
     )
     return command
 

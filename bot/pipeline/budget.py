@@ -42,18 +42,25 @@ def _tokens(text: str) -> int:
     return len(text) // CHARS_PER_TOKEN + 1
 
 
-def estimate(the_plan: Plan, price: PriceFn) -> Estimate:
-    """Estimate the calls and spend of evaluating `the_plan` (calls under test and judges)."""
+def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None) -> Estimate:
+    """Estimate the calls and spend of evaluating `the_plan` (calls under test and judges).
+
+    Args:
+        the_plan: the suites to evaluate.
+        price: USD for (model, prompt tokens, completion tokens), or None when unknown.
+        models: models requested for this run besides the suites' own (`--models`).
+    """
     result = Estimate()
     judge_model = the_plan.config.judge
     for sp in the_plan.suites:
-        prompts = [p for p in (sp.head_prompt, sp.base_prompt) if p is not None]
-        for prompt in prompts:
+        variants = [(p, p.spec.model) for p in (sp.head_prompt, sp.base_prompt) if p is not None]
+        variants += [(sp.head_prompt, model) for model in sp.other_models(models or [])]
+        for prompt, model in variants:
             output_tokens = prompt.spec.max_tokens or DEFAULT_MAX_TOKENS
             for case in sp.dataset.cases:
                 messages = prompt.messages(case.fields)
                 prompt_tokens = sum(_tokens(m["content"]) for m in messages)
-                result.add(prompt.spec.model, prompt_tokens, output_tokens, price, sp.suite.repeats)
+                result.add(model, prompt_tokens, output_tokens, price, sp.suite.repeats)
                 for grader in sp.suite.graders:
                     answer_and_request = _tokens(messages[-1]["content"]) + output_tokens
                     if isinstance(grader, RubricGrader):

@@ -21,6 +21,20 @@ class SuitePlan:
     dataset: Dataset
     reasons: tuple[str, ...]
 
+    @property
+    def current_model(self) -> str:
+        """The suite's current model: the base prompt's, else the head's (a new suite)."""
+        return (self.base_prompt or self.head_prompt).spec.model
+
+    def other_models(self, requested: list[str]) -> list[str]:
+        """Models to run the head prompt on besides its own: the current one when the change switches
+        models (old vs new, same prompt), the suite's `models:` and those requested for this run."""
+        head_model = self.head_prompt.spec.model
+        candidates = list(dict.fromkeys([self.current_model, *self.suite.models, *requested]))
+        if candidates == [head_model]:
+            return []  # one model only: the base/head comparison says it all
+        return [m for m in candidates if m != head_model]
+
 
 @dataclass
 class Plan:

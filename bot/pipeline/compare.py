@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.metrics import (
     VariantMetrics,
@@ -18,6 +18,9 @@ from bot.engine.metrics import (
 from bot.engine.runner import CaseResult
 from bot.engine.stats import Interval, PairedDelta, paired_delta, relative_change_pct
 from bot.pipeline.config import Thresholds
+
+if TYPE_CHECKING:
+    from bot.pipeline.tradeoff import ModelComparison
 
 Verdict = Literal["pass", "fail", "inconclusive", "improved", "n/a"]
 
@@ -87,6 +90,10 @@ class SuiteReport:
     min_detectable_drop_pp: float | None
     errors: list[CaseError]
     verdict: Literal["pass", "fail"]
+    # Several models side by side (the suite's `models:`, `--models`, or a model change).
+    models: ModelComparison | None = None
+    # (old, new) when the change switches the prompt's model.
+    model_change: tuple[str, str] | None = None
 
 
 def compare_suite(
@@ -100,7 +107,7 @@ def compare_suite(
     def pair(attr: str) -> tuple[Any, Any]:
         return (getattr(bm, attr) if bm else None), getattr(head.metrics, attr)
 
-    acc = _paired(base, head, accuracy_of)
+    acc = paired(base, head, accuracy_of)
     rows = [
         _rate_row(
             "accuracy", "Accuracy", pair("accuracy"), pair("accuracy_interval"), acc, t.accuracy_drop_pp, -1, strict
@@ -111,7 +118,7 @@ def compare_suite(
             "Latency p95",
             "s",
             pair("latency_p95_s"),
-            _paired(base, head, latency_of),
+            paired(base, head, latency_of),
             t.latency_p95_increase_pct,
             strict,
         ),
@@ -120,7 +127,7 @@ def compare_suite(
             "Cost / 1K queries",
             "usd",
             pair("cost_per_1k_usd"),
-            _paired(base, head, cost_of),
+            paired(base, head, cost_of),
             t.cost_increase_pct,
             strict,
         ),
@@ -129,7 +136,7 @@ def compare_suite(
             "Hallucination rate",
             pair("hallucination_rate"),
             pair("hallucination_interval"),
-            _paired(base, head, hallucination_of),
+            paired(base, head, hallucination_of),
             t.hallucination_increase_pp,
             +1,
             strict,
@@ -159,7 +166,7 @@ def compare_suite(
     )
 
 
-def _paired(
+def paired(
     base: Variant | None, head: Variant, value: Callable[[CaseResult], float | bool | None]
 ) -> PairedDelta | None:
     if base is None:
@@ -228,7 +235,9 @@ def _relative_row(
     if change is None or threshold_pct is None:
         # Not gated (or nothing to compare): shown for information, no verdict.
         return MetricRow(key, label, unit, base, head, change, "%" if change is not None else "")
-    significant = paired.significant if paired else None
+    # The paired test must point the same way as the change of the percentile it backs: a head slower on
+    # most cases but with a lower p95 is neither a significant rise nor a significant fall of the p95.
+    significant = bool(paired.significant and (paired.delta > 0) == (change > 0)) if paired else None
     return MetricRow(
         key,
         label,

@@ -33,6 +33,7 @@ from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.datasets import parse_dataset
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
+from bot.pipeline.tradeoff import compare_models, worse_everywhere
 
 # (calls done, calls in all, calls answered from cache)
 ProgressCallback = Callable[[int, int, int], None]
@@ -51,6 +52,8 @@ class RunOptions:
     retry: RetryPolicy | None = None
     # Lifts `budget.max_cost_usd` for this run (`/eval --budget N` by an approver).
     budget_usd: float | None = None
+    # Models to compare the head prompt on, beside the suites' `models:` (`--models`, `/eval --models`).
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,9 @@ def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
     return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in suite_plan.dataset.cases]
 
 
-def _spec(name: str, prompt: Prompt) -> VariantSpec:
+def _spec(name: str, prompt: Prompt, model: str | None = None) -> VariantSpec:
     s = prompt.spec
-    return VariantSpec(name, s.model, s.temperature, s.max_tokens, s.tools)
+    return VariantSpec(name, model or s.model, s.temperature, s.max_tokens, s.tools)
 
 
 async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
@@ -171,7 +174,7 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
     if report.budget_usd is not None:
         prices = _prices(the_plan.config)
-        report.estimate = estimate(the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices))
+        report.estimate = estimate(the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models)
         if report.budget_refused:
             report.problems.append("the estimated cost is above the budget: nothing was run")
             return report
@@ -230,7 +233,11 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
 
     started = time.perf_counter()
-    total = sum(len(sp.dataset.cases) * sp.suite.repeats * (2 if sp.base_prompt else 1) for sp in the_plan.suites)
+    extra_models = {sp.suite.name: sp.other_models(options.models) for sp in the_plan.suites}
+    total = sum(
+        len(sp.dataset.cases) * sp.suite.repeats * ((2 if sp.base_prompt else 1) + len(extra_models[sp.suite.name]))
+        for sp in the_plan.suites
+    )
     done = cached = 0
 
     def progress(result: CaseResult) -> None:
@@ -243,18 +250,32 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
     async def suite_report(sp: SuitePlan) -> SuiteReport:
         graders = build_graders(sp.suite.graders, judge, config.judge)
 
-        async def variant(name: str, prompt: Prompt) -> Variant:
-            results = await run_variant(
-                client, _spec(name, prompt), _cases(prompt, sp), graders, sp.suite.repeats, progress
-            )
-            return Variant(name, prompt.spec.version, prompt.spec.model, results)
+        async def variant(name: str, prompt: Prompt, model: str | None = None) -> Variant:
+            spec = _spec(name, prompt, model)
+            results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
+            return Variant(name, prompt.spec.version, spec.model, results)
 
-        head_task = variant("head", sp.head_prompt)
-        if sp.base_prompt is None:
-            head_variant, base_variant = await head_task, None
-        else:
-            head_variant, base_variant = await asyncio.gather(head_task, variant("base", sp.base_prompt))
-        return compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+        others = extra_models[sp.suite.name]
+        tasks = [variant("head", sp.head_prompt)]
+        tasks += [variant(model, sp.head_prompt, model) for model in others]
+        if sp.base_prompt is not None:
+            tasks.append(variant("base", sp.base_prompt))
+        head_variant, *rest = await asyncio.gather(*tasks)
+        model_variants = dict(zip(others, rest[: len(others)], strict=True))
+        base_variant = rest[len(others)] if sp.base_prompt is not None else None
+        report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+        if others:
+            reference = sp.current_model
+            variants = {**model_variants, sp.head_prompt.spec.model: head_variant}
+            ordered = {m: variants[m] for m in [reference, *others, sp.head_prompt.spec.model] if m in variants}
+            report.models = compare_models(reference, ordered, config.thresholds.accuracy_drop_pp)
+        if sp.base_prompt is not None and base_variant is not None and sp.base_prompt.spec.model != head_variant.model:
+            # A model change: the seed's rule replaces the thresholds — fail only when the new model is
+            # worse on every metric; the trade-off goes to a lead through evalbot/approval either way.
+            old = model_variants.get(sp.base_prompt.spec.model, base_variant)
+            report.model_change = (sp.base_prompt.spec.model, head_variant.model)
+            report.verdict = "fail" if worse_everywhere(old, head_variant) else "pass"
+        return report
 
     suites = list(await asyncio.gather(*(suite_report(sp) for sp in the_plan.suites)))
     s, j = client.stats, judge.stats

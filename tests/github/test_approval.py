@@ -276,3 +276,26 @@ async def test_audit_command_prints_json_lines(pr: Any, redis: ArqRedis, monkeyp
         ("approval", "lead", "ship it"),
     ]
     assert lines[0]["verdict"] == "pass" and lines[0]["metrics"]["qa"]["accuracy"]["head"] == 0.9
+
+
+async def test_a_model_change_waits_for_a_lead_with_the_tradeoff(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
+) -> None:
+    from tests.pipeline.test_tradeoff import build as build_models
+    from tests.pipeline.test_tradeoff import by_model
+
+    build_models(repo, "openai/big", "openai/small", [])
+    stub.handler = by_model
+    base, head = repo.git("rev-parse", "base").strip(), repo.git("rev-parse", "head").strip()
+    async with webhook_client(settings, redis) as http:
+        pull = PullRequest(http, fake_github, run_worker, base, head)
+        await pull.opened()
+        # 90% -> 60% accuracy for 95% less cost: not worse everywhere, so evals pass and a lead decides.
+        assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+        approval = pull.check(APPROVAL_CHECK)
+        assert approval["conclusion"] == "action_required"
+        assert "**Suite `qa`: model `openai/big` → `openai/small`**" in approval["output"]["summary"]
+        assert "| Cost / 1K queries | $2.50 | $0.1250 (-95.0%) |" in approval["output"]["summary"]
+
+        await pull.comment("Codertocat", "/eval --models openai/mid")
+        assert "`openai/mid`" in pull.check(EVALS_CHECK)["output"]["summary"]

@@ -125,9 +125,9 @@ async def test_provider_that_always_fails_gives_errors_not_wrong_answers(repo: G
 def test_cli_eval_prints_report_and_exit_code(repo: GitRepo, stub: StubLLM) -> None:
     build_repo(repo)
     stub.handler = scripted
-    result = CliRunner().invoke(
-        cli, ["eval", "--repo", str(repo.root), "--base", "base", "--head", "head", "--api-base", stub.base_url]
-    )
+    args = ["eval", "--repo", str(repo.root), "--base", "base", "--head", "head", "--api-base", stub.base_url]
+    # One call at a time, so the 10 ms the head adds per call is measured, and breaches the p95 gate.
+    result = CliRunner().invoke(cli, [*args, "--concurrency", "1"])
     assert result.exit_code == 1, result.output
     assert "| Accuracy | 75.0% [59.8, 85.8] | 90.0% [76.9, 96.0] | +15.0 pp" in result.output
     assert "Regressions: passed on base, fail on head (2)" in result.output
