@@ -57,14 +57,18 @@ class _PullRequestJob:
     publisher: Publisher
     details_url: str | None
 
+    @staticmethod
+    def client(ctx: dict[str, Any], installation_id: int) -> Any:
+        factory: ClientFactory = ctx.get("github_factory", installation_client)
+        return factory(ctx["settings"], installation_id)
+
     @classmethod
     def open(
-        cls, ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, head_sha: str
+        cls, ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, head_sha: str, gh: Any = None
     ) -> _PullRequestJob:
         settings: Settings = ctx["settings"]
-        factory: ClientFactory = ctx.get("github_factory", installation_client)
         owner, name = repo.split("/", 1)
-        gh = factory(settings, installation_id)
+        gh = gh or cls.client(ctx, installation_id)
         details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
         publisher = Publisher(gh, owner, name, pr_number, head_sha)
         return cls(
@@ -292,12 +296,11 @@ async def handle_command(
     Returns:
         "accepted" or "refused".
     """
-    settings: Settings = ctx["settings"]
-    factory: ClientFactory = ctx.get("github_factory", installation_client)
+    gh = _PullRequestJob.client(ctx, installation_id)
     owner, name = repo.split("/", 1)
-    pull_request = await get_pull_request(factory(settings, installation_id), owner, name, pr_number)
+    pull_request = await get_pull_request(gh, owner, name, pr_number)
     head_sha, base_sha = pull_request["head"]["sha"], pull_request["base"]["sha"]
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
+    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha, gh)
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     result = await _decide(ctx, job, parsed, actor, pull_request, base_sha)
     if isinstance(result, Refusal):
