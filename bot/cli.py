@@ -188,8 +188,13 @@ def serve_command(host: str, port: int) -> None:
     import uvicorn
 
     from bot.github.webhook import create_app
+    from bot.settings import get_settings
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    settings = get_settings()
+    if not settings.WEBHOOK_SECRET:
+        # Every delivery would be refused: say so at start, not once per webhook.
+        _fail(EvalbotError("set WEBHOOK_SECRET to the GitHub App's webhook secret"))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
 @cli.command("worker")

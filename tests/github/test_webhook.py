@@ -122,3 +122,13 @@ async def test_healthz_is_503_without_redis() -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://evalbot") as http:
             response = await http.get("/healthz")
     assert response.status_code == 503
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert (result.exit_code, result.output) == (2, "error: set WEBHOOK_SECRET to the GitHub App's webhook secret\n")
