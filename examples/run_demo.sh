@@ -32,9 +32,11 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
+# One call at a time: llama.cpp's server answers one request at a time, so more in flight would only
+# queue there, and the queueing would count as the model's latency.
 echo "== evalbot eval --base v1.1.0 --head v1.2.0"
 status=0
 OPENAI_API_KEY=${OPENAI_API_KEY:-sk-local} EVALBOT_CACHE_DIR="$work/cache" \
   evalbot eval --repo "$repo" --base v1.1.0 --head v1.2.0 --api-base "http://127.0.0.1:$port/v1" \
-  --concurrency 2 --output "$work/report.md" || status=$?
+  --concurrency 1 --output "$work/report.md" || status=$?
 echo "== report written to $work/report.md; evalbot exit code $status (0 pass, 1 gate failed, 2 bad input)"
