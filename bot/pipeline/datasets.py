@@ -37,9 +37,6 @@ class Dataset:
     path: str
     cases: tuple[Case, ...]
 
-    def by_id(self) -> dict[str, Case]:
-        return {case.id: case for case in self.cases}
-
 
 def dataset_format(path: str) -> str:
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
