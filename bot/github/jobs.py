@@ -217,7 +217,11 @@ async def _evaluate(
         models=models,
     )
     source = GitHubSource(job.gh, job.owner, job.name, job.pr_number)
-    report = await evaluate(source, base_sha, job.head_sha, options)
+    try:
+        report = await evaluate(source, base_sha, job.head_sha, options)
+    except InputError as exc:
+        # The pull request's own `.evalbot.yml` cannot be read: invalid files, shown as such.
+        report = Report(base_sha, job.head_sha, [], errors=[str(exc)])
     # A progress update still in flight must not land after the final result.
     await asyncio.gather(*updates, return_exceptions=True)
     return report

@@ -71,8 +71,11 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
     Raises:
         InputError: when the head's `.evalbot.yml` cannot be read, or `only` names an unknown suite.
     """
-    head_config = await _load_config(source, head) or Config()
     warnings: list[str] = []
+    head_config = await _load_config(source, head)
+    if head_config is None:
+        warnings.append(f"no {CONFIG_PATH} at the head revision: no suites to evaluate")
+        head_config = Config()
     try:
         base_config = await _load_config(source, base)
     except InputError as exc:

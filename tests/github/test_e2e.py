@@ -210,3 +210,17 @@ async def test_github_down_before_any_check_run_asks_arq_to_retry(
         await evaluate_pull_request(ctx, **args)
     assert info.value.defer_score == 60_000  # 30 s x try 2, in ms
     assert fake_github.check_runs == {}
+
+
+async def test_a_broken_config_in_the_pull_request_is_shown_with_file_and_line(
+    repo: GitRepo, pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+) -> None:
+    base, _ = pr
+    (repo.root / ".evalbot.yml").write_text("suites:\n  - name: qa\n    prompt: [unclosed\n")
+    head = repo.commit("break the config")
+    fake_github.pulls[2] = (base, head)
+    assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)) == "error"
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert (evals["conclusion"], evals["output"]["title"]) == ("failure", "Files cannot be read: 1 error")
+    assert "- .evalbot.yml:4: YAML syntax error" in evals["output"]["summary"]
+    assert stub.requests == []
