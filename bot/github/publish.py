@@ -117,7 +117,9 @@ class Publisher:
             )
             comments = response.json()
             for comment in comments:
-                if COMMENT_MARKER in (comment.get("body") or ""):
+                # Only a comment the app wrote: anyone can paste the marker into their own comment.
+                is_bot = (comment.get("user") or {}).get("type") == "Bot"
+                if is_bot and COMMENT_MARKER in (comment.get("body") or ""):
                     return int(comment["id"])
             if len(comments) < 100:
                 return None

@@ -7,10 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-APPROVAL_KEY = "evalbot:approval:{repo}:{pr}"
-AUDIT_STREAM = "evalbot:audit:{repo}"
-# Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
-AUDIT_MAX_ENTRIES = 100_000
+from bot.github.constants import APPROVAL_KEY, AUDIT_MAX_ENTRIES, AUDIT_STREAM
 
 
 @dataclass(frozen=True)

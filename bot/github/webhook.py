@@ -131,8 +131,12 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
             before = parse_command(((payload.get("changes") or {}).get("body") or {}).get("from") or "")
             if before is not None and before.raw == parsed.raw:
                 return "ignored: the edit left the command as it was", None
+        # Who acts is who sent the event: a writer can edit another person's comment, and an approver's
+        # old comment edited into `/approve` by someone else must not approve as them.
+        actor = (payload.get("sender") or comment.get("user") or {}).get("login", "")
+        if action == "edited" and actor != (comment.get("user") or {}).get("login"):
+            return "ignored: comment edited by someone other than its author", None
         key = f"comment:{comment['id']}"
-        actor = comment["user"]["login"]
         return "enqueued", _command_job(payload, int(issue["number"]), actor, parsed, key, int(comment["id"]))
     if event.startswith("installation"):
         account = (payload.get("installation") or {}).get("account") or {}
@@ -181,7 +185,13 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             return _answer(400, f"rejected: payload lacks {exc}", event)
         if job is None:
             return _answer(202, outcome, event)
-        enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
+        try:
+            enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
+        except Exception:
+            # Not queued: let GitHub's redelivery of this id through.
+            if delivery:
+                await pool.delete(DELIVERY_KEY_PREFIX + delivery)
+            raise
         if enqueued is None:
             return _answer(202, "already queued or done", event, job_id=job.job_id)
         metrics.JOBS_ENQUEUED.inc()

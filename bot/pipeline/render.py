@@ -36,8 +36,18 @@ def md_cell(value: Any, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
+    # No links or images from untrusted text: `[label](url)` needs an unescaped bracket.
+    text = text.replace("[", "\\[").replace("]", "\\]")
     # A zero-width joiner after "@" keeps the text readable and stops GitHub notifying the login.
     return re.sub(r"@(?=\w)", "@\u200d", text)
+
+
+def md_code(value: Any, limit: int = 200) -> str:
+    """Untrusted text as an inline code span: inside one nothing is markup, as long as no backtick ends it."""
+    text = " ".join(str(value).replace("`", "'").split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"`{text}`"
 
 
 def md_text(value: Any, limit: int = 2000) -> str:
@@ -45,7 +55,8 @@ def md_text(value: Any, limit: int = 2000) -> str:
     text = str(value)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return re.sub(r"@(?=\w)", "@\u200d", html.escape(text, quote=False))
+    text = html.escape(text, quote=False).replace("[", "\\[").replace("]", "\\]")
+    return re.sub(r"@(?=\w)", "@\u200d", text)
 
 
 def pct(rate: float | None, digits: int = 1) -> str:
@@ -93,7 +104,16 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        md=md_cell, text=md_text, pct=pct, seconds=seconds, usd=usd, signed=signed, icon=icon, ref=short_ref, utc=utc
+        md=md_cell,
+        code=md_code,
+        text=md_text,
+        pct=pct,
+        seconds=seconds,
+        usd=usd,
+        signed=signed,
+        icon=icon,
+        ref=short_ref,
+        utc=utc,
     )
     return env
 

@@ -181,7 +181,9 @@ class FakeGitHub:
             body = (await request.json())["body"]
             if len(body) > 65_535:
                 return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
-            comment = {"id": next(self._ids), "issue": number, "body": body, "edits": 0}
+            # Written with the installation token: GitHub shows the app's bot user as the author.
+            user = {"login": "evalbot[bot]", "type": "Bot"}
+            comment = {"id": next(self._ids), "issue": number, "body": body, "edits": 0, "user": user}
             self.comments[comment["id"]] = comment
             return JSONResponse(comment, status_code=201)
 

@@ -45,7 +45,9 @@ class PullRequest:
         assert (await self.deliver("pull_request", payload)).status_code == 202
         await self.run_worker()
 
-    async def comment(self, login: str, body: str, comment_id: int | None = None, before: str | None = None) -> int:
+    async def comment(
+        self, login: str, body: str, comment_id: int | None = None, before: str | None = None, sender: str | None = None
+    ) -> int:
         payload = fixture(
             "issue_comment.created.on-pr.DERIVED.json" if before is None else "issue_comment.edited.on-pr.DERIVED.json"
         )
@@ -54,6 +56,7 @@ class PullRequest:
         payload.setdefault("installation", {"id": 1})
         payload["comment"].update(id=comment_id or next(self.comment_ids), body=body)
         payload["comment"]["user"].update(login=login, type="User")
+        payload["sender"].update(login=sender or login, type="User")
         if before is not None:
             payload["changes"] = {"body": {"from": before}}
         assert (await self.deliver("issue_comment", payload)).status_code == 202
@@ -252,6 +255,14 @@ async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub,
     await pull.run_worker()
     assert pull.check(EVALS_CHECK)["conclusion"] == "success"
     assert len(stub.requests) == 20  # the re-run's answers came from the cache
+
+
+async def test_an_approvers_comment_edited_by_someone_else_does_not_approve(pr: Any) -> None:
+    pull = await pr(["lead"])
+    await pull.opened()
+    comment_id = await pull.comment("lead", "thanks!")
+    await pull.comment("lead", "/approve", comment_id=comment_id, before="thanks!", sender="mallory")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
 
 
 async def test_bots_are_ignored(pr: Any) -> None:

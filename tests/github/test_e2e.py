@@ -100,6 +100,23 @@ async def test_pull_request_gets_both_checks_and_one_sticky_comment(
     assert next(iter(fake_github.comments.values()))["edits"] == 1
 
 
+async def test_a_users_comment_with_the_marker_is_not_taken_for_the_sticky_one(
+    pr: tuple[str, str], fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    base, head = pr
+    planted = {
+        "id": 1,
+        "issue": 2,
+        "body": f"{COMMENT_MARKER} mine",
+        "edits": 0,
+        "user": {"login": "x", "type": "User"},
+    }
+    fake_github.comments[1] = planted
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head))
+    assert planted["edits"] == 0 and planted["body"] == f"{COMMENT_MARKER} mine"
+    assert len(fake_github.comments) == 2
+
+
 async def test_no_ai_change_gives_success_at_once_without_model_calls(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:

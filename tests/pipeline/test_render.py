@@ -6,7 +6,7 @@ from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import Variant, compare_suite
 from bot.pipeline.config import Thresholds
-from bot.pipeline.render import MAX_MARKDOWN_CHARS, md_cell, render_json, render_markdown
+from bot.pipeline.render import MAX_MARKDOWN_CHARS, md_cell, md_code, render_json, render_markdown
 from bot.pipeline.run import Report, Spend
 
 
@@ -27,6 +27,9 @@ def test_untrusted_text_cannot_break_tables_ping_or_inject_html() -> None:
     text = "| @alice <img src=x onerror=alert(1)> `code`\n| next row"
     assert md_cell(text) == "\\| @\u200dalice &lt;img src=x onerror=alert(1)&gt; \\`code\\` \\| next row"
     assert md_cell("x" * 300, limit=10) == "xxxxxxxxx…"
+    assert md_cell("[Approve here](https://evil) ![x](y)") == "\\[Approve here\\](https://evil) !\\[x\\](y)"
+    # In a code span nothing is markup, so only a backtick could end it early.
+    assert md_code("c1` [x](y) `") == "`c1' [x](y) '`"
 
 
 def test_summary_table_with_fixed_numbers() -> None:
