@@ -185,7 +185,9 @@ class ModelClient:
             return asdict(Completion(text, latency_s, prompt_tokens, completion_tokens, cost))
 
         data, cached = await self._cached("chat", model, params, call)
-        return Completion(**{**data, "cached": cached})
+        # Priced now, not when cached: prices may have changed since, and are the caller's to set.
+        cost = self.cost_usd(model, data["prompt_tokens"], data["completion_tokens"])
+        return Completion(**{**data, "cost_usd": cost, "cached": cached})
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Embedding vectors for `texts`, in order.

@@ -31,7 +31,7 @@ class MetricRow:
 
     key: str
     label: str
-    unit: Literal["rate", "s", "usd"]
+    unit: Literal["rate", "s", "usd", "count"]
     base: float | None
     head: float | None
     delta: float | None
@@ -142,6 +142,7 @@ def compare_suite(
             strict,
         ),
         _relative_row("cost_per_pct", "Cost / 1% accuracy", "usd", pair("cost_per_pct_usd"), None, None, strict),
+        _errors_row(base, head),
     ]
 
     regressions, fixes = _flips(base, head) if base else ([], [])
@@ -251,6 +252,18 @@ def _relative_row(
         significant,
         threshold_pct,
         _verdict(change, threshold_pct, significant, strict),
+    )
+
+
+def _errors_row(base: Variant | None, head: Variant) -> MetricRow:
+    """Calls that failed after retries. Those cases leave the rates, so a head that breaks calls would
+    otherwise look no worse: more failures than the base fail the gate on their own."""
+    before = base.metrics.n_errors if base else 0
+    after = head.metrics.n_errors
+    # Every head call failing is no evaluation at all, even if the base failed as badly.
+    verdict: Verdict = "fail" if after > before or (after and after == head.metrics.n_calls) else "pass"
+    return MetricRow(
+        "failed_calls", "Failed calls", "count", before if base else None, after, after - before, "", verdict=verdict
     )
 
 

@@ -160,6 +160,9 @@ class Config(_Strict):
             update={
                 "approvers": base.approvers,
                 "allow_self_approval": base.allow_self_approval,
+                # Prices drive the budget and the cost gate, the judge grades: a change may not set them.
+                "prices": base.prices,
+                "judge": base.judge,
                 "thresholds": base.thresholds,
                 "budget": base.budget,
             }

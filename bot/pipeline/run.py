@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
@@ -28,6 +28,7 @@ from bot.pipeline.config import (
     RegexGrader,
     RubricGrader,
     SimilarityGrader,
+    Suite,
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.datasets import parse_dataset
@@ -134,6 +135,10 @@ def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
     return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in suite_plan.dataset.cases]
 
 
+def _without_model(prompt: Prompt) -> dict[str, Any]:
+    return {k: v for k, v in prompt.spec.content().items() if k != "model"}
+
+
 def _spec(name: str, prompt: Prompt, model: str | None = None) -> VariantSpec:
     s = prompt.spec
     return VariantSpec(name, model or s.model, s.temperature, s.max_tokens, s.tools)
@@ -204,12 +209,20 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         if base_text is not None:
             with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
                 base_dataset = parse_dataset(base_text, suite.dataset)
-        base_suite = the_plan.base_config.suite(suite.name) if the_plan.base_config else None
-        gates = base_suite.data_gates if base_suite else DataGates()
+        gates = _base_gates(the_plan, suite)
         schema = await _file(source, the_plan, suite.schema_)
         training = await _file(source, the_plan, suite.training_data)
         results.append(check(suite.name, sp.dataset, base_dataset, gates, sp.head_prompt, schema, training))
     return results
+
+
+def _base_gates(the_plan: Plan, suite: Suite) -> DataGates:
+    """The base's data gates for a suite, found by name or by dataset (a rename must not shed them)."""
+    base = the_plan.base_config
+    if base is None:
+        return DataGates()
+    matches = [s for s in base.suites if s.name == suite.name or s.dataset == suite.dataset]
+    return matches[0].data_gates if matches else DataGates()
 
 
 async def _file(source: Source, the_plan: Plan, path: str | None) -> tuple[str, str] | None:
@@ -274,7 +287,10 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
             # worse on every metric; the trade-off goes to a lead through evalbot/approval either way.
             old = model_variants.get(sp.base_prompt.spec.model, base_variant)
             report.model_change = (sp.base_prompt.spec.model, head_variant.model)
-            report.verdict = "fail" if worse_everywhere(old, head_variant) else "pass"
+            prompt_changed = _without_model(sp.base_prompt) != _without_model(sp.head_prompt)
+            # When the prompt changed too, its thresholds still apply: a model switch is no free pass.
+            threshold_failed = prompt_changed and report.verdict == "fail"
+            report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed else "pass"
         return report
 
     suites = list(await asyncio.gather(*(suite_report(sp) for sp in the_plan.suites)))

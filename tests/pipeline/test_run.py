@@ -120,6 +120,22 @@ async def test_provider_that_always_fails_gives_errors_not_wrong_answers(repo: G
     assert len(stub.requests) == 80 * 3  # every call tried max_attempts times, no client retries on top
     text = render_markdown(report)
     assert "Failed calls (80)" in text and "0.0%" not in text
+    assert "| Failed calls | 40 | 40 | +0 | ❌ fail |" in text and report.exit_code == 1
+
+
+async def test_a_head_that_breaks_calls_fails_the_gate(repo: GitRepo, stub: StubLLM) -> None:
+    build_repo(repo)
+    # The head's calls fail on cases 0-19, so its accuracy on the rest alone would look perfect.
+    stub.handler = lambda body: (
+        Reply(status=400)
+        if "v2" in body["messages"][0]["content"] and int(user_text(body)[-2:].strip("q")) < 20
+        else scripted(body)
+    )
+    report = await evaluate(GitSource(repo.root), "base", "head", RunOptions(api_base=stub.base_url))
+    (suite,) = report.suites
+    rows = {row.key: row for row in suite.rows}
+    assert (rows["failed_calls"].base, rows["failed_calls"].head, rows["failed_calls"].verdict) == (0, 20, "fail")
+    assert suite.verdict == "fail"
 
 
 def test_cli_eval_prints_report_and_exit_code(repo: GitRepo, stub: StubLLM) -> None:

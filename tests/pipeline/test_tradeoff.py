@@ -35,7 +35,9 @@ def by_model(body: dict[str, Any]) -> Reply:
     return Reply(text=f"a{case}" if case < right else "nope", delay_s=delay_s, prompt_tokens=100, completion_tokens=50)
 
 
-def build(repo: GitRepo, base_model: str, head_model: str, models: list[str], window_pp: float = 5.0) -> None:
+def build(
+    repo: GitRepo, base_model: str, head_model: str, models: list[str], window_pp: float = 5.0, **head_prompt: Any
+) -> None:
     config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}], prices=PRICES)
     config["suites"][0]["models"] = models
     # Latency on a shared 2-core machine is noisy at this scale: the threshold gate is not what is tested.
@@ -44,7 +46,7 @@ def build(repo: GitRepo, base_model: str, head_model: str, models: list[str], wi
     repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(N)])
     repo.write("prompts/qa.yaml", prompt_file("1.0.0", model=base_model))
     repo.commit("base", tag="base")
-    repo.write("prompts/qa.yaml", prompt_file("1.1.0", model=head_model, system_prompt="Be exact."))
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0", model=head_model, **head_prompt))
     repo.commit("head", tag="head")
 
 
@@ -109,6 +111,13 @@ async def test_a_model_change_that_trades_accuracy_for_cost_passes(repo: GitRepo
     assert suite.rows[0].verdict == "fail"
     assert suite.verdict == "pass" and report.exit_code == 0
     assert "which it is not" in render_markdown(report)
+
+
+async def test_a_model_change_with_a_prompt_change_still_meets_the_thresholds(repo: GitRepo, stub: StubLLM) -> None:
+    build(repo, "openai/big", "openai/small", [], system_prompt="Be brief.")
+    report = await run(repo, stub)
+    # Cheaper, so not worse everywhere; but the prompt changed too, and accuracy fell 30 pp (significant).
+    assert report.suites[0].verdict == "fail"
 
 
 async def test_a_model_whose_provider_always_fails_shows_errors_not_zero(repo: GitRepo, stub: StubLLM) -> None:
