@@ -65,7 +65,7 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         source: the repository.
         base: the revision policy and the "before" prompts come from.
         head: the revision suites, datasets and the "after" prompts come from.
-        only: suite names to evaluate whether or not they changed.
+        only: suite names to evaluate even if they did not change (changed suites are evaluated anyway).
         run_all: evaluate every suite whether or not it changed.
 
     Raises:
@@ -92,8 +92,10 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
 
     for suite in config.suites:
         reasons = _reasons(suite, base_config, head_config, changed)
-        if only:
-            reasons = ["named on the command line"] if suite.name in only else []
+        # Naming suites adds to what changed, never hides it: a partial run must not pass the gate
+        # for a suite it left out.
+        if only and suite.name in only and not reasons:
+            reasons = ["named on the command line"]
         elif run_all and not reasons:
             reasons = ["all suites requested"]
         if not reasons:
@@ -106,6 +108,13 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
         result.problems += _version_problems(suite_plan)
+    if base_config is not None and base != head:
+        for gone in base_config.suites:
+            if config.suite(gone.name) is None:
+                result.problems.append(
+                    f"suite {gone.name} of the base's {CONFIG_PATH} is gone in this change: removing or renaming "
+                    "a suite takes its files out of the gate, so it needs a lead's approval with a reason"
+                )
     return result
 
 

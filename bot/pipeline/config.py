@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -58,12 +59,28 @@ class RegexGrader(_Strict):
     def _one_source(self) -> RegexGrader:
         if (self.pattern is None) == (self.field is None):
             raise ValueError("a regex grader takes exactly one of `pattern` or `field`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
         return self
 
 
 class JsonSchemaGrader(_Strict):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> JsonSchemaGrader:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(self.schema_)
+        except SchemaError as exc:
+            raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+        return self
 
 
 class RubricGrader(_Strict):

@@ -46,6 +46,19 @@ CONFIG = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equa
             ".evalbot.yml:2: thresholds.accuracy_drop_pp",
         ),
         (
+            parse_config,
+            ".evalbot.yml",
+            "suites:\n  - name: a\n    prompt: p\n    dataset: d\n    graders:\n      - {type: regex, pattern: '('}\n",
+            ".evalbot.yml:6: suites.0.graders.0.regex: Value error, pattern is not a regular expression",
+        ),
+        (
+            parse_config,
+            ".evalbot.yml",
+            "suites:\n  - name: a\n    prompt: p\n    dataset: d\n    graders:\n"
+            "      - {type: json_schema, schema: {type: 5}}\n",
+            ".evalbot.yml:6: suites.0.graders.0.json_schema: Value error, schema is not a valid JSON Schema",
+        ),
+        (
             parse_dataset,
             "d.jsonl",
             '{"id": 1}\n\n{"id": 2,}\n',
@@ -191,3 +204,17 @@ def test_unchanged_suite_is_not_evaluated(repo: GitRepo, stub: StubLLM) -> None:
     repo.commit("head", tag="head")
     code, output = _eval(repo, stub)
     assert code == 0 and "nothing to evaluate" in output and stub.requests == []
+
+
+def test_removing_a_suite_needs_an_approval(repo: GitRepo, stub: StubLLM) -> None:
+    repo.write(".evalbot.yml", CONFIG)
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
+    repo.write("evals/qa.jsonl", '{"id": "a", "question": "q"}\n')
+    repo.commit("base", tag="base")
+    # The prompt changes without a bump, and its suite disappears so that nothing evaluates it.
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", temperature=0.9))
+    repo.write(".evalbot.yml", {"suites": []})
+    repo.commit("head", tag="head")
+    code, output = _eval(repo, stub)
+    assert code == 1 and stub.requests == []
+    assert "suite qa of the base's .evalbot.yml is gone in this change" in output
