@@ -70,7 +70,7 @@ class _PullRequestJob:
         owner, name = repo.split("/", 1)
         gh = gh or cls.client(ctx, installation_id)
         details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
-        publisher = Publisher(gh, owner, name, pr_number, head_sha)
+        publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID)
         return cls(
             settings, ctx["redis"], gh, repo, owner, name, installation_id, pr_number, head_sha, publisher, details_url
         )

@@ -51,14 +51,18 @@ def report_markdown(report: Report) -> str:
 class Publisher:
     """Posts to one pull request's head SHA; idempotent, so a re-run job finds what it posted before."""
 
-    def __init__(self, gh: GitHub[Any], owner: str, repo: str, pr_number: int, head_sha: str):
+    def __init__(
+        self, gh: GitHub[Any], owner: str, repo: str, pr_number: int, head_sha: str, app_id: str | None = None
+    ):
         self.gh, self.owner, self.repo, self.pr_number, self.head_sha = gh, owner, repo, pr_number, head_sha
+        self.app_id = app_id
         self._base = f"/repos/{owner}/{repo}"
 
     async def ensure_check(self, name: str, details_url: str | None = None) -> int:
-        """The id of check run `name` on the head SHA: the existing one (a re-run job), else a new queued one."""
+        """The id of check run `name` on the head SHA: one still open (a job re-run after a crash), else a
+        new queued one. A completed run is never reopened: GitHub expects a new run for a re-run."""
         existing = await self.check_run(name)
-        if existing is not None:
+        if existing is not None and existing.get("status") != "completed":
             return int(existing["id"])
         payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": "queued"}
         if details_url:
@@ -82,10 +86,14 @@ class Publisher:
         await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=payload)
 
     async def check_run(self, name: str) -> dict[str, Any] | None:
-        """The latest check run `name` on the head SHA, as GitHub gives it."""
-        response = await self.gh.arequest(
-            "GET", f"{self._base}/commits/{self.head_sha}/check-runs", params={"check_name": name, "filter": "latest"}
-        )
+        """The latest check run `name` of this app on the head SHA, as GitHub gives it.
+
+        Filtered by app: a workflow job may carry the same name, and must not pass for evalbot's result.
+        """
+        params: dict[str, Any] = {"check_name": name, "filter": "latest"}
+        if self.app_id:
+            params["app_id"] = self.app_id
+        response = await self.gh.arequest("GET", f"{self._base}/commits/{self.head_sha}/check-runs", params=params)
         runs = response.json().get("check_runs", [])
         return dict(runs[0]) if runs else None
 

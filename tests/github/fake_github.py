@@ -53,8 +53,13 @@ class FakeGitHub:
         return f"http://127.0.0.1:{self.port}"
 
     def runs_named(self, name: str, head_sha: str | None = None) -> list[dict[str, Any]]:
+        """The app's runs named `name` (on `head_sha`), oldest first."""
         return [
-            r for r in self.check_runs.values() if r["name"] == name and (head_sha is None or r["head_sha"] == head_sha)
+            r
+            for r in self.check_runs.values()
+            if r["name"] == name
+            and (head_sha is None or r["head_sha"] == head_sha)
+            and r["app"]["id"] == int(self.app_id)
         ]
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -142,8 +147,14 @@ class FakeGitHub:
             return JSONResponse([{"filename": n, "status": "modified"} for n in chunk])
 
         @app.get("/repos/{owner}/{repo}/commits/{sha}/check-runs")
-        async def list_runs(owner: str, repo: str, sha: str, check_name: str | None = None) -> JSONResponse:
-            runs = [r for r in self.check_runs.values() if r["head_sha"] == sha and check_name in (None, r["name"])]
+        async def list_runs(
+            owner: str, repo: str, sha: str, check_name: str | None = None, app_id: int | None = None
+        ) -> JSONResponse:
+            runs = [
+                r
+                for r in self.check_runs.values()
+                if r["head_sha"] == sha and check_name in (None, r["name"]) and app_id in (None, r["app"]["id"])
+            ]
             runs.sort(key=lambda r: -int(r["id"]))
             return JSONResponse({"total_count": len(runs), "check_runs": runs})
 
@@ -153,7 +164,8 @@ class FakeGitHub:
             problem = self._invalid_run(body, creating=True)
             if problem:
                 return JSONResponse({"message": problem}, status_code=422)
-            run = {"id": next(self._ids), "status": "queued", "conclusion": None, "output": None, **body}
+            app = {"id": int(self.app_id), "slug": "evalbot"}
+            run = {"id": next(self._ids), "status": "queued", "conclusion": None, "output": None, "app": app, **body}
             if body.get("conclusion"):
                 run["status"] = "completed"
             self.check_runs[run["id"]] = run

@@ -160,14 +160,32 @@ async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
 ) -> None:
     base, head = pr
     args = job_args(base, head)
-    # What arq does after a SIGKILL: the same job again, job_try incremented, same Redis cache.
     assert await evaluate_pull_request({"settings": settings, "redis": redis, "job_try": 1}, **args) == "pass"
     calls_after_first = len(stub.requests)
+    # What a SIGKILL mid-publish leaves: the evals run still in progress. arq runs the job again.
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    evals.update(status="in_progress", conclusion=None)
     assert await evaluate_pull_request({"settings": settings, "redis": redis, "job_try": 2}, **args) == "pass"
     assert len(stub.requests) == calls_after_first == 20  # answers came from the cache
-    assert len(fake_github.runs_named(EVALS_CHECK, head)) == 1
-    assert len(fake_github.runs_named(APPROVAL_CHECK, head)) == 1
+    (rerun,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert rerun["id"] == evals["id"] and rerun["conclusion"] == "success"
     assert len(fake_github.comments) == 1
+
+
+async def test_a_completed_run_is_not_reopened_and_other_apps_runs_are_not_ours(
+    pr: tuple[str, str], fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    base, head = pr
+    # A workflow job named like our check, by another app, already green.
+    fake_github.check_runs[1] = {
+        "id": 1, "name": EVALS_CHECK, "head_sha": head, "status": "completed", "conclusion": "success",
+        "app": {"id": 15368, "slug": "github-actions"}, "output": None,
+    }  # fmt: skip
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head))
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head))
+    first, second = fake_github.runs_named(EVALS_CHECK, head)
+    assert first["id"] != 1 and second["id"] > first["id"]
+    assert fake_github.check_runs[1]["conclusion"] == "success"  # untouched
 
 
 async def test_progress_is_posted_while_cases_run(
