@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,12 +144,26 @@ async def evaluate_pull_request(
                 await _wait_for_eval(job, evals_id, fork, base_sha)
                 return "untrusted"
     except GitHubException as exc:
-        # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to
-        # try the whole job again later rather than lose the pull request's check.
+        # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
+        # the whole job again later rather than lose the pull request's check — unless GitHub refused
+        # (4xx: permissions, a deleted repository) or the tries are spent, where a retry cannot help.
+        status = getattr(getattr(exc, "response", None), "status_code", 500)
+        if status < 500 or ctx.get("job_try", 1) >= JOB_MAX_TRIES:
+            bound.error("cannot reach GitHub; giving up", error=str(exc))
+            return "github-error"
         bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
+        await _publish(job, evals_id, report)
+    except asyncio.CancelledError:
+        # arq's job timeout cancels the job: close the check run on the way out (shielded, as the
+        # task itself is being cancelled), then let the cancellation go on.
+        summary = render_template("job_failed.md.j2", reason=f"the evaluation took longer than {JOB_TIMEOUT_S} s")
+        with contextlib.suppress(Exception):
+            await asyncio.shield(job.publisher.complete(evals_id, "timed_out", "evalbot timed out", summary))
+        metrics.JOBS.labels(result="timed_out").inc()
+        raise
     except Exception as exc:
         # Whatever broke, the check run must not stay in progress: say why and stop (no silent retry
         # that would spend the model budget again).
@@ -162,7 +177,6 @@ async def evaluate_pull_request(
     finally:
         metrics.JOB_SECONDS.observe(time.perf_counter() - started)
 
-    await _publish(job, evals_id, report)
     metrics.JOBS.labels(result=report.verdict).inc()
     if report.spend is not None:
         metrics.MODEL_CALLS.inc(report.spend.calls)

@@ -259,3 +259,32 @@ async def test_a_broken_config_in_the_pull_request_is_shown_with_file_and_line(
     assert (evals["conclusion"], evals["output"]["title"]) == ("failure", "Files cannot be read: 1 error")
     assert "- .evalbot.yml:4: YAML syntax error" in evals["output"]["summary"]
     assert stub.requests == []
+
+
+async def test_github_refusing_before_any_check_run_is_not_retried(
+    repo: GitRepo, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    base, head = build(repo)
+    fake_github.fail_next = [(403, {}, "Resource not accessible by integration")]
+    assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)) == "github-error"
+
+
+async def test_a_job_timeout_closes_the_check_run(
+    pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
+) -> None:
+    import asyncio
+
+    base, head = pr
+    stub.handler = lambda body: Reply(text="slow", delay_s=5)
+    job = asyncio.create_task(evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)))
+    while not stub.requests:
+        await asyncio.sleep(0.05)
+    job.cancel()  # what arq's job_timeout does
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert (evals["status"], evals["conclusion"], evals["output"]["title"]) == (
+        "completed",
+        "timed_out",
+        "evalbot timed out",
+    )
