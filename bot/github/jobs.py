@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
@@ -22,6 +24,7 @@ from bot.github.commands import Command, Refusal
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
+    HEAD_KEY,
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
@@ -297,6 +300,7 @@ async def handle_command(
     refusal: str | None = None,
     raw: str = "",
     comment_id: int | None = None,
+    created_at: str | None = None,
 ) -> str:
     """Act on a slash command (or a check-run button) from `actor` on a pull request.
 
@@ -310,6 +314,7 @@ async def handle_command(
         refusal: why the comment's command line was refused while parsing.
         raw: the command line as written, for the reply.
         comment_id: the comment to react to (None for a button).
+        created_at: when the comment was written (ISO 8601), to tell whether the head moved since.
 
     Returns:
         "accepted" or "refused".
@@ -320,7 +325,7 @@ async def handle_command(
     head_sha, base_sha = pull_request["head"]["sha"], pull_request["base"]["sha"]
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha, gh)
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
-    result = await _decide(ctx, job, parsed, actor, pull_request, base_sha)
+    result = await _decide(ctx, job, parsed, actor, pull_request, base_sha, created_at)
     if isinstance(result, Refusal):
         await job.audit("refused", actor, command=raw, reason=result.reason)
         reply = render_template(
@@ -334,7 +339,13 @@ async def handle_command(
 
 
 async def _decide(
-    ctx: dict[str, Any], job: _PullRequestJob, command: Command | Refusal, actor: str, pr: dict[str, Any], base_sha: str
+    ctx: dict[str, Any],
+    job: _PullRequestJob,
+    command: Command | Refusal,
+    actor: str,
+    pr: dict[str, Any],
+    base_sha: str,
+    created_at: str | None = None,
 ) -> Command | Refusal:
     """Carry out `command` if `actor` may; the Refusal to reply with otherwise."""
     if isinstance(command, Refusal):
@@ -344,6 +355,12 @@ async def _decide(
         await job.publisher.reply(render_template("help.md.j2"))
         return command
     if command.name == "eval":
+        if await _head_moved_since(job, created_at):
+            return Refusal(
+                f"the pull request got new commits after this comment; `{job.head_sha[:7]}` was not seen by it: "
+                "comment `/eval` again to evaluate the current head",
+                show_help=False,
+            )
         return await _rerun(ctx, job, command, actor, pr, base_sha, policy)
     if not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
@@ -359,6 +376,19 @@ async def _decide(
         await _publish_approval(job, approval_id, policy.approvers, [], evals_failed)
         return command
     return await _approve(job, command, actor, pr, policy)
+
+
+async def _head_moved_since(job: _PullRequestJob, created_at: str | None) -> bool:
+    """Whether the current head arrived after the comment: a writer's `/eval` vouches for what they saw."""
+    if not created_at:
+        return False
+    raw = await job.redis.get(HEAD_KEY.format(repo=job.repo, pr=job.pr_number))
+    if raw is None:
+        return False
+    head = json.loads(raw)
+    written = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+    # GitHub stamps comments to the second: a head that arrived within that second counts as seen.
+    return bool(head["sha"] == job.head_sha and head["at"] >= written + 1.0)
 
 
 async def _approve(

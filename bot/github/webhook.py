@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.github import metrics
 from bot.github.commands import Command, Refusal, parse_command
-from bot.github.constants import DELIVERY_KEY_PREFIX, DELIVERY_TTL_S, EVALS_CHECK, eval_job_id
+from bot.github.constants import DELIVERY_KEY_PREFIX, DELIVERY_TTL_S, EVALS_CHECK, HEAD_KEY, eval_job_id
 from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
 
@@ -63,7 +64,13 @@ def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None 
 
 
 def _command_job(
-    payload: dict[str, Any], pr_number: int, actor: str, parsed: Command | Refusal, key: str, comment_id: int | None
+    payload: dict[str, Any],
+    pr_number: int,
+    actor: str,
+    parsed: Command | Refusal,
+    key: str,
+    comment_id: int | None,
+    created_at: str | None = None,
 ) -> Job:
     repo = payload["repository"]["full_name"]
     kwargs: dict[str, Any] = {
@@ -73,6 +80,7 @@ def _command_job(
         "actor": actor,
         "raw": parsed.raw,
         "comment_id": comment_id,
+        "created_at": created_at,
     }
     if isinstance(parsed, Refusal):
         kwargs["refusal"] = parsed.reason
@@ -137,7 +145,9 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         if action == "edited" and actor != (comment.get("user") or {}).get("login"):
             return "ignored: comment edited by someone other than its author", None
         key = f"comment:{comment['id']}"
-        return "enqueued", _command_job(payload, int(issue["number"]), actor, parsed, key, int(comment["id"]))
+        # An edit is a new request: what it saw is the pull request as of the edit.
+        when = comment.get("updated_at") if action == "edited" else comment.get("created_at")
+        return "enqueued", _command_job(payload, int(issue["number"]), actor, parsed, key, int(comment["id"]), when)
     if event.startswith("installation"):
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None
@@ -185,6 +195,10 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             return _answer(400, f"rejected: payload lacks {exc}", event)
         if job is None:
             return _answer(202, outcome, event)
+        if event == "pull_request":
+            head = {"sha": job.kwargs["head_sha"], "at": time.time()}
+            key = HEAD_KEY.format(repo=job.kwargs["repo"], pr=job.kwargs["pr_number"])
+            await pool.set(key, json.dumps(head), ex=DELIVERY_TTL_S)
         try:
             enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -54,7 +55,8 @@ class PullRequest:
         payload["issue"]["number"] = 2
         # Deliveries to an app always name the installation (octokit's edited example does not).
         payload.setdefault("installation", {"id": 1})
-        payload["comment"].update(id=comment_id or next(self.comment_ids), body=body)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        payload["comment"].update(id=comment_id or next(self.comment_ids), body=body, created_at=now, updated_at=now)
         payload["comment"]["user"].update(login=login, type="User")
         payload["sender"].update(login=sender or login, type="User")
         if before is not None:
@@ -194,6 +196,21 @@ async def test_fork_pull_request_waits_for_a_writers_eval(pr: Any, fake_github: 
     await pull.comment("Codertocat", "/eval")
     assert len(stub.requests) == 20
     assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+
+
+async def test_an_eval_written_before_the_last_push_does_not_run_it(
+    pr: Any, repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM
+) -> None:
+    pull = await pr(["lead"])
+    fake_github.fork_pulls.add(2)
+    await pull.opened()
+    payload = fixture("issue_comment.created.on-pr.DERIVED.json")
+    payload["issue"]["number"] = 2
+    payload["comment"].update(id=900, body="/eval", created_at="2020-01-01T00:00:00Z")
+    payload["comment"]["user"]["login"] = payload["sender"]["login"] = "Codertocat"
+    await pull.deliver("issue_comment", payload)
+    await pull.run_worker()
+    assert stub.requests == [] and "got new commits after this comment" in pull.replies()[-1]
 
 
 async def test_author_without_write_access_waits_too(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
