@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.engine.concurrency import gather_or_cancel
 from bot.engine.graders import Grade, Grader, Sample
 from bot.engine.models import ModelClient
 from bot.errors import ModelCallError
@@ -126,7 +126,7 @@ async def run_variant(
             result = CaseResult(case.id, case.category, sample, error=str(exc))
         else:
             request = case.messages[-1]["content"]
-            grades = await asyncio.gather(*(g(Sample(answer.text, case.fields, request)) for g in graders))
+            grades = await gather_or_cancel(*(g(Sample(answer.text, case.fields, request)) for g in graders))
             result = CaseResult(
                 case.id,
                 case.category,
@@ -143,4 +143,4 @@ async def run_variant(
             on_result(result)
         return result
 
-    return list(await asyncio.gather(*(one(case, s) for case in cases for s in range(repeats))))
+    return await gather_or_cancel(*(one(case, s) for case in cases for s in range(repeats)))

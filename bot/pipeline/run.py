@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from typing import Any, Literal
 
 from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
+from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
 from bot.errors import InputError
@@ -273,7 +273,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         tasks += [variant(model, sp.head_prompt, model) for model in others]
         if sp.base_prompt is not None:
             tasks.append(variant("base", sp.base_prompt))
-        head_variant, *rest = await asyncio.gather(*tasks)
+        head_variant, *rest = await gather_or_cancel(*tasks)
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
@@ -293,7 +293,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
             report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed else "pass"
         return report
 
-    suites = list(await asyncio.gather(*(suite_report(sp) for sp in the_plan.suites)))
+    suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
     s, j = client.stats, judge.stats
     spend = Spend(
         calls=s.calls,
