@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -76,6 +77,7 @@ async def _warm_up(litellm: Any, model: str) -> None:
         await litellm.acompletion(model=model, messages=[{"role": "user", "content": "-"}], mock_response="-")
 
 
+@functools.cache
 def _litellm() -> Any:
     # Without this, importing litellm fetches its price list from the network (DESIGN.md §8).
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -179,15 +181,19 @@ class ModelClient:
             if not text and getattr(message, "tool_calls", None):
                 text = str([call.model_dump() for call in message.tool_calls])
             usage = getattr(response, "usage", None)
-            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-            cost = self.cost_usd(model, prompt_tokens, completion_tokens)
-            return asdict(Completion(text, latency_s, prompt_tokens, completion_tokens, cost))
+            return {
+                "text": text,
+                "latency_s": latency_s,
+                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            }
 
         data, cached = await self._cached("chat", model, params, call)
         # Priced now, not when cached: prices may have changed since, and are the caller's to set.
-        cost = self.cost_usd(model, data["prompt_tokens"], data["completion_tokens"])
-        return Completion(**{**data, "cost_usd": cost, "cached": cached})
+        cost = self._account(model, data["prompt_tokens"], data["completion_tokens"], cached)
+        return Completion(
+            data["text"], data["latency_s"], data["prompt_tokens"], data["completion_tokens"], cost, cached
+        )
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Embedding vectors for `texts`, in order.
@@ -200,15 +206,25 @@ class ModelClient:
             response, latency_s = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
             vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
             usage = getattr(response, "usage", None)
-            cost = self.cost_usd(model, int(getattr(usage, "prompt_tokens", 0) or 0), 0)
-            return {"vectors": vectors, "latency_s": latency_s, "cost_usd": cost}
+            return {"vectors": vectors, "latency_s": latency_s, "prompt_tokens": getattr(usage, "prompt_tokens", 0)}
 
-        data, _cached = await self._cached("embedding", model, {"input": texts}, call)
+        data, cached = await self._cached("embedding", model, {"input": texts}, call)
+        self._account(model, int(data.get("prompt_tokens") or 0), 0, cached)
         return list(data["vectors"])
 
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Cost from `prices:` or litellm's price map; None when neither knows the model."""
         return price_usd(model, prompt_tokens, completion_tokens, self.prices)
+
+    def _account(self, model: str, prompt_tokens: int, completion_tokens: int, cached: bool) -> float | None:
+        """Price a call; add it to the spend when it was made now (a cached answer costs nothing)."""
+        cost = self.cost_usd(model, prompt_tokens, completion_tokens)
+        if not cached:
+            if cost is None:
+                self.stats.unpriced += 1
+            else:
+                self.stats.spend_usd += cost
+        return cost
 
     async def _cached(
         self, kind: str, model: str, params: dict[str, Any], call: Callable[[], Awaitable[dict[str, Any]]]
@@ -237,16 +253,12 @@ class ModelClient:
         finally:
             del self._in_flight[key]
         future.set_result(data)
-        if data.get("cost_usd") is None:
-            self.stats.unpriced += 1
-        else:
-            self.stats.spend_usd += data["cost_usd"]
         if self.cache is not None:
             await self.cache.set(key, data)
         return data, False
 
     def _provider_slots(self, model: str) -> asyncio.Semaphore:
-        provider = model.split("/", 1)[0] if "/" in model else "default"
+        provider = _provider(model)
         if provider not in self._slots:
             self._slots[provider] = asyncio.Semaphore(self.concurrency)
         return self._slots[provider]
@@ -259,7 +271,7 @@ class ModelClient:
         time lands in their measured latency: the first wave would look slower than the rest.
         Returns the event to set when this call is the first; None otherwise.
         """
-        provider = model.split("/", 1)[0] if "/" in model else "default"
+        provider = _provider(model)
         gate = self._first_requests.get(provider)
         if gate is None:
             self._first_requests[provider] = gate = asyncio.Event()
@@ -301,6 +313,11 @@ class ModelClient:
                 log.info("model call retry", model=model, attempt=attempt + 1, delay_s=round(delay, 3), error=str(last))
                 await asyncio.sleep(delay)
         raise ModelCallError(_describe(model, last)) from last
+
+
+def _provider(model: str) -> str:
+    """litellm's provider prefix of a model name ("openai/gpt-4o" -> "openai")."""
+    return model.split("/", 1)[0] if "/" in model else "default"
 
 
 def _describe(model: str, exc: BaseException | None) -> str:

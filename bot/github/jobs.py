@@ -253,31 +253,32 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
 
 
 async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
-    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
     publisher = job.publisher
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     if not report.suites and not report.errors and not report.problems:
         summary = render_template("no_changes.md.j2")
         await publisher.complete(evals_id, "success", "No prompt, config or dataset changed", summary)
         approval = await job.approval_summary("not_needed", report.approvers)
+        approval_id = await publisher.ensure_check(APPROVAL_CHECK, job.details_url)
         await publisher.complete(approval_id, "success", "No AI artefact changed", approval)
         return
     markdown = report_markdown(report)
     await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True)
     tradeoffs = [s for s in report.suites if s.models is not None]
     suites = [s.name for s in report.suites]
-    await _publish_approval(job, approval_id, report.approvers, suites, report.verdict != "pass", tradeoffs)
+    await _publish_approval(job, report.approvers, suites, report.verdict != "pass", tradeoffs)
     await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
 
 
 async def _publish_approval(
     job: _PullRequestJob,
-    approval_id: int,
     approvers: list[str],
     suites: list[str],
     evals_failed: bool,
     tradeoffs: list[SuiteReport] | None = None,
 ) -> None:
+    """`evalbot/approval` for the head SHA: approved if a lead approved it, else waiting for one."""
+    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
     approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
     if approval is not None:
         summary = await job.approval_summary("approved", approvers, approval=approval)
@@ -325,7 +326,7 @@ async def handle_command(
     head_sha, base_sha = pull_request["head"]["sha"], pull_request["base"]["sha"]
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha, gh)
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
-    result = await _decide(ctx, job, parsed, actor, pull_request, base_sha, created_at)
+    result = await _decide(job, parsed, actor, pull_request, base_sha, created_at)
     if isinstance(result, Refusal):
         await job.audit("refused", actor, command=raw, reason=result.reason)
         reply = render_template(
@@ -339,7 +340,6 @@ async def handle_command(
 
 
 async def _decide(
-    ctx: dict[str, Any],
     job: _PullRequestJob,
     command: Command | Refusal,
     actor: str,
@@ -361,7 +361,7 @@ async def _decide(
                 "comment `/eval` again to evaluate the current head",
                 show_help=False,
             )
-        return await _rerun(ctx, job, command, actor, pr, base_sha, policy)
+        return await _rerun(job, command, actor, base_sha, policy)
     if not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
     if command.name == "approve_cancel":
@@ -370,10 +370,9 @@ async def _decide(
             return Refusal(f"`{job.head_sha[:7]}` has no approval to cancel", show_help=False)
         await state.clear_approval(job.redis, job.repo, job.pr_number)
         await job.audit("cancel", actor, reason=command.reason)
-        approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
         evals = await job.publisher.check_run(EVALS_CHECK)
         evals_failed = bool(evals and evals.get("conclusion") != "success")
-        await _publish_approval(job, approval_id, policy.approvers, [], evals_failed)
+        await _publish_approval(job, policy.approvers, [], evals_failed)
         return command
     return await _approve(job, command, actor, pr, policy)
 
@@ -411,19 +410,12 @@ async def _approve(
     approval = state.Approval(job.head_sha, actor, command.reason, override, time.time())
     await state.set_approval(job.redis, job.repo, job.pr_number, approval)
     await job.audit("override" if override else "approval", actor, reason=command.reason)
-    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
-    await _publish_approval(job, approval_id, policy.approvers, [], override)
+    await _publish_approval(job, policy.approvers, [], override)
     return command
 
 
 async def _rerun(
-    ctx: dict[str, Any],
-    job: _PullRequestJob,
-    command: Command,
-    actor: str,
-    pr: dict[str, Any],
-    base_sha: str,
-    policy: Config,
+    job: _PullRequestJob, command: Command, actor: str, base_sha: str, policy: Config
 ) -> Command | Refusal:
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
@@ -439,7 +431,7 @@ async def _rerun(
             )
     await job.audit("eval_requested", actor, reason=command.raw)
     job_id = f"{eval_job_id(job.repo, job.pr_number, job.head_sha)}:by:{actor}:{time.time_ns()}"
-    await ctx["redis"].enqueue_job(
+    await job.redis.enqueue_job(
         "evaluate_pull_request",
         _job_id=job_id,
         repo=job.repo,

@@ -53,9 +53,7 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None) ->
     result = Estimate()
     judge_model = the_plan.config.judge
     for sp in the_plan.suites:
-        variants = [(p, p.spec.model) for p in (sp.head_prompt, sp.base_prompt) if p is not None]
-        variants += [(sp.head_prompt, model) for model in sp.other_models(models or [])]
-        for prompt, model in variants:
+        for _name, prompt, model in sp.variants(models or []):
             output_tokens = prompt.spec.max_tokens or DEFAULT_MAX_TOKENS
             for case in sp.dataset.cases:
                 messages = prompt.messages(case.fields)

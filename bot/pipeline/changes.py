@@ -35,6 +35,14 @@ class SuitePlan:
             return []  # one model only: the base/head comparison says it all
         return [m for m in candidates if m != head_model]
 
+    def variants(self, requested: list[str]) -> list[tuple[str, Prompt, str]]:
+        """Every (name, prompt, model) to evaluate: the head, the head prompt on each other model, the base."""
+        found = [("head", self.head_prompt, self.head_prompt.spec.model)]
+        found += [(model, self.head_prompt, model) for model in self.other_models(requested)]
+        if self.base_prompt is not None:
+            found.append(("base", self.base_prompt, self.base_prompt.spec.model))
+        return found
+
 
 @dataclass
 class Plan:

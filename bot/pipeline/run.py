@@ -139,9 +139,9 @@ def _without_model(prompt: Prompt) -> dict[str, Any]:
     return {k: v for k, v in prompt.spec.content().items() if k != "model"}
 
 
-def _spec(name: str, prompt: Prompt, model: str | None = None) -> VariantSpec:
+def _spec(name: str, prompt: Prompt, model: str) -> VariantSpec:
     s = prompt.spec
-    return VariantSpec(name, model or s.model, s.temperature, s.max_tokens, s.tools)
+    return VariantSpec(name, model, s.temperature, s.max_tokens, s.tools)
 
 
 async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
@@ -246,11 +246,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
 
     started = time.perf_counter()
-    extra_models = {sp.suite.name: sp.other_models(options.models) for sp in the_plan.suites}
-    total = sum(
-        len(sp.dataset.cases) * sp.suite.repeats * ((2 if sp.base_prompt else 1) + len(extra_models[sp.suite.name]))
-        for sp in the_plan.suites
-    )
+    total = sum(len(sp.dataset.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
     done = cached = 0
 
     def progress(result: CaseResult) -> None:
@@ -263,17 +259,13 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
     async def suite_report(sp: SuitePlan) -> SuiteReport:
         graders = build_graders(sp.suite.graders, judge, config.judge)
 
-        async def variant(name: str, prompt: Prompt, model: str | None = None) -> Variant:
+        async def variant(name: str, prompt: Prompt, model: str) -> Variant:
             spec = _spec(name, prompt, model)
             results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
-            return Variant(name, prompt.spec.version, spec.model, results)
+            return Variant(name, prompt.spec.version, model, results)
 
-        others = extra_models[sp.suite.name]
-        tasks = [variant("head", sp.head_prompt)]
-        tasks += [variant(model, sp.head_prompt, model) for model in others]
-        if sp.base_prompt is not None:
-            tasks.append(variant("base", sp.base_prompt))
-        head_variant, *rest = await gather_or_cancel(*tasks)
+        others = sp.other_models(options.models)
+        head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
