@@ -22,7 +22,7 @@ import httpx
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "github-webhooks" / "pull_request.opened.json"
+FIXTURE = ROOT / "tests" / "fixtures" / "github-webhooks" / "pull_request.opened.json"
 SECRET = "bench-secret"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 

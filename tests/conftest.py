@@ -14,9 +14,41 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from tests.redis_server import PrivateRedis, answers
 from tests.stub_llm import StubLLM
 
-TEST_REDIS_URL = os.environ.get("EVALBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Every test that needs Redis uses this database, flushed by the test. Set EVALBOT_TEST_REDIS_URL to
+# keep parallel test sessions apart (another database or server).
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+_private_redis: PrivateRedis | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Without a Redis the GitHub App tests cannot run, and a skip would hide that: start one instead.
+    global _private_redis
+    url = os.environ.get("EVALBOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    if not answers(url):
+        _private_redis = PrivateRedis()
+        os.environ["EVALBOT_TEST_REDIS_URL"] = _private_redis.url(15)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _private_redis is not None:
+        _private_redis.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # In CI a skipped test is a missing service or package, not a pass.
+    skipped = session.config.pluginmanager.get_plugin("terminalreporter")
+    count = len(skipped.stats.get("skipped", [])) if skipped is not None else 0
+    if os.environ.get("CI") and count and exitstatus == 0:
+        print(f"\nCI: {count} test(s) skipped; in CI every test must run")
+        session.exitstatus = 1
+
+
+def redis_test_url() -> str:
+    """The Redis the tests use (set up by pytest_configure)."""
+    return os.environ.get("EVALBOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
 
 
 @pytest.fixture
@@ -86,12 +118,3 @@ def prompt_file(version: str, model: str = "openai/stub", **extra: Any) -> dict[
 def suite_config(name: str, prompt: str, dataset: str, graders: list[dict[str, Any]], **config: Any) -> dict[str, Any]:
     """An `.evalbot.yml` with one suite, plus any top-level keys (prices, thresholds, ...)."""
     return {**config, "suites": [{"name": name, "prompt": prompt, "dataset": dataset, "graders": graders}]}
-
-
-def redis_available() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False

@@ -7,7 +7,7 @@ import pytest
 from bot.engine.cache import DiskCache, RedisCache, open_cache
 from bot.engine.models import ModelClient, RetryPolicy
 from bot.errors import ModelCallError
-from tests.conftest import TEST_REDIS_URL, redis_available
+from tests.conftest import redis_test_url
 from tests.stub_llm import Reply, StubLLM
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -73,12 +73,10 @@ async def test_identical_concurrent_requests_share_one_call(stub: StubLLM) -> No
 @pytest.mark.parametrize("backend", ["disk", "redis"])
 async def test_cached_answer_keeps_measured_latency_and_cost(stub: StubLLM, tmp_path: object, backend: str) -> None:
     if backend == "redis":
-        if not redis_available():
-            pytest.skip("no Redis at " + TEST_REDIS_URL)
         import redis
 
-        redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-        cache = await open_cache(TEST_REDIS_URL, tmp_path / "unused")  # type: ignore[operator]
+        redis.Redis.from_url(redis_test_url()).flushdb()
+        cache = await open_cache(redis_test_url(), tmp_path / "unused")  # type: ignore[operator]
         assert isinstance(cache, RedisCache)
     else:
         cache = await open_cache("redis://127.0.0.1:1/0", tmp_path / "c")  # type: ignore[operator]

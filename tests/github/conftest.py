@@ -22,14 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bot.github.jobs import evaluate_pull_request, handle_command
 from bot.github.webhook import create_app
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file, redis_available, suite_config
+from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, user_text
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "github-webhooks"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github-webhooks"
 SECRET = "webhook-secret"
 APP_ID = "4242"
-REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -86,16 +85,14 @@ def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any) -> S
         PRIVATE_KEY=app_keys[0].replace("\n", "\\n"),  # as a PaaS secret store keeps it
         WEBHOOK_SECRET=SECRET,
         GITHUB_API_URL=fake_github.url,
-        REDIS_URL=REDIS_URL,
+        REDIS_URL=redis_test_url(),
         EVALBOT_API_BASE=stub.base_url,
     )
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[ArqRedis]:
-    if not redis_available():
-        pytest.skip("the GitHub App tests need a real Redis on 127.0.0.1:6379")
-    pool = await create_pool(RedisSettings.from_dsn(REDIS_URL))
+    pool = await create_pool(RedisSettings.from_dsn(redis_test_url()))
     await pool.flushdb()
     yield pool
     await pool.aclose()

@@ -17,8 +17,8 @@ from bot.cli import cli
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.github.state import audit_entries
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file
-from tests.github.conftest import REDIS_URL, answers, build_pr_repo, fixture, signed_headers, webhook_client
+from tests.conftest import GitRepo, prompt_file, redis_test_url
+from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import StubLLM
 
@@ -294,7 +294,7 @@ async def test_audit_command_prints_json_lines(pr: Any, redis: ArqRedis, monkeyp
     pull = await pr(["lead"])
     await pull.opened()
     await pull.comment("lead", "/approve ship it")
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("REDIS_URL", redis_test_url())
     # In a thread: the command runs its own event loop, as it does from a shell.
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "--repo", REPO])
     assert result.exit_code == 0, result.output
