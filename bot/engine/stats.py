@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, Literal
 
 # Intervals are two-sided 95%, for reading; the gate's one-sided tests use α (`thresholds.alpha`).
@@ -231,6 +232,8 @@ def _bootstrap_mean(values: Sequence[float]) -> Interval:
     return Interval(float(low), float(high))
 
 
+# Pure in two small integers, and called once per row and per simulated suite in the calibration test.
+@cache
 def _binomial_ps(up: int, down: int) -> tuple[float, float, float]:
     """p-values (increase, decrease, two-sided) of the exact binomial test of `up` against `down` moves."""
     if up + down == 0:

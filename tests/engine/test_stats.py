@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.engine.stats import mcnemar_power, paired_delta, paired_test, percentile, proportion_interval, relative_change_pct
+from bot.engine.stats import (
+    mcnemar_power,
+    paired_delta,
+    paired_test,
+    percentile,
+    proportion_interval,
+    relative_change_pct,
+)
 
 
 def test_percentiles_interpolate_linearly() -> None:
