@@ -79,12 +79,14 @@ class PairedTest:
         effect = sign * self.delta
         if effect <= 0:
             return None
+        if self.discordant is None:
+            return max(math.ceil((_z_sum(self.alpha) * self.sd / effect) ** 2), 1)
         from scipy.stats import norm
 
+        # Connor's (1987) normal approximation for McNemar's test, where the exact search starts.
         z_alpha, z_power = float(norm.ppf(1 - self.alpha)), float(norm.ppf(POWER))
-        if self.discordant is None:
-            return max(math.ceil(((z_alpha + z_power) * self.sd / effect) ** 2), 1)
-        root_n = (z_alpha * math.sqrt(self.discordant) + z_power * math.sqrt(self.discordant - effect**2)) / effect
+        spread = math.sqrt(max(self.discordant - effect**2, 0.0))
+        root_n = (z_alpha * math.sqrt(self.discordant) + z_power * spread) / effect
         worse = (self.discordant + effect) / 2
         return _mcnemar_cases_needed(worse, self.discordant - worse, self.alpha, max(math.ceil(root_n**2), 1))
 

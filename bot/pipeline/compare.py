@@ -210,8 +210,8 @@ def _verdict(
     difference (head − base).
 
     A breach fails on the one-sided test toward the harm: the gate only ever asks whether head is
-    worse. "Improved" needs the two-sided test: the gate never acts on it, and a claim of a gain keeps
-    the evidence it needed before the gate's test became one-sided.
+    worse. "Improved" needs the two-sided test: no gate question picked its direction in advance, and
+    the gate never acts on it, so it keeps the stricter standard.
     """
     if change is None:
         return "n/a"
