@@ -7,8 +7,9 @@ import pytest
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.engine.stats import paired_test
+from bot.errors import InputError
 from bot.pipeline.compare import MetricRow, SuiteReport, Variant, compare_suite, rate_verdict
-from bot.pipeline.config import Thresholds
+from bot.pipeline.config import Thresholds, parse_config
 
 BASE_36_OF_40 = [True] * 36 + [False] * 4
 
@@ -47,6 +48,13 @@ def test_alpha_is_the_base_policy_level() -> None:
     assert acc.verdict == "inconclusive" and suite.verdict == "pass" and suite.alpha == 0.01
     # At α = 0.01, a case getting worse 9/40 and better 2/40 of the time: the exact power crosses 80% at 91.
     assert acc.cases_needed == 91
+
+
+def test_alpha_is_read_from_the_base_and_checked() -> None:
+    base, head = parse_config("thresholds: {alpha: 0.01}\n"), parse_config("thresholds: {alpha: 0.2}\n")
+    assert head.with_policy_of(base).thresholds.alpha == 0.01
+    with pytest.raises(InputError, match=r"^\.evalbot\.yml:2: thresholds\.alpha: Input should be less than 0\.5$"):
+        parse_config("thresholds:\n  alpha: 0.5\n")
 
 
 def test_an_inconclusive_breach_states_the_cases_needed() -> None:
