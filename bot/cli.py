@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -98,6 +99,9 @@ def eval_command(
     verbose: bool,
 ) -> None:
     """Evaluate the suites a change between BASE and HEAD touches; exit 0 pass, 1 gate failed, 2 bad input."""
+    from bot.engine.models import import_in_background
+
+    import_in_background()
     _configure_logging(verbose)
     from bot.engine.cache import open_cache
     from bot.pipeline.render import render_json, render_markdown
@@ -200,6 +204,9 @@ def serve_command(host: str, port: int) -> None:
 @cli.command("worker")
 def worker_command() -> None:
     """The arq worker that runs evaluation jobs (metrics on WORKER_METRICS_PORT)."""
+    from bot.engine.models import import_in_background
+
+    import_in_background()
     _configure_logging(verbose=True)
     from arq import run_worker
     from prometheus_client import start_http_server
@@ -239,4 +246,13 @@ def audit_command(repo: str, pr_number: int | None) -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except SystemExit as exc:
+        if "litellm" in sys.modules and (exc.code is None or isinstance(exc.code, int)):
+            # Tearing the interpreter down frees litellm's modules and objects one by one: 1-4 s
+            # after the report is out. Everything is written and closed by now; flush and go.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code or 0)
+        raise

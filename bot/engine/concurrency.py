@@ -1,9 +1,12 @@
-"""Running coroutines together so that one failure stops the rest."""
+"""Running coroutines together: one failure stops the rest; a shared, fair limit on calls in flight."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +27,72 @@ async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class FairLimiter:
+    """At most `limit` holders at once; waiting callers are served round-robin between owners, in
+    order within one owner.
+
+    One evaluation queues all its calls at once: a plain FIFO semaphore would run the first job's
+    thousands of calls before the second job's first, so the second would starve for minutes.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._active = 0
+        # Owners with callers waiting, in turn order; the owner served last moves to the end.
+        self._waiting: dict[object, deque[asyncio.Future[None]]] = {}
+
+    @asynccontextmanager
+    async def slot(self, owner: object) -> AsyncIterator[None]:
+        """Hold one of the `limit` slots while the block runs; `owner` (a job) is whose turn it is."""
+        await self._acquire(owner)
+        try:
+            yield
+        finally:
+            self._active -= 1
+            self._wake()
+
+    async def _acquire(self, owner: object) -> None:
+        if self._active < self.limit and not self._waiting:
+            self._active += 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(owner, deque()).append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                # Cancelled just after being granted a slot: give it on.
+                self._active -= 1
+                self._wake()
+            raise
+
+    def _wake(self) -> None:
+        while self._active < self.limit and self._waiting:
+            owner = next(iter(self._waiting))
+            queue = self._waiting.pop(owner)
+            granted = queue.popleft()
+            if queue:
+                self._waiting[owner] = queue
+            if not granted.done():  # a cancelled waiter is skipped
+                self._active += 1
+                granted.set_result(None)
+
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], FairLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_limiter(provider: str, limit: int) -> FairLimiter:
+    """The process's one limiter for `provider` at `limit` calls in flight (per event loop).
+
+    Every evaluation in a worker shares it, so that jobs running together stay within the provider's
+    budget instead of each taking `limit` calls of its own.
+    """
+    per_loop = _limiters.setdefault(asyncio.get_running_loop(), {})
+    key = (provider, limit)
+    if key not in per_loop:
+        per_loop[key] = FairLimiter(limit)
+    return per_loop[key]

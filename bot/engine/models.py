@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any
 import structlog
 
 from bot.engine.cache import ResponseCache, cache_key
+from bot.engine.concurrency import FairLimiter, shared_limiter
 from bot.errors import ModelCallError
 
 log = structlog.get_logger(__name__)
@@ -63,29 +66,35 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
 
 
-_warmed_up = False
+_import_lock = threading.Lock()
+_module: Any = None
 
 
-async def _warm_up(litellm: Any, model: str) -> None:
-    """Run litellm's first-call set-up (lazy imports, about 0.4 s) untimed, once per process.
-
-    Otherwise the first call's latency carries it, and whichever variant goes first looks slower.
-    """
-    global _warmed_up
-    if not _warmed_up:
-        _warmed_up = True
-        await litellm.acompletion(model=model, messages=[{"role": "user", "content": "-"}], mock_response="-")
-
-
-@functools.cache
 def _litellm() -> Any:
-    # Without this, importing litellm fetches its price list from the network (DESIGN.md §8).
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    """litellm, imported and set up once, by whichever thread asks first (see `import_in_background`)."""
+    global _module
+    with _import_lock:
+        if _module is None:
+            # Without this, importing litellm fetches its price list from the network (DESIGN.md §8).
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
 
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    return litellm
+            litellm.suppress_debug_info = True
+            litellm.telemetry = False
+            # litellm's first call imports and builds what every later call uses (about 0.4 s of CPU).
+            # A mock answer does it with no request, so the first real call's latency does not carry it.
+            litellm.completion(model="openai/warm-up", messages=[{"role": "user", "content": "-"}], mock_response="-")
+            # litellm leaves a few hundred thousand long-lived objects: out of the collector's way,
+            # every garbage collection during the run no longer walks them.
+            gc.freeze()
+            _module = litellm
+    return _module
+
+
+def import_in_background() -> None:
+    """Start importing litellm (4-5 s) in a thread, so that reading git, config and datasets overlaps it."""
+    if _module is None:
+        threading.Thread(target=_litellm, name="import-litellm", daemon=True).start()
 
 
 def _retry_after_s(exc: BaseException) -> float | None:
@@ -113,6 +122,13 @@ def price_usd(model: str, prompt_tokens: int, completion_tokens: int, prices: di
     if model in prices:
         per_1k_in, per_1k_out = prices[model]
         return (prompt_tokens * per_1k_in + completion_tokens * per_1k_out) / 1000
+    return _litellm_cost_usd(model, prompt_tokens, completion_tokens)
+
+
+# litellm resolves the model's price entry on every look-up (about 1 ms); calls of one suite repeat
+# the same token counts, so most look-ups are answered here.
+@functools.lru_cache(maxsize=16_384)
+def _litellm_cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     try:
         prompt_cost, completion_cost = _litellm().cost_per_token(
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
@@ -128,9 +144,12 @@ class ModelClient:
     Args:
         cache: where answers are kept; None to always call.
         prices: per-model prices that override litellm's map (`prices:` in `.evalbot.yml`).
-        concurrency: model calls in flight at once, per provider (the part of the model name before "/").
+        concurrency: model calls in flight at once, per provider (the part of the model name before "/"),
+            shared with every other client of the process at the same setting (the worker's jobs).
         retry: the retry policy.
         api_base: an OpenAI-compatible base URL for every call (else litellm's own variables apply).
+        owner: whose turn a call is when the provider's calls queue (clients of one job pass the same);
+            each client on its own by default.
     """
 
     def __init__(
@@ -140,6 +159,7 @@ class ModelClient:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         api_base: str | None = None,
+        owner: object | None = None,
     ):
         self.cache = cache
         self.prices = prices or {}
@@ -147,11 +167,19 @@ class ModelClient:
         self.api_base = api_base
         self.stats = CallStats()
         self.concurrency = concurrency
+        self._owner = self if owner is None else owner
         # One budget of calls in flight per provider: a slow provider fills its own slots, not the others'.
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._first_requests: dict[str, asyncio.Event] = {}
+        self._limiters: dict[str, FairLimiter] = {}
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._call_args: dict[str, dict[str, Any]] = {}
+        self._openai: Any = None
         self._litellm = _litellm()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections this client opened."""
+        if self._openai is not None:
+            await self._openai.close()
+            self._openai = None
 
     async def complete(
         self,
@@ -257,46 +285,74 @@ class ModelClient:
             await self.cache.set(key, data)
         return data, False
 
-    def _provider_slots(self, model: str) -> asyncio.Semaphore:
+    def _limiter(self, model: str) -> FairLimiter:
         provider = _provider(model)
-        if provider not in self._slots:
-            self._slots[provider] = asyncio.Semaphore(self.concurrency)
-        return self._slots[provider]
+        if provider not in self._limiters:
+            self._limiters[provider] = shared_limiter(provider, self.concurrency)
+        return self._limiters[provider]
 
-    async def _first_request_alone(self, model: str) -> asyncio.Event | None:
-        """Let a provider's first request go alone; the others wait until it is answered.
+    def _model_args(self, model: str) -> dict[str, Any]:
+        """What every call to `model` carries besides the request: its HTTP client and its price."""
+        args = self._call_args.get(model)
+        if args is None:
+            args = {}
+            one_in, one_out = self.cost_usd(model, 1000, 0), self.cost_usd(model, 0, 1000)
+            if one_in is not None and one_out is not None:
+                # Given the price, litellm prices its own response from it instead of looking the
+                # model up in its map on every call (a third of its CPU per call).
+                args.update(input_cost_per_token=one_in / 1000, output_cost_per_token=one_out / 1000)
+            client = self._openai_client(model)
+            if client is not None:
+                args["client"] = client
+            else:
+                args["api_base"] = self.api_base
+            self._call_args[model] = args
+        return args
 
-        litellm builds and caches an HTTP client on a provider's first request. Started together, every
-        call of the first wave builds its own (about 25 ms of CPU each, one after the other), and that
-        time lands in their measured latency: the first wave would look slower than the rest.
-        Returns the event to set when this call is the first; None otherwise.
+    def _openai_client(self, model: str) -> Any:
+        """The one OpenAI SDK client for the models litellm sends through it; None for other providers.
+
+        Built before the first request, so the first wave goes out at full concurrency without each
+        call building a client of its own, and on aiohttp, as litellm's own clients are (less CPU per
+        call than httpx's default transport). None when no key is set: litellm then says what is missing.
         """
-        provider = _provider(model)
-        gate = self._first_requests.get(provider)
-        if gate is None:
-            self._first_requests[provider] = gate = asyncio.Event()
-            return gate
-        await gate.wait()
-        return None
+        try:
+            _, provider, api_key, _ = self._litellm.get_llm_provider(model=model, api_base=self.api_base)
+        except Exception:  # an unknown provider: litellm's own error comes with the call
+            return None
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if provider != "openai" or not api_key:
+            return None
+        if self._openai is None:
+            import openai
+
+            base_url = self.api_base or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
+            self._openai = openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=self.retry.timeout_s,
+                http_client=openai.DefaultAioHttpClient(),
+            )
+        return self._openai
 
     async def _with_retries(
         self, model: str, method: Callable[..., Awaitable[Any]], request: dict[str, Any]
     ) -> tuple[Any, float]:
-        await _warm_up(self._litellm, model)
-        first = await self._first_request_alone(model)
+        model_args = self._model_args(model)
         last: BaseException | None = None
         for attempt in range(self.retry.max_attempts):
-            async with self._provider_slots(model):
+            async with self._limiter(model).slot(self._owner):
                 self.stats.http_requests += 1
                 started = time.perf_counter()
                 try:
                     response = await method(
                         model=model,
-                        api_base=self.api_base,
                         timeout=self.retry.timeout_s,
                         # The OpenAI client's and litellm's own retries off: this loop is the policy.
                         max_retries=0,
                         num_retries=0,
+                        **model_args,
                         **request,
                     )
                     return response, time.perf_counter() - started
@@ -304,9 +360,6 @@ class ModelClient:
                     last = exc
                     if not _is_retryable(exc):
                         break
-                finally:
-                    if first is not None:
-                        first.set()
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.delay_s(attempt, _retry_after_s(last) if last else None)
                 self.stats.retries += 1

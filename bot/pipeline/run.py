@@ -239,11 +239,24 @@ def _prices(config: Config) -> dict[str, Price]:
 
 
 async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteReport], Spend]:
-    config: Config = the_plan.config
-    prices = _prices(config)
-    client = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+    prices = _prices(the_plan.config)
+    # One owner for both clients: the run's calls and its judges' take one turn together, among
+    # the other runs sharing the provider's limit in a worker.
+    owner = object()
+    client = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base, owner)
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
-    judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+    judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base, owner)
+    try:
+        return await _run_suites(the_plan, options, client, judge)
+    finally:
+        await client.aclose()
+        await judge.aclose()
+
+
+async def _run_suites(
+    the_plan: Plan, options: RunOptions, client: ModelClient, judge: ModelClient
+) -> tuple[list[SuiteReport], Spend]:
+    config: Config = the_plan.config
 
     started = time.perf_counter()
     total = sum(len(sp.dataset.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
