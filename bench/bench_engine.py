@@ -2,7 +2,9 @@
 
 Prints wall time against the ideal ceil(400 / concurrency) x 0.5 s, for the evaluation itself and for
 the whole `evalbot eval` process (start-up included), with calls/s, CPU seconds per call and peak RSS.
-Usage: python bench/bench_engine.py [--cases 200] [--concurrency 16] [--delay 0.5]
+With --compare-promptfoo, runs promptfoo (bench/promptfoo/run.sh) on the same stub and workload,
+alternating with evalbot for --rounds rounds, and prints both rows and their ratios.
+Usage: python bench/bench_engine.py [--cases 200] [--concurrency 16] [--delay 0.5] [--compare-promptfoo [--rounds 2]]
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import argparse
 import json
 import math
 import os
+import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -62,57 +67,140 @@ def build_repo(repo: Path, cases: int) -> None:
     git(repo, "commit", "-qam", "head")
 
 
+@dataclass(frozen=True)
+class Row:
+    """One tool's run: its own evaluation time, the whole process, CPU seconds and peak RSS."""
+
+    tool: str
+    eval_s: float
+    process_s: float
+    cpu_s: float
+    rss_mib: float
+    calls: int
+
+
+def run_evalbot(base_url: str, repo: Path, tmp: Path, args: argparse.Namespace) -> Row:
+    """`evalbot eval` of this checkout (python -m bot, not whatever `evalbot` is installed) as a subprocess."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "EVALBOT_CACHE_DIR": str(tmp / "cache")}
+    command = [sys.executable, "-m", "bot", "eval", "--repo", str(repo), "--base", "base", "--format", "json"]
+    command += ["--no-cache", "--concurrency", str(args.concurrency), "--api-base", base_url]
+    out_path = tmp / "report.json"
+    started = time.perf_counter()
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.DEVNULL)
+        # wait4 gives this process's own CPU and memory, not the stub server's.
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    process_s = time.perf_counter() - started
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode not in (0, 1):
+        sys.exit(f"evalbot failed with exit code {returncode}")
+    spend = json.loads(out_path.read_text())["spend"]
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return Row("evalbot", spend["wall_s"], process_s, cpu_s, usage.ru_maxrss / 1024, spend["http_requests"])
+
+
+def run_promptfoo(base_url: str, args: argparse.Namespace) -> Row:
+    """promptfoo on the same workload through bench/promptfoo/run.sh (its line: wall_s, cpu_s, maxrss_mb...)."""
+    script = ROOT / "bench" / "promptfoo" / "run.sh"
+    proc = subprocess.run(
+        ["bash", str(script), base_url, str(args.cases), str(args.concurrency)], capture_output=True, text=True
+    )
+    if proc.returncode == 2:
+        sys.exit(f"promptfoo is not installed: run bench/promptfoo/install.sh once (needs node and npm)\n{proc.stderr}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("promptfoo ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"promptfoo failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    values = dict(item.split("=", 1) for item in line.split()[1:])
+    return Row(
+        "promptfoo",
+        float(values["eval_s"]),
+        float(values["wall_s"]),
+        float(values["cpu_s"]),
+        float(values["maxrss_mb"]),
+        int(values["calls"]),
+    )
+
+
+def start_stub(delay_s: float) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "tests.stub_llm", "--port", str(port), "--delay", str(delay_s)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x"}, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return stub, f"http://127.0.0.1:{port}/v1"
+
+
+def print_evalbot(row: Row, args: argparse.Namespace, ideal_s: float) -> None:
+    calls = row.calls
+    print(f"calls: {calls} ({args.cases} cases x 2 variants), concurrency {args.concurrency}, latency {args.delay} s")
+    print(f"ideal:                      {ideal_s:.2f} s")
+    print(f"evaluation wall time:       {row.eval_s:.2f} s  ({row.eval_s / ideal_s:.3f}x ideal)")
+    print(f"whole process (with start): {row.process_s:.2f} s  ({row.process_s / ideal_s:.3f}x ideal)")
+    print(f"throughput:                 {calls / row.eval_s:.1f} calls/s")
+    per_call_ms = row.cpu_s / calls * 1000
+    print(f"CPU of evalbot:             {row.cpu_s:.2f} s in all, {per_call_ms:.1f} ms per call (start-up included)")
+    print(f"peak RSS of evalbot:        {row.rss_mib:.0f} MiB")
+
+
+def print_comparison(rows: list[Row], ideal_s: float) -> None:
+    print(f"{'tool':<10} {'evaluation':>20} {'whole process':>20} {'CPU':>8} {'peak RSS':>10} {'calls':>6}")
+    for row in rows:
+        evaluation = f"{row.eval_s:7.2f} s ({row.eval_s / ideal_s:5.3f}x)"
+        process = f"{row.process_s:7.2f} s ({row.process_s / ideal_s:5.3f}x)"
+        print(f"{row.tool:<10} {evaluation:>20} {process:>20} {row.cpu_s:6.2f} s {row.rss_mib:6.0f} MiB {row.calls:6d}")
+    ours = [r for r in rows if r.tool == "evalbot"]
+    theirs = [r for r in rows if r.tool == "promptfoo"]
+    print("evalbot / promptfoo, mean over rounds (below 1: evalbot ahead):")
+    columns = (("evaluation", "eval_s"), ("whole process", "process_s"), ("CPU", "cpu_s"), ("peak RSS", "rss_mib"))
+    for label, attr in columns:
+        ratio = statistics.mean(getattr(r, attr) for r in ours) / statistics.mean(getattr(r, attr) for r in theirs)
+        print(f"  {label:<14} {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.5)
+    parser.add_argument("--compare-promptfoo", action="store_true", help="run promptfoo on the same stub, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each tool with --compare-promptfoo")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    ideal_s = math.ceil(2 * args.cases / args.concurrency) * args.delay
 
-    port = free_port()
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "tests.stub_llm", "--port", str(port), "--delay", str(args.delay)], cwd=ROOT
-    )
+    stub, base_url = start_stub(args.delay)
+    rows: list[Row] = []
     try:
-        for _ in range(100):
-            try:
-                httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x"}, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory() as tmp:
-            repo = Path(tmp) / "repo"
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir)
+            repo = tmp / "repo"
             build_repo(repo, args.cases)
-            env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "EVALBOT_CACHE_DIR": str(Path(tmp) / "cache")}
-            command = ["evalbot", "eval", "--repo", str(repo), "--base", "base", "--format", "json", "--no-cache"]
-            command += ["--concurrency", str(args.concurrency), "--api-base", f"http://127.0.0.1:{port}/v1"]
-            out_path = Path(tmp) / "report.json"
-            started = time.perf_counter()
-            with out_path.open("w") as out:
-                proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.DEVNULL)
-                # wait4 gives this process's own CPU and memory, not the stub server's.
-                _pid, status, usage = os.wait4(proc.pid, 0)
-            process_s = time.perf_counter() - started
-            returncode = os.waitstatus_to_exitcode(status)
-            stdout = out_path.read_text()
+            if not args.compare_promptfoo:
+                print_evalbot(run_evalbot(base_url, repo, tmp, args), args, ideal_s)
+                return
+            workload = f"{2 * args.cases} calls, concurrency {args.concurrency}, stub latency {args.delay} s"
+            print(f"{workload}, ideal {ideal_s:.2f} s")
+            for round_ in range(args.rounds):
+                # Alternating which goes first: a machine warming up or getting busy favours neither.
+                order = ["evalbot", "promptfoo"] if round_ % 2 == 0 else ["promptfoo", "evalbot"]
+                for tool in order:
+                    row = run_evalbot(base_url, repo, tmp, args) if tool == "evalbot" else run_promptfoo(base_url, args)
+                    rows.append(row)
+                    print(f"round {round_ + 1}: {tool} done", file=sys.stderr)
     finally:
         stub.terminate()
         stub.wait()
-    if returncode not in (0, 1):
-        sys.exit(f"evalbot failed with exit code {returncode}")
-    spend = json.loads(stdout)["spend"]
-    calls = spend["http_requests"]
-    cpu_s = usage.ru_utime + usage.ru_stime
-    ideal_s = math.ceil(2 * args.cases / args.concurrency) * args.delay
-    print(f"calls: {calls} ({args.cases} cases x 2 variants), concurrency {args.concurrency}, latency {args.delay} s")
-    print(f"ideal:                      {ideal_s:.2f} s")
-    print(f"evaluation wall time:       {spend['wall_s']:.2f} s  ({spend['wall_s'] / ideal_s:.3f}x ideal)")
-    print(f"whole process (with start): {process_s:.2f} s  ({process_s / ideal_s:.3f}x ideal)")
-    print(f"throughput:                 {calls / spend['wall_s']:.1f} calls/s")
-    print(
-        f"CPU of evalbot:             {cpu_s:.2f} s in all, {cpu_s / calls * 1000:.1f} ms per call (start-up included)"
-    )
-    print(f"peak RSS of evalbot:        {usage.ru_maxrss / 1024:.0f} MiB")
+    print_comparison(rows, ideal_s)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    print(f"load average (1 min) before the runs: {load_before:.2f}")
+    print("load average (1, 5, 15 min) after the runs: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
