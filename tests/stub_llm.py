@@ -58,6 +58,9 @@ class StubLLM:
         self.requests: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
         self._failures: list[Reply] = []
+        # Chat requests being answered now, and the most at once: what a client's concurrency really was.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self.app = self._make_app()
         self.port = 0
@@ -88,8 +91,13 @@ class StubLLM:
         async def chat(request: Request) -> JSONResponse:
             body = await request.json()
             reply = self._next_reply(body)
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
+            finally:
+                self.in_flight -= 1
             if reply.status != 200:
                 error = {"error": {"message": f"stub error {reply.status}", "type": "stub", "code": reply.status}}
                 return JSONResponse(error, status_code=reply.status, headers=reply.headers)

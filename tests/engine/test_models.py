@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -61,8 +62,6 @@ async def test_unknown_price_is_none_not_zero(stub: StubLLM) -> None:
 
 
 async def test_identical_concurrent_requests_share_one_call(stub: StubLLM) -> None:
-    import asyncio
-
     stub.handler = lambda body: Reply(text="shared", delay_s=0.1)
     client = ModelClient(api_base=stub.base_url)
     answers = await asyncio.gather(*(client.complete("openai/m", MESSAGES) for _ in range(5)))
@@ -92,3 +91,34 @@ async def test_cached_answer_keeps_measured_latency_and_cost(stub: StubLLM, tmp_
     await second_client.complete("openai/m", MESSAGES, temperature=0.5)
     assert len(stub.requests) == 2
     await cache.close()
+
+
+async def test_first_wave_goes_out_at_full_concurrency(stub: StubLLM) -> None:
+    # A fresh provider's first calls: none waits for another's answer (a first request sent alone
+    # would leave the first wave one call short, and that call's latency one answer long).
+    stub.handler = lambda body: Reply(text="x", delay_s=1.0)
+    client = ModelClient(api_base=stub.base_url, concurrency=8)
+    calls = [client.complete("openai/first-wave", [{"role": "user", "content": f"q{i}"}]) for i in range(8)]
+    answers = await asyncio.gather(*calls)
+    await client.aclose()
+    assert [a.text for a in answers] == ["x"] * 8
+    assert stub.max_in_flight == 8 and len(stub.requests) == 8
+
+
+async def test_two_clients_share_the_provider_limit_and_both_are_served(stub: StubLLM) -> None:
+    # Two evaluations in one worker: together they stay within the provider's limit, and the second
+    # one's calls go out while the first one's are still queued (turns alternate between owners).
+    stub.handler = lambda body: Reply(text="x", delay_s=0.2)
+    first, second = (ModelClient(api_base=stub.base_url, concurrency=4) for _ in range(2))
+
+    async def run(client: ModelClient, name: str) -> list[str]:
+        calls = [client.complete("openai/shared", [{"role": "user", "content": f"{name}{i}"}]) for i in range(12)]
+        return [a.text for a in await asyncio.gather(*calls)]
+
+    assert await asyncio.gather(run(first, "a"), run(second, "b")) == [["x"] * 12, ["x"] * 12]
+    await first.aclose()
+    await second.aclose()
+    assert stub.max_in_flight == 4 and len(stub.requests) == 24
+    # The first 4 calls are the first client's; of the next 8, its queued calls and the second's alternate.
+    served = [body["messages"][-1]["content"][0] for body in stub.requests[:12]]
+    assert served.count("b") == 4
