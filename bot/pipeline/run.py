@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.engine import graders as g
+from bot.engine import stats
 from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, price_usd
@@ -298,6 +299,8 @@ async def _run_suites(
             report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed else "pass"
         return report
 
+    if any(sp.base_prompt is not None for sp in the_plan.suites):
+        stats.load_in_background()  # for the paired tests once the calls are answered
     suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
     s, j = client.stats, judge.stats
     spend = Spend(
