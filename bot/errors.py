@@ -52,7 +52,7 @@ class FileTooLargeError(InputError):
         self.size_bytes = size_bytes
         self.max_bytes = max_bytes
         super().__init__(
-            f"file is {size_bytes / 1_000_000:.1f} MB ({size_bytes:,} bytes), over the limit of "
+            f"file is {size_bytes / 1_000_000:.3g} MB ({size_bytes:,} bytes), over the limit of "
             f"{max_bytes / 1_000_000:g} MB (`limits.max_file_mb` in the base branch's .evalbot.yml)",
             path,
         )
