@@ -178,3 +178,35 @@ def test_a_git_lfs_pointer_is_reported_not_parsed(repo: GitRepo) -> None:
     validate = CliRunner().invoke(cli, ["validate", "--repo", str(repo.root)])
     assert validate.exit_code == 2
     assert f"error: {lfs}" in validate.output
+
+
+@pytest.mark.parametrize("max_file_mb", [1, 2])
+async def test_github_sizes_a_file_before_downloading_it(
+    max_file_mb: int, repo: GitRepo, fake_github: FakeGitHub, settings: Settings, redis: ArqRedis, stub: StubLLM
+) -> None:
+    stub.handler = answers(9)
+    padding = "x" * 12_000
+    big_rows = [*ROWS, *({"id": f"p{i}", "question": "q1", "expected": "a1", "note": padding} for i in range(90))]
+    repo.write(".evalbot.yml", {"limits": {"max_file_mb": max_file_mb}, **CONFIG})
+    repo.write("evals/qa.jsonl", ROWS)
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
+    base = repo.commit("base")
+    repo.write("evals/qa.jsonl", big_rows)
+    head = repo.commit("head")
+    size = (repo.root / "evals/qa.jsonl").stat().st_size
+    assert 1_000_000 < size < 2_000_000  # over the contents API's 1 MB of inline content
+
+    evals = await evaluate_pr(fake_github, settings, redis, base, head)
+
+    reads = fake_github.requests.count(("GET", f"/repos/{REPO}/contents/evals/qa.jsonl"))
+    if max_file_mb == 1:
+        assert evals["conclusion"] == "failure"
+        expected = f"evals/qa.jsonl: file is {size / 1e6:.3g} MB ({size:,} bytes), over the limit of 1 MB"
+        assert expected in evals["output"]["summary"]
+        assert reads == 1  # the metadata only: the content was never downloaded
+        assert stub.requests == []
+    else:
+        # Under the cap, the content comes from the raw media type; head and base datasets both read.
+        assert evals["conclusion"] == "success"
+        assert reads == 3
+        assert len(stub.requests) == 10  # 100 cases, 10 distinct questions: identical requests share a call
