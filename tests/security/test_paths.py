@@ -210,3 +210,29 @@ async def test_github_sizes_a_file_before_downloading_it(
         assert evals["conclusion"] == "success"
         assert reads == 3
         assert len(stub.requests) == 10  # 100 cases, 10 distinct questions: identical requests share a call
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("directory", "evals/qa.jsonl: is a directory, not a file: name the file itself"),
+        ("symlink", "evals/qa.jsonl: is a symbolic link, not a file: name the file itself"),
+    ],
+)
+def test_a_dataset_that_is_not_a_file_is_an_input_error_in_a_git_repository(
+    kind: str, message: str, repo: GitRepo
+) -> None:
+    repo.write(".evalbot.yml", CONFIG)
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
+    repo.write("evals/qa.jsonl", ROWS)
+    repo.commit("base", tag="base")
+    (repo.root / "evals/qa.jsonl").unlink()
+    if kind == "directory":
+        repo.write("evals/qa.jsonl/rows.jsonl", ROWS)
+    else:
+        (repo.root / "evals/qa.jsonl").symlink_to("/etc/hostname")
+    repo.commit("head", tag="head")
+
+    result = cli_eval(repo, "--all")
+    assert result.exit_code == 2
+    assert message in result.output
