@@ -209,7 +209,8 @@ async def test_github_sizes_a_file_before_downloading_it(
         # Under the cap, the content comes from the raw media type; head and base datasets both read.
         assert evals["conclusion"] == "success"
         assert reads == 3
-        assert len(stub.requests) == 10  # 100 cases, 10 distinct questions: identical requests share a call
+        assert "evals/qa.jsonl changed. 100 cases." in evals["output"]["summary"]
+        assert "100 rows, 10 on base: 90 added, 0 removed, 0 changed." in evals["output"]["summary"]
 
 
 @pytest.mark.parametrize(
