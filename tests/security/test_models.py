@@ -26,27 +26,35 @@ class Canary:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self._http = ThreadedServer(self.app)
+
+        # A plain coroutine function: uvicorn takes it for an ASGI 3 app.
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers})
+            answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "secret"}}]}
+            start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            await send(start)
+            await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+
+        self._http = ThreadedServer(app)
         self.port = 0
 
-    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers})
-        answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "secret"}}], "usage": {}}
-        body = json.dumps(answer).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
+    def start(self) -> Canary:
+        self._http.start()
+        self.port = self._http.port
+        return self
+
+    def stop(self) -> None:
+        self._http.stop()
 
 
 @pytest.fixture
 def canary() -> Iterator[Canary]:
-    server = Canary()
-    server._http.start()
-    server.port = server._http.port
+    server = Canary().start()
     yield server
-    server._http.stop()
+    server.stop()
 
 
 def build(repo: GitRepo, head_model: str = "openai/stub", models: list[str] | None = None, **config: Any) -> None:
@@ -92,11 +100,12 @@ async def test_a_huggingface_url_never_gets_the_deployments_key(
 ) -> None:
     monkeypatch.setenv("HUGGINGFACE_API_KEY", "sentinel")
     model = f"huggingface/http://127.0.0.1:{canary.port}/x"
-    build(repo, head_model=model)
-    # No api_base: litellm's huggingface provider sends the call to the URL in the model string.
+    # A similarity grader's embeddings: litellm's huggingface provider posts them, with the key, to the URL.
+    build(repo, graders=[{"type": "similarity", "model": model}])
     report = await run(repo, None)
+    line = line_of(repo, ".evalbot.yml", "huggingface/")
     assert report.errors == [
-        f"prompts/qa.yaml:2: model {model!r} is not allowed: it contains '://', which a model name never needs"
+        f".evalbot.yml:{line}: model {model!r} is not allowed: it contains '://', which a model name never needs"
     ]
     assert canary.requests == []
 
@@ -112,11 +121,11 @@ async def test_a_suites_models_entry_is_refused_at_its_line(repo: GitRepo, stub:
     assert canary.requests == [] and stub.requests == []
 
 
-async def test_a_graders_model_is_refused_at_its_line(repo: GitRepo, stub: StubLLM, canary: Canary) -> None:
-    model = f"huggingface/http://127.0.0.1:{canary.port}/x"
+async def test_a_judges_model_is_refused_at_its_line(repo: GitRepo, stub: StubLLM, canary: Canary) -> None:
+    model = f"oobabooga/http://127.0.0.1:{canary.port}/admin#"
     build(repo, graders=[{"type": "rubric", "criteria": ["correctness"], "model": model}])
-    report = await run(repo, None)
-    line = line_of(repo, ".evalbot.yml", "huggingface/")
+    report = await run(repo, stub.base_url)
+    line = line_of(repo, ".evalbot.yml", "oobabooga/")
     assert report.errors == [
         f".evalbot.yml:{line}: model {model!r} is not allowed: it contains '://', which a model name never needs"
     ]
