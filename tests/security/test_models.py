@@ -176,7 +176,7 @@ def test_cli_models_option_with_a_refused_model_exits_2(repo: GitRepo, stub: Stu
 
 
 async def test_eval_command_with_a_refused_model_is_refused(
-    pr: Any,  # noqa: F811
+    pr: Any,  # noqa: F811  (the fixture imported above)
     fake_github: FakeGitHub,  # noqa: F811
     stub: StubLLM,
     canary: Canary,
