@@ -171,7 +171,8 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         options: suites, model endpoint, concurrency, cache and progress.
 
     Raises:
-        InputError: when the head's `.evalbot.yml` cannot be read or a named suite is unknown.
+        InputError: when the head's `.evalbot.yml` cannot be read, a named suite is unknown, or the
+            base's `allowed_models` refuses a model of `options.models`.
     """
     options = options or RunOptions()
     the_plan = await plan(source, base, head, options.only, options.run_all, options.models)
