@@ -192,3 +192,23 @@ async def test_eval_command_with_a_refused_model_is_refused(
         "model name never needs\n"
     )
     assert len(stub.requests) == calls and canary.requests == []
+
+
+async def test_a_base_prompt_on_a_refused_model_is_not_called(repo: GitRepo, stub: StubLLM) -> None:
+    # The base tightened its policy: its own prompt's model is no longer allowed, the change moves off it.
+    config = suite_config(
+        "qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}], allowed_models=["openai/stub"]
+    )
+    repo.write(".evalbot.yml", config)
+    repo.write("evals/qa.jsonl", [{"id": "c0", "question": "q0", "expected": "a0"}])
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", model="openai/old"))
+    repo.commit("base", tag="base")
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0"))
+    repo.commit("head", tag="head")
+    report = await run(repo, stub.base_url)
+    assert report.errors == [] and report.suites[0].base is None
+    assert (
+        "prompts/qa.yaml: the base's model 'openai/old' is not allowed by the base's policy: the head is "
+        in (report.warnings[0])
+    )
+    assert [r["model"] for r in stub.requests] == ["stub"]
