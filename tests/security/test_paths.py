@@ -25,6 +25,12 @@ CONFIG = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equa
 ROWS = [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)]
 
 
+def config_line(repo: GitRepo, key: str) -> int:
+    """The line of `key:` in the working tree's `.evalbot.yml`."""
+    lines = (repo.root / ".evalbot.yml").read_text().splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if line.strip().startswith(f"{key}:"))
+
+
 def pr_repo(repo: GitRepo, **suite: Any) -> tuple[str, str]:
     """Suite qa on main; the head changes its dataset and sets `suite` keys in `.evalbot.yml`."""
     repo.write(".evalbot.yml", CONFIG)
@@ -58,8 +64,9 @@ async def test_a_schema_path_into_another_repository_is_refused_before_any_reque
     evals = await evaluate_pr(fake_github, settings, redis, base, head)
 
     assert evals["conclusion"] == "failure"
+    line = config_line(repo, "schema")
     assert (
-        ".evalbot.yml:7: suites.0.schema: Value error, must be a path inside the repository, like "
+        f".evalbot.yml:{line}: suites.0.schema: Value error, must be a path inside the repository, like "
         "evals/cases.jsonl: the path has a '.' or '..' segment" in evals["output"]["summary"]
     )
     elsewhere = [p for _m, p in fake_github.requests if p.startswith("/repos/") and not p.startswith(f"/repos/{REPO}/")]
@@ -117,7 +124,8 @@ def test_validate_does_not_follow_a_dataset_out_of_the_checkout(repo: GitRepo, t
 
     result = CliRunner().invoke(cli, ["validate", "--repo", str(repo.root)])
     assert result.exit_code == 2
-    assert ".evalbot.yml:4: suites.0.dataset: Value error, must be a path inside the repository" in result.output
+    line = config_line(repo, "dataset")
+    assert f".evalbot.yml:{line}: suites.0.dataset: Value error, must be a path inside the repository" in result.output
     assert SENTINEL not in result.output
 
     # A link inside the checkout that leads out of it is no way round.
@@ -154,7 +162,7 @@ def test_every_suite_path_must_be_a_plain_relative_path(repo: GitRepo, path: str
 
     result = cli_eval(repo, "--all")
     assert result.exit_code == 2
-    line = 7
+    line = config_line(repo, "training_data")
     expected = f".evalbot.yml:{line}: suites.0.training_data: Value error, must be a path inside the repository"
     assert f"{expected}, like evals/cases.jsonl: {problem}" in result.output
 
