@@ -66,6 +66,12 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: disk cache unless a test says so
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    # evalbot refuses YAML aliases; safe_dump writes one wherever an object appears twice.
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class GitRepo:
     """A throwaway git repository: write files, commit, and tag revisions."""
 
@@ -88,7 +94,7 @@ class GitRepo:
             assert isinstance(content, list)
             file.write_text("".join(json.dumps(row) + "\n" for row in content))
         else:
-            file.write_text(yaml.safe_dump(content, sort_keys=False))
+            file.write_text(yaml.dump(content, Dumper=_NoAliasDumper, sort_keys=False))
 
     def commit(self, message: str, tag: str | None = None) -> str:
         self.git("add", "-A")
@@ -115,6 +121,11 @@ def prompt_file(version: str, model: str = "openai/stub", **extra: Any) -> dict[
     }
 
 
+# The stub model's price: a model with no known price is refused by the budget check.
+STUB_PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+
+
 def suite_config(name: str, prompt: str, dataset: str, graders: list[dict[str, Any]], **config: Any) -> dict[str, Any]:
-    """An `.evalbot.yml` with one suite, plus any top-level keys (prices, thresholds, ...)."""
+    """An `.evalbot.yml` with one suite, plus any top-level keys (thresholds, ...; `prices` default to STUB_PRICES)."""
+    config.setdefault("prices", STUB_PRICES)
     return {**config, "suites": [{"name": name, "prompt": prompt, "dataset": dataset, "graders": graders}]}
