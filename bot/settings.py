@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     EVALBOT_CACHE_DIR: Path = Path.home() / ".cache" / "evalbot"
     # One OpenAI-compatible endpoint for every model call (else litellm's own variables apply).
     EVALBOT_API_BASE: str | None = None
-    # Model calls in flight per evaluation job.
+    # Model calls in flight per provider in one worker process, shared fairly by the jobs it runs.
     EVALBOT_CONCURRENCY: int = 8
     # The worker serves its own Prometheus metrics here (jobs, model calls, spend).
     WORKER_METRICS_PORT: int = 9100
