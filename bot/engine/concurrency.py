@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 
@@ -27,6 +28,23 @@ async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def map_bounded(fn: Callable[[A], Awaitable[T]], items: Sequence[A], limit: int) -> list[T]:
+    """`fn` over `items`, at most `limit` running at once; results in order; one failure cancels the rest.
+
+    A run of thousands of cases then holds `limit` coroutines, not one per case (a few KB each) while
+    the provider's slots let a few dozen calls through: a worker runs several such runs at once.
+    """
+    results: list[Any] = [None] * len(items)
+    pending = iter(enumerate(items))
+
+    async def work() -> None:
+        for index, item in pending:  # shared: each worker takes the next item as it frees up
+            results[index] = await fn(item)
+
+    await gather_or_cancel(*(work() for _ in range(min(limit, len(items)))))
+    return results
 
 
 class FairLimiter:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.engine.concurrency import gather_or_cancel
+from bot.engine.concurrency import gather_or_cancel, map_bounded
 from bot.engine.graders import Grade, Grader, Sample
 from bot.engine.models import ModelClient
 from bot.errors import ModelCallError
@@ -143,4 +143,6 @@ async def run_variant(
             on_result(result)
         return result
 
-    return await gather_or_cancel(*(one(case, s) for case in cases for s in range(repeats)))
+    samples = [(case, s) for case in cases for s in range(repeats)]
+    # Twice the provider's slots: enough waiting to keep them full, not one coroutine per sample.
+    return await map_bounded(lambda sample: one(*sample), samples, 2 * client.concurrency)

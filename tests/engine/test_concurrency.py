@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from bot.engine.concurrency import FairLimiter, gather_or_cancel, shared_limiter
+from bot.engine.concurrency import FairLimiter, gather_or_cancel, map_bounded, shared_limiter
 
 
 async def test_results_in_order() -> None:
@@ -85,3 +85,33 @@ async def test_shared_limiter_is_one_per_provider_and_limit() -> None:
     assert shared_limiter("openai", 4) is shared_limiter("openai", 4)
     assert shared_limiter("openai", 4) is not shared_limiter("anthropic", 4)
     assert shared_limiter("openai", 4).limit == 4 and shared_limiter("openai", 8).limit == 8
+
+
+async def test_map_bounded_keeps_order_and_never_runs_more_than_the_limit() -> None:
+    running = peak = 0
+
+    async def double(x: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001 * (x % 3))
+        running -= 1
+        return 2 * x
+
+    assert await map_bounded(double, list(range(20)), 4) == [2 * x for x in range(20)]
+    assert peak == 4
+
+
+async def test_map_bounded_cancels_the_rest_when_one_fails() -> None:
+    started: list[int] = []
+
+    async def work(x: int) -> int:
+        started.append(x)
+        if x == 1:
+            raise ValueError("boom")
+        await asyncio.sleep(1)
+        return x
+
+    with pytest.raises(ValueError, match="boom"):
+        await map_bounded(work, list(range(10)), 2)
+    assert started == [0, 1]  # the failure stopped the items not yet started
