@@ -13,6 +13,10 @@ APPROVAL_KEY = "evalbot:approval:{repo}:{pr}"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
 AUDIT_STREAM = "evalbot:audit:{repo}"
+# What an approval of one evaluated head must know beyond the check's conclusion: inconclusive breaches
+# (approving needs a reason) and a rewritten exam, kept as long as a pull request may stay open.
+GATE_NOTES_KEY = "evalbot:gate-notes:{repo}:{pr}:{sha}"
+GATE_NOTES_TTL_S = 90 * 24 * 3600
 # Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
 AUDIT_MAX_ENTRIES = 100_000
 # GitHub redelivers within days at most; a week keeps every duplicate out.

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.github.constants import APPROVAL_KEY, AUDIT_MAX_ENTRIES, AUDIT_STREAM
+from bot.github.constants import APPROVAL_KEY, AUDIT_MAX_ENTRIES, AUDIT_STREAM, GATE_NOTES_KEY, GATE_NOTES_TTL_S
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,17 @@ async def set_approval(redis: Any, repo: str, pr: int, approval: Approval) -> No
 
 async def clear_approval(redis: Any, repo: str, pr: int) -> None:
     await redis.delete(APPROVAL_KEY.format(repo=repo, pr=pr))
+
+
+async def set_gate_notes(redis: Any, repo: str, pr: int, sha: str, notes: dict[str, Any]) -> None:
+    """Keep what the evaluation of `sha` found that the approval check must show and `/approve` must heed."""
+    await redis.set(GATE_NOTES_KEY.format(repo=repo, pr=pr, sha=sha), json.dumps(notes), ex=GATE_NOTES_TTL_S)
+
+
+async def get_gate_notes(redis: Any, repo: str, pr: int, sha: str) -> dict[str, Any]:
+    """The notes of `sha`'s evaluation; empty when it had none (or was not evaluated)."""
+    raw = await redis.get(GATE_NOTES_KEY.format(repo=repo, pr=pr, sha=sha))
+    return {} if raw is None else dict(json.loads(raw))
 
 
 async def audit(redis: Any, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> None:

@@ -55,11 +55,12 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None) ->
     for sp in the_plan.suites:
         for _name, prompt, model in sp.variants(models or []):
             output_tokens = prompt.spec.max_tokens or DEFAULT_MAX_TOKENS
-            for case in sp.dataset.cases:
+            for case in sp.cases:
                 messages = prompt.messages(case.fields)
                 prompt_tokens = sum(_tokens(m["content"]) for m in messages)
                 result.add(model, prompt_tokens, output_tokens, price, sp.suite.repeats)
-                for grader in sp.suite.graders:
+                # The head's own exam, when it differs, grades the same answers again.
+                for grader in [*sp.suite.graders, *(sp.head_exam.graders if sp.head_exam else [])]:
                     answer_and_request = _tokens(messages[-1]["content"]) + output_tokens
                     if isinstance(grader, RubricGrader):
                         judge_in = JUDGE_PROMPT_TOKENS + answer_and_request
