@@ -255,7 +255,7 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
 async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
     publisher = job.publisher
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
-    if not report.suites and not report.errors and not report.problems:
+    if not report.suites and not report.errors and not report.problems and not report.policy_error:
         summary = render_template("no_changes.md.j2")
         await publisher.complete(evals_id, "success", "No prompt, config or dataset changed", summary)
         approval = await job.approval_summary("not_needed", report.approvers)
