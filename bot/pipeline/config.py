@@ -191,7 +191,10 @@ class Config(_Strict):
         return None
 
     def with_policy_of(self, base: Config) -> Config:
-        """This config's suites under `base`'s policy: a pull request cannot loosen its own gate."""
+        """This config's suites under `base`'s policy: a pull request cannot loosen its own gate.
+
+        Each suite's exam comes from the base as well, suite by suite, when the change is planned.
+        """
         return self.model_copy(
             update={
                 "approvers": base.approvers,
