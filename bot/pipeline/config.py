@@ -28,6 +28,8 @@ class Thresholds(_Strict):
     gating: Literal["significant", "strict"] = "significant"
     # Fewest cases graded on both sides (paired) before a verdict means anything: fewer is no evidence.
     min_cases: int = Field(default=20, ge=1)
+    # Level of the one-sided test a breach must pass (toward the harm: a drop, a rise).
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 
 class Budget(_Strict):

@@ -36,7 +36,7 @@ async def test_an_inconclusive_breach_needs_a_reason_to_approve(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, http: httpx.AsyncClient, run_worker: Any
 ) -> None:
     base, head = build_pr_repo(repo, ["lead"])
-    # 5/10 → 4/10: -10 pp, past the 2 pp threshold, but one discordant case is not significant (p = 1).
+    # 5/10 → 4/10: -10 pp, past the 2 pp threshold, but one broken case is not significant (one-sided p = 0.5).
     stub.handler = answers(head_right=4, base_right=5)
     pull = PullRequest(http, fake_github, run_worker, base, head)
     await pull.opened()
@@ -48,7 +48,7 @@ async def test_an_inconclusive_breach_needs_a_reason_to_approve(
         "## evalbot/approval: ⏳ waiting for a lead\n\n"
         "⚠️ **Inconclusive**: past a threshold by the point estimate, but not significant on this many cases. "
         "Approving needs a reason (`/approve <reason>`) and is recorded as an override.\n\n"
-        "- Suite `qa`: Accuracy -10.0 pp (threshold +2.0 pp, p=1)\n"
+        "- Suite `qa`: Accuracy -10.0 pp (threshold +2.0 pp, one-sided p=0.5)\n"
     )
 
     await pull.comment("lead", "/approve")

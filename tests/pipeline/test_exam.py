@@ -229,7 +229,7 @@ def test_fewer_than_min_cases_is_no_evidence(repo: GitRepo, stub: StubLLM) -> No
 
 
 async def test_an_inconclusive_breach_is_reported_for_the_approval(repo: GitRepo, stub: StubLLM) -> None:
-    # 30/30 → 28/30: -6.7 pp, past the 2 pp threshold, but two discordant cases are not significant.
+    # 30/30 → 28/30: -6.7 pp, past the 2 pp threshold; two broken cases are not significant (one-sided p = 0.25).
     build(repo, head_graders=[{"type": "equals"}])
     stub.handler = answers(head_right=range(28))
 
@@ -238,7 +238,7 @@ async def test_an_inconclusive_breach_is_reported_for_the_approval(repo: GitRepo
     assert report.verdict == "pass"
     (breach,) = report.inconclusive
     assert (breach.suite, breach.metric, breach.delta_unit, breach.threshold) == ("qa", "Accuracy", "pp", 2.0)
-    assert round(breach.delta, 2) == -6.67 and breach.p_value == 0.5
+    assert round(breach.delta, 2) == -6.67 and breach.p_value == 0.25
 
 
 def test_an_unreadable_base_config_fails_closed(repo: GitRepo, stub: StubLLM) -> None:
