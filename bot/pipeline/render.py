@@ -140,6 +140,7 @@ def report_dict(report: Report) -> dict[str, Any]:
     data = dataclasses.asdict(report)
     data["verdict"] = report.verdict
     data["exit_code"] = report.exit_code
+    data["inconclusive"] = [dataclasses.asdict(breach) for breach in report.inconclusive]
     for suite_data, suite in zip(data["suites"], report.suites, strict=True):
         suite_data["verdict"] = suite.verdict
         for key in ("base", "head"):

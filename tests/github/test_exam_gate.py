@@ -78,6 +78,9 @@ async def test_a_head_that_drops_the_graders_fails_evals_and_says_so(
 
     evals = pull.check(EVALS_CHECK)
     assert evals["conclusion"] == "failure"
+    assert (
+        evals["output"]["title"] == "Evaluation definition changed; qa: accuracy 90.0% → 10.0% (-80.0 pp), 8 regressed"
+    )
     assert evals["output"]["summary"].startswith("## evalbot: ❌ fail\n\n### ⚠️ Evaluation definition changed\n\n")
     assert "| Accuracy | 90.0% [59.6, 98.2] | 10.0% [1.8, 40.4] | -80.0 pp" in evals["output"]["summary"]
     approval = pull.check(APPROVAL_CHECK)
@@ -101,6 +104,7 @@ async def test_an_unreadable_base_config_fails_evals(
 
     evals = pull.check(EVALS_CHECK)
     assert evals["conclusion"] == "failure"
+    assert evals["output"]["title"] == "The base branch's .evalbot.yml cannot be read: nothing evaluated"
     assert (
         "Nothing was evaluated: the base branch's .evalbot.yml cannot be read: .evalbot.yml"
         in (evals["output"]["summary"])
