@@ -274,3 +274,32 @@ def test_a_base_without_config_is_a_first_adoption(repo: GitRepo, stub: StubLLM)
     assert (
         "- the base revision has no .evalbot.yml: the default policy and each suite's own exam apply" in result.output
     )
+
+
+async def test_the_base_schema_checks_the_rows_however_the_head_edits_it(repo: GitRepo, stub: StubLLM) -> None:
+    strict = {"type": "object", "required": ["question", "expected"], "properties": {"expected": {"minLength": 1}}}
+    repo.write("evals/qa.schema.yaml", strict)
+    base_config = config([{"type": "equals"}])
+    base_config["suites"][0]["schema"] = "evals/qa.schema.yaml"
+    repo.write(".evalbot.yml", base_config)
+    repo.write("evals/qa.jsonl", rows())
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
+    repo.commit("base", tag="base")
+    # The head empties one reference answer and loosens the schema (and its gate) so the row passes.
+    repo.write("evals/qa.schema.yaml", {"type": "object"})
+    head_config = config([{"type": "equals"}])
+    head_config["suites"][0].update(schema="evals/qa.schema.yaml", data_gates={"schema": "off"})
+    repo.write(".evalbot.yml", head_config)
+    repo.write("evals/qa.jsonl", [*rows(N - 1), {"id": f"c{N - 1}", "question": f"q{N - 1}", "expected": ""}])
+    repo.commit("head", tag="head")
+    stub.handler = answers(head_right=range(N))
+
+    report = await run(repo, stub)
+
+    (data,) = report.data
+    assert [(v.case_id, v.rule) for v in data.schema_violations] == [(f"c{N - 1}", "minLength")]
+    assert data.failed and report.verdict == "fail"
+    assert report.definition_changes[0].changes == [
+        "schema file evals/qa.schema.yaml changed",
+        "data gate schema: fail → off",
+    ]
