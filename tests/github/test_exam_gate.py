@@ -61,7 +61,8 @@ async def test_an_inconclusive_breach_needs_a_reason_to_approve(
     await pull.comment("lead", "/approve one case of ten; the new wording is what support asked for")
     approval = pull.check(APPROVAL_CHECK)
     assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
-    assert "The approval of these inconclusive breaches is recorded as an override." in approval["output"]["summary"]
+    summary = approval["output"]["summary"]
+    assert "The approval of the inconclusive breaches above is recorded as an override." in summary
     (override,) = [e for e in await audit_entries(redis, REPO, 2) if e["kind"] == "override"]
     assert override["reason"] == "one case of ten; the new wording is what support asked for"
 
