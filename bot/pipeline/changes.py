@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import InputError, UnknownSuiteError
@@ -15,6 +16,7 @@ from bot.pipeline.config import (
     HallucinationGrader,
     RubricGrader,
     Suite,
+    model_refusal,
     parse_config,
 )
 from bot.pipeline.datasets import Case, Dataset, parse_dataset
@@ -96,7 +98,14 @@ async def _load_config(source: Source, ref: str) -> Config | None:
     return None if text is None else parse_config(text)
 
 
-async def plan(source: Source, base: str, head: str, only: list[str] | None = None, run_all: bool = False) -> Plan:
+async def plan(
+    source: Source,
+    base: str,
+    head: str,
+    only: list[str] | None = None,
+    run_all: bool = False,
+    models: list[str] | None = None,
+) -> Plan:
     """Find and validate what a change between `base` and `head` asks to evaluate.
 
     Args:
@@ -105,9 +114,11 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         head: the revision suites, datasets and the "after" prompts come from.
         only: suite names to evaluate even if they did not change (changed suites are evaluated anyway).
         run_all: evaluate every suite whether or not it changed.
+        models: models requested for this run besides the suites' own (`--models`).
 
     Raises:
-        InputError: when the head's `.evalbot.yml` cannot be read, or `only` names an unknown suite.
+        InputError: when the head's `.evalbot.yml` cannot be read, `only` names an unknown suite, or
+            `models` names one the base's `allowed_models` refuses.
     """
     warnings: list[str] = []
     head_config = await _load_config(source, head)
@@ -138,6 +149,10 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
     if unknown:
         known = ", ".join(s.name for s in config.suites) or "none"
         raise UnknownSuiteError(f"unknown suite {', '.join(map(repr, unknown))} (suites: {known})", CONFIG_PATH)
+    for model in models or []:
+        reason = model_refusal(model, config.allowed_models)
+        if reason is not None:
+            raise InputError(f"--models: model {model!r} is not allowed: {reason}")
 
     for suite in config.suites:
         reasons = _reasons(suite, base_config, head_config, changed)
@@ -158,7 +173,17 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         if base_suite is not None:
             changes = _definition_changes(base_suite, suite, config.judge, head_config.judge, changed)
             if changes:
-                suite_plan = replace(suite_plan, head_exam=suite, definition_changes=tuple(changes))
+                suite_plan = dataclasses.replace(suite_plan, head_exam=suite, definition_changes=tuple(changes))
+        allowed, refused = _apply_model_policy(suite_plan, suite, config, head_config, base_config)
+        if refused:
+            result.errors += refused
+            continue
+        if suite_plan.base_prompt is not None and allowed.base_prompt is None:
+            result.warnings.append(
+                f"{suite.prompt}: the base's model {suite_plan.base_prompt.spec.model!r} is not allowed by the "
+                "base's policy: the head is evaluated alone"
+            )
+        suite_plan = allowed
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
         result.problems += _version_problems(suite_plan) + _unrunnable_removed(suite_plan)
@@ -304,6 +329,46 @@ def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: s
     if base_judge != head_judge and (_uses_judge(base.graders) or _uses_judge(head.graders)):
         changes.append(f"judge: {base_judge} → {head_judge}")
     return changes
+
+
+def _apply_model_policy(
+    suite_plan: SuitePlan, head_suite: Suite, config: Config, head_config: Config, base_config: Config | None
+) -> tuple[SuitePlan, list[InputError]]:
+    """The suite plan without a base prompt whose model the policy refuses, and an InputError for every
+    other model string of the suite that it refuses, at its file and line (made before any call).
+
+    Both exams are checked: the base's, which grades, and the head's own (`head_suite`), which is run
+    beside it when it differs."""
+    allowed = config.allowed_models
+    base_prompt = suite_plan.base_prompt
+    if base_prompt is not None and model_refusal(base_prompt.spec.model, allowed) is not None:
+        # What the base calls is what a pull request may be moving away from: evaluate the head alone.
+        suite_plan = dataclasses.replace(suite_plan, base_prompt=None)
+    suite = head_suite
+    index = head_config.suites.index(suite) if suite in head_config.suites else None
+    at: list[str | int] = ["suites", index] if index is not None else []
+    head_prompt = suite_plan.head_prompt
+    found: list[tuple[str, str, int | None]] = [(head_prompt.spec.model, head_prompt.path, head_prompt.model_line)]
+    found += [(m, CONFIG_PATH, head_config.line([*at, "models", i])) for i, m in enumerate(suite.models)]
+    base_judge = (config.judge, base_config.line(["judge"]) if base_config else None)
+    # (grader, the judge it falls back on with its line, the line of its own `model:`)
+    graders: list[tuple[GraderSpec, tuple[str, int | None], int | None]] = [
+        (grader, base_judge, None) for grader in suite_plan.suite.graders if suite_plan.head_exam is not None
+    ]
+    head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
+    graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
+    for grader, (judge, judge_line), line in graders:
+        model = getattr(grader, "model", None)
+        if model is not None:
+            found.append((model, CONFIG_PATH, line))
+        elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
+            found.append((judge, CONFIG_PATH, judge_line))
+    errors = []
+    for model, path, line in found:
+        reason = model_refusal(model, allowed)
+        if reason is not None:
+            errors.append(InputError(f"model {model!r} is not allowed: {reason}", path, line))
+    return suite_plan, errors
 
 
 def _version_problems(suite_plan: SuitePlan) -> list[str]:

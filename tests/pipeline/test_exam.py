@@ -16,6 +16,7 @@ from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.stub_llm import Reply, StubLLM, user_text
 
 N = 30
+PRICE = {"input_per_1k": 0.001, "output_per_1k": 0.002}
 JUDGE_SCORES = {"strict": lambda right: 10 if right else 2, "lenient": lambda right: 10}
 
 
@@ -44,6 +45,8 @@ def rows(n: int = N, **override: Any) -> list[dict[str, Any]]:
 def config(graders: list[dict[str, Any]], **policy: Any) -> dict[str, Any]:
     # Latency of a stub in this process is noise: these tests gate on accuracy.
     policy.setdefault("thresholds", {"latency_p95_increase_pct": 1000})
+    # The budget check needs a price for every model a run may call.
+    policy.setdefault("prices", {f"openai/{m}": PRICE for m in ("stub", "broken", *JUDGE_SCORES)})
     return suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", graders, judge="openai/strict", **policy)
 
 
@@ -264,7 +267,8 @@ def test_a_base_without_config_is_a_first_adoption(repo: GitRepo, stub: StubLLM)
     repo.commit("before evalbot", tag="base")
     repo.write(".evalbot.yml", config([{"type": "equals"}]))
     repo.write("evals/qa.jsonl", rows())
-    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v2"))
+    # The default policy has no `prices:`: a model litellm prices passes its budget check.
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", model="openai/gpt-4o-mini", system_prompt="v2"))
     repo.commit("adopt evalbot", tag="head")
     stub.handler = answers(head_right=range(N))
 
