@@ -14,13 +14,14 @@ from bot.pipeline.config import (
     Config,
     GraderSpec,
     HallucinationGrader,
+    Limits,
     RubricGrader,
     Suite,
     model_refusal,
-    parse_config,
 )
-from bot.pipeline.datasets import Case, Dataset, parse_dataset
-from bot.pipeline.prompts import Prompt, parse_prompt, semver_key
+from bot.pipeline.datasets import Case, Dataset
+from bot.pipeline.files import read_config, read_dataset, read_prompt
+from bot.pipeline.prompts import Prompt, semver_key
 from bot.pipeline.source import Source
 
 
@@ -93,11 +94,6 @@ class Plan:
     policy_error: str | None = None
 
 
-async def _load_config(source: Source, ref: str) -> Config | None:
-    text = await source.read_text(ref, CONFIG_PATH)
-    return None if text is None else parse_config(text)
-
-
 async def plan(
     source: Source,
     base: str,
@@ -121,13 +117,13 @@ async def plan(
             `models` names one the base's `allowed_models` refuses.
     """
     warnings: list[str] = []
-    head_config = await _load_config(source, head)
+    head_config = await read_config(source, head)
     if head_config is None:
         warnings.append(f"no {CONFIG_PATH} at the head revision: no suites to evaluate")
         head_config = Config()
     changed = await source.changed_paths(base, head) if base != head else []
     try:
-        base_config = await _load_config(source, base)
+        base_config = await read_config(source, base)
     except InputError as exc:
         # Fail closed: a default policy would let the pull request pick its own gate by breaking the base's.
         error = f"the base branch's {CONFIG_PATH} cannot be read: {exc}; evalbot will not apply a default policy"
@@ -166,7 +162,7 @@ async def plan(
             continue
         base_suite = base_config.counterpart(suite) if base_config is not None and base != head else None
         try:
-            suite_plan = await _load_suite(source, base, head, suite, base_suite, tuple(reasons))
+            suite_plan = await _load_suite(source, base, head, suite, base_suite, tuple(reasons), config.limits)
         except InputError as exc:
             result.errors.append(exc)
             continue
@@ -210,24 +206,27 @@ def _reasons(suite: Suite, base_config: Config | None, head_config: Config, chan
 
 
 async def _load_suite(
-    source: Source, base: str, head: str, suite: Suite, base_suite: Suite | None, reasons: tuple[str, ...]
+    source: Source,
+    base: str,
+    head: str,
+    suite: Suite,
+    base_suite: Suite | None,
+    reasons: tuple[str, ...],
+    limits: Limits,
 ) -> SuitePlan:
-    prompt_text = await source.read_text(head, suite.prompt)
-    if prompt_text is None:
+    head_prompt = await read_prompt(source, head, suite.prompt, limits)
+    if head_prompt is None:
         raise InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt)
-    head_prompt = parse_prompt(prompt_text, suite.prompt)
-    dataset_text = await source.read_text(head, suite.dataset)
-    if dataset_text is None:
+    dataset = await read_dataset(source, head, suite.dataset, limits)
+    if dataset is None:
         raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
-    dataset = parse_dataset(dataset_text, suite.dataset)
     if not dataset.cases:
         raise InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset)
 
     base_prompt = None
-    base_text = await source.read_text(base, (base_suite or suite).prompt) if base != head else None
-    if base_text is not None:
+    if base != head:
         try:
-            base_prompt = parse_prompt(base_text, suite.prompt)
+            base_prompt = await read_prompt(source, base, (base_suite or suite).prompt, limits)
         except InputError:
             # A broken base prompt is what a pull request may be fixing: evaluate the head alone.
             base_prompt = None
@@ -246,10 +245,8 @@ async def _load_suite(
     removed: tuple[Case, ...] = ()
     if base_suite is not None:
         base_dataset = None
-        base_rows = await source.read_text(base, base_suite.dataset)
-        if base_rows is not None:
-            with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = parse_dataset(base_rows, base_suite.dataset)
+        with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
+            base_dataset = await read_dataset(source, base, base_suite.dataset, limits)
         kept = {case.id for case in dataset.cases}
         removed = tuple(c for c in base_dataset.cases if c.id not in kept) if base_dataset else ()
     return SuitePlan(

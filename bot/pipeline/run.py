@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from bot.pipeline.config import (
     SimilarityGrader,
 )
 from bot.pipeline.data_quality import DataQuality, check
-from bot.pipeline.datasets import parse_dataset
+from bot.pipeline.files import read_dataset, read_file
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -273,21 +274,24 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         base_dataset = None
         base_suite = the_plan.base_config.counterpart(suite) if the_plan.base_config else None
         base_path = base_suite.dataset if base_suite is not None else suite.dataset
-        base_text = await source.read_text(base, base_path) if base is not None else None
-        if base_text is not None:
+        if base is not None:
             with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = parse_dataset(base_text, base_path)
+                base_dataset = await read_dataset(source, base, base_path, the_plan.config.limits)
         # `suite` carries the base's exam, data gates included, so a rename or an edit cannot shed them.
-        schema = await _file(source, sp.exam_ref or the_plan.head, suite.schema_)
-        training = await _file(source, the_plan.head, suite.training_data)
-        results.append(check(suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training))
+        schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
+        training = await _file(source, the_plan, the_plan.head, suite.training_data)
+        # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
+        quality = await asyncio.to_thread(
+            check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
+        )
+        results.append(quality)
     return results
 
 
-async def _file(source: Source, ref: str, path: str | None) -> tuple[str, str] | None:
+async def _file(source: Source, the_plan: Plan, ref: str, path: str | None) -> tuple[str, str] | None:
     if path is None:
         return None
-    text = await source.read_text(ref, path)
+    text = await read_file(source, ref, path, the_plan.config.limits)
     if text is None:
         raise InputError("file named in .evalbot.yml does not exist", path)
     return path, text
