@@ -39,6 +39,8 @@ class SuitePlan:
     reasons: tuple[str, ...]
     # Rows of the base's dataset that the change removes: still evaluated, in their base version.
     removed: tuple[Case, ...] = ()
+    # The dataset as the base has it (for the data checks' diff), when it exists and parses.
+    base_dataset: Dataset | None = None
     # The head's own exam, when it differs from the base's: run beside it, never gating.
     head_exam: Suite | None = None
     definition_changes: tuple[str, ...] = ()
@@ -242,13 +244,14 @@ async def _load_suite(
                     case.line,
                     case.row,
                 )
-    removed: tuple[Case, ...] = ()
-    if base_suite is not None:
-        base_dataset = None
+    base_dataset = None
+    if base != head:
         with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-            base_dataset = await read_dataset(source, base, base_suite.dataset, limits)
+            base_dataset = await read_dataset(source, base, (base_suite or suite).dataset, limits)
+    removed: tuple[Case, ...] = ()
+    if base_suite is not None and base_dataset is not None:
         kept = {case.id for case in dataset.cases}
-        removed = tuple(c for c in base_dataset.cases if c.id not in kept) if base_dataset else ()
+        removed = tuple(c for c in base_dataset.cases if c.id not in kept)
     return SuitePlan(
         # The base grades a suite it knows: a pull request cannot set its own exam.
         suite=suite.with_exam_of(base_suite) if base_suite is not None else suite,
@@ -257,6 +260,7 @@ async def _load_suite(
         dataset=dataset,
         reasons=reasons,
         removed=removed,
+        base_dataset=base_dataset,
         exam_ref=base if base_suite is not None else head,
     )
 

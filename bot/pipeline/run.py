@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from bot.pipeline.config import (
     SimilarityGrader,
 )
 from bot.pipeline.data_quality import DataQuality, check
-from bot.pipeline.files import read_dataset, read_file
+from bot.pipeline.files import read_file
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -271,12 +270,7 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         data_paths = [path for path in suite.paths() if path != suite.prompt]
         if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
             continue
-        base_dataset = None
-        base_suite = the_plan.base_config.counterpart(suite) if the_plan.base_config else None
-        base_path = base_suite.dataset if base_suite is not None else suite.dataset
-        if base is not None:
-            with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = await read_dataset(source, base, base_path, the_plan.config.limits)
+        base_dataset = sp.base_dataset if base is not None else None
         # `suite` carries the base's exam, data gates included, so a rename or an edit cannot shed them.
         schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
         training = await _file(source, the_plan, the_plan.head, suite.training_data)
