@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from bot.errors import InputError, UnknownSuiteError
 from bot.pipeline.config import CONFIG_PATH, Config, Suite, parse_config
-from bot.pipeline.datasets import Dataset, parse_dataset
+from bot.pipeline.datasets import Dataset, id_field_candidates, parse_dataset
 from bot.pipeline.prompts import Prompt, parse_prompt, semver_key
 from bot.pipeline.source import Source
 
@@ -115,6 +115,7 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
             continue
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
+        result.warnings += _id_warnings(suite_plan)
         result.problems += _version_problems(suite_plan)
     if base_config is not None and base != head:
         for gone in base_config.suites:
@@ -146,7 +147,7 @@ async def _load_suite(source: Source, base: str, head: str, suite: Suite, reason
     dataset_text = await source.read_text(head, suite.dataset)
     if dataset_text is None:
         raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
-    dataset = parse_dataset(dataset_text, suite.dataset)
+    dataset = parse_dataset(dataset_text, suite.dataset, suite.id_field)
     if not dataset.cases:
         raise InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset)
 
@@ -171,6 +172,19 @@ async def _load_suite(source: Source, base: str, head: str, suite: Suite, reason
                     case.row,
                 )
     return SuitePlan(suite=suite, head_prompt=head_prompt, base_prompt=base_prompt, dataset=dataset, reasons=reasons)
+
+
+def _id_warnings(suite_plan: SuitePlan) -> list[str]:
+    dataset = suite_plan.dataset
+    if not dataset.hashed_ids:
+        return []
+    candidates = id_field_candidates([case.fields for case in dataset.cases])
+    hint = f" (`id_field: {candidates[0]}` would do)" if candidates else ""
+    return [
+        f"{dataset.path}: {dataset.hashed_ids} of {len(dataset.cases)} rows have no `id`, so the report names "
+        f"their cases by a hash of the row; set `id_field` on suite {suite_plan.suite.name} to the field that "
+        f"holds your case ids{hint}"
+    ]
 
 
 def _version_problems(suite_plan: SuitePlan) -> list[str]:

@@ -208,7 +208,8 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         base_text = await source.read_text(base, suite.dataset) if base is not None else None
         if base_text is not None:
             with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = parse_dataset(base_text, suite.dataset)
+                # The head's id_field names the base's rows too, so that cases pair up.
+                base_dataset = parse_dataset(base_text, suite.dataset, suite.id_field)
         gates = _base_gates(the_plan, suite)
         schema = await _file(source, the_plan, suite.schema_)
         training = await _file(source, the_plan, suite.training_data)
