@@ -179,10 +179,10 @@ def _id_warnings(suite_plan: SuitePlan) -> list[str]:
     if not dataset.hashed_ids:
         return []
     candidates = id_field_candidates([case.fields for case in dataset.cases])
-    hint = f" (`id_field: {candidates[0]}` would do)" if candidates else ""
+    hint = f" (id_field: {candidates[0]} would do)" if candidates else ""
     return [
-        f"{dataset.path}: {dataset.hashed_ids} of {len(dataset.cases)} rows have no `id`, so the report names "
-        f"their cases by a hash of the row; set `id_field` on suite {suite_plan.suite.name} to the field that "
+        f"{dataset.path}: {dataset.hashed_ids} of {len(dataset.cases)} rows have no id field, so the report names "
+        f"their cases by a hash of the row; set id_field on suite {suite_plan.suite.name} to the field that "
         f"holds your case ids{hint}"
     ]
 

@@ -107,9 +107,9 @@ def parse_dataset(text: str, path: str, id_field: str | None = None) -> Dataset:
         cid = case_id(fields, field_name)
         if cid is None and id_field is not None:
             state = "is empty" if field_name in fields else "is missing"
-            raise InputError(f"case id field `{field_name}` (the suite's id_field) {state}", path, line, number)
+            raise InputError(f"case id field '{field_name}' (the suite's id_field) {state}", path, line, number)
         if id_field is not None and isinstance(fields[field_name], dict | list):
-            raise InputError(f"case id field `{field_name}` must be a string or a number", path, line, number)
+            raise InputError(f"case id field '{field_name}' must be a string or a number", path, line, number)
         if cid is None:
             cid, hashed = row_hash(fields), hashed + 1
         if cid in seen:
