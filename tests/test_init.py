@@ -145,8 +145,7 @@ def test_init_picks_the_closest_dataset_guesses_id_field_and_skips_dependencies(
         "    #   - {type: contains, field: answer}" in text
     )
     assert (
-        "# Files that look like datasets but were not read:\n#   'data/broken.jsonl: not read: data/broken.jsonl:2"
-        in text
+        "# Files that look like datasets but were not read:\n#   'data/broken.jsonl:2 (row 2): not valid JSON" in text
     )
 
 

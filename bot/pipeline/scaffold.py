@@ -141,12 +141,11 @@ def _dataset(file: Path, path: str) -> FoundDataset | None:
             raise InputError(f"not sampled: init reads {fmt.upper()} datasets whole, up to {SAMPLE_BYTES} bytes", path)
         data = data[: data.rfind(b"\n", 0, SAMPLE_BYTES) + 1]
     try:
-        text = data.decode("utf-8")
-        rows = [case.fields for case in parse_dataset(text, path).cases[:SAMPLE_ROWS]]
+        rows = [case.fields for case in parse_dataset(data.decode("utf-8"), path).cases[:SAMPLE_ROWS]]
     except (InputError, UnicodeDecodeError) as exc:
         if fmt in ("json", "yaml"):
             return None  # JSON and YAML files are mostly not datasets: no need to say why each is not
-        raise InputError(f"not read: {exc}", path) from None
+        raise exc if isinstance(exc, InputError) else InputError("not UTF-8 text", path) from None
     if not rows:
         return None
     fields = tuple(name for name in rows[0] if all(name in row for row in rows))
