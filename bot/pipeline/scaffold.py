@@ -83,7 +83,7 @@ def scan(root: Path) -> Scan:
                 return found
             file = here / name
             path = file.relative_to(root).as_posix()
-            if path == CONFIG_PATH or file.suffix.lower() not in _DATASET_SUFFIXES or not file.is_file():
+            if path == CONFIG_PATH or file.suffix.lower() not in _DATASET_SUFFIXES or file.is_symlink():
                 continue
             prompt = _prompt(file, path)
             if prompt is not None:
@@ -136,10 +136,12 @@ def _dataset(file: Path, path: str) -> FoundDataset | None:
     fmt = dataset_format(path)
     with file.open("rb") as handle:
         data = handle.read(SAMPLE_BYTES + 1)
-    if len(data) > SAMPLE_BYTES:
-        if fmt in ("json", "yaml"):
-            raise InputError(f"not sampled: init reads {fmt.upper()} datasets whole, up to {SAMPLE_BYTES} bytes", path)
-        data = data[: data.rfind(b"\n", 0, SAMPLE_BYTES) + 1]
+    if fmt in ("jsonl", "csv"):
+        # Whole lines only, and no more than the sample needs (a CSV header is one line more).
+        whole = data[: data.rfind(b"\n") + 1] if len(data) > SAMPLE_BYTES else data
+        data = b"".join(whole.splitlines(keepends=True)[: SAMPLE_ROWS + 1])
+    elif len(data) > SAMPLE_BYTES:
+        raise InputError(f"not sampled: init reads {fmt.upper()} datasets whole, up to {SAMPLE_BYTES} bytes", path)
     try:
         rows = [case.fields for case in parse_dataset(data.decode("utf-8"), path).cases[:SAMPLE_ROWS]]
     except (InputError, UnicodeDecodeError) as exc:
