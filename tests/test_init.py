@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.pipeline.config import EqualsGrader, Suite, parse_config
+from bot.pipeline.config import DEFAULT_BUDGET_USD, EqualsGrader, Suite, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hotel-agent"
 
@@ -54,7 +54,7 @@ def test_init_on_the_example_writes_a_config_that_validates(hotel: Path) -> None
         )
     ]
     # Policy keys are there to uncomment, each with what it does; until then the defaults apply.
-    assert (config.approvers, config.budget.max_cost_usd) == ([], None)
+    assert (config.approvers, config.budget.max_cost_usd, config.prices) == ([], DEFAULT_BUDGET_USD, {})
     text = (hotel / ".evalbot.yml").read_text()
     assert (
         '# Who may /approve a pull request: GitHub logins and "@org/team"s. Until some are listed, nobody can.\n'

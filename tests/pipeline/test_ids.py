@@ -24,7 +24,8 @@ BASE_RIGHT, HEAD_RIGHT = {1, 2, 3}, {0, 1}
 
 def _config(**suite: Any) -> dict[str, Any]:
     entry = {"name": "stays", "prompt": "prompts/qa.yaml", "dataset": "evals/qa.jsonl", **suite}
-    return {"suites": [{**entry, "graders": [{"type": "equals", "field": "expected"}]}]}
+    prices = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+    return {"prices": prices, "suites": [{**entry, "graders": [{"type": "equals", "field": "expected"}]}]}
 
 
 def _rows() -> list[dict[str, Any]]:
