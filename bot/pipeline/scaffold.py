@@ -7,12 +7,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from bot.errors import InputError
 from bot.pipeline.config import CONFIG_PATH
 from bot.pipeline.datasets import dataset_format, id_field_candidates, parse_dataset
 from bot.pipeline.prompts import placeholders
+from bot.pipeline.yamlio import load_yaml
 
 # The walk is bounded so that `init` in a monorepo answers in seconds, whatever lies below it.
 MAX_FILES = 20_000
@@ -110,8 +109,8 @@ def _prompt(file: Path, path: str) -> FoundPrompt | None:
     if file.suffix.lower() not in (".yaml", ".yml") or file.stat().st_size > MAX_PROMPT_BYTES:
         return None
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+        data, _node = load_yaml(file.read_text(encoding="utf-8"), path)
+    except (InputError, UnicodeDecodeError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         return None

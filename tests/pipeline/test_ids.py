@@ -120,7 +120,7 @@ def test_csv_row_with_an_empty_id_names_its_line() -> None:
     with pytest.raises(
         InputError, match=r"^d.csv:3 \(row 2\): case id field 'case_id' \(the suite's id_field\) is empty"
     ):
-        parse_dataset("case_id,q\nC1,x\n,y\n", "d.csv", "case_id")
+        parse_dataset("case_id,q\nC1,x\n,y\n", "d.csv", id_field="case_id")
 
 
 def test_without_id_field_rows_lacking_id_keep_hashes_and_the_report_says_so(repo: GitRepo, stub: StubLLM) -> None:
@@ -141,8 +141,8 @@ def test_duplicates_and_drift_leave_the_id_field_out() -> None:
     rows = [{"booking_id": f"B-{i}", "request": "late checkout", "nights": i % 3} for i in range(40)]
     rows[5]["request"] = "early check-in"
     text = "".join(json.dumps(row) + "\n" for row in rows)
-    head = parse_dataset(text, "evals/d.jsonl", "booking_id")
-    base = parse_dataset(text, "evals/d.jsonl", "booking_id")
+    head = parse_dataset(text, "evals/d.jsonl", id_field="booking_id")
+    base = parse_dataset(text, "evals/d.jsonl", id_field="booking_id")
     prompt = parse_prompt('version: "1.0.0"\nmodel: m\nuser_prompt_template: "{request}"\n', "p.yaml")
     quality = check("stays", head, base, DataGates(), prompt)
     # Rows equal but for their booking_id repeat the first such row; the id column is never a drift column.
