@@ -25,8 +25,11 @@ _TOKEN_SHAPES = re.compile(
     r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_\w{20,}|\bsk-[A-Za-z0-9_-]{16,}"
     r"|\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+|\bAKIA[0-9A-Z]{16}\b"
 )
-# A URL's user:password@ and its query string (signed URLs carry their signature there).
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@<>()\[\]`|]*@)?([^\s?#<>()\[\]`|]*)(\?[^\s#<>()\[\]`|]*)?")
+# A URL's user:password@ and its query string (signed URLs carry their signature there); the report
+# filters put a zero-width space after the scheme's ":" so that GitHub does not make it a link.
+_URL = re.compile(
+    r"\b([a-zA-Z][a-zA-Z0-9+.-]*:\u200b?//)([^\s/@<>()\[\]`|]*@)?([^\s?#<>()\[\]`|]*)(\?[^\s#<>()\[\]`|]*)?"
+)
 
 
 def _url_parts(match: re.Match[str]) -> str:
