@@ -207,7 +207,9 @@ def worker_command() -> None:
     from bot.github.jobs import WorkerSettings
     from bot.settings import get_settings
 
-    start_http_server(get_settings().WORKER_METRICS_PORT)
+    settings = get_settings()
+    # No token check on prometheus_client's own server: it listens on this host only by default.
+    start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_HOST)
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 

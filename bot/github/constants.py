@@ -15,6 +15,9 @@ HEAD_KEY = "evalbot:head:{repo}:{pr}"
 AUDIT_STREAM = "evalbot:audit:{repo}"
 # Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
 AUDIT_MAX_ENTRIES = 100_000
+# GitHub caps webhook payloads at 25 MB ("Payload cap", webhook events and payloads docs): anything
+# bigger is not GitHub's, and is refused before it is read whole.
+MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
 
