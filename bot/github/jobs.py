@@ -331,6 +331,9 @@ async def handle_command(
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     result = await _decide(job, parsed, actor, pull_request, base_sha, created_at)
     if isinstance(result, Refusal):
+        if not await state.refusal_allowed(job.redis, repo, actor):
+            log.warning("refusal over the rate limit: not answered", repo=repo, pr=pr_number, actor=actor)
+            return "refused"
         await job.audit("refused", actor, command=raw, reason=result.reason)
         reply = render_template(
             "command_reply.md.j2", actor=actor, command=raw, reason=result.reason, show_help=result.show_help
