@@ -232,7 +232,8 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             return _answer(200, "duplicate delivery", event)
         try:
             outcome, job = route(event, payload, delivery)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
             return _answer(400, f"rejected: payload lacks {exc}", event)
         if job is None:
             return _answer(202, outcome, event)
