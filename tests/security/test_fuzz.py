@@ -36,7 +36,8 @@ values = st.recursive(
 )
 # Pieces of YAML syntax that parsers trip on: anchors, aliases, tags, flow collections, documents.
 YAML_PIECES = ["&a ", "*a", "!!python/object:os.system ", "!!binary ", ": ", "- ", "{", "}", "[", "]", "'", '"',
-               "\t", "\n", "---\n", "...\n", "%YAML 1.1\n", "? ", "|\n  ", ">\n  ", "<<: *a\n", "#", "{x}", "{{"]  # fmt: skip
+               "\t", "\n", "---\n", "...\n", "%YAML 1.1\n", "? ", "|\n  ", ">\n  ", "<<: *a\n", "#", "{x}",
+               "{{"]  # fmt: skip
 yaml_noise = st.lists(st.sampled_from(YAML_PIECES) | st.text(max_size=8), max_size=25).map("".join)
 yaml_text = st.one_of(values.map(lambda v: yaml.safe_dump(v, allow_unicode=True)), yaml_noise)
 template = st.lists(st.sampled_from(["{", "}", "{question}", "{0}", "{a.b}", "{x!r}", "{:>{w}}", "q", " "]), max_size=8)
