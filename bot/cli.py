@@ -236,14 +236,17 @@ def worker_command() -> None:
     from bot.github.jobs import WorkerSettings
     from bot.settings import get_settings
 
-    start_http_server(get_settings().WORKER_METRICS_PORT)
+    settings = get_settings()
+    # No token check on prometheus_client's own server: it listens on this host only by default.
+    start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_HOST)
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 
 @cli.command("audit")
 @click.option("--repo", "repo", required=True, help="owner/name of the repository.")
 @click.option("--pr", "pr_number", type=int, help="Only this pull request.")
-def audit_command(repo: str, pr_number: int | None) -> None:
+@click.option("--last", type=int, default=1000, show_default=True, help="The newest records only.")
+def audit_command(repo: str, pr_number: int | None, last: int) -> None:
     """Print the audit trail of a repository (approvals, overrides, refusals, verdicts) as JSON lines."""
     import json
 
@@ -255,7 +258,7 @@ def audit_command(repo: str, pr_number: int | None) -> None:
     async def read() -> list[dict[str, Any]]:
         client = redis.Redis.from_url(get_settings().REDIS_URL)
         try:
-            return await audit_entries(client, repo, pr_number)
+            return await audit_entries(client, repo, pr_number, last=last)
         finally:
             await client.aclose()
 
