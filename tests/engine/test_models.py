@@ -122,3 +122,16 @@ async def test_two_clients_share_the_provider_limit_and_both_are_served(stub: St
     # The first 4 calls are the first client's; of the next 8, its queued calls and the second's alternate.
     served = [body["messages"][-1]["content"][0] for body in stub.requests[:12]]
     assert served.count("b") == 4
+
+
+async def test_a_redis_cache_that_does_not_answer_is_a_miss_not_a_failed_call(stub: StubLLM) -> None:
+    import redis.asyncio as redis
+
+    # Nothing listens on port 1: every cache read and write fails as during a Redis restart.
+    cache = RedisCache(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    stub.handler = lambda body: Reply(text="x")
+    client = ModelClient(cache, api_base=stub.base_url)
+    answers = [await client.complete("openai/m", MESSAGES, sample=i) for i in range(2)]
+    assert [(a.text, a.cached) for a in answers] == [("x", False), ("x", False)]
+    assert len(stub.requests) == 2 and client.stats.errors == 0
+    await cache.close()
