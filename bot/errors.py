@@ -43,3 +43,8 @@ class ModelCallError(EvalbotError):
 
 class JudgeError(EvalbotError):
     """A judge answer that could not be parsed or checked; recorded as a grader error for its case."""
+
+
+class BasePolicyError(InputError):
+    """The base branch's `.evalbot.yml` cannot be read or parsed: there is no policy, so nothing passes the
+    gate and nobody can approve (never a default config in its place)."""

@@ -13,6 +13,13 @@ APPROVAL_KEY = "evalbot:approval:{repo}:{pr}"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
 AUDIT_STREAM = "evalbot:audit:{repo}"
+# Each open pull request's verdict on a head SHA (hash: pull request number -> verdict), and the lock
+# that lets one job at a time publish that SHA's checks from them.
+VERDICT_KEY = "evalbot:verdict:{repo}:{sha}"
+VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
+# Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
+VERDICT_TTL_S = 90 * 24 * 3600
+VERDICT_LOCK_TIMEOUT_S = 120
 # Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
 AUDIT_MAX_ENTRIES = 100_000
 # GitHub redelivers within days at most; a week keeps every duplicate out.
