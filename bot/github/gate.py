@@ -233,7 +233,10 @@ def _named(row: _Row, title: str, own: int) -> str:
 async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) -> None:
     if evals_id is None:
         return
-    worst = min(rows, key=lambda r: _EVALS_RANK.get(r.evals, 3))
+    # Among equals, a pull request that was evaluated shows its report rather than "nothing changed".
+    worst = min(
+        rows, key=lambda r: (_EVALS_RANK.get(r.evals, 3), r.verdict is not None and r.verdict.approval == "not_needed")
+    )
     table = _table(rows)
     title = _named(worst, worst.evals_title, job.pr_number)
     if worst.evals is None:
