@@ -314,11 +314,11 @@ async def test_approve_names_the_commit_it_approves(gate: Gate, repo: GitRepo) -
     await gate.event(2, "synchronize")
 
     await gate.comment(2, "lead", f"/approve {first[:7]} what I reviewed")
+    assert not gate.ever_approved(head) and not gate.ever_approved(first)
     assert gate.replies()[-1] == (
         f"@lead `/approve {first[:7]} what I reviewed`: `{first[:7]}` is not the head of this pull request "
         f"(`{head[:7]}`): only the head can be approved\n"
     )
-    assert not gate.ever_approved(head) and not gate.ever_approved(first)
 
     await gate.comment(2, "lead", f"/approve {head[:10].upper()} ship it")
     approval = gate.latest(APPROVAL_CHECK, head)
@@ -378,6 +378,6 @@ async def test_a_draft_push_is_recorded_so_an_older_approve_does_not_act_on_it(g
     await gate.event(2, "synchronize")
 
     await gate.comment(2, "lead", "/approve", created_at="2020-01-01T00:00:00Z")
-    assert "got new commits after this comment" in gate.replies()[-1]
-    assert gate.latest(APPROVAL_CHECK, first)["conclusion"] == "action_required"
     assert not gate.ever_approved(first)
+    assert gate.latest(APPROVAL_CHECK, first)["conclusion"] == "action_required"
+    assert "got new commits after this comment" in gate.replies()[-1]
