@@ -172,7 +172,10 @@ async def _row(
     if verdict is None or verdict.base_ref != base_ref:
         # Not evaluated on this SHA against its base: never taken for a pass.
         if pull.get("draft"):
-            title = f"pull request #{number} is a draft and was not evaluated: mark it ready for review or close it"
+            title = (
+                f"pull request #{number} is a draft and was not evaluated: mark it ready for review, "
+                "or close it and comment /eval here"
+            )
             return _Row(number, base_ref, None, "action_required", title, False, title)
         await job.redis.enqueue_job(
             "evaluate_pull_request",

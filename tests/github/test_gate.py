@@ -381,3 +381,21 @@ async def test_a_draft_push_is_recorded_so_an_older_approve_does_not_act_on_it(g
     assert not gate.ever_approved(first)
     assert gate.latest(APPROVAL_CHECK, first)["conclusion"] == "action_required"
     assert "got new commits after this comment" in gate.replies()[-1]
+
+
+async def test_a_draft_with_the_same_head_keeps_the_sha_from_passing(gate: Gate, repo: GitRepo, stub: StubLLM) -> None:
+    head = sandbox_repo(repo)
+    gate.open(2, "main")
+    gate.fake.drafts.add(2)  # feature → main, a draft: not evaluated
+    await gate.event(2)
+    gate.open(3, "sandbox")
+    await gate.event(3)
+
+    title = (
+        "#2 → main: pull request #2 is a draft and was not evaluated: mark it ready for review, "
+        "or close it and comment /eval here"
+    )
+    for name in (EVALS_CHECK, APPROVAL_CHECK):
+        run = gate.latest(name, head)
+        assert (run["conclusion"], run["output"]["title"]) == ("action_required", title)
+    assert stub.requests == [] and not gate.ever_approved(head)
