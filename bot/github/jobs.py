@@ -33,7 +33,7 @@ from bot.github.constants import (
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Conclusion, Publisher, comment_body, evals_conclusion, report_markdown, report_title
-from bot.github.source import GitHubSource, get_pull_request, is_fork
+from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
@@ -476,6 +476,23 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
     return command
 
 
+async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, head_sha: str) -> str:
+    """Publish `head_sha`'s checks again from the open pull requests with that head (one was closed).
+
+    Returns:
+        "published", or "no open pull request" when none has that head any more.
+    """
+    gh = _PullRequestJob.client(ctx, installation_id)
+    owner, name = repo.split("/", 1)
+    pulls = await open_pulls_with_head(gh, owner, name, head_sha)
+    if not pulls:
+        return "no open pull request"
+    job = _PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
+    evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+    await publish_sha(job, pulls[0], evals_id)
+    return "published"
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("settings", get_settings())
 
@@ -483,7 +500,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command]
+    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, publish_head]
     on_startup = _startup
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES

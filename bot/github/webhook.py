@@ -63,6 +63,13 @@ def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None 
     return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
 
 
+def _publish_head_job(payload: dict[str, Any], pr: dict[str, Any], delivery: str | None) -> Job:
+    # The closed pull request's verdict no longer counts on its head: the others with it may pass now.
+    repo, sha = payload["repository"]["full_name"], pr["head"]["sha"]
+    kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha}
+    return Job("publish_head", f"evalbot:publish:{repo}:{sha}:{delivery or pr['number']}", kwargs)
+
+
 def _retargeted(payload: dict[str, Any]) -> bool:
     return payload.get("action") == "edited" and "base" in (payload.get("changes") or {})
 
@@ -122,6 +129,8 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
     if event == "pull_request":
         pr = payload.get("pull_request") or {}
         retarget = _retargeted(payload)
+        if action == "closed":
+            return "enqueued", _publish_head_job(payload, pr, delivery)
         if action not in PR_ACTIONS and not retarget:
             return f"ignored: pull_request.{action}", None
         if pr.get("draft"):

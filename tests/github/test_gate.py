@@ -399,3 +399,9 @@ async def test_a_draft_with_the_same_head_keeps_the_sha_from_passing(gate: Gate,
         run = gate.latest(name, head)
         assert (run["conclusion"], run["output"]["title"]) == ("action_required", title)
     assert stub.requests == [] and not gate.ever_approved(head)
+
+    # Closing the draft publishes the head's checks again, from the pull request that is left.
+    gate.fake.closed.add(2)
+    await gate.event(2, "closed")
+    assert gate.conclusions(head) == ("success", "success")
+    assert gate.latest(EVALS_CHECK, head)["output"]["title"] == "No prompt, config or dataset changed"

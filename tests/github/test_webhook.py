@@ -83,7 +83,9 @@ async def test_malformed_json_and_unknown_events(client: httpx.AsyncClient, redi
 
 
 def test_routing_of_real_payloads() -> None:
-    assert route("pull_request", fixture("pull_request.closed.json"))[0] == "ignored: pull_request.closed"
+    closed = fixture("pull_request.closed.json")
+    outcome, job = route("pull_request", closed, "d-8")
+    assert (outcome, job and job.function) == ("enqueued", "publish_head")
     assert route("pull_request", fixture("pull_request.synchronize.json"))[0] == "enqueued"
     draft = fixture("pull_request.opened.json")
     draft["pull_request"]["draft"] = True
