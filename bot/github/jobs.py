@@ -34,7 +34,7 @@ from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, 
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Conclusion, Publisher, comment_body, evals_conclusion, report_markdown, report_title
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
-from bot.pipeline.config import CONFIG_PATH, Config, parse_config
+from bot.pipeline.config import CONFIG_PATH, Config, model_refusal, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
@@ -442,15 +442,20 @@ async def _approve(
 async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: str) -> Command | Refusal:
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
-    if command.budget_usd is not None:
+    if command.budget_usd is not None or command.models:
         try:
             policy = await job.base_policy(base_ref)
         except BasePolicyError as exc:
             return Refusal(
-                f"`--budget` needs the base branch's approvers, and its policy cannot be read: {exc}", show_help=False
+                f"`--budget` and `--models` need the base branch's policy, which cannot be read: {exc}",
+                show_help=False,
             )
-        if not await is_approver(job.gh, policy.approvers, actor):
+        if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
             return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
+        for model in command.models:
+            reason = model_refusal(model, policy.allowed_models)
+            if reason is not None:
+                return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
     if command.suites:
         head_text = await GitHubSource(job.gh, job.owner, job.name).read_text(job.head_sha, CONFIG_PATH)
         known = [s.name for s in parse_config(head_text).suites] if head_text else []

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
@@ -122,14 +123,10 @@ def on_main(repo: GitRepo, path: str, content: str | dict[str, Any]) -> str:
     return sha
 
 
-def config(approvers: list[str]) -> dict[str, Any]:
-    return {
-        "approvers": approvers,
-        "thresholds": {"latency_p95_increase_pct": 1000},
-        "suites": [
-            {"name": "qa", "prompt": "prompts/qa.yaml", "dataset": "evals/qa.jsonl", "graders": [{"type": "equals"}]}
-        ],
-    }
+def with_approvers(repo: GitRepo, approvers: list[str]) -> dict[str, Any]:
+    """main's `.evalbot.yml` with other approvers."""
+    config: dict[str, Any] = yaml.safe_load(repo.git("show", "main:.evalbot.yml"))
+    return {**config, "approvers": approvers}
 
 
 async def test_sandbox_pull_request_opened_after_the_real_one_does_not_turn_the_sha_green(
@@ -244,7 +241,7 @@ async def test_a_lead_removed_from_the_base_after_the_push_cannot_approve(
     await gate.comment(2, "lead", "/approve")
     assert gate.conclusions(head) == ("success", "success")
 
-    on_main(repo, ".evalbot.yml", config(["boss"]))
+    on_main(repo, ".evalbot.yml", with_approvers(repo, ["boss"]))
     # The approval is used again (a re-run publishes the checks): the approver is re-checked.
     await gate.comment(2, "Codertocat", "/eval")
     approval = gate.latest(APPROVAL_CHECK, head)
