@@ -256,8 +256,8 @@ async def test_a_lead_removed_from_the_base_after_the_push_cannot_approve(
     assert gate.replies()[-1] == (
         "@lead `/approve again`: only approvers listed in the base branch's `.evalbot.yml` may approve\n"
     )
-    await gate.comment(2, "boss", "/approve")
-    assert gate.latest(APPROVAL_CHECK, head)["output"]["title"] == "Approved by boss"
+    await gate.comment(2, "boss", "/approve numbers checked")
+    assert gate.latest(APPROVAL_CHECK, head)["output"]["title"].startswith("Approved by boss")
 
 
 async def test_an_unreadable_base_config_fails_closed(gate: Gate, repo: GitRepo, stub: StubLLM) -> None:
