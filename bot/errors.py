@@ -52,3 +52,16 @@ class JudgeError(EvalbotError):
 class BasePolicyError(InputError):
     """The base branch's `.evalbot.yml` cannot be read or parsed: there is no policy, so nothing passes the
     gate and nobody can approve (never a default config in its place)."""
+
+
+class FileTooLargeError(InputError):
+    """A repository file over the base's `limits.max_file_mb`, found before it is read whole."""
+
+    def __init__(self, path: str, size_bytes: int, max_bytes: int):
+        self.size_bytes = size_bytes
+        self.max_bytes = max_bytes
+        super().__init__(
+            f"file is {size_bytes / 1_000_000:.3g} MB ({size_bytes:,} bytes), over the limit of "
+            f"{max_bytes / 1_000_000:g} MB (`limits.max_file_mb` in the base branch's .evalbot.yml)",
+            path,
+        )

@@ -28,7 +28,8 @@ from bot.github.constants import (
 from bot.github.permissions import is_approver
 from bot.github.publish import Conclusion, Publisher
 from bot.github.source import GitHubSource, branch_tip, open_pulls_with_head
-from bot.pipeline.config import CONFIG_PATH, Config, parse_config
+from bot.pipeline.config import CONFIG_PATH, Config
+from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 
 # What a pull request needs from a lead: nothing, an approval, or first something else (a writer's
@@ -83,19 +84,23 @@ async def read_base(gh: GitHub[Any], owner: str, name: str, base_ref: str) -> tu
     """
     try:
         sha = await branch_tip(gh, owner, name, base_ref)
-        text = await GitHubSource(gh, owner, name).read_text(sha, CONFIG_PATH)
     except RequestFailed as exc:
         raise BasePolicyError(
             f"the base branch {base_ref!r} cannot be read (GitHub answered {exc.response.status_code})", CONFIG_PATH
         ) from exc
     try:
-        return sha, parse_config(text) if text else Config()
+        config = await read_config(GitHubSource(gh, owner, name), sha)
+    except RequestFailed as exc:
+        raise BasePolicyError(
+            f"the base branch's file cannot be read (GitHub answered {exc.response.status_code})", CONFIG_PATH
+        ) from exc
     except InputError as exc:
         raise BasePolicyError(
             f"the base branch's file cannot be parsed ({base_ref} at {sha[:7]}): {exc.message}",
             exc.path or CONFIG_PATH,
             exc.line,
         ) from exc
+    return sha, config or Config()
 
 
 class ShaJob(Protocol):

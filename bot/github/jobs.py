@@ -34,7 +34,8 @@ from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, 
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Conclusion, Publisher, comment_body, evals_conclusion, report_markdown, report_title
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
-from bot.pipeline.config import CONFIG_PATH, Config, model_refusal, parse_config
+from bot.pipeline.config import Config, model_refusal
+from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
@@ -457,8 +458,8 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
             if reason is not None:
                 return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
     if command.suites:
-        head_text = await GitHubSource(job.gh, job.owner, job.name).read_text(job.head_sha, CONFIG_PATH)
-        known = [s.name for s in parse_config(head_text).suites] if head_text else []
+        head_config = await read_config(GitHubSource(job.gh, job.owner, job.name), job.head_sha)
+        known = [s.name for s in head_config.suites] if head_config else []
         unknown = [s for s in command.suites if s not in known]
         if unknown:
             return Refusal(
