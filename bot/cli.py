@@ -139,6 +139,11 @@ def eval_command(
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 def validate_command(repo: Path) -> None:
     """Check `.evalbot.yml`, prompt files and datasets of a checkout, without calling any model."""
+    sys.exit(_validate(repo))
+
+
+def _validate(repo: Path) -> int:
+    """Print what `evalbot validate` finds in a checkout; return its exit code."""
     from bot.pipeline.changes import plan
     from bot.pipeline.config import CONFIG_PATH
     from bot.pipeline.run import data_checks
@@ -175,8 +180,32 @@ def validate_command(repo: Path) -> None:
                 err=True,
             )
     if result.errors:
-        sys.exit(EXIT_INPUT)
-    sys.exit(EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS)
+        return EXIT_INPUT
+    return EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS
+
+
+@cli.command("init")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+def init_command(repo: Path) -> None:
+    """Draft a commented `.evalbot.yml` for the prompt files and datasets found, then validate it."""
+    from bot.pipeline.config import CONFIG_PATH
+    from bot.pipeline.scaffold import init
+
+    try:
+        suites, found = init(repo)
+    except EvalbotError as exc:
+        _fail(exc)
+    click.echo(f"wrote {repo / CONFIG_PATH}:")
+    for suite in suites:
+        if suite.dataset is None:
+            click.echo(f"  {suite.prompt.path}: no dataset fits it; its suite {suite.name} is left commented out")
+        else:
+            ids = f"ids from {suite.dataset.id_field}" if suite.dataset.id_field else "no id field found"
+            click.echo(f"  suite {suite.name}: {suite.prompt.path} on {suite.dataset.path} ({ids})")
+    if found.truncated:
+        click.echo("  (the search stopped early: see the end of the file)")
+    click.echo("checking it as evalbot validate does:")
+    sys.exit(_validate(repo))
 
 
 @cli.command("serve")
@@ -207,14 +236,17 @@ def worker_command() -> None:
     from bot.github.jobs import WorkerSettings
     from bot.settings import get_settings
 
-    start_http_server(get_settings().WORKER_METRICS_PORT)
+    settings = get_settings()
+    # No token check on prometheus_client's own server: it listens on this host only by default.
+    start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_HOST)
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 
 @cli.command("audit")
 @click.option("--repo", "repo", required=True, help="owner/name of the repository.")
 @click.option("--pr", "pr_number", type=int, help="Only this pull request.")
-def audit_command(repo: str, pr_number: int | None) -> None:
+@click.option("--last", type=int, default=1000, show_default=True, help="The newest records only.")
+def audit_command(repo: str, pr_number: int | None, last: int) -> None:
     """Print the audit trail of a repository (approvals, overrides, refusals, verdicts) as JSON lines."""
     import json
 
@@ -226,7 +258,7 @@ def audit_command(repo: str, pr_number: int | None) -> None:
     async def read() -> list[dict[str, Any]]:
         client = redis.Redis.from_url(get_settings().REDIS_URL)
         try:
-            return await audit_entries(client, repo, pr_number)
+            return await audit_entries(client, repo, pr_number, last=last)
         finally:
             await client.aclose()
 

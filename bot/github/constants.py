@@ -22,6 +22,25 @@ VERDICT_TTL_S = 90 * 24 * 3600
 VERDICT_LOCK_TIMEOUT_S = 120
 # Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
 AUDIT_MAX_ENTRIES = 100_000
+# Characters kept of each text an audit record holds (reasons, command text, logins), and of its
+# details as a whole: a comment can be 65,536 characters long, and anyone can write one.
+AUDIT_FIELD_CHARS = 1_000
+AUDIT_DETAILS_CHARS = 16_000
+# Reads take the newest records only: at most this many are returned, and at most AUDIT_SCAN_ENTRIES
+# newest ones are looked through for one pull request's.
+AUDIT_READ_LAST = 1_000
+AUDIT_SCAN_ENTRIES = 10_000
+# An approval outlives any pull request's review; its key goes when the pull request has been quiet
+# this long (a later /approve sets it again).
+APPROVAL_TTL_S = 90 * 24 * 3600
+# Refused commands answered per user and repository in a window; past it, a refusal is only logged
+# (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
+REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"
+REFUSALS_PER_WINDOW = 5
+REFUSALS_WINDOW_S = 10 * 60
+# GitHub caps webhook payloads at 25 MB ("Payload cap", webhook events and payloads docs): anything
+# bigger is not GitHub's, and is refused before it is read whole.
+MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
 

@@ -7,7 +7,19 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.github.constants import APPROVAL_KEY, AUDIT_MAX_ENTRIES, AUDIT_STREAM
+from bot.github.constants import (
+    APPROVAL_KEY,
+    APPROVAL_TTL_S,
+    AUDIT_DETAILS_CHARS,
+    AUDIT_FIELD_CHARS,
+    AUDIT_MAX_ENTRIES,
+    AUDIT_READ_LAST,
+    AUDIT_SCAN_ENTRIES,
+    AUDIT_STREAM,
+    REFUSALS_KEY,
+    REFUSALS_PER_WINDOW,
+    REFUSALS_WINDOW_S,
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,8 @@ async def get_approval(redis: Any, repo: str, pr: int, sha: str, base_ref: str) 
 
 
 async def set_approval(redis: Any, repo: str, pr: int, approval: Approval) -> None:
-    await redis.set(APPROVAL_KEY.format(repo=repo, pr=pr), json.dumps(asdict(approval)))
+    record = {**asdict(approval), "reason": _clip(approval.reason), "approver": _clip(approval.approver)}
+    await redis.set(APPROVAL_KEY.format(repo=repo, pr=pr), json.dumps(record), ex=APPROVAL_TTL_S)
 
 
 async def clear_approval(redis: Any, repo: str, pr: int) -> None:
@@ -40,21 +53,35 @@ async def clear_approval(redis: Any, repo: str, pr: int) -> None:
 
 
 async def audit(redis: Any, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> None:
-    """Append one record: kind (approval, override, cancel, refused, verdict, ...), who, when, what."""
+    """Append one record: kind (approval, override, cancel, refused, verdict, ...), who, when, what.
+
+    Every text is clipped (AUDIT_FIELD_CHARS, AUDIT_DETAILS_CHARS) and the stream capped
+    (AUDIT_MAX_ENTRIES): what users write cannot grow Redis without bound.
+    """
+    clipped = json.dumps(_clip_texts(details), sort_keys=True)
+    if len(clipped) > AUDIT_DETAILS_CHARS:
+        clipped = json.dumps({"clipped": clipped[: AUDIT_DETAILS_CHARS - 100]})
     fields = {
-        "kind": kind,
+        "kind": _clip(kind),
         "pr": str(pr),
-        "sha": sha,
-        "actor": actor,
+        "sha": _clip(sha),
+        "actor": _clip(actor),
         "at": f"{time.time():.3f}",
-        "details": json.dumps(details, sort_keys=True),
+        "details": clipped,
     }
     await redis.xadd(AUDIT_STREAM.format(repo=repo), fields, maxlen=AUDIT_MAX_ENTRIES, approximate=True)
 
 
-async def audit_entries(redis: Any, repo: str, pr: int | None = None, last: int | None = None) -> list[dict[str, Any]]:
-    """Audit records of `repo` (of one pull request when `pr` is given), oldest first."""
-    raw = await redis.xrange(AUDIT_STREAM.format(repo=repo))
+async def audit_entries(
+    redis: Any, repo: str, pr: int | None = None, last: int = AUDIT_READ_LAST
+) -> list[dict[str, Any]]:
+    """The newest `last` audit records of `repo` (of one pull request when `pr` is given), oldest first.
+
+    Reads from the end of the stream (XREVRANGE with COUNT), never the whole of it: one pull
+    request's records are looked for among the newest AUDIT_SCAN_ENTRIES.
+    """
+    count = last if pr is None else max(last, AUDIT_SCAN_ENTRIES)
+    raw = await redis.xrevrange(AUDIT_STREAM.format(repo=repo), count=count)
     entries = []
     for entry_id, fields in raw:
         record = {_text(k): _text(v) for k, v in fields.items()}
@@ -71,7 +98,31 @@ async def audit_entries(redis: Any, repo: str, pr: int | None = None, last: int 
                 **json.loads(record["details"]),
             }
         )
-    return entries[-last:] if last else entries
+        if len(entries) == last:
+            break
+    return entries[::-1]
+
+
+async def refusal_allowed(redis: Any, repo: str, user: str) -> bool:
+    """Count a refused command of `user` on `repo`; False past REFUSALS_PER_WINDOW in the window."""
+    key = REFUSALS_KEY.format(repo=repo, user=user.casefold())
+    # The window starts with the first refusal; INCR keeps the TTL that SET gave the key.
+    await redis.set(key, 0, ex=REFUSALS_WINDOW_S, nx=True)
+    return int(await redis.incr(key)) <= REFUSALS_PER_WINDOW
+
+
+def _clip(text: str, limit: int = AUDIT_FIELD_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clip_texts(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clip(value)
+    if isinstance(value, dict):
+        return {_clip(str(k)): _clip_texts(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clip_texts(v) for v in value]
+    return value
 
 
 def _text(value: bytes | str) -> str:
