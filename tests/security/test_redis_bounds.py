@@ -82,7 +82,7 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
 
     keys = sorted(k.decode() for k in await redis.keys("evalbot:*"))
     # The keys README lists; a new one must be added there, with its owner and bound.
-    assert {k.split(":")[1] for k in keys} <= {"delivery", "head", "approval", "audit", "refusals", "cache"}
+    assert {k.split(":")[1] for k in keys} <= {"delivery", "head", "approval", "verdict", "audit", "refusals", "cache"}
     for key in keys:
         if key.startswith("evalbot:audit:"):
             assert await redis.type(key) == b"stream"  # capped by XADD MAXLEN
