@@ -131,7 +131,7 @@ def app_keys() -> tuple[str, str]:
     return private, public
 
 
-async def enqueue(redis_url: str, base: str, heads: list[str]) -> None:
+async def enqueue(redis_url: str, heads: list[str]) -> None:
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
         for number, head in enumerate(heads, start=1):
@@ -141,7 +141,6 @@ async def enqueue(redis_url: str, base: str, heads: list[str]) -> None:
                 repo=REPO,
                 installation_id=1,
                 pr_number=number,
-                base_sha=base,
                 head_sha=head,
             )
     finally:
@@ -190,7 +189,7 @@ def main() -> None:
         }
         worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
         started = time.monotonic()
-        asyncio.run(enqueue(redis_server.url(0), base, heads))
+        asyncio.run(enqueue(redis_server.url(0), heads))
         done: dict[str, float] = {}
         try:
             while len(done) < len(heads) and time.monotonic() - started < args.timeout:
