@@ -14,6 +14,7 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from tests.databases import database
 from tests.redis_server import PrivateRedis, answers
 from tests.stub_llm import StubLLM
 
@@ -56,6 +57,20 @@ def stub() -> Iterator[StubLLM]:
     server = StubLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database per test, on the real PostgreSQL server and on SQLite (the local default)."""
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """An empty SQLite database, for tests about something other than the database."""
+    with database("sqlite", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from bot.errors import InputError, UnknownSuiteError
@@ -20,6 +22,14 @@ class SuitePlan:
     base_prompt: Prompt | None
     dataset: Dataset
     reasons: tuple[str, ...]
+
+    def definition_hash(self, judge: str) -> str:
+        """sha256 of what the suite's scores mean: its `.evalbot.yml` entry, the judge and the dataset's
+        rows. Two runs with the same hash took the same exam."""
+        entry = self.suite.model_dump(mode="json", by_alias=True)
+        rows = [case.fields for case in self.dataset.cases]
+        canonical = json.dumps({"suite": entry, "judge": judge, "rows": rows}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def current_model(self) -> str:

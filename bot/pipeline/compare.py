@@ -94,6 +94,8 @@ class SuiteReport:
     models: ModelComparison | None = None
     # (old, new) when the change switches the prompt's model.
     model_change: tuple[str, str] | None = None
+    # sha256 of the exam (see SuitePlan.definition_hash): scores with different hashes are not comparable.
+    definition_hash: str = ""
 
 
 def compare_suite(

@@ -55,6 +55,9 @@ class RunOptions:
     budget_usd: float | None = None
     # Models to compare the head prompt on, beside the suites' `models:` (`--models`, `/eval --models`).
     models: list[str] = field(default_factory=list)
+    # Call the models under test even for answers in the cache (judges still use it): a scheduled
+    # re-evaluation must see what the provider answers today.
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,16 @@ class Spend:
     unpriced_calls: int
     cache_backend: str
     wall_s: float
+    # Answers made by this run (not from the cache) that passed every accuracy grader.
+    passed_answers: int = 0
+
+    @property
+    def per_success_usd(self) -> float | None:
+        """Cost per successful inference: what the calls under test cost, failed and retried ones
+        included, per answer made now that passed. None when nothing passed or a price is unknown."""
+        if not self.passed_answers or self.unpriced_calls:
+            return None
+        return self.under_test_usd / self.passed_answers
 
 
 @dataclass
@@ -241,18 +254,21 @@ def _prices(config: Config) -> dict[str, Price]:
 async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteReport], Spend]:
     config: Config = the_plan.config
     prices = _prices(config)
-    client = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+    client = ModelClient(
+        None if options.fresh else options.cache, prices, options.concurrency, options.retry, options.api_base
+    )
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
 
     started = time.perf_counter()
     total = sum(len(sp.dataset.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
-    done = cached = 0
+    done = cached = passed = 0
 
     def progress(result: CaseResult) -> None:
-        nonlocal done, cached
+        nonlocal done, cached, passed
         done += 1
         cached += result.cached
+        passed += result.passed is True and not result.cached
         if options.on_progress is not None:
             options.on_progress(done, total, cached)
 
@@ -269,6 +285,7 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+        report.definition_hash = sp.definition_hash(config.judge)
         if others:
             reference = sp.current_model
             variants = {**model_variants, sp.head_prompt.spec.model: head_variant}
@@ -299,5 +316,6 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         unpriced_calls=s.unpriced + j.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
         wall_s=time.perf_counter() - started,
+        passed_answers=passed,
     )
     return suites, spend
