@@ -5,6 +5,10 @@ from __future__ import annotations
 # Fixed for branch protection: users mark these as required checks.
 EVALS_CHECK = "evalbot/evals"
 APPROVAL_CHECK = "evalbot/approval"
+# The nightly re-evaluation's check run on the default branch's head, posted when a metric drifted.
+DRIFT_CHECK = "evalbot/drift"
+# One open issue per drifting suite, found again by this exact title.
+DRIFT_ISSUE_TITLE = "evalbot: drift on {suite}"
 # Finds the one sticky comment per pull request among everyone's comments.
 COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
 
@@ -28,6 +32,15 @@ RETRY_DEFER_S = 30
 PROGRESS_INTERVAL_S = 2.0
 # GitHub's limit on a check run's output.summary / output.text and on a comment body.
 MAX_TEXT_CHARS = 65_535
+
+
+# How often the worker looks for due `schedule:` firings (minutes; a firing runs within this much).
+SCHEDULE_TICK_MINUTES = 5
+
+
+def scheduled_job_id(repo: str, fire_at: float) -> str:
+    """One re-evaluation per repository and schedule firing."""
+    return f"evalbot:scheduled:{repo}:{int(fire_at)}"
 
 
 def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:

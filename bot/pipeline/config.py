@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.pipeline.yamlio import load_yaml, validate_model
 
@@ -134,6 +134,22 @@ class DataGates(_Strict):
     row_count_change_pct: float = Field(default=50.0, ge=0)
 
 
+class Schedule(_Strict):
+    """When the default branch is re-evaluated (read from the default branch only)."""
+
+    # Five-field cron expression, in UTC: "0 3 * * *" is 03:00 UTC every day.
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a five-field cron expression (minute hour day month weekday)")
+        return value
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1)
     prompt: str
@@ -158,6 +174,7 @@ class Config(_Strict):
     budget: Budget = Field(default_factory=Budget)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     prices: dict[str, Price] = Field(default_factory=dict)
+    schedule: Schedule | None = None
     suites: list[Suite] = Field(default_factory=list)
 
     @model_validator(mode="after")

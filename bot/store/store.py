@@ -73,7 +73,7 @@ class AuditEntry:
     sha: str
     kind: str
     actor: str
-    at: datetime
+    at: float  # seconds since the epoch, as the report filters take it
     details: dict[str, Any]
 
     def record(self) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class AuditEntry:
             "sha": self.sha,
             "kind": self.kind,
             "actor": self.actor,
-            "at": self.at.isoformat(),
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
             **self.details,
         }
 
@@ -310,7 +310,9 @@ class Store:
             row = session.get(Repository, full_name)
             if row is None:
                 session.add(
-                    Repository(full_name=full_name, installation_id=installation_id, first_seen_at=when, last_seen_at=when)
+                    Repository(
+                        full_name=full_name, installation_id=installation_id, first_seen_at=when, last_seen_at=when
+                    )
                 )
             else:
                 row.installation_id, row.last_seen_at = installation_id, when
@@ -320,7 +322,10 @@ class Store:
             rows = session.scalars(select(Repository).order_by(Repository.full_name)).all()
             return [
                 KnownRepository(
-                    r.full_name, r.installation_id, _utc(r.first_seen_at), _utc(r.last_fire_at) if r.last_fire_at else None
+                    r.full_name,
+                    r.installation_id,
+                    _utc(r.first_seen_at),
+                    _utc(r.last_fire_at) if r.last_fire_at else None,
                 )
                 for r in rows
             ]
@@ -337,7 +342,8 @@ class Store:
 
 
 def _entry(row: AuditEvent) -> AuditEntry:
-    return AuditEntry(row.id, row.repository, row.pr_number, row.sha, row.kind, row.actor, _utc(row.at), row.details)
+    at = _utc(row.at).timestamp()
+    return AuditEntry(row.id, row.repository, row.pr_number, row.sha, row.kind, row.actor, at, row.details)
 
 
 def _variants(suite: SuiteReport) -> dict[str, Variant]:

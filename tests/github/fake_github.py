@@ -38,6 +38,9 @@ class FakeGitHub:
         self.files_status = 200  # answer of the pull request file list (500: always broken)
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
+        self.default_branch = "main"
+        # Issues the app opened or anyone did (not pull requests), by number.
+        self.issues: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
@@ -109,16 +112,69 @@ class FakeGitHub:
             if number not in self.pulls:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
             base, head = self.pulls[number]
-            base_repo = {"full_name": f"{owner}/{repo}"}
+            base_repo = {"full_name": f"{owner}/{repo}", "default_branch": self.default_branch}
             head_repo = {"full_name": f"fork-owner/{repo}"} if number in self.fork_pulls else base_repo
             return JSONResponse(
                 {
                     "number": number,
                     "user": {"login": self.pull_authors.get(number, "Codertocat"), "type": "User"},
-                    "base": {"sha": base, "repo": base_repo},
-                    "head": {"sha": head, "repo": head_repo},
+                    "base": {"sha": base, "ref": self.default_branch, "repo": base_repo},
+                    "head": {"sha": head, "ref": "feature", "repo": head_repo},
                 }
             )
+
+        @app.get("/repos/{owner}/{repo}")
+        async def repository(owner: str, repo: str) -> JSONResponse:
+            return JSONResponse({"full_name": f"{owner}/{repo}", "default_branch": self.default_branch})
+
+        @app.get("/repos/{owner}/{repo}/branches/{branch:path}")
+        async def branch(owner: str, repo: str, branch: str) -> JSONResponse:
+            sha = self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").stdout.strip()
+            if not sha:
+                return JSONResponse({"message": "Branch not found"}, status_code=404)
+            return JSONResponse({"name": branch, "commit": {"sha": sha}, "protected": False})
+
+        @app.get("/repos/{owner}/{repo}/issues")
+        async def list_issues(
+            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            # GitHub lists pull requests among issues, marked with a `pull_request` key.
+            pulls = [
+                {
+                    "number": n,
+                    "title": f"pull request {n}",
+                    "state": "open",
+                    "pull_request": {},
+                    "user": {"type": "User"},
+                }
+                for n in sorted(self.pulls)
+            ]
+            found = [i for i in [*self.issues.values(), *pulls] if state == "all" or i["state"] == state]
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+
+        @app.post("/repos/{owner}/{repo}/issues")
+        async def create_issue(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            if not body.get("title"):
+                return JSONResponse({"message": "title wasn't supplied"}, status_code=422)
+            if len(body.get("body") or "") > 65_536:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            number = max([*self.pulls, *self.issues, 0]) + 1
+            user = {"login": "evalbot[bot]", "type": "Bot"}
+            issue = {"number": number, "title": body["title"], "body": body.get("body"), "state": "open", "user": user}
+            self.issues[number] = {**issue, "edits": 0}
+            return JSONResponse(issue, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/issues/{number}")
+        async def update_issue(owner: str, repo: str, number: int, request: Request) -> JSONResponse:
+            if number not in self.issues:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            body = await request.json()
+            if len(body.get("body") or "") > 65_536:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            issue = self.issues[number]
+            issue.update({k: v for k, v in body.items() if k in ("title", "body", "state")}, edits=issue["edits"] + 1)
+            return JSONResponse(issue)
 
         @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
         async def permission(owner: str, repo: str, user: str) -> JSONResponse:
