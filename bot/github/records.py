@@ -31,7 +31,7 @@ def job_store(ctx: dict[str, Any]) -> Store:
     store = ctx.get("store")
     if store is None:
         store = ctx["store"] = open_store(store_url(ctx["settings"]))
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 async def stop_store(ctx: dict[str, Any]) -> None:
