@@ -20,8 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.jobs import evaluate_pull_request, handle_command
+from bot.github.records import store_url
+from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
+from bot.store import Store, migrate, open_store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, user_text
@@ -79,7 +82,13 @@ def fake_github(repo: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture
-def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any) -> Settings:
+def worker_database(sqlite_url: str) -> str:
+    """The worker's DATABASE_URL: SQLite unless a test module asks for both (`database_url`)."""
+    return sqlite_url
+
+
+@pytest.fixture
+def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any, worker_database: str) -> Settings:
     return Settings(
         APP_ID=APP_ID,
         PRIVATE_KEY=app_keys[0].replace("\n", "\\n"),  # as a PaaS secret store keeps it
@@ -87,7 +96,17 @@ def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any) -> S
         GITHUB_API_URL=fake_github.url,
         REDIS_URL=redis_test_url(),
         EVALBOT_API_BASE=stub.base_url,
+        DATABASE_URL=worker_database,
     )
+
+
+@pytest.fixture
+def job_store(settings: Settings) -> Iterator[Store]:
+    """The worker's store, migrated as `evalbot worker` does at start."""
+    store = open_store(store_url(settings))
+    migrate(store)
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -99,16 +118,16 @@ async def redis() -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-def run_worker(redis: ArqRedis, settings: Settings) -> Any:
+def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
     """Run queued jobs to completion (arq burst mode), as `evalbot worker` would."""
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command],
+            functions=[evaluate_pull_request, handle_command, scheduled_evaluation, check_schedules],
             redis_pool=redis,
             burst=True,
             poll_delay=0,
-            ctx={"settings": settings},
+            ctx={"settings": settings, "store": job_store},
             handle_signals=False,
         )
         try:
