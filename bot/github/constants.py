@@ -13,12 +13,8 @@ DRIFT_ISSUE_TITLE = "evalbot: drift on {suite}"
 COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
 
 DELIVERY_KEY_PREFIX = "evalbot:delivery:"
-APPROVAL_KEY = "evalbot:approval:{repo}:{pr}"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
-AUDIT_STREAM = "evalbot:audit:{repo}"
-# Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
-AUDIT_MAX_ENTRIES = 100_000
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
 

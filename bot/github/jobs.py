@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
-from arq import Retry
+from arq import Retry, cron
 from arq.connections import RedisSettings
 from githubkit.exception import GitHubException
 
@@ -29,16 +29,21 @@ from bot.github.constants import (
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
+    SCHEDULE_TICK_MINUTES,
     eval_job_id,
 )
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
+from bot.github.records import job_store, start_store, stop_store
+from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork
 from bot.pipeline.compare import SuiteReport
 from bot.pipeline.config import CONFIG_PATH, Config, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
+from bot.store import AuditEntry, Store
+from bot.store.trends import suite_trends
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +56,7 @@ class _PullRequestJob:
 
     settings: Settings
     redis: Any
+    store: Store
     gh: Any
     repo: str
     owner: str
@@ -75,8 +81,20 @@ class _PullRequestJob:
         gh = gh or cls.client(ctx, installation_id)
         details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
         publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID)
+        store = job_store(ctx)
         return cls(
-            settings, ctx["redis"], gh, repo, owner, name, installation_id, pr_number, head_sha, publisher, details_url
+            settings,
+            ctx["redis"],
+            store,
+            gh,
+            repo,
+            owner,
+            name,
+            installation_id,
+            pr_number,
+            head_sha,
+            publisher,
+            details_url,
         )
 
     async def base_policy(self, base_sha: str) -> Config:
@@ -88,10 +106,11 @@ class _PullRequestJob:
             return Config()
 
     async def audit(self, kind: str, actor: str, **details: Any) -> None:
-        await state.audit(self.redis, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
+        """Record an event in the durable trail; callers publish what it records only after this returns."""
+        await state.audit(self.store, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
 
-    async def audit_trail(self) -> list[dict[str, Any]]:
-        return await state.audit_entries(self.redis, self.repo, self.pr_number, last=20)
+    async def audit_trail(self) -> list[AuditEntry]:
+        return await state.audit_entries(self.store, self.repo, self.pr_number, last=20)
 
     async def approval_summary(self, state_name: str, approvers: list[str], **data: Any) -> str:
         return render_template(
@@ -137,10 +156,13 @@ async def evaluate_pull_request(
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
+    started_at = time.time()
+    # The scheduler re-evaluates repositories evalbot has seen.
+    await asyncio.to_thread(job.store.note_repository, repo, installation_id)
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+        pull_request = await get_pull_request(job.gh, job.owner, job.name, pr_number)
         if not trusted:
-            pull_request = await get_pull_request(job.gh, job.owner, job.name, pr_number)
             fork = is_fork(pull_request)
             author = pull_request["user"]["login"]
             if fork or not await has_write_access(job.gh, job.owner, job.name, author):
@@ -158,7 +180,9 @@ async def evaluate_pull_request(
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
-        await _publish(job, evals_id, report)
+        trigger = "eval_command" if trusted else "pull_request"
+        trends = await _record(job, report, pull_request, trigger, started_at)
+        await _publish(job, evals_id, report, trends)
     except asyncio.CancelledError:
         # arq's job timeout cancels the job: close the check run on the way out (shielded, as the
         # task itself is being cancelled), then let the cancellation go on.
@@ -244,6 +268,29 @@ async def _evaluate(
     return report
 
 
+async def _record(
+    job: _PullRequestJob, report: Report, pull_request: dict[str, Any], trigger: str, started_at: float
+) -> str:
+    """Store the run, then the trend charts of its suites on the default branch (Markdown, or "")."""
+    base, head = pull_request.get("base") or {}, pull_request.get("head") or {}
+    await asyncio.to_thread(
+        job.store.record_run,
+        report,
+        repository=job.repo,
+        trigger=trigger,
+        started_at=started_at,
+        pr=job.pr_number,
+        base_branch=base.get("ref"),
+        head_branch=head.get("ref"),
+    )
+    default_branch = (base.get("repo") or {}).get("default_branch")
+    if not default_branch or not report.suites:
+        return ""
+    label = f"#{job.pr_number} {job.head_sha[:7]}"
+    trends = await asyncio.to_thread(suite_trends, job.store, job.repo, report, default_branch, label)
+    return render_template("trends.md.j2", trends=trends)
+
+
 def _metrics_summary(report: Report) -> dict[str, Any]:
     return {
         suite.name: {row.key: {"base": row.base, "head": row.head, "delta": row.delta} for row in suite.rows[:1]}
@@ -252,7 +299,7 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
     }
 
 
-async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
+async def _publish(job: _PullRequestJob, evals_id: int, report: Report, trends: str = "") -> None:
     publisher = job.publisher
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     if not report.suites and not report.errors and not report.problems:
@@ -267,7 +314,7 @@ async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
     tradeoffs = [s for s in report.suites if s.models is not None]
     suites = [s.name for s in report.suites]
     await _publish_approval(job, report.approvers, suites, report.verdict != "pass", tradeoffs)
-    await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
+    await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url, trends))
 
 
 async def _publish_approval(
@@ -279,7 +326,7 @@ async def _publish_approval(
 ) -> None:
     """`evalbot/approval` for the head SHA: approved if a lead approved it, else waiting for one."""
     approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
-    approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
+    approval = await state.get_approval(job.store, job.repo, job.pr_number, job.head_sha)
     if approval is not None:
         summary = await job.approval_summary("approved", approvers, approval=approval)
         title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
@@ -365,10 +412,10 @@ async def _decide(
     if not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
     if command.name == "approve_cancel":
-        approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
+        approval = await state.get_approval(job.store, job.repo, job.pr_number, job.head_sha)
         if approval is None:
             return Refusal(f"`{job.head_sha[:7]}` has no approval to cancel", show_help=False)
-        await state.clear_approval(job.redis, job.repo, job.pr_number)
+        # The cancel event is what withdraws the approval.
         await job.audit("cancel", actor, reason=command.reason)
         evals = await job.publisher.check_run(EVALS_CHECK)
         evals_failed = bool(evals and evals.get("conclusion") != "success")
@@ -407,8 +454,8 @@ async def _approve(
             "recorded as an override",
             show_help=False,
         )
-    approval = state.Approval(job.head_sha, actor, command.reason, override, time.time())
-    await state.set_approval(job.redis, job.repo, job.pr_number, approval)
+    # The audit event is the approval: written before evalbot/approval shows it, so nothing is shown
+    # that the durable trail does not hold.
     await job.audit("override" if override else "approval", actor, reason=command.reason)
     await _publish_approval(job, policy.approvers, [], override)
     return command
@@ -449,13 +496,24 @@ async def _rerun(
 
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("settings", get_settings())
+    # Pending migrations run before the first job: every job may write to the store.
+    await start_store(ctx)
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await stop_store(ctx)
 
 
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command]
+    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, scheduled_evaluation]
+    # Due `schedule:` firings are looked for every few minutes; arq runs a cron job on one worker only.
+    cron_jobs: ClassVar[list[Any]] = [
+        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False)
+    ]
     on_startup = _startup
+    on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
     redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

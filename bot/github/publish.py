@@ -35,12 +35,16 @@ def evals_conclusion(report: Report) -> Conclusion:
     return "success" if report.verdict == "pass" else "failure"
 
 
-def comment_body(summary_markdown: str, head_sha: str | None = None, details_url: str | None = None) -> str:
-    """The sticky comment: the hidden marker, then the same Markdown as the check run."""
+def comment_body(
+    summary_markdown: str, head_sha: str | None = None, details_url: str | None = None, trends: str = ""
+) -> str:
+    """The sticky comment: the hidden marker, the same Markdown as the check run, then the trend charts
+    (Mermaid renders in comments) when they fit."""
     room = MAX_TEXT_CHARS - 200  # marker and footer
     body = _clip(summary_markdown, room)
+    trends = trends if len(body) + len(trends) <= room else ""
     return render_template(
-        "comment.md.j2", marker=COMMENT_MARKER, body=body, head_sha=head_sha, details_url=details_url
+        "comment.md.j2", marker=COMMENT_MARKER, body=body, trends=trends, head_sha=head_sha, details_url=details_url
     )
 
 

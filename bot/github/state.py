@@ -1,75 +1,29 @@
-"""What evalbot remembers in Redis: approvals bound to a head SHA, and the audit stream per repository."""
+"""What a pull request's approval rests on: the durable audit trail (bot/store), read and written off
+the event loop. Redis keeps only what is transient (deliveries, heads, the queue, the cache)."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+import asyncio
 from typing import Any
 
-from bot.github.constants import APPROVAL_KEY, AUDIT_MAX_ENTRIES, AUDIT_STREAM
+from bot.store import Approval, AuditEntry, Store
+
+__all__ = ["Approval", "audit", "audit_entries", "get_approval"]
 
 
-@dataclass(frozen=True)
-class Approval:
-    sha: str
-    approver: str
-    reason: str
-    override: bool
-    at: float
-
-
-async def get_approval(redis: Any, repo: str, pr: int, sha: str) -> Approval | None:
+async def get_approval(store: Store, repo: str, pr: int, sha: str) -> Approval | None:
     """The approval of `sha`, if there is one: an approval of an older head SHA does not count."""
-    raw = await redis.get(APPROVAL_KEY.format(repo=repo, pr=pr))
-    if raw is None:
-        return None
-    approval = Approval(**json.loads(raw))
-    return approval if approval.sha == sha else None
+    return await asyncio.to_thread(store.approval, repo, pr, sha)
 
 
-async def set_approval(redis: Any, repo: str, pr: int, approval: Approval) -> None:
-    await redis.set(APPROVAL_KEY.format(repo=repo, pr=pr), json.dumps(asdict(approval)))
+async def audit(store: Store, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> AuditEntry:
+    """Append one record: kind (approval, override, cancel, refused, verdict, ...), who, when, what.
+
+    An approval or override is this record itself: once it is written, the approval exists.
+    """
+    return await asyncio.to_thread(store.append_audit, repo, kind, actor, pr=pr, sha=sha, **details)
 
 
-async def clear_approval(redis: Any, repo: str, pr: int) -> None:
-    await redis.delete(APPROVAL_KEY.format(repo=repo, pr=pr))
-
-
-async def audit(redis: Any, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> None:
-    """Append one record: kind (approval, override, cancel, refused, verdict, ...), who, when, what."""
-    fields = {
-        "kind": kind,
-        "pr": str(pr),
-        "sha": sha,
-        "actor": actor,
-        "at": f"{time.time():.3f}",
-        "details": json.dumps(details, sort_keys=True),
-    }
-    await redis.xadd(AUDIT_STREAM.format(repo=repo), fields, maxlen=AUDIT_MAX_ENTRIES, approximate=True)
-
-
-async def audit_entries(redis: Any, repo: str, pr: int | None = None, last: int | None = None) -> list[dict[str, Any]]:
+async def audit_entries(store: Store, repo: str, pr: int | None = None, last: int | None = None) -> list[AuditEntry]:
     """Audit records of `repo` (of one pull request when `pr` is given), oldest first."""
-    raw = await redis.xrange(AUDIT_STREAM.format(repo=repo))
-    entries = []
-    for entry_id, fields in raw:
-        record = {_text(k): _text(v) for k, v in fields.items()}
-        if pr is not None and record["pr"] != str(pr):
-            continue
-        entries.append(
-            {
-                "id": _text(entry_id),
-                "kind": record["kind"],
-                "pr": int(record["pr"]),
-                "sha": record["sha"],
-                "actor": record["actor"],
-                "at": float(record["at"]),
-                **json.loads(record["details"]),
-            }
-        )
-    return entries[-last:] if last else entries
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return await asyncio.to_thread(store.audit_entries, repo, pr, last)

@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.jobs import evaluate_pull_request, handle_command
-from bot.github.records import store_url
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
-from bot.store import Store, migrate, open_store
+from bot.store import Store, database_url, migrate, open_store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, user_text
@@ -88,7 +87,19 @@ def worker_database(sqlite_url: str) -> str:
 
 
 @pytest.fixture
-def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any, worker_database: str) -> Settings:
+def job_store(worker_database: str) -> Iterator[Store]:
+    """The worker's store, migrated as `evalbot worker` does at start."""
+    store = open_store(database_url(worker_database, Path("unused")))
+    migrate(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def settings(
+    fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any, worker_database: str, job_store: Store
+) -> Settings:
+    # Depends on job_store: jobs that open the database themselves find it migrated.
     return Settings(
         APP_ID=APP_ID,
         PRIVATE_KEY=app_keys[0].replace("\n", "\\n"),  # as a PaaS secret store keeps it
@@ -98,15 +109,6 @@ def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any, work
         EVALBOT_API_BASE=stub.base_url,
         DATABASE_URL=worker_database,
     )
-
-
-@pytest.fixture
-def job_store(settings: Settings) -> Iterator[Store]:
-    """The worker's store, migrated as `evalbot worker` does at start."""
-    store = open_store(store_url(settings))
-    migrate(store)
-    yield store
-    store.close()
 
 
 @pytest.fixture
