@@ -44,12 +44,12 @@ async def test_a_pull_requests_runs_approval_and_override_outlive_a_redis_flush(
     job_store: Store,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pull = await pr(["lead"])
+    pull = await pr(["lead"], head_right=9, base_right=9)
     await pull.opened()
     await pull.comment("lead", "/approve numbers look right")
     approved = pull.head
 
-    stub.handler = answers(head_right=1, base_right=5)  # the next push breaks 4 cases
+    stub.handler = answers(head_right=1, base_right=9)  # the next push breaks 8 cases: p = 0.008
     await pull.push(repo, "1.2.0")
     assert pull.check(EVALS_CHECK)["conclusion"] == "failure"
     await pull.comment("lead", "/approve known regression, fixed in #14")
@@ -71,7 +71,7 @@ async def test_a_pull_requests_runs_approval_and_override_outlive_a_redis_flush(
         ("2", "verdict", "evalbot", "", "fail"),
         ("2", "override", "lead", "known regression, fixed in #14", ""),
     ]
-    assert json.loads(rows[0]["details"])["metrics"]["qa"]["accuracy"]["head"] == 0.9
+    assert json.loads(rows[2]["details"])["metrics"]["qa"]["accuracy"]["head"] == 0.1
 
     with job_store.engine.connect() as connection:
         runs = connection.execute(select(Run).order_by(Run.id)).all()
