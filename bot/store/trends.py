@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bot.pipeline.run import Report
 from bot.store.store import Store
 
-# Points per chart: the last evaluations on the branch, then the head.
+# Evaluations on the branch per chart; the head comes after them.
 TREND_POINTS = 20
 
 
@@ -43,7 +43,7 @@ def suite_trends(store: Store, repository: str, report: Report, branch: str, hea
     """For each suite of `report`: its last evaluations on `branch` and this report's head after them."""
     trends = []
     for suite in report.suites:
-        history = store.suite_history(repository, suite.name, branch, TREND_POINTS - 1)
+        history = store.suite_history(repository, suite.name, branch, TREND_POINTS)
         head = suite.head.metrics
         accuracy = [(p.sha[:7], p.accuracy) for p in history] + [(head_label, head.accuracy)]
         cost = [(p.sha[:7], p.cost_per_1k_usd) for p in history] + [(head_label, head.cost_per_1k_usd)]
