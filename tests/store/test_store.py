@@ -227,3 +227,17 @@ def test_cli_eval_records_its_run_in_the_sqlite_file_beside_the_cache(
         assert run.head_sha == repo.git("rev-parse", "head").strip()
     finally:
         store.close()
+
+
+async def test_the_worker_runs_pending_migrations_at_start(database_url: str, tmp_path: Path) -> None:
+    from bot.github.jobs import WorkerSettings
+    from bot.settings import Settings
+
+    ctx: dict[str, Any] = {"settings": Settings(DATABASE_URL=database_url, EVALBOT_CACHE_DIR=tmp_path / "cache")}
+    await WorkerSettings.on_startup(ctx)
+    try:
+        assert revision(ctx["store"]) == head_revision()
+        assert [job.name for job in WorkerSettings.cron_jobs] == ["cron:check_schedules"]
+    finally:
+        await WorkerSettings.on_shutdown(ctx)
+    assert "store" not in ctx
