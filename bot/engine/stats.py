@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any, Literal
 
+# Intervals are two-sided 95%, for reading; the gate's one-sided tests use α (`thresholds.alpha`).
 CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+ALPHA = 0.05
 POWER = 0.8
+# Cases needed above this are estimated by the normal approximation (Connor 1987) alone.
+EXACT_CASES_LIMIT = 1_000_000
 BOOTSTRAP_RESAMPLES = 10_000
 # A fixed seed: the same results give the same report, run after run.
 BOOTSTRAP_SEED = 20_240_601
@@ -21,16 +26,76 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class PairedDelta:
-    """head − base over paired cases, with a 95% interval, a p-value and the smallest detectable change."""
+class PairedTest:
+    """The paired test of head − base over cases (same order): a p-value each way and both ways.
+
+    Exact McNemar (a binomial test on the cases that flipped) when every value is pass/fail, else the
+    Wilcoxon signed-rank test on the per-case differences (latency, cost, and a case's share of
+    passing samples when it has several).
+    """
 
     n: int
     delta: float
-    interval: Interval
+    test: Literal["mcnemar", "wilcoxon"]
     p_value: float
-    significant: bool
-    test: str
-    min_detectable: float | None
+    # One-sided: the alternative that head is above base, and that it is below.
+    p_increase: float
+    p_decrease: float
+    # Sample standard deviation of the per-case differences.
+    sd: float
+    # Share of cases that flipped (pass/fail values only).
+    discordant: float | None
+    # Mean of the base values, for a detectable effect when no case differs.
+    base_mean: float
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        """Two-sided at `alpha`: used to call a change an improvement, never to fail one."""
+        return self.p_value < self.alpha
+
+    def p_toward(self, sign: int) -> float:
+        """The one-sided p-value of the alternative that head − base has this sign (+1 or -1)."""
+        return self.p_increase if sign > 0 else self.p_decrease
+
+    @property
+    def min_detectable(self) -> float | None:
+        """The smallest change of the mean a one-sided test at `alpha` detects with 80% power on these
+        cases (normal approximation with the observed spread of the differences, or independent
+        errors at the base rate when no case differs)."""
+        if self.n < 2:
+            return None
+        sd = self.sd or math.sqrt(max(2 * self.base_mean * (1 - self.base_mean), 1 / self.n))
+        return _z_sum(self.alpha) * sd / math.sqrt(self.n)
+
+    def cases_needed(self, sign: int) -> int | None:
+        """Paired cases for a change of the observed size, in the direction `sign`, to be significant
+        one-sided at `alpha` with 80% power; None when the change does not point that way.
+
+        Pass/fail: where the exact power of the one-sided McNemar test, with the observed shares of cases
+        that got worse and better, reaches 80%. Otherwise the normal approximation with the observed
+        spread of the differences.
+        """
+        effect = sign * self.delta
+        if effect <= 0:
+            return None
+        if self.discordant is None:
+            return max(math.ceil((_z_sum(self.alpha) * self.sd / effect) ** 2), 1)
+        from scipy.stats import norm
+
+        # Connor's (1987) normal approximation for McNemar's test, where the exact search starts.
+        z_alpha, z_power = float(norm.ppf(1 - self.alpha)), float(norm.ppf(POWER))
+        spread = math.sqrt(max(self.discordant - effect**2, 0.0))
+        root_n = (z_alpha * math.sqrt(self.discordant) + z_power * spread) / effect
+        worse = (self.discordant + effect) / 2
+        return _mcnemar_cases_needed(worse, self.discordant - worse, self.alpha, max(math.ceil(root_n**2), 1))
+
+
+@dataclass(frozen=True)
+class PairedDelta(PairedTest):
+    """A paired test with the paired percentile-bootstrap 95% interval of the mean difference."""
+
+    interval: Interval
 
 
 def _is_binary(values: Sequence[float]) -> bool:
@@ -67,14 +132,14 @@ def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def paired_delta(base: Sequence[float], head: Sequence[float]) -> PairedDelta | None:
-    """Compare per-case scores of two variants on the same cases (same order).
+def paired_test(
+    base: Sequence[float], head: Sequence[float], alpha: float = ALPHA, outcomes: bool = True
+) -> PairedTest | None:
+    """Test per-case values of two variants on the same cases (same order); None for no cases.
 
-    The interval is a paired percentile bootstrap of the mean difference. The p-value is McNemar's
-    exact test when the scores are pass/fail (it uses only the discordant pairs, the cases that
-    flipped), else the Wilcoxon signed-rank test. `min_detectable` is the smallest change of the mean
-    this many cases detect with 80% power at α = 0.05 (normal approximation, observed spread of the
-    differences, or independent errors at the base rate when no case differs).
+    `outcomes`: the values are pass/fail outcomes (1/0), or a case's share of passing samples; else
+    measurements (latency, cost), which a value of exactly 0 or 1 does not make pass/fail. A case is
+    one paired value however many samples it has: repeated samples of one case are not independent.
     """
     if len(base) != len(head):
         raise ValueError("paired samples must have the same length")
@@ -83,52 +148,75 @@ def paired_delta(base: Sequence[float], head: Sequence[float]) -> PairedDelta | 
         return None
     diffs = [h - b for b, h in zip(base, head, strict=True)]
     delta = sum(diffs) / n
-    if all(d == diffs[0] for d in diffs):
-        # No spread: every resample gives the same mean (and scipy's tests are undefined).
-        interval = Interval(delta, delta)
-        p_value = 1.0 if delta == 0 else _sign_p(diffs)
-        test = "mcnemar" if _is_binary(base) and _is_binary(head) else "wilcoxon"
+    binary = outcomes and _is_binary(base) and _is_binary(head)
+    if binary:
+        # Exact McNemar: under no change, each flipped case is as likely to break as to be fixed.
+        up, down = sum(1 for d in diffs if d > 0), sum(1 for d in diffs if d < 0)
+        p_increase, p_decrease, p_value = _binomial_ps(up, down)
+    elif all(d == diffs[0] for d in diffs):
+        # Every case moved the same way by the same amount (or none moved): scipy's Wilcoxon is
+        # undefined for no spread; its exact value is the sign test's.
+        moved = n if diffs[0] else 0
+        p_increase, p_decrease, p_value = _binomial_ps(moved if diffs[0] > 0 else 0, moved if diffs[0] < 0 else 0)
     else:
-        interval = _bootstrap_mean(diffs)
-        if _is_binary(base) and _is_binary(head):
-            p_value, test = _mcnemar_p(base, head), "mcnemar"
-        else:
-            from scipy.stats import wilcoxon
+        from scipy.stats import wilcoxon
 
-            p_value, test = float(wilcoxon(diffs, zero_method="zsplit").pvalue), "wilcoxon"
-    return PairedDelta(
+        # Zero differences are dropped, as McNemar drops the cases that did not flip.
+        p_increase, p_decrease, p_value = (
+            float(wilcoxon(diffs, zero_method="wilcox", alternative=side).pvalue)
+            for side in ("greater", "less", "two-sided")
+        )
+    sd = math.sqrt(sum((d - delta) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    return PairedTest(
         n=n,
         delta=delta,
-        interval=interval,
+        test="mcnemar" if binary else "wilcoxon",
         p_value=p_value,
-        significant=p_value < ALPHA,
-        test=test,
-        min_detectable=_min_detectable(base, diffs),
+        p_increase=p_increase,
+        p_decrease=p_decrease,
+        sd=sd,
+        discordant=sum(1 for d in diffs if d) / n if binary else None,
+        base_mean=sum(base) / n,
+        alpha=alpha,
     )
+
+
+def paired_delta(
+    base: Sequence[float], head: Sequence[float], alpha: float = ALPHA, outcomes: bool = True
+) -> PairedDelta | None:
+    """`paired_test` with the 95% interval of the mean difference, a paired percentile bootstrap."""
+    test = paired_test(base, head, alpha, outcomes)
+    if test is None:
+        return None
+    diffs = [h - b for b, h in zip(base, head, strict=True)]
+    return PairedDelta(**{f.name: getattr(test, f.name) for f in fields(PairedTest)}, interval=_bootstrap_mean(diffs))
+
+
+def mcnemar_power(n: int, p_worse: float, p_better: float, alpha: float = ALPHA) -> float:
+    """Exact power of the one-sided exact McNemar test (significant when p < `alpha`) on `n` paired
+    cases, each worse with probability `p_worse` and better with `p_better`, independently.
+
+    The sum over the number m of flipped cases, Binomial(n, p_worse + p_better), of the chance that
+    the worse ones among them, Binomial(m, p_worse / (p_worse + p_better)), reach the test's
+    critical count.
+    """
+    import numpy as np
+    from scipy.stats import binom
+
+    p_flip = p_worse + p_better
+    if p_flip == 0:
+        return 0.0
+    # Only the flip counts within 8 standard deviations carry weight (the rest < 1e-14 in all).
+    spread = 8 * math.sqrt(n * p_flip * (1 - p_flip)) + 1
+    m = np.arange(max(0, math.floor(n * p_flip - spread)), min(n, math.ceil(n * p_flip + spread)) + 1)
+    reject = binom.sf(_mcnemar_critical(m, alpha) - 1, m, p_worse / p_flip)
+    return float(np.sum(binom.pmf(m, n, p_flip) * reject))
 
 
 def relative_change_pct(base: float | None, head: float | None) -> float | None:
     if base is None or head is None or base == 0:
         return None
     return (head - base) / base * 100
-
-
-def _mcnemar_p(base: Sequence[float], head: Sequence[float]) -> float:
-    from scipy.stats import binomtest
-
-    fixed = sum(1 for b, h in zip(base, head, strict=True) if b < h)
-    broke = sum(1 for b, h in zip(base, head, strict=True) if b > h)
-    if fixed + broke == 0:
-        return 1.0
-    return float(binomtest(fixed, fixed + broke, 0.5).pvalue)
-
-
-def _sign_p(diffs: Sequence[float]) -> float:
-    # Every case moved the same way by the same amount: an exact sign test on n cases.
-    from scipy.stats import binomtest
-
-    moved = sum(1 for d in diffs if d != 0)
-    return float(binomtest(moved, moved, 0.5).pvalue) if moved else 1.0
 
 
 def _bootstrap_mean(values: Sequence[float]) -> Interval:
@@ -142,20 +230,60 @@ def _bootstrap_mean(values: Sequence[float]) -> Interval:
     # discrete distributions pass/fail differences are; the percentile interval is well-defined.
     idx = rng.integers(0, len(data), size=(BOOTSTRAP_RESAMPLES, len(data)))
     means = data[idx].mean(axis=1)
-    low, high = np.percentile(means, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    low, high = np.percentile(means, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
     return Interval(float(low), float(high))
 
 
-def _min_detectable(base: Sequence[float], diffs: Sequence[float]) -> float | None:
+# Pure in two small integers, and called once per row and per simulated suite in the calibration test.
+@cache
+def _binomial_ps(up: int, down: int) -> tuple[float, float, float]:
+    """p-values (increase, decrease, two-sided) of the exact binomial test of `up` against `down` moves."""
+    if up + down == 0:
+        return 1.0, 1.0, 1.0
+    from scipy.stats import binomtest
+
+    greater, less, both = (
+        float(binomtest(up, up + down, 0.5, alternative=side).pvalue) for side in ("greater", "less", "two-sided")
+    )
+    return greater, less, both
+
+
+def _mcnemar_critical(m: Any, alpha: float) -> Any:
+    """For each number m of flipped cases, the smallest count k of worse ones with
+    P(Binomial(m, 1/2) ≥ k) < alpha: by the same binomial tail binomtest computes its p-value with."""
+    import numpy as np
+    from scipy.stats import binom, norm
+
+    # Start from the normal approximation, then step each k to the exact boundary.
+    k = np.ceil(m / 2 + norm.ppf(1 - alpha) * np.sqrt(m) / 2).astype(int)
+    while True:
+        lower = binom.sf(k - 2, m, 0.5) < alpha  # k - 1 flips would reject too
+        higher = binom.sf(k - 1, m, 0.5) >= alpha  # k flips do not reject
+        if not (lower.any() or higher.any()):
+            return k
+        k = k - lower + higher
+
+
+def _mcnemar_cases_needed(p_worse: float, p_better: float, alpha: float, approx: int) -> int:
+    """The n at which the exact one-sided McNemar power crosses 80%, bisecting from Connor's estimate.
+
+    The exact test's power saw-tooths with n by a case or so, so this is a crossing, not necessarily
+    the very first. Above `EXACT_CASES_LIMIT` the normal approximation is as good and far cheaper.
+    """
+    if approx > EXACT_CASES_LIMIT:
+        return approx
+    lo, hi = 0, max(approx, 1)
+    while mcnemar_power(hi, p_worse, p_better, alpha) < POWER:
+        lo, hi = hi, hi * 2
+        if hi > EXACT_CASES_LIMIT:
+            return approx
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mcnemar_power(mid, p_worse, p_better, alpha) >= POWER else (mid, hi)
+    return hi
+
+
+def _z_sum(alpha: float) -> float:
     from scipy.stats import norm
 
-    n = len(diffs)
-    if n < 2:
-        return None
-    mean_diff = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean_diff) ** 2 for d in diffs) / (n - 1))
-    if sd == 0:
-        rate = sum(base) / n
-        sd = math.sqrt(max(2 * rate * (1 - rate), 1 / n))
-    z = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))
-    return z * sd / math.sqrt(n)
+    return float(norm.ppf(1 - alpha) + norm.ppf(POWER))

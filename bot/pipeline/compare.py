@@ -16,7 +16,7 @@ from bot.engine.metrics import (
     variant_metrics,
 )
 from bot.engine.runner import CaseResult
-from bot.engine.stats import Interval, PairedDelta, paired_delta, relative_change_pct
+from bot.engine.stats import ALPHA, Interval, PairedDelta, PairedTest, paired_delta, paired_test, relative_change_pct
 from bot.pipeline.config import Thresholds
 
 if TYPE_CHECKING:
@@ -43,6 +43,14 @@ class MetricRow:
     verdict: Verdict = "n/a"
     base_interval: Interval | None = None
     head_interval: Interval | None = None
+    # The test behind `p_value`: one-sided toward the harm when the change points that way (the test
+    # that decides a breach), else two-sided (the test that may call it an improvement).
+    test: Literal["mcnemar", "wilcoxon"] | None = None
+    one_sided: bool | None = None
+    # An inconclusive breach: the paired cases a change this size needs to be decided (80% power).
+    cases_needed: int | None = None
+    # The smallest change these cases detect (80% power, one-sided), in `delta_unit`; rate rows only.
+    min_detectable: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class SuiteReport:
     models: ModelComparison | None = None
     # (old, new) when the change switches the prompt's model.
     model_change: tuple[str, str] | None = None
+    # The level of the gate's one-sided tests (base policy).
+    alpha: float = ALPHA
     # sha256 of the exam (see SuitePlan.definition_hash): scores with different hashes are not comparable.
     definition_hash: str = ""
 
@@ -109,7 +119,7 @@ def compare_suite(
     def pair(attr: str) -> tuple[Any, Any]:
         return (getattr(bm, attr) if bm else None), getattr(head.metrics, attr)
 
-    acc = paired(base, head, accuracy_of)
+    acc = paired(base, head, accuracy_of, t.alpha)
     rows = [
         _rate_row(
             "accuracy", "Accuracy", pair("accuracy"), pair("accuracy_interval"), acc, t.accuracy_drop_pp, -1, strict
@@ -120,7 +130,7 @@ def compare_suite(
             "Latency p95",
             "s",
             pair("latency_p95_s"),
-            paired(base, head, latency_of),
+            paired(base, head, latency_of, t.alpha, outcomes=False),
             t.latency_p95_increase_pct,
             strict,
         ),
@@ -129,7 +139,7 @@ def compare_suite(
             "Cost / 1K queries",
             "usd",
             pair("cost_per_1k_usd"),
-            paired(base, head, cost_of),
+            paired(base, head, cost_of, t.alpha, outcomes=False),
             t.cost_increase_pct,
             strict,
         ),
@@ -138,7 +148,7 @@ def compare_suite(
             "Hallucination rate",
             pair("hallucination_rate"),
             pair("hallucination_interval"),
-            paired(base, head, hallucination_of),
+            paired(base, head, hallucination_of, t.alpha),
             t.hallucination_increase_pp,
             +1,
             strict,
@@ -166,28 +176,67 @@ def compare_suite(
         min_detectable_drop_pp=acc.min_detectable * 100 if acc and acc.min_detectable is not None else None,
         errors=errors,
         verdict="fail" if any(row.verdict == "fail" for row in rows) else "pass",
+        alpha=t.alpha,
     )
 
 
 def paired(
-    base: Variant | None, head: Variant, value: Callable[[CaseResult], float | bool | None]
+    base: Variant | None,
+    head: Variant,
+    value: Callable[[CaseResult], float | bool | None],
+    alpha: float = ALPHA,
+    outcomes: bool = True,
 ) -> PairedDelta | None:
+    """The paired comparison of `value` on the cases both variants answered; one value per case (the
+    mean of its samples), so a case's repeats count once. `outcomes`: pass/fail values, not measurements."""
     if base is None:
         return None
     b, h = per_case(base.results, value), per_case(head.results, value)
     common = [case_id for case_id in h if case_id in b]
-    return paired_delta([b[c] for c in common], [h[c] for c in common])
+    return paired_delta([b[c] for c in common], [h[c] for c in common], alpha, outcomes)
 
 
-def _verdict(change: float | None, threshold: float | None, significant: bool | None, strict: bool) -> Verdict:
-    """`change` is signed so that positive is worse."""
+def rate_verdict(
+    base: Sequence[float], head: Sequence[float], threshold_pp: float, worse_sign: int, alpha: float, strict: bool
+) -> Verdict:
+    """The gate's verdict on a rate (accuracy: `worse_sign` -1, hallucination: +1) from paired
+    per-case values, as `compare_suite` decides it (without the interval a report also shows)."""
+    test = paired_test(base, head, alpha)
+    return _verdict(worse_sign * test.delta * 100 if test else None, threshold_pp, test, worse_sign, strict)
+
+
+def _verdict(
+    change: float | None, threshold: float | None, test: PairedTest | None, worse_sign: int, strict: bool
+) -> Verdict:
+    """`change` is signed so that positive is worse; `worse_sign` is the sign of a worse per-case
+    difference (head − base).
+
+    A breach fails on the one-sided test toward the harm: the gate only ever asks whether head is
+    worse. "Improved" needs the two-sided test: no gate question picked its direction in advance, and
+    the gate never acts on it, so it keeps the stricter standard.
+    """
     if change is None:
         return "n/a"
     if threshold is not None and change > threshold:
-        return "fail" if strict or significant else "inconclusive"
-    if change < 0 and significant:
+        if strict:
+            return "fail"
+        return "fail" if test is not None and test.p_toward(worse_sign) < test.alpha else "inconclusive"
+    if change < 0 and test is not None and worse_sign * test.delta < 0 and test.significant:
         return "improved"
     return "pass"
+
+
+def _test_fields(change: float, test: PairedTest, worse_sign: int, verdict: Verdict) -> dict[str, Any]:
+    """The p-value a row shows, which test gave it, and for an inconclusive breach the cases needed."""
+    one_sided = change > 0
+    p_value = test.p_toward(worse_sign) if one_sided else test.p_value
+    return {
+        "p_value": p_value,
+        "significant": p_value < test.alpha,
+        "test": test.test,
+        "one_sided": one_sided,
+        "cases_needed": test.cases_needed(worse_sign) if verdict == "inconclusive" else None,
+    }
 
 
 def _rate_row(
@@ -206,6 +255,8 @@ def _rate_row(
             key, label, "rate", base, head, None, "", base_interval=intervals[0], head_interval=intervals[1]
         )
     delta_pp = paired.delta * 100
+    change = worse_sign * delta_pp
+    verdict = _verdict(change, threshold_pp, paired, worse_sign, strict)
     return MetricRow(
         key,
         label,
@@ -215,12 +266,12 @@ def _rate_row(
         delta_pp,
         "pp",
         Interval(paired.interval.low * 100, paired.interval.high * 100),
-        paired.p_value,
-        paired.significant,
-        threshold_pp,
-        _verdict(worse_sign * delta_pp, threshold_pp, paired.significant, strict),
-        intervals[0],
-        intervals[1],
+        threshold=threshold_pp,
+        verdict=verdict,
+        base_interval=intervals[0],
+        head_interval=intervals[1],
+        min_detectable=paired.min_detectable * 100 if paired.min_detectable is not None else None,
+        **_test_fields(change, paired, worse_sign, verdict),
     )
 
 
@@ -238,9 +289,9 @@ def _relative_row(
     if change is None or threshold_pct is None:
         # Not gated (or nothing to compare): shown for information, no verdict.
         return MetricRow(key, label, unit, base, head, change, "%" if change is not None else "")
-    # The paired test must point the same way as the change of the percentile it backs: a head slower on
-    # most cases but with a lower p95 is neither a significant rise nor a significant fall of the p95.
-    significant = bool(paired.significant and (paired.delta > 0) == (change > 0)) if paired else None
+    # The paired test is on per-case values, one-sided toward a rise: a p95 that rose while most cases
+    # got faster is not a significant rise, so it cannot fail.
+    verdict = _verdict(change, threshold_pct, paired, +1, strict)
     return MetricRow(
         key,
         label,
@@ -249,11 +300,9 @@ def _relative_row(
         head,
         change,
         "%",
-        None,
-        paired.p_value if paired else None,
-        significant,
-        threshold_pct,
-        _verdict(change, threshold_pct, significant, strict),
+        threshold=threshold_pct,
+        verdict=verdict,
+        **(_test_fields(change, paired, +1, verdict) if paired else {}),
     )
 
 

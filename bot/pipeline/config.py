@@ -26,6 +26,8 @@ class Thresholds(_Strict):
     # "significant": a breach needs the change past the threshold AND significant (DESIGN.md §5);
     # "strict": the point estimate alone decides.
     gating: Literal["significant", "strict"] = "significant"
+    # Level of the one-sided test a breach must pass (toward the harm: a drop, a rise).
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 
 class Budget(_Strict):

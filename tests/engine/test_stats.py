@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.engine.stats import paired_delta, percentile, proportion_interval, relative_change_pct
+from bot.engine.stats import (
+    mcnemar_power,
+    paired_delta,
+    paired_test,
+    percentile,
+    proportion_interval,
+    relative_change_pct,
+)
 
 
 def test_percentiles_interpolate_linearly() -> None:
@@ -28,7 +35,10 @@ def test_paired_delta_uses_mcnemar_on_discordant_pairs() -> None:
     result = paired_delta(base, head)
     assert result.delta == pytest.approx(0.15)
     assert result.test == "mcnemar"
+    # Two-sided 2 × P(X ≥ 8) for X ~ Binomial(10, 1/2); one-sided each way P(X ≥ 8) and P(X ≥ 2).
     assert result.p_value == pytest.approx(0.109375)
+    assert result.p_increase == pytest.approx(56 / 1024)
+    assert result.p_decrease == pytest.approx(1013 / 1024)
     assert not result.significant
     assert result.interval.low < 0.15 < result.interval.high
 
@@ -39,29 +49,82 @@ def test_a_clear_drop_is_significant() -> None:
     result = paired_delta(base, head)
     assert result.delta == pytest.approx(-0.3)
     assert result.p_value == pytest.approx(2 * 0.5**12)
+    assert (result.p_decrease, result.p_increase) == (pytest.approx(0.5**12), 1.0)
     assert result.significant and result.interval.high < 0
+
+
+def test_one_sided_decides_a_drop_the_two_sided_test_misses() -> None:
+    # 9 broken, 2 fixed: P(X ≥ 9) = 67/2048 for X ~ Binomial(11, 1/2), under 0.05; twice that is not.
+    base = [1.0] * 36 + [0.0] * 4
+    head = [0.0] * 9 + [1.0] * 29 + [0.0] * 2
+    result = paired_test(base, head)
+    assert result.p_decrease == pytest.approx(67 / 2048)
+    assert result.p_toward(-1) < 0.05 <= result.p_value
+    assert paired_test(base, head, alpha=0.01).p_toward(-1) > 0.01
 
 
 def test_identical_variants_have_no_change() -> None:
     result = paired_delta([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
-    assert (result.delta, result.p_value, result.significant) == (0.0, 1.0, False)
+    assert (result.delta, result.p_value, result.p_increase, result.p_decrease) == (0.0, 1.0, 1.0, 1.0)
+    assert not result.significant
     assert (result.interval.low, result.interval.high) == (0.0, 0.0)
 
 
-def test_min_detectable_drop_shrinks_with_more_cases() -> None:
+def test_min_detectable_drop_is_one_sided_and_shrinks_with_more_cases() -> None:
     small = paired_delta([1.0, 0.0] * 10, [1.0, 0.0] * 10)
     large = paired_delta([1.0, 0.0] * 200, [1.0, 0.0] * 200)
-    # No case differs: independent errors at a 50% rate, sd = sqrt(2 * 0.5 * 0.5), z = 1.96 + 0.84.
-    assert small.min_detectable == pytest.approx(2.8016 * 0.7071 / 20**0.5, abs=1e-3)
+    # No case differs: independent errors at a 50% rate, sd = sqrt(2 * 0.5 * 0.5), z = 1.645 + 0.842.
+    assert small.min_detectable == pytest.approx(2.4865 * 0.70711 / 20**0.5, abs=1e-4)
     assert large.min_detectable < small.min_detectable
+    # A lower α asks for a bigger change.
+    assert paired_test([1.0, 0.0] * 10, [1.0, 0.0] * 10, alpha=0.01).min_detectable == pytest.approx(
+        (2.3263 + 0.8416) * 0.70711 / 20**0.5, abs=1e-4
+    )
+
+
+def test_cases_needed_for_the_observed_drop() -> None:
+    # 5 broken and 1 fixed of 40: -10 pp, one-sided p = 7/64, not significant.
+    result = paired_test([1.0] * 36 + [0.0] * 4, [0.0] * 5 + [1.0] * 32 + [0.0] * 3)
+    assert (result.delta, result.p_decrease) == (pytest.approx(-0.1), pytest.approx(7 / 64))
+    # Where the exact one-sided McNemar power, a case getting worse 12.5% and better 2.5% of the time,
+    # crosses 80%.
+    assert result.cases_needed(-1) == 100
+    assert mcnemar_power(100, 0.125, 0.025) == pytest.approx(0.80146, abs=1e-5)
+    assert mcnemar_power(99, 0.125, 0.025) < 0.8
+    # No change toward a rise, so no number of cases would show one.
+    assert result.cases_needed(+1) is None
+
+
+def test_exact_mcnemar_power_matches_the_issue_design() -> None:
+    # 90% → 82% drawn independently per case: worse 0.9 × 0.18, better 0.1 × 0.82.
+    assert mcnemar_power(200, 0.162, 0.082) == pytest.approx(0.70499, abs=1e-5)
+    # The two-sided test at 0.05 rejects a drop as the one-sided one at 0.025 does.
+    assert mcnemar_power(200, 0.162, 0.082, alpha=0.025) == pytest.approx(0.58841, abs=1e-5)
+    assert mcnemar_power(40, 0.09, 0.09) == pytest.approx(0.01849, abs=1e-5)
 
 
 def test_continuous_values_use_wilcoxon() -> None:
     base = [0.10, 0.12, 0.11, 0.13, 0.10, 0.12, 0.11, 0.14, 0.10, 0.12]
     head = [b + 0.05 for b in base]
-    result = paired_delta(base, head)
+    result = paired_delta(base, head, outcomes=False)
     assert result.delta == pytest.approx(0.05) and result.test == "wilcoxon"
+    # All ten cases rose: the exact signed-rank tail is 1/1024 one-sided.
+    assert (result.p_increase, result.p_decrease, result.p_value) == (1 / 1024, 1.0, 2 / 1024)
     assert result.significant
+
+
+def test_measurements_of_exactly_one_are_not_pass_fail() -> None:
+    result = paired_test([1.0] * 5, [0.0] * 5, outcomes=False)
+    assert result.test == "wilcoxon" and result.p_decrease == 0.5**5
+
+
+def test_shares_of_repeated_samples_use_wilcoxon_on_the_cases() -> None:
+    # 20 cases of 3 samples each: one paired value per case, its share of passing samples.
+    base = [1.0] * 18 + [2 / 3, 2 / 3]
+    head = [2 / 3] * 6 + [0.0] + [1.0] * 11 + [1.0, 2 / 3]
+    result = paired_test(base, head)
+    assert (result.n, result.test) == (20, "wilcoxon")
+    assert result.p_decrease == pytest.approx(0.017404239405933563, abs=1e-12)
 
 
 def test_relative_change() -> None:

@@ -36,14 +36,40 @@ def test_summary_table_with_fixed_numbers() -> None:
     text = render_markdown(report_with([True] * 40, [True] * 28 + [False] * 12))
     assert text.startswith("## evalbot: ❌ fail\n")
     assert "| Metric | base (1.0.0) | head (1.1.0) | Δ | verdict |" in text
-    accuracy = "| Accuracy | 100.0% [91.2, 100.0] | 70.0% [54.6, 81.9] | -30.0 pp [-45.0, -17.5] p=0.000488 | ❌ fail |"
+    # A drop is decided by the one-sided test: P(12 of 12 flips broke) = 0.5^12.
+    accuracy = (
+        "| Accuracy | 100.0% [91.2, 100.0] | 70.0% [54.6, 81.9] | -30.0 pp [-45.0, -17.5] one-sided McNemar p=0.000244 "
+        "| ❌ fail |"
+    )
     assert accuracy in text
-    assert "| Latency p95 | 1.00 s | 1.00 s | +0.0% p=1 | ✅ pass |" in text
-    assert "| Cost / 1K queries | $1.00 | $1.00 | +0.0% p=1 | ✅ pass |" in text
+    assert "| Latency p95 | 1.00 s | 1.00 s | +0.0% two-sided Wilcoxon p=1 | ✅ pass |" in text
+    assert "| Cost / 1K queries | $1.00 | $1.00 | +0.0% two-sided Wilcoxon p=1 | ✅ pass |" in text
+    detectable = "40 paired cases: a change of accuracy of about 18.2 pp or more is detectable"
+    assert detectable + " (80% power, one-sided α = 0.05)" in text
     assert "| Hallucination rate | — | — | — | — |" in text
     assert "<details><summary>Regressions: passed on base, fail on head (12)</summary>" in text
     spend = "80 model calls under test in 12.50 s (0 from cache, 80 HTTP requests, 0 retries, 0 failed)"
     assert spend + "; spend under test $0.0800" in text
+
+
+def test_an_inconclusive_breach_says_what_would_decide_it() -> None:
+    # 5 of 36 passing cases broke, 1 of 4 failing ones was fixed.
+    text = render_markdown(report_with([True] * 36 + [False] * 4, [False] * 5 + [True] * 32 + [False] * 3))
+    assert "| -10.0 pp [-22.5, +0.0] one-sided McNemar p=0.109 | ⚠️ inconclusive |" in text
+    assert (
+        "\n⚠️ Accuracy -10.0 pp is past the threshold (2 pp) but not significant: "
+        "one-sided McNemar p = 0.109 ≥ α = 0.05. "
+        "About 100 paired cases would decide a change this size (80% power); these 40 detect about 14.9 pp.\n"
+    ) in text
+
+
+def test_repeats_are_stated_as_one_share_per_case() -> None:
+    base = Variant("base", "1", "openai/m", [result(c, c > 0 or s > 0) for c in range(10) for s in range(3)])
+    head = Variant("head", "2", "openai/m", [result(c, True) for c in range(10) for s in range(3)])
+    report = Report("main", "feature", [], suites=[compare_suite("qa", ["changed"], base, head, Thresholds())])
+    text = render_markdown(report)
+    assert "changed. 10 cases, 3 samples each." in text
+    assert "10 paired cases (a case's samples count once, as its share of passing samples)" in text
 
 
 def test_huge_report_is_trimmed_in_details_never_in_the_summary() -> None:
