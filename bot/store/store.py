@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import SuiteReport, Variant
 from bot.pipeline.run import Report
@@ -34,7 +35,7 @@ SQLITE_NAME = "evalbot.db"
 def database_url(configured: str | None, cache_dir: Path) -> str:
     """The SQLAlchemy URL for `DATABASE_URL` as deployments write it (`postgresql://user@host/db`).
 
-    evalbot picks the driver (psycopg 3); unset, a SQLite file in `cache_dir`.
+    evalbot picks the driver (psycopg 3); unset, a SQLite file in `cache_dir` (created if need be).
     """
     if not configured:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -423,8 +424,6 @@ def _outcomes(run_id: int, suite: str, variant: str, results: list[CaseResult]) 
 
 def _case_result(outcome: CaseOutcome) -> CaseResult:
     """A stored outcome as a result the metrics read: its verdicts become one grade of each kind."""
-    from bot.engine.graders import Grade
-
     grades = []
     if outcome.passed is not None:
         grades.append(Grade("stored", "accuracy", outcome.passed))
