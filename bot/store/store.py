@@ -64,6 +64,8 @@ class Approval:
     reason: str
     override: bool
     at: float
+    # The base branch the lead saw the diff against, when the approval recorded one.
+    base_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,10 @@ class Store:
         with self._session() as session:
             return [_entry(row) for row in reversed(session.scalars(query).all())]
 
-    def approval(self, repository: str, pr: int, sha: str) -> Approval | None:
+    def approval(self, repository: str, pr: int, sha: str, base_ref: str | None = None) -> Approval | None:
         """The approval of `sha`, read from the trail: the latest approval, override or cancel decides, and
-        an approval of another SHA (before a push) does not count."""
+        an approval of another SHA (before a push) does not count, nor, when `base_ref` is given, one
+        recorded against another base branch (before a retarget)."""
         query = (
             select(AuditEvent)
             .where(
@@ -189,8 +192,12 @@ class Store:
             latest = session.scalars(query).first()
         if latest is None or latest.kind == "cancel" or latest.sha != sha:
             return None
+        recorded_base = str(latest.details.get("base_ref") or "")
+        if base_ref is not None and recorded_base != base_ref:
+            return None
         reason = str(latest.details.get("reason") or "")
-        return Approval(latest.sha, latest.actor, reason, latest.kind == "override", _utc(latest.at).timestamp())
+        at = _utc(latest.at).timestamp()
+        return Approval(latest.sha, latest.actor, reason, latest.kind == "override", at, recorded_base)
 
     # Runs and results
 

@@ -73,11 +73,14 @@ def test_audit_trail_is_append_only_and_decides_approval(store: Store) -> None:
         True,
     )
     assert store.approval(REPO, 2, "b" * 40) is None  # a push: another head SHA
+    store.append_audit(REPO, "approval", "lead", pr=4, sha="d" * 40, reason="", base_ref="main")
+    assert store.approval(REPO, 4, "d" * 40, "main") is not None
+    assert store.approval(REPO, 4, "d" * 40, "release") is None  # a retarget: another base
     store.append_audit(REPO, "cancel", "lead", pr=2, sha="a" * 40, reason="")
     assert store.approval(REPO, 2, "a" * 40) is None
     assert [e.kind for e in store.audit_entries(REPO, 2)] == ["verdict", "override", "cancel"]
     assert [e.kind for e in store.audit_entries(REPO, 2, last=1)] == ["cancel"]
-    assert len(store.audit_entries(REPO)) == 4
+    assert len(store.audit_entries(REPO)) == 5
 
     for statement in ("UPDATE audit_events SET actor = 'mallory'", "DELETE FROM audit_events"):
         with pytest.raises(SQLAlchemyError, match="append-only"), store.engine.begin() as connection:
