@@ -41,5 +41,9 @@ class ModelCallError(EvalbotError):
     """A model call that failed after the retry policy gave up; recorded as an error for its case."""
 
 
+class BudgetExhausted(EvalbotError):
+    """The run's real spend reached its budget: no further model call starts."""
+
+
 class JudgeError(EvalbotError):
     """A judge answer that could not be parsed or checked; recorded as a grader error for its case."""

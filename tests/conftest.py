@@ -130,6 +130,11 @@ def prompt_file(version: str, model: str = "openai/stub", **extra: Any) -> dict[
     }
 
 
+# The stub model's price: a model with no known price is refused by the budget check.
+STUB_PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+
+
 def suite_config(name: str, prompt: str, dataset: str, graders: list[dict[str, Any]], **config: Any) -> dict[str, Any]:
-    """An `.evalbot.yml` with one suite, plus any top-level keys (prices, thresholds, ...)."""
+    """An `.evalbot.yml` with one suite, plus any top-level keys (thresholds, ...; `prices` default to STUB_PRICES)."""
+    config.setdefault("prices", STUB_PRICES)
     return {**config, "suites": [{"name": name, "prompt": prompt, "dataset": dataset, "graders": graders}]}

@@ -13,6 +13,9 @@ from bot.engine.models import ModelClient
 from bot.errors import JudgeError, ModelCallError
 
 Kind = Literal["accuracy", "hallucination"]
+# Sent as `max_tokens` on every judge call, and assumed by the budget estimate: room for a verdict
+# with a reason per criterion or a claim list with quotes, and no more.
+JUDGE_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -166,14 +169,8 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
     """
 
     async def grade(sample: Sample) -> Grade:
-        user = f"Criteria: {', '.join(criteria)}\n\nREQUEST:\n{sample.request}\n\nANSWER:\n{sample.output}\n\n" + (
-            f"REFERENCE ANSWER:\n{sample.fields['expected']}\n" if sample.fields.get("expected") else ""
-        )
-        answer = await client.complete(
-            judge_model,
-            [{"role": "system", "content": RUBRIC_SYSTEM}, {"role": "user", "content": user}],
-            temperature=0,
-        )
+        messages = rubric_messages(criteria, sample.request, sample.output, sample.fields)
+        answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
         data = parse_judge_json(answer.text)
         table = data.get("scores", data) if isinstance(data.get("scores", data), dict) else {}
         scores: dict[str, float] = {}
@@ -191,6 +188,14 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
         return Grade("rubric", "accuracy", passed, "; ".join(reasons), score=mean, scores=scores)
 
     return Grader("rubric", "accuracy", grade)
+
+
+def rubric_messages(criteria: list[str], request: str, output: str, fields: dict[str, Any]) -> list[dict[str, str]]:
+    """What the rubric judge is sent: the criteria, the request, the answer and the row's reference answer."""
+    user = f"Criteria: {', '.join(criteria)}\n\nREQUEST:\n{request}\n\nANSWER:\n{output}\n\n" + (
+        f"REFERENCE ANSWER:\n{fields['expected']}\n" if fields.get("expected") else ""
+    )
+    return [{"role": "system", "content": RUBRIC_SYSTEM}, {"role": "user", "content": user}]
 
 
 def similarity(client: ModelClient, model: str, field: str = "expected", threshold: float = 0.8) -> Grader:
@@ -247,8 +252,7 @@ def hallucination(
     """
 
     async def grade(sample: Sample) -> Grade:
-        raw = _field(sample, context_field)
-        context = "\n".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+        context = context_text(_field(sample, context_field))
         if method == "overlap":
             unsupported = unsupported_facts(sample.output, context + "\n" + sample.request)
         else:
@@ -261,15 +265,22 @@ def hallucination(
     return Grader("hallucination", "hallucination", grade)
 
 
+def context_text(raw: Any) -> str:
+    """A row's grounding context as one text (a list of passages, one per line)."""
+    return "\n".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+
+
+def hallucination_messages(context: str, output: str) -> list[dict[str, str]]:
+    """What the hallucination judge is sent: the context and the answer."""
+    return [
+        {"role": "system", "content": HALLUCINATION_SYSTEM},
+        {"role": "user", "content": f"CONTEXT:\n{context}\n\nANSWER:\n{output}"},
+    ]
+
+
 async def _judge_claims(client: ModelClient, judge_model: str, output: str, context: str) -> list[str]:
-    answer = await client.complete(
-        judge_model,
-        [
-            {"role": "system", "content": HALLUCINATION_SYSTEM},
-            {"role": "user", "content": f"CONTEXT:\n{context}\n\nANSWER:\n{output}"},
-        ],
-        temperature=0,
-    )
+    messages = hallucination_messages(context, output)
+    answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
     claims = parse_judge_json(answer.text).get("claims")
     if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
         raise JudgeError(f"judge gave no list of claims: {_clip(answer.text)}")

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from bot.engine.cache import ResponseCache, cache_key
-from bot.errors import ModelCallError
+from bot.errors import BudgetExhausted, ModelCallError
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,7 @@ class CallStats:
     """Counts over one client's life: what the report says about the run's own calls."""
 
     calls: int = 0
+    answered: int = 0  # calls that got an answer, from the provider or the cache
     cached: int = 0
     http_requests: int = 0
     retries: int = 0
@@ -46,11 +47,30 @@ class CallStats:
     unpriced: int = 0  # calls made to a model with no known price: spend_usd leaves them out
 
 
+@dataclass
+class SpendLimit:
+    """A run's budget, shared by all of its clients: once their spend reaches it, no model call starts."""
+
+    budget_usd: float
+    spent_usd: float = 0.0
+
+    @property
+    def reached(self) -> bool:
+        return self.spent_usd >= self.budget_usd
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry 429 (honouring Retry-After), 5xx, timeouts and connection errors with jittered backoff."""
+    """Retry 429 (honouring Retry-After), 5xx, timeouts and connection errors with jittered backoff.
+
+    A 429 or 5xx is answered without generating anything, which providers do not bill. A timeout or a
+    dropped connection may come after the provider generated (and billed) the answer: at most
+    `max_billed_attempts` attempts of a call end that way or in an answer, so that is the worst case of
+    billed attempts per call the budget estimate counts.
+    """
 
     max_attempts: int = 5
+    max_billed_attempts: int = 2
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     timeout_s: float = 120.0
@@ -98,6 +118,15 @@ def _retry_after_s(exc: BaseException) -> float | None:
         return None  # an HTTP date: rare from model providers; fall back to backoff
 
 
+def _may_be_billed(exc: BaseException) -> bool:
+    """Whether a failed attempt may have been generated, and billed, before it failed."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError):
+        return True
+    if getattr(exc, "status_code", None) == 408:
+        return True
+    return type(exc).__name__ in {"Timeout", "APIConnectionError", "APITimeoutError"}
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError):
         return True
@@ -131,6 +160,8 @@ class ModelClient:
         concurrency: model calls in flight at once, per provider (the part of the model name before "/").
         retry: the retry policy.
         api_base: an OpenAI-compatible base URL for every call (else litellm's own variables apply).
+        limit: the run's budget, shared with its other clients: a call that would start after the spend
+            reached it raises BudgetExhausted instead.
     """
 
     def __init__(
@@ -140,11 +171,13 @@ class ModelClient:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         api_base: str | None = None,
+        limit: SpendLimit | None = None,
     ):
         self.cache = cache
         self.prices = prices or {}
         self.retry = retry or RetryPolicy()
         self.api_base = api_base
+        self.limit = limit
         self.stats = CallStats()
         self.concurrency = concurrency
         # One budget of calls in flight per provider: a slow provider fills its own slots, not the others'.
@@ -191,6 +224,7 @@ class ModelClient:
         data, cached = await self._cached("chat", model, params, call)
         # Priced now, not when cached: prices may have changed since, and are the caller's to set.
         cost = self._account(model, data["prompt_tokens"], data["completion_tokens"], cached)
+        self.stats.answered += 1
         return Completion(
             data["text"], data["latency_s"], data["prompt_tokens"], data["completion_tokens"], cost, cached
         )
@@ -210,6 +244,7 @@ class ModelClient:
 
         data, cached = await self._cached("embedding", model, {"input": texts}, call)
         self._account(model, int(data.get("prompt_tokens") or 0), 0, cached)
+        self.stats.answered += 1
         return list(data["vectors"])
 
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -224,6 +259,8 @@ class ModelClient:
                 self.stats.unpriced += 1
             else:
                 self.stats.spend_usd += cost
+                if self.limit is not None:
+                    self.limit.spent_usd += cost
         return cost
 
     async def _cached(
@@ -285,11 +322,16 @@ class ModelClient:
         await _warm_up(self._litellm, model)
         first = await self._first_request_alone(model)
         last: BaseException | None = None
+        billed = 0
         for attempt in range(self.retry.max_attempts):
             async with self._provider_slots(model):
-                self.stats.http_requests += 1
                 started = time.perf_counter()
                 try:
+                    # Checked in the provider's slot, just before the request: calls queued for a slot
+                    # when the spend reached the budget never start.
+                    if self.limit is not None and self.limit.reached:
+                        raise BudgetExhausted(f"the run's spend reached its budget of ${self.limit.budget_usd:g}")
+                    self.stats.http_requests += 1
                     response = await method(
                         model=model,
                         api_base=self.api_base,
@@ -300,9 +342,12 @@ class ModelClient:
                         **request,
                     )
                     return response, time.perf_counter() - started
+                except BudgetExhausted:
+                    raise
                 except Exception as exc:
                     last = exc
-                    if not _is_retryable(exc):
+                    billed += _may_be_billed(exc)
+                    if not _is_retryable(exc) or billed >= self.retry.max_billed_attempts:
                         break
                 finally:
                     if first is not None:

@@ -38,7 +38,7 @@ from bot.github.records import job_store, start_store, stop_store
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork
 from bot.pipeline.compare import SuiteReport
-from bot.pipeline.config import CONFIG_PATH, Config, parse_config
+from bot.pipeline.config import CONFIG_PATH, Config, model_refusal, parse_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
@@ -468,6 +468,10 @@ async def _rerun(
         return Refusal("`/eval` needs write access to the repository", show_help=False)
     if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
+    for model in command.models:
+        reason = model_refusal(model, policy.allowed_models)
+        if reason is not None:
+            return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
     if command.suites:
         head_text = await GitHubSource(job.gh, job.owner, job.name, job.pr_number).read_text(job.head_sha, CONFIG_PATH)
         known = [s.name for s in parse_config(head_text).suites] if head_text else []

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 
 from bot.errors import InputError, UnknownSuiteError
-from bot.pipeline.config import CONFIG_PATH, Config, Suite, parse_config
+from bot.pipeline.config import (
+    CONFIG_PATH,
+    Config,
+    HallucinationGrader,
+    RubricGrader,
+    Suite,
+    model_refusal,
+    parse_config,
+)
 from bot.pipeline.datasets import Dataset, parse_dataset
 from bot.pipeline.prompts import Prompt, parse_prompt, semver_key
 from bot.pipeline.source import Source
@@ -76,7 +85,14 @@ async def _load_config(source: Source, ref: str) -> Config | None:
     return None if text is None else parse_config(text)
 
 
-async def plan(source: Source, base: str, head: str, only: list[str] | None = None, run_all: bool = False) -> Plan:
+async def plan(
+    source: Source,
+    base: str,
+    head: str,
+    only: list[str] | None = None,
+    run_all: bool = False,
+    models: list[str] | None = None,
+) -> Plan:
     """Find and validate what a change between `base` and `head` asks to evaluate.
 
     Args:
@@ -85,9 +101,11 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         head: the revision suites, datasets and the "after" prompts come from.
         only: suite names to evaluate even if they did not change (changed suites are evaluated anyway).
         run_all: evaluate every suite whether or not it changed.
+        models: models requested for this run besides the suites' own (`--models`).
 
     Raises:
-        InputError: when the head's `.evalbot.yml` cannot be read, or `only` names an unknown suite.
+        InputError: when the head's `.evalbot.yml` cannot be read, `only` names an unknown suite, or
+            `models` names one the base's `allowed_models` refuses.
     """
     warnings: list[str] = []
     head_config = await _load_config(source, head)
@@ -107,6 +125,10 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
     if unknown:
         known = ", ".join(s.name for s in config.suites) or "none"
         raise UnknownSuiteError(f"unknown suite {', '.join(map(repr, unknown))} (suites: {known})", CONFIG_PATH)
+    for model in models or []:
+        reason = model_refusal(model, config.allowed_models)
+        if reason is not None:
+            raise InputError(f"--models: model {model!r} is not allowed: {reason}")
 
     for suite in config.suites:
         reasons = _reasons(suite, base_config, head_config, changed)
@@ -123,6 +145,16 @@ async def plan(source: Source, base: str, head: str, only: list[str] | None = No
         except InputError as exc:
             result.errors.append(exc)
             continue
+        allowed, refused = _apply_model_policy(suite_plan, config, head_config, base_config)
+        if refused:
+            result.errors += refused
+            continue
+        if suite_plan.base_prompt is not None and allowed.base_prompt is None:
+            result.warnings.append(
+                f"{suite.prompt}: the base's model {suite_plan.base_prompt.spec.model!r} is not allowed by the "
+                "base's policy: the head is evaluated alone"
+            )
+        suite_plan = allowed
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
         result.problems += _version_problems(suite_plan)
@@ -181,6 +213,36 @@ async def _load_suite(source: Source, base: str, head: str, suite: Suite, reason
                     case.row,
                 )
     return SuitePlan(suite=suite, head_prompt=head_prompt, base_prompt=base_prompt, dataset=dataset, reasons=reasons)
+
+
+def _apply_model_policy(
+    suite_plan: SuitePlan, config: Config, head_config: Config, base_config: Config | None
+) -> tuple[SuitePlan, list[InputError]]:
+    """The suite plan without a base prompt whose model the policy refuses, and an InputError for every
+    other model string of the suite that it refuses, at its file and line (made before any call)."""
+    allowed = config.allowed_models
+    base_prompt = suite_plan.base_prompt
+    if base_prompt is not None and model_refusal(base_prompt.spec.model, allowed) is not None:
+        # What the base calls is what a pull request may be moving away from: evaluate the head alone.
+        suite_plan = dataclasses.replace(suite_plan, base_prompt=None)
+    suite = suite_plan.suite
+    index = head_config.suites.index(suite) if suite in head_config.suites else None
+    at: list[str | int] = ["suites", index] if index is not None else []
+    head_prompt = suite_plan.head_prompt
+    found: list[tuple[str, str, int | None]] = [(head_prompt.spec.model, head_prompt.path, head_prompt.model_line)]
+    found += [(m, CONFIG_PATH, head_config.line([*at, "models", i])) for i, m in enumerate(suite.models)]
+    for i, grader in enumerate(suite.graders):
+        model = getattr(grader, "model", None)
+        if model is not None:
+            found.append((model, CONFIG_PATH, head_config.line([*at, "graders", i, "model"])))
+        elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
+            found.append((config.judge, CONFIG_PATH, base_config.line(["judge"]) if base_config else None))
+    errors = []
+    for model, path, line in found:
+        reason = model_refusal(model, allowed)
+        if reason is not None:
+            errors.append(InputError(f"model {model!r} is not allowed: {reason}", path, line))
+    return suite_plan, errors
 
 
 def _version_problems(suite_plan: SuitePlan) -> list[str]:

@@ -1,16 +1,71 @@
-"""`.evalbot.yml`: policy (approvers, judge, budget, thresholds, prices) and suites (DESIGN.md §4)."""
+"""`.evalbot.yml`: policy (approvers, judge, budget, thresholds, prices, allowed models) and suites (DESIGN.md §4)."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from bot.pipeline.yamlio import load_yaml, validate_model
+from bot.pipeline.yamlio import line_of, load_yaml, validate_model
 
 CONFIG_PATH = ".evalbot.yml"
 DEFAULT_JUDGE = "openai/gpt-4o-mini"
+# The budget of a run when `.evalbot.yml` sets none: every run is bounded.
+DEFAULT_BUDGET_USD = 10.0
+# Without `allowed_models:`, these providers may be called as `provider/name`: litellm sends their calls
+# to the provider's own API (or the deployment's base URL setting), whatever the name says. Left out on
+# purpose: huggingface and oobabooga (a URL in the model string is where the call goes), and ollama,
+# vllm, hosted_vllm, lm_studio, llamafile (they default to a server on the worker's own network).
+DEFAULT_MODEL_PROVIDERS = (
+    "openai",
+    "anthropic",
+    "azure",
+    "gemini",
+    "vertex_ai",
+    "bedrock",
+    "mistral",
+    "groq",
+    "cohere",
+    "together_ai",
+    "fireworks_ai",
+    "deepseek",
+    "xai",
+)
+# Refused in any model string, whatever `allowed_models` says: URL syntax that could make a provider
+# prefix (or a URL-building provider) send the call, and the deployment's key, to another host.
+REFUSED_IN_MODELS = ("://", "#", "?", "@", "%", "\\")
+
+
+def model_refusal(model: str, allowed_models: Sequence[str] | None) -> str | None:
+    """Why the base's policy refuses to call `model`, or None when it may be called.
+
+    Args:
+        model: a litellm model string from a prompt, a suite, a grader or a command.
+        allowed_models: the base's `allowed_models:` glob patterns; None for the default providers.
+    """
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in model):
+        return "it contains whitespace or control characters"
+    refused = [part for part in REFUSED_IN_MODELS if part in model]
+    if refused:
+        return f"it contains {refused[0]!r}, which a model name never needs"
+    provider, _, name = model.partition("/")
+    segments = name.split("/")
+    if not provider or "" in segments or ".." in segments:
+        return "it is not of the form provider/name"
+    if allowed_models is None:
+        if provider not in DEFAULT_MODEL_PROVIDERS:
+            return (
+                f"provider {provider!r} is not one of the default providers ({', '.join(DEFAULT_MODEL_PROVIDERS)}); "
+                f"the base branch's {CONFIG_PATH} can allow it with `allowed_models:`"
+            )
+    elif not any(fnmatchcase(model, pattern) for pattern in allowed_models):
+        return f"it matches no pattern of `allowed_models` in the base branch's {CONFIG_PATH}"
+    return None
 
 
 class _Strict(BaseModel):
@@ -31,7 +86,7 @@ class Thresholds(_Strict):
 
 
 class Budget(_Strict):
-    max_cost_usd: float | None = None
+    max_cost_usd: float = Field(default=DEFAULT_BUDGET_USD, gt=0)
 
 
 class Price(_Strict):
@@ -177,7 +232,11 @@ class Config(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     prices: dict[str, Price] = Field(default_factory=dict)
     schedule: Schedule | None = None
+    # Glob patterns (fnmatch, case-sensitive) of the models a run may call; None: DEFAULT_MODEL_PROVIDERS.
+    allowed_models: list[str] | None = None
     suites: list[Suite] = Field(default_factory=list)
+    # The parsed YAML, to name the line of a value found wrong after validation (a refused model).
+    _node: yaml.Node | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _unique_suite_names(self) -> Config:
@@ -190,6 +249,10 @@ class Config(_Strict):
     def suite(self, name: str) -> Suite | None:
         return next((suite for suite in self.suites if suite.name == name), None)
 
+    def line(self, loc: Sequence[str | int]) -> int | None:
+        """The line in `.evalbot.yml` of the value at `loc` (keys and indexes), when parsed from text."""
+        return line_of(self._node, loc)
+
     def with_policy_of(self, base: Config) -> Config:
         """This config's suites under `base`'s policy: a pull request cannot loosen its own gate."""
         return self.model_copy(
@@ -201,6 +264,7 @@ class Config(_Strict):
                 "judge": base.judge,
                 "thresholds": base.thresholds,
                 "budget": base.budget,
+                "allowed_models": base.allowed_models,
             }
         )
 
@@ -214,4 +278,6 @@ def parse_config(text: str, path: str = CONFIG_PATH) -> Config:
     data, node = load_yaml(text, path)
     if data is None:
         data = {}
-    return validate_model(Config, data, path, node)
+    config = validate_model(Config, data, path, node)
+    config._node = node
+    return config

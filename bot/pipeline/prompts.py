@@ -19,6 +19,8 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Sent as `max_tokens` when a prompt sets none, and assumed by the budget estimate: no call is unbounded.
+DEFAULT_MAX_TOKENS = 512
 
 
 class PromptSpec(BaseModel):
@@ -32,6 +34,11 @@ class PromptSpec(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     tools: list[dict[str, Any]] | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """The `max_tokens` every call of this prompt sends (and the budget estimate assumes)."""
+        return self.max_tokens or DEFAULT_MAX_TOKENS
 
     def unknown_keys(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
@@ -49,6 +56,8 @@ class Prompt:
     spec: PromptSpec
     placeholders: tuple[str, ...]
     warnings: tuple[str, ...]
+    # Where `model:` is, to name it when the base's policy refuses the model.
+    model_line: int | None = None
 
     def messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
         """The chat messages for one dataset row (the row must have every placeholder)."""
@@ -146,4 +155,6 @@ def parse_prompt(text: str, path: str) -> Prompt:
         except ValueError as exc:
             raise InputError(f"{key}: {exc}", path, line_of(node, [key])) from None
     warnings = tuple(f"{path}: unknown key `{key}` (kept, not used)" for key in spec.unknown_keys())
-    return Prompt(path=path, spec=spec, placeholders=tuple(names), warnings=warnings)
+    return Prompt(
+        path=path, spec=spec, placeholders=tuple(names), warnings=warnings, model_line=line_of(node, ["model"])
+    )

@@ -11,13 +11,14 @@ from typing import Any, Literal
 from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
-from bot.engine.models import ModelClient, Price, RetryPolicy, price_usd
+from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
-from bot.errors import InputError
+from bot.errors import BudgetExhausted, InputError
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
 from bot.pipeline.compare import SuiteReport, Variant, compare_suite
 from bot.pipeline.config import (
+    CONFIG_PATH,
     Config,
     ContainsGrader,
     DataGates,
@@ -87,6 +88,16 @@ class Spend:
         return self.under_test_usd / self.passed_answers
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Where a run stopped when its real spend reached the budget: nothing after it was started."""
+
+    spent_usd: float
+    budget_usd: float
+    calls_done: int
+    calls_planned: int
+
+
 @dataclass
 class Report:
     """Everything a renderer needs; `verdict` is the gate (`error`: input could not be read or run)."""
@@ -104,16 +115,22 @@ class Report:
     estimate: Estimate | None = None
     budget_usd: float | None = None
     data: list[DataQuality] = field(default_factory=list)
+    # Set when the real spend reached the budget mid-run: the run is partial and cannot pass.
+    stopped: Stopped | None = None
 
     @property
     def budget_refused(self) -> bool:
-        return self.estimate is not None and self.budget_usd is not None and self.estimate.usd > self.budget_usd
+        """The estimate is above the budget, or cannot be bounded (a model with no known price)."""
+        if self.estimate is None or self.budget_usd is None:
+            return False
+        return self.estimate.usd > self.budget_usd or bool(self.estimate.unpriced_models)
 
     @property
     def verdict(self) -> Literal["pass", "fail", "error"]:
         if self.errors:
             return "error"
-        if self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data):
+        failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
+        if failed or self.stopped is not None:
             return "fail"
         return "pass"
 
@@ -154,7 +171,7 @@ def _without_model(prompt: Prompt) -> dict[str, Any]:
 
 def _spec(name: str, prompt: Prompt, model: str) -> VariantSpec:
     s = prompt.spec
-    return VariantSpec(name, model, s.temperature, s.max_tokens, s.tools)
+    return VariantSpec(name, model, s.temperature, s.output_tokens, s.tools)
 
 
 async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
@@ -167,10 +184,11 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         options: suites, model endpoint, concurrency, cache and progress.
 
     Raises:
-        InputError: when the head's `.evalbot.yml` cannot be read or a named suite is unknown.
+        InputError: when the head's `.evalbot.yml` cannot be read, a named suite is unknown, or the
+            base's `allowed_models` refuses a model of `options.models`.
     """
     options = options or RunOptions()
-    the_plan = await plan(source, base, head, options.only, options.run_all)
+    the_plan = await plan(source, base, head, options.only, options.run_all, options.models)
     report = Report(
         base,
         head,
@@ -190,13 +208,22 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         report.errors = [str(exc)]
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
-    if report.budget_usd is not None:
-        prices = _prices(the_plan.config)
-        report.estimate = estimate(the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models)
-        if report.budget_refused:
-            report.problems.append("the estimated cost is above the budget: nothing was run")
-            return report
-    report.suites, report.spend = await _run_plan(the_plan, options)
+    prices = _prices(the_plan.config)
+    billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
+    report.estimate = estimate(
+        the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models, billed_attempts
+    )
+    if report.estimate.unpriced_models:
+        report.problems.append(
+            f"no price is known for {', '.join(report.estimate.unpriced_models)}, so the budget cannot bound the "
+            f"run: add it to `prices:` in the base branch's {CONFIG_PATH}; nothing was run"
+        )
+        return report
+    if report.budget_refused:
+        report.problems.append("the estimated cost is above the budget: nothing was run")
+        return report
+    limit = SpendLimit(report.budget_usd)
+    report.suites, report.spend, report.stopped = await _run_plan(the_plan, options, limit, report.estimate.calls)
     return report
 
 
@@ -251,14 +278,18 @@ def _prices(config: Config) -> dict[str, Price]:
     return {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
 
 
-async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteReport], Spend]:
+async def _run_plan(
+    the_plan: Plan, options: RunOptions, limit: SpendLimit, calls_planned: int
+) -> tuple[list[SuiteReport], Spend, Stopped | None]:
+    """Run every planned suite; stop starting calls once the real spend reaches `limit` (then no suite
+    is reported: a partial comparison would not say what the change does)."""
     config: Config = the_plan.config
     prices = _prices(config)
     client = ModelClient(
-        None if options.fresh else options.cache, prices, options.concurrency, options.retry, options.api_base
+        None if options.fresh else options.cache, prices, options.concurrency, options.retry, options.api_base, limit
     )
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
-    judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base)
+    judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base, limit)
 
     started = time.perf_counter()
     total = sum(len(sp.dataset.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
@@ -302,7 +333,13 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
             report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed else "pass"
         return report
 
-    suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
+    stopped = None
+    try:
+        suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
+    except BudgetExhausted:
+        suites = []
+        answered = client.stats.answered + judge.stats.answered
+        stopped = Stopped(limit.spent_usd, limit.budget_usd, answered, calls_planned)
     s, j = client.stats, judge.stats
     spend = Spend(
         calls=s.calls,
@@ -318,4 +355,4 @@ async def _run_plan(the_plan: Plan, options: RunOptions) -> tuple[list[SuiteRepo
         wall_s=time.perf_counter() - started,
         passed_answers=passed,
     )
-    return suites, spend
+    return suites, spend, stopped

@@ -229,8 +229,9 @@ async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_githu
     await pull.opened()
     evals = pull.check(EVALS_CHECK)
     assert evals["conclusion"] == "failure" and stub.requests == []
-    # 20 calls x (about 5 prompt tokens + 50 output tokens, max_tokens) at $1 per 1K tokens.
-    assert "Not evaluated: the estimated cost, $1.10 for 20 model calls" in evals["output"]["summary"]
+    # 20 calls x (about 5 prompt tokens + 50 output tokens, max_tokens) at $1 per 1K tokens, each billed
+    # at worst twice (RetryPolicy.max_billed_attempts).
+    assert "Not evaluated: the estimated cost, $2.20 for 20 model calls" in evals["output"]["summary"]
 
     await pull.comment("Codertocat", "/eval --budget 5")  # a writer, not an approver
     assert "only approvers may lift the budget" in pull.replies()[-1] and stub.requests == []

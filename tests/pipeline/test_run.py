@@ -163,14 +163,15 @@ def test_budget_refuses_a_run_estimated_above_it(repo: GitRepo, stub: StubLLM) -
     config = (repo.root / ".evalbot.yml").read_text()
     repo.git("checkout", "-q", "base")
     repo.git("checkout", "-q", "-b", "policy")
-    # Per call: about 8 prompt tokens + 50 output tokens (max_tokens) at $0.001 / $0.002 per 1K.
+    # Per call: 7 prompt tokens + 50 output tokens (max_tokens) at $0.001 / $0.002 per 1K, billed at
+    # worst twice (RetryPolicy.max_billed_attempts): 80 × 2 × $0.000107.
     (repo.root / ".evalbot.yml").write_text(config + "budget: {max_cost_usd: 0.001}\n")
     repo.commit("tight budget", tag="tight")
     repo.git("checkout", "-q", "head")
     args = ["eval", "--repo", str(repo.root), "--base", "tight", "--head", "head", "--api-base", stub.base_url]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert "Not evaluated: the estimated cost, $0.0086 for 80 model calls" in result.output
+    assert "Not evaluated: the estimated cost, $0.0171 for 80 model calls" in result.output
     assert "above the budget of $0.0010" in result.output
     assert stub.requests == []
 
@@ -183,5 +184,5 @@ async def test_a_higher_budget_for_one_run_lifts_the_refusal(repo: GitRepo, stub
     repo.commit("tight budget on head too", tag="tight-head")
     options = RunOptions(api_base=stub.base_url, budget_usd=0.05)
     report = await evaluate(GitSource(repo.root), "base", "tight-head", options)
-    assert not report.budget_refused and report.estimate.usd == pytest.approx(0.0086, abs=5e-5)
+    assert not report.budget_refused and report.estimate.usd == pytest.approx(80 * 2 * 0.000107)
     assert len(stub.requests) == 80

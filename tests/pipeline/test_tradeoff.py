@@ -24,6 +24,8 @@ MODELS = {
     "bad": (12, 0.15, 0.01, 0.03),  # 60%, slow and dear: dominated
 }
 PRICES = {f"openai/{m}": {"input_per_1k": p_in, "output_per_1k": p_out} for m, (_, _, p_in, p_out) in MODELS.items()}
+# Priced too: the budget check refuses a model with no known price before any call.
+PRICES["openai/down"] = PRICES["openai/big"]
 
 
 def by_model(body: dict[str, Any]) -> Reply:
