@@ -23,7 +23,7 @@ from bot.github.jobs import evaluate_pull_request, handle_command
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
-from bot.store import Store, database_url, migrate, open_store
+from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, user_text
@@ -78,21 +78,6 @@ def fake_github(repo: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
     server = FakeGitHub(repo.root, app_keys[1], APP_ID).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def worker_database(sqlite_url: str) -> str:
-    """The worker's DATABASE_URL: SQLite unless a test module asks for both (`database_url`)."""
-    return sqlite_url
-
-
-@pytest.fixture
-def job_store(worker_database: str) -> Iterator[Store]:
-    """The worker's store, migrated as `evalbot worker` does at start."""
-    store = open_store(database_url(worker_database, Path("unused")))
-    migrate(store)
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pytest
 from tests.github.conftest import (  # noqa: F401 (fixtures pytest finds by name)
     app_keys,
     fake_github,
-    job_store,
     redis,
     run_worker,
     settings,
