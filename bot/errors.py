@@ -47,3 +47,16 @@ class BudgetExhausted(EvalbotError):
 
 class JudgeError(EvalbotError):
     """A judge answer that could not be parsed or checked; recorded as a grader error for its case."""
+
+
+class FileTooLargeError(InputError):
+    """A repository file over the base's `limits.max_file_mb`, found before it is read whole."""
+
+    def __init__(self, path: str, size_bytes: int, max_bytes: int):
+        self.size_bytes = size_bytes
+        self.max_bytes = max_bytes
+        super().__init__(
+            f"file is {size_bytes / 1_000_000:.3g} MB ({size_bytes:,} bytes), over the limit of "
+            f"{max_bytes / 1_000_000:g} MB (`limits.max_file_mb` in the base branch's .evalbot.yml)",
+            path,
+        )

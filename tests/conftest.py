@@ -98,6 +98,12 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: disk cache unless a test says so
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    # evalbot refuses YAML aliases; safe_dump writes one wherever an object appears twice.
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class GitRepo:
     """A throwaway git repository: write files, commit, and tag revisions."""
 
@@ -120,7 +126,7 @@ class GitRepo:
             assert isinstance(content, list)
             file.write_text("".join(json.dumps(row) + "\n" for row in content))
         else:
-            file.write_text(yaml.safe_dump(content, sort_keys=False))
+            file.write_text(yaml.dump(content, Dumper=_NoAliasDumper, sort_keys=False))
 
     def commit(self, message: str, tag: str | None = None) -> str:
         self.git("add", "-A")

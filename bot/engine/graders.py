@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import regex as regex_module
 
 from bot.engine.models import ModelClient
 from bot.errors import JudgeError, ModelCallError
@@ -16,6 +19,11 @@ Kind = Literal["accuracy", "hallucination"]
 # Sent as `max_tokens` on every judge call, and assumed by the budget estimate: room for a verdict
 # with a reason per criterion or a claim list with quotes, and no more.
 JUDGE_MAX_TOKENS = 1024
+
+# A regex grader's time per match. A pattern from a pull request (or a row) can backtrack for
+# minutes; the `regex` module stops it at this limit, and the match runs in a thread so the event
+# loop (other jobs' progress, arq's own job timeout) keeps going meanwhile.
+REGEX_TIMEOUT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -112,15 +120,22 @@ def regex(pattern: str | None = None, field: str | None = None, ignore_case: boo
         field: the row field holding each row's expression (when `pattern` is None).
         ignore_case: match case-insensitively.
     """
-    flags = re.IGNORECASE if ignore_case else 0
-    compiled = re.compile(pattern, flags) if pattern is not None else None
+    flags = regex_module.IGNORECASE if ignore_case else 0
+    compiled = regex_module.compile(pattern, flags) if pattern is not None else None
 
     async def grade(sample: Sample) -> Grade:
         try:
-            expression = compiled or re.compile(str(_field(sample, field or "expected")), flags)
-        except re.error as exc:
+            expression = compiled or regex_module.compile(str(_field(sample, field or "expected")), flags)
+        except regex_module.error as exc:
             raise JudgeError(f"bad regular expression in the row: {exc}") from None
-        passed = expression.search(sample.output) is not None
+        try:
+            # concurrent=True releases the GIL while matching, so the loop's thread runs meanwhile.
+            found = await asyncio.to_thread(expression.search, sample.output, timeout=REGEX_TIMEOUT_S, concurrent=True)
+        except TimeoutError:
+            raise JudgeError(
+                f"regular expression took too long (over {REGEX_TIMEOUT_S:g} s on this answer): {expression.pattern!r}"
+            ) from None
+        passed = found is not None
         return Grade("regex", "accuracy", passed, "" if passed else f"no match for {expression.pattern!r}")
 
     return Grader("regex", "accuracy", grade)

@@ -38,7 +38,8 @@ from bot.github.records import job_store, start_store, stop_store
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork
 from bot.pipeline.compare import SuiteReport
-from bot.pipeline.config import CONFIG_PATH, Config, model_refusal, parse_config
+from bot.pipeline.config import Config, model_refusal
+from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
@@ -99,9 +100,8 @@ class _PullRequestJob:
 
     async def base_policy(self, base_sha: str) -> Config:
         """`.evalbot.yml` of the base: who approves is never read from the pull request itself."""
-        text = await GitHubSource(self.gh, self.owner, self.name, self.pr_number).read_text(base_sha, CONFIG_PATH)
         try:
-            return parse_config(text) if text else Config()
+            return await read_config(GitHubSource(self.gh, self.owner, self.name, self.pr_number), base_sha) or Config()
         except InputError:
             return Config()
 
@@ -473,8 +473,8 @@ async def _rerun(
         if reason is not None:
             return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
     if command.suites:
-        head_text = await GitHubSource(job.gh, job.owner, job.name, job.pr_number).read_text(job.head_sha, CONFIG_PATH)
-        known = [s.name for s in parse_config(head_text).suites] if head_text else []
+        head_config = await read_config(GitHubSource(job.gh, job.owner, job.name, job.pr_number), job.head_sha)
+        known = [s.name for s in head_config.suites] if head_config else []
         unknown = [s for s in command.suites if s not in known]
         if unknown:
             return Refusal(

@@ -23,7 +23,8 @@ from bot.github.publish import Publisher
 from bot.github.records import job_store
 from bot.github.source import GitHubSource
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
-from bot.pipeline.config import CONFIG_PATH, Config, Thresholds, parse_config
+from bot.pipeline.config import Config, Thresholds
+from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.store import Store, StoredRun
@@ -53,11 +54,6 @@ async def default_branch_head(gh: GitHub[Any], owner: str, name: str) -> tuple[s
     return str(branch), str(head["commit"]["sha"])
 
 
-async def _config_at(source: GitHubSource, sha: str) -> Config | None:
-    text = await source.read_text(sha, CONFIG_PATH)
-    return parse_config(text) if text else None
-
-
 def due_firing(cron: str, now: float, first_seen: float, last_fire: float | None) -> float | None:
     """The latest firing of `cron` (UTC) at or before `now` when it is still to run, else None.
 
@@ -81,7 +77,7 @@ async def check_schedules(ctx: dict[str, Any], now: float | None = None) -> list
         try:
             gh = _client(ctx, known.installation_id)
             _branch, sha = await default_branch_head(gh, owner, name)
-            config = await _config_at(GitHubSource(gh, owner, name, 0), sha)
+            config = await read_config(GitHubSource(gh, owner, name, 0), sha)
         except (GitHubException, InputError) as exc:
             # One repository that cannot be read (uninstalled, a broken config) must not stop the others.
             log.warning("schedule unreadable", repo=known.full_name, error=str(exc))
@@ -146,7 +142,7 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
         fresh=True,
     )
     try:
-        config = await _config_at(source, sha) or Config()
+        config = await read_config(source, sha) or Config()
         report = await evaluate(source, sha, sha, options)
     except InputError as exc:
         config, report = Config(), Report(sha, sha, [], errors=[str(exc)])

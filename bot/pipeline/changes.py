@@ -12,13 +12,14 @@ from bot.pipeline.config import (
     CONFIG_PATH,
     Config,
     HallucinationGrader,
+    Limits,
     RubricGrader,
     Suite,
     model_refusal,
-    parse_config,
 )
-from bot.pipeline.datasets import Dataset, parse_dataset
-from bot.pipeline.prompts import Prompt, parse_prompt, semver_key
+from bot.pipeline.datasets import Dataset
+from bot.pipeline.files import read_config, read_dataset, read_prompt
+from bot.pipeline.prompts import Prompt, semver_key
 from bot.pipeline.source import Source
 
 
@@ -80,11 +81,6 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-async def _load_config(source: Source, ref: str) -> Config | None:
-    text = await source.read_text(ref, CONFIG_PATH)
-    return None if text is None else parse_config(text)
-
-
 async def plan(
     source: Source,
     base: str,
@@ -108,12 +104,12 @@ async def plan(
             `models` names one the base's `allowed_models` refuses.
     """
     warnings: list[str] = []
-    head_config = await _load_config(source, head)
+    head_config = await read_config(source, head)
     if head_config is None:
         warnings.append(f"no {CONFIG_PATH} at the head revision: no suites to evaluate")
         head_config = Config()
     try:
-        base_config = await _load_config(source, base)
+        base_config = await read_config(source, base)
     except InputError as exc:
         warnings.append(f"base {CONFIG_PATH} is invalid ({exc}); default policy applies")
         base_config = None
@@ -141,7 +137,7 @@ async def plan(
         if not reasons:
             continue
         try:
-            suite_plan = await _load_suite(source, base, head, suite, tuple(reasons))
+            suite_plan = await _load_suite(source, base, head, suite, tuple(reasons), config.limits)
         except InputError as exc:
             result.errors.append(exc)
             continue
@@ -180,23 +176,22 @@ def _reasons(suite: Suite, base_config: Config | None, head_config: Config, chan
     return reasons
 
 
-async def _load_suite(source: Source, base: str, head: str, suite: Suite, reasons: tuple[str, ...]) -> SuitePlan:
-    prompt_text = await source.read_text(head, suite.prompt)
-    if prompt_text is None:
+async def _load_suite(
+    source: Source, base: str, head: str, suite: Suite, reasons: tuple[str, ...], limits: Limits
+) -> SuitePlan:
+    head_prompt = await read_prompt(source, head, suite.prompt, limits)
+    if head_prompt is None:
         raise InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt)
-    head_prompt = parse_prompt(prompt_text, suite.prompt)
-    dataset_text = await source.read_text(head, suite.dataset)
-    if dataset_text is None:
+    dataset = await read_dataset(source, head, suite.dataset, limits)
+    if dataset is None:
         raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
-    dataset = parse_dataset(dataset_text, suite.dataset)
     if not dataset.cases:
         raise InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset)
 
     base_prompt = None
-    base_text = await source.read_text(base, suite.prompt) if base != head else None
-    if base_text is not None:
+    if base != head:
         try:
-            base_prompt = parse_prompt(base_text, suite.prompt)
+            base_prompt = await read_prompt(source, base, suite.prompt, limits)
         except InputError:
             # A broken base prompt is what a pull request may be fixing: evaluate the head alone.
             base_prompt = None

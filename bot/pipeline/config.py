@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from bot.pipeline.source import path_problem
 from bot.pipeline.yamlio import line_of, load_yaml, validate_model
 
 CONFIG_PATH = ".evalbot.yml"
@@ -117,9 +118,10 @@ class RegexGrader(_Strict):
         if (self.pattern is None) == (self.field is None):
             raise ValueError("a regex grader takes exactly one of `pattern` or `field`")
         if self.pattern is not None:
+            # The engine's own module: what validates here is what runs (graders.regex).
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
+                regex.compile(self.pattern)
+            except regex.error as exc:
                 raise ValueError(f"pattern is not a regular expression: {exc}") from None
         return self
 
@@ -207,6 +209,18 @@ class Schedule(_Strict):
         return value
 
 
+class Limits(_Strict):
+    """How much a suite may make the worker read: policy, so the base branch's values apply."""
+
+    # 1 MB = 1,000,000 bytes; GitHub's contents API serves files up to 100 MB.
+    max_file_mb: float = Field(default=25.0, gt=0, le=100)
+    max_cases: int = Field(default=5000, ge=1)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1_000_000)
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1)
     prompt: str
@@ -217,6 +231,14 @@ class Suite(_Strict):
     graders: list[GraderSpec] = Field(default_factory=list)
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)
+
+    @field_validator("prompt", "dataset", "schema_", "training_data")
+    @classmethod
+    def _inside_the_repository(cls, path: str | None) -> str | None:
+        problem = None if path is None else path_problem(path)
+        if problem is not None:
+            raise ValueError(f"must be a path inside the repository, like evals/cases.jsonl: {problem}")
+        return path
 
     def paths(self) -> list[str]:
         """The repository files this suite is made of."""
@@ -232,6 +254,7 @@ class Config(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     prices: dict[str, Price] = Field(default_factory=dict)
     schedule: Schedule | None = None
+    limits: Limits = Field(default_factory=Limits)
     # Glob patterns (fnmatch, case-sensitive) of the models a run may call; None: DEFAULT_MODEL_PROVIDERS.
     allowed_models: list[str] | None = None
     suites: list[Suite] = Field(default_factory=list)
@@ -264,6 +287,8 @@ class Config(_Strict):
                 "judge": base.judge,
                 "thresholds": base.thresholds,
                 "budget": base.budget,
+                # What the worker may read is bounded by the base: a change cannot lift its own caps.
+                "limits": base.limits,
                 "allowed_models": base.allowed_models,
             }
         )

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,18 +58,26 @@ def case_id(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def parse_dataset(text: str, path: str) -> Dataset:
+def parse_dataset(text: str, path: str, max_rows: int | None = None) -> Dataset:
     """Parse a dataset file by its extension.
 
+    Args:
+        text: the file's text.
+        path: the file's path (its extension gives the format).
+        max_rows: refuse the file at its first row past this many (the base's `limits.max_cases`).
+
     Raises:
-        InputError: naming the file, line and row of the first row that cannot be read, and any
-            repeated case id.
+        InputError: naming the file, line and row of the first row that cannot be read, any
+            repeated case id, and the first row past `max_rows`.
     """
     fmt = dataset_format(path)
     raw = {"jsonl": _jsonl_rows, "json": _json_rows, "yaml": _yaml_rows, "csv": _csv_rows}[fmt](text, path)
     cases = []
     seen: dict[str, int] = {}
     for number, (line, fields) in enumerate(raw, start=1):
+        if max_rows is not None and number > max_rows:
+            limit = f"more than {max_rows:,} rows (`limits.max_cases` in the base branch's .evalbot.yml)"
+            raise InputError(limit, path, line, number)
         if not isinstance(fields, dict):
             raise InputError(f"a row must be an object, not {type(fields).__name__}", path, line, number)
         cid = case_id(fields)
@@ -79,34 +88,38 @@ def parse_dataset(text: str, path: str) -> Dataset:
     return Dataset(path=path, cases=tuple(cases))
 
 
-def _jsonl_rows(text: str, path: str) -> list[tuple[int, Any]]:
-    rows = []
+# The readers yield rows one by one, so a row cap stops reading at the first row past it.
+def _jsonl_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
+    count = 0
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append((line_no, json.loads(line)))
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(
-                f"not valid JSON ({exc.msg} at column {exc.colno})", path, line_no, len(rows) + 1
-            ) from None
-    return rows
+            raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})", path, line_no, count + 1) from None
+        count += 1
+        yield line_no, value
 
 
-def _json_rows(text: str, path: str) -> list[tuple[int, Any]]:
+def _json_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
     # json.loads gives no positions for array items; decode them one by one to keep each row's line.
     decoder = json.JSONDecoder()
-    rows: list[tuple[int, Any]] = []
+    count = 0
     index = _skip_space(text, 0)
+    # Lines counted from the previous row on: counting from the start each time is quadratic.
+    line, counted_to = 1, 0
     try:
         if text[index : index + 1] != "[":
             raise json.JSONDecodeError("a JSON dataset must be an array of objects", text, index)
         index = _skip_space(text, index + 1)
         if text[index : index + 1] == "]":
-            return rows
+            return
         while True:
             value, end = decoder.raw_decode(text, index)
-            rows.append((text.count("\n", 0, index) + 1, value))
+            count += 1
+            line, counted_to = line + text.count("\n", counted_to, index), index
+            yield line, value
             index = _skip_space(text, end)
             separator = text[index : index + 1]
             if separator == "]":
@@ -117,8 +130,7 @@ def _json_rows(text: str, path: str) -> list[tuple[int, Any]]:
         if text[_skip_space(text, index + 1) :]:
             raise json.JSONDecodeError("extra data after the array", text, _skip_space(text, index + 1))
     except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})", path, exc.lineno, len(rows) + 1) from None
-    return rows
+        raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})", path, exc.lineno, count + 1) from None
 
 
 def _skip_space(text: str, index: int) -> int:
@@ -127,27 +139,28 @@ def _skip_space(text: str, index: int) -> int:
     return index
 
 
-def _yaml_rows(text: str, path: str) -> list[tuple[int, Any]]:
+def _yaml_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
     data, node = load_yaml(text, path)
     if data is None:
-        return []
+        return
     if not isinstance(data, list) or not isinstance(node, yaml.SequenceNode):
         raise InputError("a YAML dataset must be a list of mappings", path, 1)
-    return [(item.start_mark.line + 1, value) for item, value in zip(node.value, data, strict=True)]
+    for item, value in zip(node.value, data, strict=True):
+        yield item.start_mark.line + 1, value
 
 
-def _csv_rows(text: str, path: str) -> list[tuple[int, Any]]:
+def _csv_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, Any]] = []
+    count = 0
     try:
         start = 2
         for record in reader:
             if None in record:
-                raise InputError("more values than header columns", path, start, len(rows) + 1)
+                raise InputError("more values than header columns", path, start, count + 1)
             if any(value is None for value in record.values()):
-                raise InputError("fewer values than header columns", path, start, len(rows) + 1)
-            rows.append((start, dict(record)))
+                raise InputError("fewer values than header columns", path, start, count + 1)
+            count += 1
+            yield start, dict(record)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise InputError(f"not valid CSV ({exc})", path, reader.line_num, len(rows) + 1) from None
-    return rows
+        raise InputError(f"not valid CSV ({exc})", path, reader.line_num, count + 1) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from bot.pipeline.config import (
     Suite,
 )
 from bot.pipeline.data_quality import DataQuality, check
-from bot.pipeline.datasets import parse_dataset
+from bot.pipeline.files import read_dataset, read_file
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -245,14 +246,17 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
             continue
         base_dataset = None
-        base_text = await source.read_text(base, suite.dataset) if base is not None else None
-        if base_text is not None:
+        if base is not None:
             with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = parse_dataset(base_text, suite.dataset)
+                base_dataset = await read_dataset(source, base, suite.dataset, the_plan.config.limits)
         gates = _base_gates(the_plan, suite)
         schema = await _file(source, the_plan, suite.schema_)
         training = await _file(source, the_plan, suite.training_data)
-        results.append(check(suite.name, sp.dataset, base_dataset, gates, sp.head_prompt, schema, training))
+        # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
+        quality = await asyncio.to_thread(
+            check, suite.name, sp.dataset, base_dataset, gates, sp.head_prompt, schema, training
+        )
+        results.append(quality)
     return results
 
 
@@ -268,7 +272,7 @@ def _base_gates(the_plan: Plan, suite: Suite) -> DataGates:
 async def _file(source: Source, the_plan: Plan, path: str | None) -> tuple[str, str] | None:
     if path is None:
         return None
-    text = await source.read_text(the_plan.head, path)
+    text = await read_file(source, the_plan.head, path, the_plan.config.limits)
     if text is None:
         raise InputError("file named in .evalbot.yml does not exist", path)
     return path, text

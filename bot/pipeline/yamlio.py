@@ -13,21 +13,48 @@ from bot.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a few hundred bytes of nested aliases expand to gigabytes
+    (the "billion laughs"), and nothing in a prompt, dataset or config needs one."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _AliasRefused(problem="YAML aliases (*name) are not allowed", problem_mark=event.start_mark)
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
+
+
 def load_yaml(text: str, path: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML safely; return the data and its node tree (for line look-ups).
 
     Raises:
-        InputError: on a syntax error, naming the line.
+        InputError: on a syntax error or an alias, naming the line.
     """
+    loader = _NoAliasLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # One parse: the data is constructed from the node tree kept for line look-ups.
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    except _AliasRefused as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise InputError(
+            "YAML aliases (*name) are not allowed: write the value out (an alias can expand without bound)",
+            path,
+            line,
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise InputError(f"YAML syntax error: {exc.problem or exc.context}", path, line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", path) from None
+    finally:
+        loader.dispose()
     return data, node
 
 

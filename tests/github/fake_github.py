@@ -6,7 +6,9 @@ over 65,535 characters, an unknown conclusion, more than 3 actions, a title over
 
 from __future__ import annotations
 
+import base64
 import itertools
+import posixpath
 import subprocess
 import threading
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import jwt
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from tests.servers import ThreadedServer
 
@@ -101,11 +103,8 @@ class FakeGitHub:
             )
 
         @app.get("/repos/{owner}/{repo}/contents/{path:path}")
-        async def contents(owner: str, repo: str, path: str, ref: str) -> Response:
-            shown = self._git("show", f"{ref}:{path}")
-            if shown.returncode != 0:
-                return JSONResponse({"message": "Not Found"}, status_code=404)
-            return PlainTextResponse(shown.stdout)
+        async def contents(owner: str, repo: str, path: str, ref: str, request: Request) -> Response:
+            return self._contents(f"/repos/{owner}/{repo}/contents", path, ref, request.headers.get("accept", ""))
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
         async def pull(owner: str, repo: str, number: int) -> JSONResponse:
@@ -265,6 +264,51 @@ class FakeGitHub:
             return JSONResponse(comment)
 
         return app
+
+    def _entry(self, ref: str, path: str) -> tuple[str, str, str, int] | None:
+        """(mode, type, sha, size) of `path`'s tree entry at `ref`."""
+        listed = self._git("--literal-pathspecs", "ls-tree", "-l", "-z", ref, "--", path).stdout
+        for line in listed.split("\0"):
+            meta, _tab, name = line.partition("\t")
+            if name == path:
+                mode, kind, sha, size = meta.split()
+                return mode, kind, sha, 0 if size == "-" else int(size)
+        return None
+
+    def _contents(self, base_url: str, path: str, ref: str, accept: str) -> Response:
+        """GET contents as GitHub documents it: a file's object (content inline up to 1 MB, else
+        encoding "none") or raw bytes; a directory's listing (an array, or an object with `entries`
+        under the object media type); a submodule's or a broken symlink's object; and a symlink to a
+        file in the repository answered as that file, under the target's own path."""
+        entry = self._entry(ref, path)
+        if entry is None:
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        mode, kind, sha, size = entry
+        about = {"name": path.rsplit("/", 1)[-1], "path": path, "sha": sha, "size": size, "url": f"{base_url}/{path}"}
+        if mode == "120000":
+            target = self._git("cat-file", "blob", sha).stdout
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            followed = self._entry(ref, resolved) if not resolved.startswith("..") else None
+            if followed is None or followed[1] != "blob" or followed[0] == "120000":
+                return JSONResponse({**about, "type": "symlink", "target": target})
+            path, (mode, kind, sha, size) = resolved, followed
+            about = {**about, "name": path.rsplit("/", 1)[-1], "path": path, "sha": sha, "size": size}
+        if kind == "commit":
+            return JSONResponse({**about, "type": "submodule", "size": 0, "submodule_git_url": "https://example.com/x"})
+        if kind == "tree":
+            listing = self._git("ls-tree", "-l", ref, f"{path}/").stdout.splitlines()
+            entries = [{"name": line.split("\t", 1)[1].rsplit("/", 1)[-1], "type": "file"} for line in listing]
+            if "object" in accept:
+                return JSONResponse({**about, "type": "dir", "size": 0, "entries": entries})
+            return JSONResponse(entries)
+        blob = subprocess.run(["git", "-C", str(self.repo_root), "cat-file", "blob", sha], capture_output=True).stdout
+        if "raw" in accept:
+            return Response(blob, media_type="application/vnd.github.raw")
+        if size > 1_000_000 and "object" not in accept:
+            return JSONResponse({"message": "This API returns blobs up to 1 MB in size."}, status_code=403)
+        inline = size <= 1_000_000
+        content = base64.b64encode(blob).decode() if inline else ""
+        return JSONResponse({**about, "type": "file", "encoding": "base64" if inline else "none", "content": content})
 
     @staticmethod
     def _invalid_run(body: dict[str, Any], creating: bool) -> str | None:

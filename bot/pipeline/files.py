@@ -1,0 +1,66 @@
+"""The one way the pipeline reads a repository file: path rules, size cap, LFS pointers, parsing off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.errors import InputError
+from bot.pipeline.config import CONFIG_PATH, Config, Limits, parse_config
+from bot.pipeline.datasets import Dataset, parse_dataset
+from bot.pipeline.prompts import Prompt, parse_prompt
+from bot.pipeline.source import Source
+
+# The first line of every Git LFS pointer file (git-lfs spec v1).
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1"
+
+
+async def read_file(source: Source, ref: str, path: str, limits: Limits) -> str | None:
+    """The text of `path` at `ref`, or None when it does not exist there.
+
+    Args:
+        source: the repository.
+        ref: the revision.
+        path: a plain path relative to the repository root.
+        limits: the base branch's limits (`max_file_mb` is checked before the file is read whole).
+
+    Raises:
+        InputError: for a path outside the repository, a directory, symbolic link or submodule, a
+            file over `max_file_mb`, or a Git LFS pointer.
+    """
+    # Every Source refuses a path outside the repository itself (config validation did too).
+    text = await source.read_text(ref, path, limits.max_file_bytes)
+    if text is not None and text.startswith(LFS_POINTER):
+        raise InputError(
+            "stored in Git LFS: evalbot reads files from the repository and cannot read LFS content "
+            "(commit the file itself)",
+            path,
+        )
+    return text
+
+
+async def read_config(source: Source, ref: str) -> Config | None:
+    """`.evalbot.yml` at `ref`, or None when there is none; read under the default limits (it sets them)."""
+    text = await read_file(source, ref, CONFIG_PATH, Limits())
+    return None if text is None else await asyncio.to_thread(parse_config, text)
+
+
+async def read_prompt(source: Source, ref: str, path: str, limits: Limits) -> Prompt | None:
+    """The prompt file at `ref`, or None when it does not exist there; parsed off the event loop."""
+    text = await read_file(source, ref, path, limits)
+    return None if text is None else await asyncio.to_thread(parse_prompt, text, path)
+
+
+async def read_dataset(source: Source, ref: str, path: str, limits: Limits, capped: bool = True) -> Dataset | None:
+    """The dataset at `ref`, or None when it does not exist there; parsed off the event loop.
+
+    Args:
+        source: the repository.
+        ref: the revision.
+        path: the dataset's path.
+        limits: the base branch's limits.
+        capped: refuse more rows than `limits.max_cases` (eval cases; training data is not capped).
+    """
+    text = await read_file(source, ref, path, limits)
+    if text is None:
+        return None
+    return await asyncio.to_thread(parse_dataset, text, path, limits.max_cases if capped else None)
