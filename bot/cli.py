@@ -162,6 +162,11 @@ def _record_cli_run(report: Any, repo: Path, started: float, base: str, head: st
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 def validate_command(repo: Path) -> None:
     """Check `.evalbot.yml`, prompt files and datasets of a checkout, without calling any model."""
+    sys.exit(_validate(repo))
+
+
+def _validate(repo: Path) -> int:
+    """Print what `evalbot validate` finds in a checkout; return its exit code."""
     from bot.pipeline.changes import plan
     from bot.pipeline.config import CONFIG_PATH
     from bot.pipeline.run import data_checks
@@ -198,8 +203,32 @@ def validate_command(repo: Path) -> None:
                 err=True,
             )
     if result.errors:
-        sys.exit(EXIT_INPUT)
-    sys.exit(EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS)
+        return EXIT_INPUT
+    return EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS
+
+
+@cli.command("init")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+def init_command(repo: Path) -> None:
+    """Draft a commented `.evalbot.yml` for the prompt files and datasets found, then validate it."""
+    from bot.pipeline.config import CONFIG_PATH
+    from bot.pipeline.scaffold import init
+
+    try:
+        suites, found = init(repo)
+    except EvalbotError as exc:
+        _fail(exc)
+    click.echo(f"wrote {repo / CONFIG_PATH}:")
+    for suite in suites:
+        if suite.dataset is None:
+            click.echo(f"  {suite.prompt.path}: no dataset fits it; its suite {suite.name} is left commented out")
+        else:
+            ids = f"ids from {suite.dataset.id_field}" if suite.dataset.id_field else "no id field found"
+            click.echo(f"  suite {suite.name}: {suite.prompt.path} on {suite.dataset.path} ({ids})")
+    if found.truncated:
+        click.echo("  (the search stopped early: see the end of the file)")
+    click.echo("checking it as evalbot validate does:")
+    sys.exit(_validate(repo))
 
 
 @cli.command("serve")

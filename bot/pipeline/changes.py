@@ -17,7 +17,7 @@ from bot.pipeline.config import (
     Suite,
     model_refusal,
 )
-from bot.pipeline.datasets import Dataset
+from bot.pipeline.datasets import Dataset, id_field_candidates
 from bot.pipeline.files import read_config, read_dataset, read_prompt
 from bot.pipeline.prompts import Prompt, semver_key
 from bot.pipeline.source import Source
@@ -153,6 +153,7 @@ async def plan(
         suite_plan = allowed
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
+        result.warnings += _id_warnings(suite_plan)
         result.problems += _version_problems(suite_plan)
     if base_config is not None and base != head:
         for gone in base_config.suites:
@@ -182,7 +183,7 @@ async def _load_suite(
     head_prompt = await read_prompt(source, head, suite.prompt, limits)
     if head_prompt is None:
         raise InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt)
-    dataset = await read_dataset(source, head, suite.dataset, limits)
+    dataset = await read_dataset(source, head, suite.dataset, limits, id_field=suite.id_field)
     if dataset is None:
         raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
     if not dataset.cases:
@@ -208,6 +209,19 @@ async def _load_suite(
                     case.row,
                 )
     return SuitePlan(suite=suite, head_prompt=head_prompt, base_prompt=base_prompt, dataset=dataset, reasons=reasons)
+
+
+def _id_warnings(suite_plan: SuitePlan) -> list[str]:
+    dataset = suite_plan.dataset
+    if not dataset.hashed_ids:
+        return []
+    candidates = id_field_candidates([case.fields for case in dataset.cases])
+    hint = f" (id_field: {candidates[0]} would do)" if candidates else ""
+    return [
+        f"{dataset.path}: {dataset.hashed_ids} of {len(dataset.cases)} rows have no id field, so the report names "
+        f"their cases by a hash of the row; set id_field on suite {suite_plan.suite.name} to the field that "
+        f"holds your case ids{hint}"
+    ]
 
 
 def _apply_model_policy(

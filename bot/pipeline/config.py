@@ -225,6 +225,9 @@ class Suite(_Strict):
     name: str = Field(min_length=1)
     prompt: str
     dataset: str
+    # The row field holding each case's id (a missing or repeated one is an input error). Unset: rows'
+    # `id`, else a hash of the row. It names cases, so it is the head's, like `dataset`.
+    id_field: str | None = Field(default=None, min_length=1)
     schema_: str | None = Field(default=None, alias="schema")
     models: list[str] = Field(default_factory=list)
     repeats: int = Field(default=1, ge=1, le=20)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,8 +17,6 @@ from bot.pipeline.yamlio import load_yaml
 MAX_LISTED = 20
 # A column of strings with at most this many distinct values (or 5% of rows) is categorical.
 MAX_CATEGORIES = 30
-# Fields that identify or ground a case rather than describe the population.
-_NOT_DRIFT_COLUMNS = {"id"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ def check(
         flag("duplicates", f"{len(result.duplicate_rows)} rows repeat another row's content")
     if base is not None:
         _diff(result, {c.id: c.fields for c in base.cases}, {c.id: c.fields for c in head.cases})
-        base_columns, head_columns = _columns(base.cases), _columns(head.cases)
+        base_columns, head_columns = _columns(base), _columns(head)
         _check_drift(result, base_columns, head_columns, gates)
         drifted = [d.column for d in result.drift if d.drifted]
         if drifted:
@@ -188,9 +185,9 @@ def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -
                 )
 
 
-def _content(fields: dict[str, Any]) -> str:
+def _content(fields: dict[str, Any], id_field: str) -> str:
     """A row's values without its id, in key order: what "the same row under another id" compares."""
-    return "\n".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "id")
+    return "\n".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != id_field)
 
 
 # Punctuation to spaces with str.translate: the same result as a regex, several times faster on 100k rows.
@@ -204,7 +201,7 @@ def _normalise(text: str) -> str:
 def _check_duplicates(result: DataQuality, dataset: Dataset) -> None:
     first: dict[str, str] = {}
     for case in dataset.cases:
-        key = _normalise(_content(case.fields))
+        key = _normalise(_content(case.fields, dataset.id_field))
         if key in first:
             result.duplicate_rows.append((case.id, first[key]))
         else:
@@ -217,11 +214,12 @@ def _diff(result: DataQuality, before: dict[str, dict[str, Any]], after: dict[st
     result.changed = [i for i in after if i in before and before[i] != after[i]]
 
 
-def _columns(cases: Iterable[Case]) -> dict[str, list[Any]]:
+def _columns(dataset: Dataset) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = defaultdict(list)
-    for case in cases:
+    for case in dataset.cases:
         for name, value in case.fields.items():
-            if name not in _NOT_DRIFT_COLUMNS:
+            # The id names a case rather than describes the population.
+            if name != dataset.id_field:
                 columns[name].append(value)
     return columns
 

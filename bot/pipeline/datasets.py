@@ -16,6 +16,8 @@ from bot.errors import InputError
 from bot.pipeline.yamlio import load_yaml
 
 FORMATS = ("jsonl", "json", "yaml", "csv")
+# The row field a case id comes from when a suite sets no `id_field`; rows without it get a hash.
+DEFAULT_ID_FIELD = "id"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Case:
 class Dataset:
     path: str
     cases: tuple[Case, ...]
+    # The field case ids come from, and how many rows lack it and are named by a hash instead.
+    id_field: str = DEFAULT_ID_FIELD
+    hashed_ids: int = 0
 
 
 def dataset_format(path: str) -> str:
@@ -50,42 +55,76 @@ def dataset_format(path: str) -> str:
     return suffix
 
 
-def case_id(fields: dict[str, Any]) -> str:
-    """The row's `id`, else a hash of its canonical JSON (stable across key order and formats)."""
-    if fields.get("id") not in (None, ""):
-        return str(fields["id"])
+def case_id(fields: dict[str, Any], id_field: str = DEFAULT_ID_FIELD) -> str | None:
+    """The row's value of `id_field` as text, or None when it has none (absent, null or empty)."""
+    value = fields.get(id_field)
+    return None if value in (None, "") else str(value)
+
+
+def row_hash(fields: dict[str, Any]) -> str:
+    """A 12-character hash of the row's canonical JSON (stable across key order and formats)."""
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def parse_dataset(text: str, path: str, max_rows: int | None = None) -> Dataset:
+def id_field_candidates(rows: list[dict[str, Any]]) -> list[str]:
+    """Fields that could name the cases: called `id` or `*_id`/`*Id`, a scalar in every row, never repeated.
+
+    `id` comes first, then the others in the first row's field order.
+    """
+    if not rows:
+        return []
+    names = [name for name in rows[0] if name.lower() == "id" or name.lower().endswith("_id") or name.endswith("Id")]
+    found = []
+    for name in sorted(names, key=lambda n: n.lower() != "id"):
+        values = [row.get(name) for row in rows]
+        if all(isinstance(v, str | int) and v != "" for v in values) and len(set(map(str, values))) == len(rows):
+            found.append(name)
+    return found
+
+
+def parse_dataset(text: str, path: str, max_rows: int | None = None, id_field: str | None = None) -> Dataset:
     """Parse a dataset file by its extension.
 
     Args:
         text: the file's text.
         path: the file's path (its extension gives the format).
         max_rows: refuse the file at its first row past this many (the base's `limits.max_cases`).
+        id_field: the suite's `id_field`: every row must carry a case id in it. None: ids come from
+            `id` where rows have one, else from a hash of the row.
 
     Raises:
-        InputError: naming the file, line and row of the first row that cannot be read, any
-            repeated case id, and the first row past `max_rows`.
+        InputError: naming the file, line and row of the first row that cannot be read, a row without
+            an id in an explicit `id_field`, both lines of a repeated case id, and the first row past
+            `max_rows`.
     """
     fmt = dataset_format(path)
     raw = {"jsonl": _jsonl_rows, "json": _json_rows, "yaml": _yaml_rows, "csv": _csv_rows}[fmt](text, path)
+    field_name = id_field or DEFAULT_ID_FIELD
     cases = []
-    seen: dict[str, int] = {}
+    hashed = 0
+    seen: dict[str, Case] = {}
     for number, (line, fields) in enumerate(raw, start=1):
         if max_rows is not None and number > max_rows:
             limit = f"more than {max_rows:,} rows (`limits.max_cases` in the base branch's .evalbot.yml)"
             raise InputError(limit, path, line, number)
         if not isinstance(fields, dict):
             raise InputError(f"a row must be an object, not {type(fields).__name__}", path, line, number)
-        cid = case_id(fields)
+        cid = case_id(fields, field_name)
+        if cid is None and id_field is not None:
+            state = "is empty" if field_name in fields else "is missing"
+            raise InputError(f"case id field '{field_name}' (the suite's id_field) {state}", path, line, number)
+        if id_field is not None and isinstance(fields[field_name], dict | list):
+            raise InputError(f"case id field '{field_name}' must be a string or a number", path, line, number)
+        if cid is None:
+            cid, hashed = row_hash(fields), hashed + 1
         if cid in seen:
-            raise InputError(f"case id {cid!r} repeats row {seen[cid]}", path, line, number)
-        seen[cid] = number
-        cases.append(Case(id=cid, row=number, line=line, fields=fields))
-    return Dataset(path=path, cases=tuple(cases))
+            first = seen[cid]
+            raise InputError(f"case id {cid!r} repeats line {first.line} (row {first.row})", path, line, number)
+        case = Case(id=cid, row=number, line=line, fields=fields)
+        seen[cid] = case
+        cases.append(case)
+    return Dataset(path=path, cases=tuple(cases), id_field=field_name, hashed_ids=hashed)
 
 
 # The readers yield rows one by one, so a row cap stops reading at the first row past it.

@@ -50,7 +50,9 @@ async def read_prompt(source: Source, ref: str, path: str, limits: Limits) -> Pr
     return None if text is None else await asyncio.to_thread(parse_prompt, text, path)
 
 
-async def read_dataset(source: Source, ref: str, path: str, limits: Limits, capped: bool = True) -> Dataset | None:
+async def read_dataset(
+    source: Source, ref: str, path: str, limits: Limits, capped: bool = True, id_field: str | None = None
+) -> Dataset | None:
     """The dataset at `ref`, or None when it does not exist there; parsed off the event loop.
 
     Args:
@@ -59,8 +61,9 @@ async def read_dataset(source: Source, ref: str, path: str, limits: Limits, capp
         path: the dataset's path.
         limits: the base branch's limits.
         capped: refuse more rows than `limits.max_cases` (eval cases; training data is not capped).
+        id_field: the suite's `id_field` (see `parse_dataset`).
     """
     text = await read_file(source, ref, path, limits)
     if text is None:
         return None
-    return await asyncio.to_thread(parse_dataset, text, path, limits.max_cases if capped else None)
+    return await asyncio.to_thread(parse_dataset, text, path, limits.max_cases if capped else None, id_field)

@@ -89,6 +89,16 @@ def utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def yaml_value(value: Any) -> str:
+    """A value as one line of YAML flow style, quoted only where YAML needs it (`.evalbot.yml` drafts)."""
+    import yaml
+
+    text = str(yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 16))
+    text = text.removesuffix("\n...\n").strip()
+    # YAML folds a line break inside a quoted scalar onto the next line; JSON's escapes keep it on one.
+    return json.dumps(value) if any(c in text for c in "\n\x85\u2028\u2029") else text
+
+
 def icon(verdict: str) -> str:
     return _ICONS.get(verdict, verdict)
 
@@ -114,6 +124,7 @@ def _environment() -> jinja2.Environment:
         icon=icon,
         ref=short_ref,
         utc=utc,
+        yaml=yaml_value,
     )
     return env
 

@@ -248,7 +248,10 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         base_dataset = None
         if base is not None:
             with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                base_dataset = await read_dataset(source, base, suite.dataset, the_plan.config.limits)
+                # The head's id_field names the base's rows too, so that cases pair up.
+                base_dataset = await read_dataset(
+                    source, base, suite.dataset, the_plan.config.limits, id_field=suite.id_field
+                )
         gates = _base_gates(the_plan, suite)
         schema = await _file(source, the_plan, suite.schema_)
         training = await _file(source, the_plan, suite.training_data)

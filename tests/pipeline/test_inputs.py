@@ -65,7 +65,7 @@ CONFIG = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equa
             "d.jsonl:3 (row 2): not valid JSON (Expecting property name enclosed in double quotes at column 10)",
         ),
         (parse_dataset, "d.jsonl", '{"id": 1}\n[1, 2]\n', "d.jsonl:2 (row 2): a row must be an object, not list"),
-        (parse_dataset, "d.jsonl", '{"id": "a"}\n{"id": "a"}\n', "d.jsonl:2 (row 2): case id 'a' repeats row 1"),
+        (parse_dataset, "d.jsonl", '{"id": 1}\n{"id": 1}\n', "d.jsonl:2 (row 2): case id '1' repeats line 1 (row 1)"),
         (
             parse_dataset,
             "d.json",
