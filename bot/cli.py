@@ -259,7 +259,9 @@ def worker_command() -> None:
     from bot.github.jobs import WorkerSettings
     from bot.settings import get_settings
 
-    start_http_server(get_settings().WORKER_METRICS_PORT)
+    settings = get_settings()
+    # No token check on prometheus_client's own server: it listens on this host only by default.
+    start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_HOST)
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 
@@ -296,7 +298,8 @@ def migrate_command() -> None:
 @click.option("--repo", "repo", required=True, help="owner/name of the repository.")
 @click.option("--pr", "pr_number", type=int, help="Only this pull request.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-def audit_command(repo: str, pr_number: int | None, fmt: str) -> None:
+@click.option("--last", type=click.IntRange(min=1), default=1000, show_default=True, help="The newest records only.")
+def audit_command(repo: str, pr_number: int | None, fmt: str, last: int) -> None:
     """Export the durable audit trail of a repository (verdicts, approvals, overrides, cancels, /eval
     requests, refusals) from the database, oldest first."""
     import csv
@@ -310,7 +313,7 @@ def audit_command(repo: str, pr_number: int | None, fmt: str) -> None:
     try:
         if revision(store) is None:
             _fail(EvalbotError("the database has no evalbot tables yet: run `evalbot migrate` (or start the worker)"))
-        entries = store.audit_entries(repo, pr_number)
+        entries = store.audit_entries(repo, pr_number, last)
     except SQLAlchemyError as exc:
         _fail(EvalbotError(f"cannot read the audit trail from the database: {exc}"))
     finally:

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     EVALBOT_CONCURRENCY: int = 8
     # The worker serves its own Prometheus metrics here (jobs, model calls, spend).
     WORKER_METRICS_PORT: int = 9100
+    # Where the worker's metrics server listens: this host only unless a deployment opens it up.
+    WORKER_METRICS_HOST: str = "127.0.0.1"
+    # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise).
+    METRICS_TOKEN: str | None = None
 
     @field_validator("PRIVATE_KEY")
     @classmethod

@@ -31,6 +31,7 @@ class Reply:
     completion_tokens: int = 5
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the error message of a non-200 answer (default: "stub error <status>")
 
 
 Handler = Callable[[dict[str, Any]], Reply]
@@ -91,7 +92,8 @@ class StubLLM:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
             if reply.status != 200:
-                error = {"error": {"message": f"stub error {reply.status}", "type": "stub", "code": reply.status}}
+                message = reply.error or f"stub error {reply.status}"
+                error = {"error": {"message": message, "type": "stub", "code": reply.status}}
                 return JSONResponse(error, status_code=reply.status, headers=reply.headers)
             return JSONResponse(
                 {

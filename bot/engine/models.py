@@ -365,7 +365,29 @@ def _provider(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "default"
 
 
+# What a failed call is reported as: the status and a fixed description, never the provider's error
+# body (it can echo the request, the key or internal URLs, and the report is posted publicly).
+_STATUS_TEXT = {
+    400: "request refused",
+    401: "authentication refused",
+    403: "permission refused",
+    404: "model or endpoint not found",
+    408: "timed out",
+    413: "request too large",
+    422: "request refused",
+    429: "rate limited",
+}
+
+
 def _describe(model: str, exc: BaseException | None) -> str:
+    name = type(exc).__name__
+    # litellm gives these a status too (408, 500): what happened is clearer than the number.
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or name in {"Timeout", "APITimeoutError"}:
+        return f"{model}: timed out"
+    if isinstance(exc, ConnectionError) or name == "APIConnectionError":
+        return f"{model}: connection failed"
     status = getattr(exc, "status_code", None)
-    message = str(getattr(exc, "message", None) or exc or "unknown error").splitlines()[0][:300]
-    return f"{model}: {'HTTP ' + str(status) + ': ' if status else ''}{message}"
+    if isinstance(status, int) and status >= 400:
+        text = _STATUS_TEXT.get(status, "provider error" if status >= 500 else "request refused")
+        return f"{model}: HTTP {status}: {text}"
+    return f"{model}: call failed ({name if exc else 'unknown error'})"

@@ -15,6 +15,14 @@ COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
 DELIVERY_KEY_PREFIX = "evalbot:delivery:"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
+# Refused commands answered per user and repository in a window; past it, a refusal is only logged
+# (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
+REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"
+REFUSALS_PER_WINDOW = 5
+REFUSALS_WINDOW_S = 10 * 60
+# GitHub caps webhook payloads at 25 MB ("Payload cap", webhook events and payloads docs): anything
+# bigger is not GitHub's, and is refused before it is read whole.
+MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
 

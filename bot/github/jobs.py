@@ -35,6 +35,7 @@ from bot.github.constants import (
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
 from bot.github.records import job_store, start_store, stop_store
+from bot.github.redact import Redactor
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork
 from bot.pipeline.compare import SuiteReport
@@ -81,7 +82,7 @@ class _PullRequestJob:
         owner, name = repo.split("/", 1)
         gh = gh or cls.client(ctx, installation_id)
         details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
-        publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID)
+        publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID, Redactor.for_settings(settings))
         store = job_store(ctx)
         return cls(
             settings,
@@ -195,7 +196,9 @@ async def evaluate_pull_request(
         # Whatever broke, the check run must not stay in progress: say why and stop (no silent retry
         # that would spend the model budget again).
         bound.exception("evaluation failed")
-        summary = render_template("job_failed.md.j2", reason=f"{type(exc).__name__}: {exc}")
+        # Exception text can carry URLs, payloads or provider answers: only its class is posted, the
+        # rest stays in the worker's log.
+        summary = render_template("job_failed.md.j2", error=type(exc).__name__)
         await job.publisher.complete(
             evals_id, "failure", "evalbot could not finish the evaluation", summary, rerun_button=True
         )
@@ -375,6 +378,9 @@ async def handle_command(
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     result = await _decide(job, parsed, actor, pull_request, base_sha, created_at)
     if isinstance(result, Refusal):
+        if not await state.refusal_allowed(job.redis, repo, actor):
+            log.warning("refusal over the rate limit: not answered", repo=repo, pr=pr_number, actor=actor)
+            return "refused"
         await job.audit("refused", actor, command=raw, reason=result.reason)
         reply = render_template(
             "command_reply.md.j2", actor=actor, command=raw, reason=result.reason, show_help=result.show_help

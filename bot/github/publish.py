@@ -7,6 +7,7 @@ from typing import Any, Literal
 from githubkit import GitHub
 
 from bot.github.constants import COMMENT_MARKER, MAX_TEXT_CHARS
+from bot.github.redact import Redactor
 from bot.pipeline.render import render_markdown, render_template
 from bot.pipeline.run import Report
 
@@ -53,14 +54,33 @@ def report_markdown(report: Report) -> str:
 
 
 class Publisher:
-    """Posts to one pull request's head SHA; idempotent, so a re-run job finds what it posted before."""
+    """Posts to one pull request's head SHA; idempotent, so a re-run job finds what it posted before.
+
+    Everything evalbot posts goes through here, so here is the one redaction step: every text is
+    passed through `redact` (secret values, credential-shaped tokens, URL credentials and query
+    strings out) before it leaves the worker.
+    """
 
     def __init__(
-        self, gh: GitHub[Any], owner: str, repo: str, pr_number: int, head_sha: str, app_id: str | None = None
+        self,
+        gh: GitHub[Any],
+        owner: str,
+        repo: str,
+        pr_number: int,
+        head_sha: str,
+        app_id: str | None = None,
+        redact: Redactor | None = None,
     ):
         self.gh, self.owner, self.repo, self.pr_number, self.head_sha = gh, owner, repo, pr_number, head_sha
         self.app_id = app_id
+        self.redact = redact or Redactor.for_settings()
         self._base = f"/repos/{owner}/{repo}"
+
+    def _output(self, title: str, summary: str) -> dict[str, str]:
+        return output(self.redact(title), self.redact(summary))
+
+    def _body(self, text: str) -> str:
+        return _clip(self.redact(text), MAX_TEXT_CHARS)
 
     async def ensure_check(self, name: str, details_url: str | None = None) -> int:
         """The id of check run `name` on the head SHA: one still open (a job re-run after a crash), else a
@@ -78,13 +98,17 @@ class Publisher:
         await self.gh.arequest(
             "PATCH",
             f"{self._base}/check-runs/{check_id}",
-            json={"status": "in_progress", "output": output(title, summary)},
+            json={"status": "in_progress", "output": self._output(title, summary)},
         )
 
     async def complete(
         self, check_id: int, conclusion: Conclusion, title: str, summary: str, rerun_button: bool = False
     ) -> None:
-        payload: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "output": output(title, summary)}
+        payload: dict[str, Any] = {
+            "status": "completed",
+            "conclusion": conclusion,
+            "output": self._output(title, summary),
+        }
         if rerun_button:
             payload["actions"] = [RERUN_ACTION]
         await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=payload)
@@ -109,16 +133,17 @@ class Publisher:
     async def reply(self, body: str) -> None:
         """A new comment (answers to commands; the report lives in the sticky comment)."""
         await self.gh.arequest(
-            "POST", f"{self._base}/issues/{self.pr_number}/comments", json={"body": _clip(body, MAX_TEXT_CHARS)}
+            "POST", f"{self._base}/issues/{self.pr_number}/comments", json={"body": self._body(body)}
         )
 
     async def upsert_comment(self, body: str) -> int:
         """Edit the pull request's sticky comment in place, or create it; returns its id."""
         existing = await self._find_comment()
+        payload = {"body": self._body(body)}
         if existing is not None:
-            await self.gh.arequest("PATCH", f"{self._base}/issues/comments/{existing}", json={"body": body})
+            await self.gh.arequest("PATCH", f"{self._base}/issues/comments/{existing}", json=payload)
             return existing
-        created = await self.gh.arequest("POST", f"{self._base}/issues/{self.pr_number}/comments", json={"body": body})
+        created = await self.gh.arequest("POST", f"{self._base}/issues/{self.pr_number}/comments", json=payload)
         return int(created.json()["id"])
 
     async def _find_comment(self) -> int | None:
@@ -129,10 +154,14 @@ class Publisher:
             )
             comments = response.json()
             for comment in comments:
-                # Only a comment the app wrote: anyone can paste the marker into their own comment.
-                is_bot = (comment.get("user") or {}).get("type") == "Bot"
-                if is_bot and COMMENT_MARKER in (comment.get("body") or ""):
+                # Only a comment this app wrote: anyone (another app's bot too) can paste the marker.
+                if self._ours(comment) and COMMENT_MARKER in (comment.get("body") or ""):
                     return int(comment["id"])
             if len(comments) < 100:
                 return None
             page += 1
+
+    def _ours(self, comment: dict[str, Any]) -> bool:
+        """Written with this app's installation token: GitHub names the app in `performed_via_github_app`."""
+        app = comment.get("performed_via_github_app") or {}
+        return self.app_id is not None and str(app.get("id")) == str(self.app_id)

@@ -21,6 +21,7 @@ from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_i
 from bot.github.issues import upsert_issue
 from bot.github.publish import Publisher
 from bot.github.records import job_store
+from bot.github.redact import Redactor
 from bot.github.source import GitHubSource
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
@@ -156,7 +157,8 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
         base_branch=branch,
         head_branch=branch,
     )
-    publisher = Publisher(gh, owner, name, 0, sha, settings.APP_ID)
+    redact = Redactor.for_settings(settings)
+    publisher = Publisher(gh, owner, name, 0, sha, settings.APP_ID, redact)
     bound = log.bind(repo=repo, sha=sha[:7])
     if report.errors or report.budget_refused or not report.suites:
         outcome = "not-run"
@@ -191,7 +193,9 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
     title = "Drift on " + ", ".join(d.suite.name for d in found)
     await publisher.complete(check_id, "failure", title, render_template("drift.md.j2", drifts=found, **data))
     for drift in found:
-        body = render_template("drift.md.j2", drifts=[drift], **data)
-        number, opened = await upsert_issue(gh, owner, name, DRIFT_ISSUE_TITLE.format(suite=drift.suite.name), body)
+        # Nothing secret is posted: the issue goes through the same redaction as check runs and comments.
+        body = redact(render_template("drift.md.j2", drifts=[drift], **data))
+        title = redact(DRIFT_ISSUE_TITLE.format(suite=drift.suite.name))
+        number, opened = await upsert_issue(gh, owner, name, title, body, settings.APP_ID)
         bound.info("drift issue", suite=drift.suite.name, issue=number, opened=opened)
     return outcome

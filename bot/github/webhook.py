@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.github import metrics
 from bot.github.commands import Command, Refusal, parse_command
-from bot.github.constants import DELIVERY_KEY_PREFIX, DELIVERY_TTL_S, EVALS_CHECK, HEAD_KEY, eval_job_id
+from bot.github.constants import (
+    DELIVERY_KEY_PREFIX,
+    DELIVERY_TTL_S,
+    EVALS_CHECK,
+    HEAD_KEY,
+    MAX_WEBHOOK_BODY_BYTES,
+    eval_job_id,
+)
 from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
 
@@ -32,6 +40,36 @@ PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}
 def _answer(status: int, outcome: str, event: str, **extra: Any) -> JSONResponse:
     metrics.DELIVERIES.labels(event=event, outcome=outcome).inc()
     return JSONResponse({"outcome": outcome, **extra}, status_code=status)
+
+
+class BodyTooLarge(Exception):
+    """A delivery bigger than GitHub ever sends."""
+
+
+async def read_body(request: Request, limit: int = MAX_WEBHOOK_BODY_BYTES) -> bytes:
+    """The request body, refused past `limit` bytes before it is read whole: by its Content-Length
+    when it gives one, and by a running count while it streams (a chunked body has no length).
+
+    Raises:
+        BodyTooLarge: the body is, or says it is, longer than `limit`.
+    """
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer_ok(expected: str, authorization: str | None) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
 def signature_ok(secret: str, body: bytes, signature: str | None) -> bool:
@@ -171,7 +209,10 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
     @app.post("/api/github/webhooks")
     async def webhook(request: Request) -> JSONResponse:
         event = request.headers.get("X-GitHub-Event", "unknown")
-        body = await request.body()
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _answer(413, f"rejected: body over {MAX_WEBHOOK_BODY_BYTES} bytes (GitHub's cap is 25 MB)", event)
         if not settings.WEBHOOK_SECRET:
             return _answer(500, "error: WEBHOOK_SECRET is not set", event)
         if not signature_ok(settings.WEBHOOK_SECRET, body, request.headers.get("X-Hub-Signature-256")):
@@ -191,7 +232,8 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             return _answer(200, "duplicate delivery", event)
         try:
             outcome, job = route(event, payload, delivery)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
             return _answer(400, f"rejected: payload lacks {exc}", event)
         if job is None:
             return _answer(202, outcome, event)
@@ -221,7 +263,13 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
         return JSONResponse({"redis": "ok"})
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if settings.METRICS_TOKEN and not bearer_ok(settings.METRICS_TOKEN, request.headers.get("Authorization")):
+            return JSONResponse(
+                {"error": "Authorization: Bearer <METRICS_TOKEN> required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -29,34 +29,47 @@ _ICONS = {
 }
 
 
-def md_cell(value: Any, limit: int = 200) -> str:
-    """Model or user text made safe inside a Markdown table cell: one line, no HTML, no table
-    breaks, no @mention pings, no code spans, at most `limit` characters."""
+# What starts a block in Markdown at the beginning of a line: a heading, quote, list item, thematic
+# break, setext underline, code fence or table row. Untrusted text that begins with one is escaped.
+_BLOCK_START = re.compile(r"^[#>+*=~_|-]")
+_AUTOLINK = re.compile(r"(?i)\b(https?:|ftp:|www)(//|\.)")
+
+
+def _inline(value: Any, limit: int) -> str:
+    """One line of at most `limit` characters: newlines and runs of whitespace become one space."""
     text = " ".join(str(value).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
-    # No links or images from untrusted text: `[label](url)` needs an unescaped bracket.
-    text = text.replace("[", "\\[").replace("]", "\\]")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _inert(text: str) -> str:
+    """No HTML, links, images or @mention pings, and no block markup at the start."""
+    text = html.escape(text, quote=False).replace("[", "\\[").replace("]", "\\]")
+    # A number that would start an ordered list: escape its "." or ")" instead.
+    text = re.sub(r"^(\d{1,9})([.)])(?=\s|$)", r"\1\\\2", text)
+    if _BLOCK_START.match(text):
+        text = "\\" + text
+    # GitHub turns bare `https://...` and `www.` into links: a zero-width space keeps them text.
+    text = _AUTOLINK.sub(lambda m: m.group(1) + "\u200b" + m.group(2), text)
     # A zero-width joiner after "@" keeps the text readable and stops GitHub notifying the login.
     return re.sub(r"@(?=\w)", "@\u200d", text)
 
 
+def md_cell(value: Any, limit: int = 200) -> str:
+    """Model or user text made safe inside a Markdown table cell: one line, no HTML, no table
+    breaks, no @mention pings, no code spans, no block start, at most `limit` characters."""
+    return _inert(_inline(value, limit).replace("|", "\\|").replace("`", "\\`"))
+
+
 def md_code(value: Any, limit: int = 200) -> str:
-    """Untrusted text as an inline code span: inside one nothing is markup, as long as no backtick ends it."""
-    text = " ".join(str(value).replace("`", "'").split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return f"`{text}`"
+    """Untrusted text as an inline code span (ids, names): inside one nothing is markup, as long as no
+    backtick ends it; a "|" is escaped, as GitHub splits table cells even inside code spans."""
+    return "`" + _inline(str(value).replace("`", "'"), limit).replace("|", "\\|") + "`"
 
 
 def md_text(value: Any, limit: int = 2000) -> str:
-    """Text outside tables (replies, reasons): no HTML and no @mention pings; code spans kept."""
-    text = str(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    text = html.escape(text, quote=False).replace("[", "\\[").replace("]", "\\]")
-    return re.sub(r"@(?=\w)", "@\u200d", text)
+    """Text outside tables (replies, reasons): one line, no HTML, no block start, no @mention pings;
+    code spans kept."""
+    return _inert(_inline(value, limit))
 
 
 def pct(rate: float | None, digits: int = 1) -> str:

@@ -35,7 +35,11 @@ def load_yaml(text: str, path: str) -> tuple[Any, yaml.Node | None]:
     Raises:
         InputError: on a syntax error or an alias, naming the line.
     """
-    loader = _NoAliasLoader(text)
+    try:
+        # The reader checks the characters as the loader is made: a control character fails here.
+        loader = _NoAliasLoader(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"YAML error: {exc}", path) from None
     try:
         # One parse: the data is constructed from the node tree kept for line look-ups.
         node = loader.get_single_node()

@@ -5,6 +5,7 @@ The CLI and the worker use it; the pipeline and the engine never import it.
 
 from bot.store.migrate import head_revision, migrate, revision
 from bot.store.store import (
+    AUDIT_READ_LAST,
     Approval,
     AuditEntry,
     HistoryPoint,
@@ -16,6 +17,7 @@ from bot.store.store import (
 )
 
 __all__ = [
+    "AUDIT_READ_LAST",
     "Approval",
     "AuditEntry",
     "HistoryPoint",

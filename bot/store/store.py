@@ -27,6 +27,12 @@ from bot.pipeline.run import Report
 from bot.store.tables import AuditEvent, CaseOutcome, Repository, Run, SuiteResult
 
 TRIGGERS = ("pull_request", "eval_command", "scheduled", "cli")
+# Characters kept of each text an audit event holds (reasons, command text, logins), and of its details
+# as a whole: a comment can be 65,536 characters long, and anyone can write one.
+AUDIT_FIELD_CHARS = 1_000
+AUDIT_DETAILS_CHARS = 16_000
+# Reads return at most this many events, the newest.
+AUDIT_READ_LAST = 1_000
 # Kinds of audit event that decide a pull request's approval; the latest one counts.
 _APPROVAL_KINDS = ("approval", "override", "cancel")
 SQLITE_NAME = "evalbot.db"
@@ -154,23 +160,33 @@ class Store:
         at: float | None = None,
         **details: Any,
     ) -> AuditEntry:
-        """Append one event (kind: verdict, approval, override, cancel, eval_requested, refused, drift, ...)."""
+        """Append one event (kind: verdict, approval, override, cancel, eval_requested, refused, ...).
+
+        Every text is clipped (AUDIT_FIELD_CHARS; the details as a whole AUDIT_DETAILS_CHARS).
+        """
+        clipped = _clip_texts(details)
+        if len(json.dumps(clipped, default=str)) > AUDIT_DETAILS_CHARS:
+            clipped = {"clipped": json.dumps(clipped, sort_keys=True, default=str)[: AUDIT_DETAILS_CHARS - 100]}
         row = AuditEvent(
-            repository=repository, pr_number=pr, sha=sha, kind=kind, actor=actor, at=_at(at), details=details
+            repository=repository,
+            pr_number=pr,
+            sha=_clip(sha),
+            kind=_clip(kind),
+            actor=_clip(actor),
+            at=_at(at),
+            details=json.loads(json.dumps(clipped, default=str)),
         )
         with self._session() as session:
             session.add(row)
             session.flush()
             return _entry(row)
 
-    def audit_entries(self, repository: str, pr: int | None = None, last: int | None = None) -> list[AuditEntry]:
-        """The repository's events (one pull request's when `pr` is given), oldest first."""
+    def audit_entries(self, repository: str, pr: int | None = None, last: int = AUDIT_READ_LAST) -> list[AuditEntry]:
+        """The newest `last` events of the repository (of one pull request when `pr` is given), oldest first."""
         query = select(AuditEvent).where(AuditEvent.repository == repository)
         if pr is not None:
             query = query.where(AuditEvent.pr_number == pr)
-        query = query.order_by(AuditEvent.id.desc())
-        if last:
-            query = query.limit(last)
+        query = query.order_by(AuditEvent.id.desc()).limit(last)
         with self._session() as session:
             return [_entry(row) for row in reversed(session.scalars(query).all())]
 
@@ -347,6 +363,20 @@ class Store:
                 return False
             row.last_fire_at = when
             return True
+
+
+def _clip(text: str, limit: int = AUDIT_FIELD_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clip_texts(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clip(value)
+    if isinstance(value, dict):
+        return {_clip(str(k)): _clip_texts(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clip_texts(v) for v in value]
+    return value
 
 
 def _entry(row: AuditEvent) -> AuditEntry:

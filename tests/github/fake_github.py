@@ -67,6 +67,22 @@ class FakeGitHub:
             and r["app"]["id"] == int(self.app_id)
         ]
 
+    def add_comment(
+        self, issue: int, body: str, login: str, user_type: str = "User", app_id: int | None = None
+    ) -> dict[str, Any]:
+        """A comment on `issue` as GitHub lists it; `app_id` only for one an app wrote with its token."""
+        app = {"id": app_id, "slug": "evalbot" if app_id == int(self.app_id) else f"app-{app_id}"} if app_id else None
+        comment = {
+            "id": next(self._ids),
+            "issue": issue,
+            "body": body,
+            "edits": 0,
+            "user": {"login": login, "type": user_type},
+            "performed_via_github_app": app,
+        }
+        self.comments[comment["id"]] = comment
+        return comment
+
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(self.repo_root), *args], capture_output=True, text=True)
 
@@ -159,8 +175,11 @@ class FakeGitHub:
             if len(body.get("body") or "") > 65_536:
                 return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
             number = max([*self.pulls, *self.issues, 0]) + 1
+            # Opened with the installation token: the app's bot user, and the app named.
             user = {"login": "evalbot[bot]", "type": "Bot"}
+            app = {"id": int(self.app_id), "slug": "evalbot"}
             issue = {"number": number, "title": body["title"], "body": body.get("body"), "state": "open", "user": user}
+            issue["performed_via_github_app"] = app
             self.issues[number] = {**issue, "edits": 0}
             return JSONResponse(issue, status_code=201)
 
@@ -248,10 +267,9 @@ class FakeGitHub:
             body = (await request.json())["body"]
             if len(body) > 65_535:
                 return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
-            # Written with the installation token: GitHub shows the app's bot user as the author.
-            user = {"login": "evalbot[bot]", "type": "Bot"}
-            comment = {"id": next(self._ids), "issue": number, "body": body, "edits": 0, "user": user}
-            self.comments[comment["id"]] = comment
+            # Written with the installation token: GitHub shows the app's bot user as the author and
+            # names the app in `performed_via_github_app`.
+            comment = self.add_comment(number, body, "evalbot[bot]", "Bot", app_id=int(self.app_id))
             return JSONResponse(comment, status_code=201)
 
         @app.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}")

@@ -95,6 +95,15 @@ async def test_a_provider_changing_its_answers_opens_one_drift_issue_and_a_secon
 ) -> None:
     main_sha = build_main(repo)
     provider = Provider(stub, right=9)
+    # Issues with the same title that evalbot did not open: never taken for its own.
+    for number, user, app in ((50, "User", None), (51, "Bot", {"id": 999, "slug": "other-app"})):
+        fake_github.issues[number] = {
+            "number": number,
+            "title": "evalbot: drift on qa",
+            "body": "mine",
+            "state": "open",
+        }
+        fake_github.issues[number] |= {"user": {"type": user}, "performed_via_github_app": app, "edits": 0}
     await nightly.tick(1)
 
     provider.right = 2  # the provider swapped the model behind the same name: 7 cases broke
@@ -102,7 +111,8 @@ async def test_a_provider_changing_its_answers_opens_one_drift_issue_and_a_secon
     assert nightly.outcomes() == [("baseline", {}), ("drift", {"qa": ["accuracy"]})]
     (check,) = fake_github.runs_named(DRIFT_CHECK, main_sha)
     assert (check["conclusion"], check["output"]["title"]) == ("failure", "Drift on qa")
-    (issue,) = fake_github.issues.values()
+    ours = [i for i in fake_github.issues.values() if i["number"] not in (50, 51)]
+    (issue,) = ours
     assert (issue["title"], issue["edits"]) == ("evalbot: drift on qa", 0)
     body = issue["body"]
     assert "## evalbot: ⚠️ drift on `main`" in body
@@ -113,7 +123,8 @@ async def test_a_provider_changing_its_answers_opens_one_drift_issue_and_a_secon
     provider.right = 9  # and back: the accuracy moves again, significantly
     await nightly.tick(3)
     assert nightly.outcomes()[-1] == ("drift", {"qa": ["accuracy"]})
-    (issue,) = fake_github.issues.values()  # updated, not a second issue
+    (issue,) = [i for i in fake_github.issues.values() if i["number"] not in (50, 51)]  # updated, not a second
+    assert [(fake_github.issues[n]["body"], fake_github.issues[n]["edits"]) for n in (50, 51)] == [("mine", 0)] * 2
     assert issue["edits"] == 1 and "| Accuracy | 20.0% [5.7, 51.0] | 90.0% [59.6, 98.2] | +70.0 pp" in issue["body"]
     assert len(fake_github.runs_named(DRIFT_CHECK, main_sha)) == 2
 

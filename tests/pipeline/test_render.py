@@ -27,7 +27,8 @@ def test_untrusted_text_cannot_break_tables_ping_or_inject_html() -> None:
     text = "| @alice <img src=x onerror=alert(1)> `code`\n| next row"
     assert md_cell(text) == "\\| @\u200dalice &lt;img src=x onerror=alert(1)&gt; \\`code\\` \\| next row"
     assert md_cell("x" * 300, limit=10) == "xxxxxxxxx…"
-    assert md_cell("[Approve here](https://evil) ![x](y)") == "\\[Approve here\\](https://evil) !\\[x\\](y)"
+    # No link syntax, and no bare URL GitHub would link (a zero-width space after the scheme).
+    assert md_cell("[Approve here](https://evil) ![x](y)") == "\\[Approve here\\](https:\u200b//evil) !\\[x\\](y)"
     # In a code span nothing is markup, so only a backtick could end it early.
     assert md_code("c1` [x](y) `") == "`c1' [x](y) '`"
 

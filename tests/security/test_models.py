@@ -187,8 +187,10 @@ async def test_eval_command_with_a_refused_model_is_refused(
     calls = len(stub.requests)
     model = f"oobabooga/http://127.0.0.1:{canary.port}/admin#"
     await pull.comment("lead", f"/eval --models {model}")
+    # The reason is untrusted text: the URL in it is kept from becoming a link (a zero-width space).
+    shown = model.replace("http://", "http:\u200b//")
     assert pull.replies()[-1] == (
-        f"@lead `/eval --models {model}`: `--models`: model '{model}' is not allowed: it contains '://', which a "
+        f"@lead `/eval --models {model}`: `--models`: model '{shown}' is not allowed: it contains '://', which a "
         "model name never needs\n"
     )
     assert len(stub.requests) == calls and canary.requests == []
