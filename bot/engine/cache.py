@@ -33,17 +33,31 @@ def cache_key(kind: str, model: str, payload: dict[str, Any]) -> str:
 
 
 class RedisCache:
+    """Redis as the cache. A cache that does not answer (a restart, a timeout under load) is a miss, never
+    a failed evaluation: the run goes on calling models and stores answers again once Redis is back."""
+
     name = "redis"
 
     def __init__(self, client: Any):
         self._client = client
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self._client.get(KEY_PREFIX + key)
+        from redis.exceptions import RedisError
+
+        try:
+            raw = await self._client.get(KEY_PREFIX + key)
+        except (RedisError, OSError) as exc:
+            log.warning("response cache unavailable, calling the model", error=type(exc).__name__)
+            return None
         return None if raw is None else dict(json.loads(raw))
 
     async def set(self, key: str, value: dict[str, Any]) -> None:
-        await self._client.set(KEY_PREFIX + key, json.dumps(value), ex=TTL_S)
+        from redis.exceptions import RedisError
+
+        try:
+            await self._client.set(KEY_PREFIX + key, json.dumps(value), ex=TTL_S)
+        except (RedisError, OSError) as exc:
+            log.warning("response cache unavailable, answer not kept", error=type(exc).__name__)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.engine.concurrency import gather_or_cancel
@@ -125,8 +125,7 @@ async def run_variant(
         except ModelCallError as exc:
             result = CaseResult(case.id, case.category, sample, error=str(exc))
         else:
-            request = case.messages[-1]["content"]
-            grades = await gather_or_cancel(*(g(Sample(answer.text, case.fields, request)) for g in graders))
+            grades = await _grade(graders, answer.text, case)
             result = CaseResult(
                 case.id,
                 case.category,
@@ -137,10 +136,35 @@ async def run_variant(
                 prompt_tokens=answer.prompt_tokens,
                 completion_tokens=answer.completion_tokens,
                 cached=answer.cached,
-                grades=tuple(grades),
+                grades=grades,
             )
         if on_result is not None:
             on_result(result)
         return result
 
     return await gather_or_cancel(*(one(case, s) for case in cases for s in range(repeats)))
+
+
+async def regrade(
+    results: Sequence[CaseResult], cases: Sequence[CaseInput], graders: Sequence[Grader]
+) -> list[CaseResult]:
+    """The same answers graded by other graders (no call under test): a second exam on one run.
+
+    Args:
+        results: answers from `run_variant`.
+        cases: the cases they answer (for each row's fields and request).
+        graders: the graders to apply instead of the ones that graded `results`.
+    """
+    by_id = {case.id: case for case in cases}
+
+    async def one(result: CaseResult) -> CaseResult:
+        if result.error is not None:
+            return result
+        return replace(result, grades=await _grade(graders, result.output, by_id[result.case_id]))
+
+    return await gather_or_cancel(*(one(r) for r in results))
+
+
+async def _grade(graders: Sequence[Grader], output: str, case: CaseInput) -> tuple[Grade, ...]:
+    sample = Sample(output, case.fields, case.messages[-1]["content"])
+    return tuple(await gather_or_cancel(*(g(sample) for g in graders)))

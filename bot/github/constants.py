@@ -15,6 +15,10 @@ COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
 DELIVERY_KEY_PREFIX = "evalbot:delivery:"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
+# What an approval of one evaluated head must know beyond the check's conclusion: inconclusive breaches
+# (approving needs a reason) and a rewritten exam, kept as long as a pull request may stay open.
+GATE_NOTES_KEY = "evalbot:gate-notes:{repo}:{pr}:{sha}"
+GATE_NOTES_TTL_S = 90 * 24 * 3600
 # Refused commands answered per user and repository in a window; past it, a refusal is only logged
 # (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -305,7 +305,7 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
 async def _publish(job: _PullRequestJob, evals_id: int, report: Report, trends: str = "") -> None:
     publisher = job.publisher
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
-    if not report.suites and not report.errors and not report.problems:
+    if not report.suites and not report.errors and not report.problems and not report.policy_error:
         summary = render_template("no_changes.md.j2")
         await publisher.complete(evals_id, "success", "No prompt, config or dataset changed", summary)
         approval = await job.approval_summary("not_needed", report.approvers)
@@ -313,11 +313,19 @@ async def _publish(job: _PullRequestJob, evals_id: int, report: Report, trends: 
         await publisher.complete(approval_id, "success", "No AI artefact changed", approval)
         return
     markdown = report_markdown(report)
+    await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
     await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True)
     tradeoffs = [s for s in report.suites if s.models is not None]
     suites = [s.name for s in report.suites]
     await _publish_approval(job, report.approvers, suites, report.verdict != "pass", tradeoffs)
     await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url, trends))
+
+
+def _gate_notes(report: Report) -> dict[str, Any]:
+    return {
+        "inconclusive": [asdict(breach) for breach in report.inconclusive],
+        "definition_changes": [asdict(change) for change in report.definition_changes],
+    }
 
 
 async def _publish_approval(
@@ -330,13 +338,14 @@ async def _publish_approval(
     """`evalbot/approval` for the head SHA: approved if a lead approved it, else waiting for one."""
     approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
     approval = await state.get_approval(job.store, job.repo, job.pr_number, job.head_sha)
+    notes = await state.get_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha)
     if approval is not None:
-        summary = await job.approval_summary("approved", approvers, approval=approval)
+        summary = await job.approval_summary("approved", approvers, approval=approval, notes=notes)
         title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
         await job.publisher.complete(approval_id, "success", title, summary)
         return
     summary = await job.approval_summary(
-        "waiting", approvers, suites=suites, evals_failed=evals_failed, tradeoffs=tradeoffs
+        "waiting", approvers, suites=suites, evals_failed=evals_failed, tradeoffs=tradeoffs, notes=notes
     )
     await job.publisher.complete(approval_id, "action_required", "Waiting for a lead's /approve", summary)
 
@@ -453,11 +462,11 @@ async def _approve(
         return Refusal(
             f"`evalbot/evals` has not finished on `{job.head_sha[:7]}`: nothing to approve yet", show_help=False
         )
-    override = evals.get("conclusion") != "success"
+    why = await _reason_needed(job, evals)
+    override = why is not None
     if override and not command.reason:
         return Refusal(
-            "`evalbot/evals` failed on this commit: an approval needs a reason (`/approve <reason>`) and is "
-            "recorded as an override",
+            f"{why}: an approval needs a reason (`/approve <reason>`) and is recorded as an override",
             show_help=False,
         )
     # The audit event is the approval: written before evalbot/approval shows it, so nothing is shown
@@ -465,6 +474,17 @@ async def _approve(
     await job.audit("override" if override else "approval", actor, reason=command.reason)
     await _publish_approval(job, policy.approvers, [], override)
     return command
+
+
+async def _reason_needed(job: _PullRequestJob, evals: dict[str, Any]) -> str | None:
+    """Why approving the head must carry a reason and count as an override; None when it need not."""
+    if evals.get("conclusion") != "success":
+        return "`evalbot/evals` failed on this commit"
+    notes = await state.get_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha)
+    if notes.get("inconclusive"):
+        # Past a threshold but not significant: too few cases to tell, so a lead owns the call, on record.
+        return "`evalbot/evals` shows an inconclusive threshold breach on this commit"
+    return None
 
 
 async def _rerun(

@@ -1,21 +1,40 @@
 """What a pull request's approval rests on: the durable audit trail (bot/store), read and written off
-the event loop. Redis keeps only what is transient (deliveries, heads, refusal counts, the queue, the
-cache)."""
+the event loop; refusal counts and the gate notes of an evaluated head in Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from bot.github.constants import REFUSALS_KEY, REFUSALS_PER_WINDOW, REFUSALS_WINDOW_S
+from bot.github.constants import GATE_NOTES_KEY, GATE_NOTES_TTL_S, REFUSALS_KEY, REFUSALS_PER_WINDOW, REFUSALS_WINDOW_S
 from bot.store import AUDIT_READ_LAST, Approval, AuditEntry, Store
 
-__all__ = ["Approval", "audit", "audit_entries", "get_approval", "refusal_allowed"]
+__all__ = [
+    "Approval",
+    "audit",
+    "audit_entries",
+    "get_approval",
+    "get_gate_notes",
+    "refusal_allowed",
+    "set_gate_notes",
+]
 
 
 async def get_approval(store: Store, repo: str, pr: int, sha: str) -> Approval | None:
     """The approval of `sha`, if there is one: an approval of an older head SHA does not count."""
     return await asyncio.to_thread(store.approval, repo, pr, sha)
+
+
+async def set_gate_notes(redis: Any, repo: str, pr: int, sha: str, notes: dict[str, Any]) -> None:
+    """Keep what the evaluation of `sha` found that the approval check must show and `/approve` must heed."""
+    await redis.set(GATE_NOTES_KEY.format(repo=repo, pr=pr, sha=sha), json.dumps(notes), ex=GATE_NOTES_TTL_S)
+
+
+async def get_gate_notes(redis: Any, repo: str, pr: int, sha: str) -> dict[str, Any]:
+    """The notes of `sha`'s evaluation; empty when it had none (or was not evaluated)."""
+    raw = await redis.get(GATE_NOTES_KEY.format(repo=repo, pr=pr, sha=sha))
+    return {} if raw is None else dict(json.loads(raw))
 
 
 async def audit(store: Store, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> AuditEntry:

@@ -62,11 +62,12 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
         repeats = sp.suite.repeats
         for _name, prompt, model in sp.variants(models or []):
             output_tokens = prompt.spec.output_tokens
-            for case in sp.dataset.cases:
+            for case in sp.cases:
                 messages = prompt.messages(case.fields)
                 result.add(model, _message_tokens(messages), output_tokens, price, repeats)
                 request = messages[-1]["content"]
-                for grader in sp.suite.graders:
+                # The head's own exam, when it differs, grades the same answers again.
+                for grader in [*sp.suite.graders, *(sp.head_exam.graders if sp.head_exam else [])]:
                     if isinstance(grader, RubricGrader):
                         judged = rubric_messages(grader.criteria, request, "", case.fields)
                         judge_in = _message_tokens(judged) + output_tokens

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.errors import InputError, UnknownSuiteError
 from bot.pipeline.config import (
     CONFIG_PATH,
     Config,
+    GraderSpec,
     HallucinationGrader,
     Limits,
     RubricGrader,
     Suite,
     model_refusal,
 )
-from bot.pipeline.datasets import Dataset, id_field_candidates
+from bot.pipeline.datasets import Case, Dataset, id_field_candidates
 from bot.pipeline.files import read_config, read_dataset, read_prompt
 from bot.pipeline.prompts import Prompt, semver_key
 from bot.pipeline.source import Source
@@ -25,13 +29,30 @@ from bot.pipeline.source import Source
 
 @dataclass(frozen=True)
 class SuitePlan:
-    """One suite to evaluate: the base and head prompt on the head's golden cases."""
+    """One suite to evaluate: the base and head prompt on the head's golden cases (and the base's
+    cases the change removes), graded by the base's exam."""
 
+    # The head's suite (prompt, dataset, models) with the base's exam (graders, repeats, schema, data gates).
     suite: Suite
     head_prompt: Prompt
     base_prompt: Prompt | None
+    # The head's dataset, as the pull request leaves it.
     dataset: Dataset
     reasons: tuple[str, ...]
+    # Rows of the base's dataset that the change removes: still evaluated, in their base version.
+    removed: tuple[Case, ...] = ()
+    # The dataset as the base has it (for the data checks' diff), when it exists and parses.
+    base_dataset: Dataset | None = None
+    # The head's own exam, when it differs from the base's: run beside it, never gating.
+    head_exam: Suite | None = None
+    definition_changes: tuple[str, ...] = ()
+    # The revision the exam's files (schema) are read from: the base's when the suite exists there.
+    exam_ref: str = ""
+
+    @property
+    def cases(self) -> tuple[Case, ...]:
+        """Every case evaluated: the head's rows, then the removed base rows."""
+        return self.dataset.cases + self.removed
 
     def definition_hash(self, judge: str) -> str:
         """sha256 of what the suite's scores mean: its `.evalbot.yml` entry, the judge and the dataset's
@@ -71,6 +92,8 @@ class Plan:
     config: Config
     changed_paths: list[str]
     head: str = ""
+    # The head's judge, for running the head's own exam beside the base's.
+    head_judge: str = ""
     # The base's config: policy such as each suite's data gates comes from it.
     base_config: Config | None = None
     suites: list[SuitePlan] = field(default_factory=list)
@@ -79,6 +102,8 @@ class Plan:
     # Rules broken by readable input, such as a prompt changed without a version bump: the gate fails.
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The base's `.evalbot.yml` exists but cannot be read: no policy, so nothing is evaluated and the gate fails.
+    policy_error: str | None = None
 
 
 async def plan(
@@ -108,14 +133,25 @@ async def plan(
     if head_config is None:
         warnings.append(f"no {CONFIG_PATH} at the head revision: no suites to evaluate")
         head_config = Config()
+    changed = await source.changed_paths(base, head) if base != head else []
     try:
         base_config = await read_config(source, base)
     except InputError as exc:
-        warnings.append(f"base {CONFIG_PATH} is invalid ({exc}); default policy applies")
-        base_config = None
+        # Fail closed: a default policy would let the pull request pick its own gate by breaking the base's.
+        error = f"the base branch's {CONFIG_PATH} cannot be read: {exc}; evalbot will not apply a default policy"
+        return Plan(config=Config(), changed_paths=changed, head=head, warnings=warnings, policy_error=error)
+    if base_config is None and base != head:
+        # First adoption: the repository has no policy yet, so there is nothing a pull request could loosen.
+        warnings.append(f"the base revision has no {CONFIG_PATH}: the default policy and each suite's own exam apply")
     config = head_config.with_policy_of(base_config or Config())
-    changed = await source.changed_paths(base, head) if base != head else []
-    result = Plan(config=config, changed_paths=changed, head=head, base_config=base_config, warnings=warnings)
+    result = Plan(
+        config=config,
+        changed_paths=changed,
+        head=head,
+        head_judge=head_config.judge,
+        base_config=base_config,
+        warnings=warnings,
+    )
 
     unknown = [name for name in only or [] if config.suite(name) is None]
     if unknown:
@@ -136,12 +172,17 @@ async def plan(
             reasons = ["all suites requested"]
         if not reasons:
             continue
+        base_suite = base_config.counterpart(suite) if base_config is not None and base != head else None
         try:
-            suite_plan = await _load_suite(source, base, head, suite, tuple(reasons), config.limits)
+            suite_plan = await _load_suite(source, base, head, suite, base_suite, tuple(reasons), config.limits)
         except InputError as exc:
             result.errors.append(exc)
             continue
-        allowed, refused = _apply_model_policy(suite_plan, config, head_config, base_config)
+        if base_suite is not None:
+            changes = _definition_changes(base_suite, suite, config.judge, head_config.judge, changed)
+            if changes:
+                suite_plan = dataclasses.replace(suite_plan, head_exam=suite, definition_changes=tuple(changes))
+        allowed, refused = _apply_model_policy(suite_plan, suite, config, head_config, base_config)
         if refused:
             result.errors += refused
             continue
@@ -154,7 +195,7 @@ async def plan(
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
         result.warnings += _id_warnings(suite_plan)
-        result.problems += _version_problems(suite_plan)
+        result.problems += _version_problems(suite_plan) + _unrunnable_removed(suite_plan)
     if base_config is not None and base != head:
         for gone in base_config.suites:
             if config.suite(gone.name) is None:
@@ -167,7 +208,7 @@ async def plan(
 
 def _reasons(suite: Suite, base_config: Config | None, head_config: Config, changed: list[str]) -> list[str]:
     reasons = [f"{path} changed" for path in suite.paths() if path in changed]
-    base_suite = base_config.suite(suite.name) if base_config else None
+    base_suite = base_config.counterpart(suite) if base_config else None
     if base_suite is None:
         reasons.append("new suite")
     elif base_suite != suite:
@@ -178,7 +219,13 @@ def _reasons(suite: Suite, base_config: Config | None, head_config: Config, chan
 
 
 async def _load_suite(
-    source: Source, base: str, head: str, suite: Suite, reasons: tuple[str, ...], limits: Limits
+    source: Source,
+    base: str,
+    head: str,
+    suite: Suite,
+    base_suite: Suite | None,
+    reasons: tuple[str, ...],
+    limits: Limits,
 ) -> SuitePlan:
     head_prompt = await read_prompt(source, head, suite.prompt, limits)
     if head_prompt is None:
@@ -192,7 +239,7 @@ async def _load_suite(
     base_prompt = None
     if base != head:
         try:
-            base_prompt = await read_prompt(source, base, suite.prompt, limits)
+            base_prompt = await read_prompt(source, base, (base_suite or suite).prompt, limits)
         except InputError:
             # A broken base prompt is what a pull request may be fixing: evaluate the head alone.
             base_prompt = None
@@ -208,7 +255,95 @@ async def _load_suite(
                     case.line,
                     case.row,
                 )
-    return SuitePlan(suite=suite, head_prompt=head_prompt, base_prompt=base_prompt, dataset=dataset, reasons=reasons)
+    base_dataset = None
+    if base != head:
+        with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
+            # The head's id_field names the base's rows too, so that cases pair up.
+            base_dataset = await read_dataset(
+                source, base, (base_suite or suite).dataset, limits, id_field=suite.id_field
+            )
+    removed: tuple[Case, ...] = ()
+    if base_suite is not None and base_dataset is not None:
+        kept = {case.id for case in dataset.cases}
+        removed = tuple(c for c in base_dataset.cases if c.id not in kept)
+    return SuitePlan(
+        # The base grades a suite it knows: a pull request cannot set its own exam.
+        suite=suite.with_exam_of(base_suite) if base_suite is not None else suite,
+        head_prompt=head_prompt,
+        base_prompt=base_prompt,
+        dataset=dataset,
+        reasons=reasons,
+        removed=removed,
+        base_dataset=base_dataset,
+        exam_ref=base if base_suite is not None else head,
+    )
+
+
+def _unrunnable_removed(suite_plan: SuitePlan) -> list[str]:
+    """Removed rows the prompts cannot be filled from: they cannot be evaluated, so the gate fails."""
+    problems = []
+    for case in suite_plan.removed:
+        for prompt in filter(None, (suite_plan.head_prompt, suite_plan.base_prompt)):
+            missing = prompt.missing_fields(case.fields)
+            if missing:
+                problems.append(
+                    f"row {case.id!r} that this change removes from {suite_plan.dataset.path} has no field "
+                    f"{', '.join(missing)} for {prompt.path}: it cannot be evaluated, so removing it needs "
+                    "a lead's approval with a reason"
+                )
+                break
+    return problems
+
+
+def _uses_judge(graders: list[GraderSpec]) -> bool:
+    """Whether a grader falls back on the config's `judge` (a judge-graded grader with no `model:`)."""
+    return any(
+        (isinstance(g, RubricGrader) and g.model is None)
+        or (isinstance(g, HallucinationGrader) and g.model is None and g.method == "judge")
+        for g in graders
+    )
+
+
+def _describe(grader: GraderSpec) -> str:
+    settings = grader.model_dump(by_alias=True, exclude_defaults=True, exclude={"type"})
+    return f"{grader.type} ({', '.join(f'{k}: {v!r}' for k, v in settings.items())})" if settings else grader.type
+
+
+def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: str, changed: list[str]) -> list[str]:
+    """What the head changes in a suite's exam, one line each, for "Evaluation definition changed"."""
+    changes = []
+    if base.name != head.name:
+        changes.append(f"suite renamed from {base.name} to {head.name}")
+    by_type: dict[str, tuple[list[GraderSpec], list[GraderSpec]]] = defaultdict(lambda: ([], []))
+    for side, graders in enumerate((base.graders, head.graders)):
+        for grader in graders:
+            by_type[grader.type][side].append(grader)
+    for before_list, after_list in by_type.values():
+        for i in range(max(len(before_list), len(after_list))):
+            before = before_list[i] if i < len(before_list) else None
+            after = after_list[i] if i < len(after_list) else None
+            if before is None and after is not None:
+                changes.append(f"grader added: {_describe(after)}")
+            elif after is None and before is not None:
+                changes.append(f"grader removed: {_describe(before)}")
+            elif before != after and before is not None and after is not None:
+                changes.append(f"grader changed: {_describe(before)} → {_describe(after)}")
+    if base.repeats != head.repeats:
+        changes.append(f"repeats: {base.repeats} → {head.repeats}")
+    if base.schema_ != head.schema_:
+        changes.append(f"schema: {base.schema_ or 'none'} → {head.schema_ or 'none'}")
+    elif base.schema_ is not None and base.schema_ in changed:
+        # The base's exam reads the schema as the base has it: the head's edit is a new exam.
+        changes.append(f"schema file {base.schema_} changed")
+    if base.training_data != head.training_data:
+        changes.append(f"training data: {base.training_data or 'none'} → {head.training_data or 'none'}")
+    gates: dict[str, Any] = base.data_gates.model_dump(by_alias=True)
+    for key, value in head.data_gates.model_dump(by_alias=True).items():
+        if gates[key] != value:
+            changes.append(f"data gate {key}: {gates[key]} → {value}")
+    if base_judge != head_judge and (_uses_judge(base.graders) or _uses_judge(head.graders)):
+        changes.append(f"judge: {base_judge} → {head_judge}")
+    return changes
 
 
 def _id_warnings(suite_plan: SuitePlan) -> list[str]:
@@ -225,27 +360,37 @@ def _id_warnings(suite_plan: SuitePlan) -> list[str]:
 
 
 def _apply_model_policy(
-    suite_plan: SuitePlan, config: Config, head_config: Config, base_config: Config | None
+    suite_plan: SuitePlan, head_suite: Suite, config: Config, head_config: Config, base_config: Config | None
 ) -> tuple[SuitePlan, list[InputError]]:
     """The suite plan without a base prompt whose model the policy refuses, and an InputError for every
-    other model string of the suite that it refuses, at its file and line (made before any call)."""
+    other model string of the suite that it refuses, at its file and line (made before any call).
+
+    Both exams are checked: the base's, which grades, and the head's own (`head_suite`), which is run
+    beside it when it differs."""
     allowed = config.allowed_models
     base_prompt = suite_plan.base_prompt
     if base_prompt is not None and model_refusal(base_prompt.spec.model, allowed) is not None:
         # What the base calls is what a pull request may be moving away from: evaluate the head alone.
         suite_plan = dataclasses.replace(suite_plan, base_prompt=None)
-    suite = suite_plan.suite
+    suite = head_suite
     index = head_config.suites.index(suite) if suite in head_config.suites else None
     at: list[str | int] = ["suites", index] if index is not None else []
     head_prompt = suite_plan.head_prompt
     found: list[tuple[str, str, int | None]] = [(head_prompt.spec.model, head_prompt.path, head_prompt.model_line)]
     found += [(m, CONFIG_PATH, head_config.line([*at, "models", i])) for i, m in enumerate(suite.models)]
-    for i, grader in enumerate(suite.graders):
+    base_judge = (config.judge, base_config.line(["judge"]) if base_config else None)
+    # (grader, the judge it falls back on with its line, the line of its own `model:`)
+    graders: list[tuple[GraderSpec, tuple[str, int | None], int | None]] = [
+        (grader, base_judge, None) for grader in suite_plan.suite.graders if suite_plan.head_exam is not None
+    ]
+    head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
+    graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
+    for grader, (judge, judge_line), line in graders:
         model = getattr(grader, "model", None)
         if model is not None:
-            found.append((model, CONFIG_PATH, head_config.line([*at, "graders", i, "model"])))
+            found.append((model, CONFIG_PATH, line))
         elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
-            found.append((config.judge, CONFIG_PATH, base_config.line(["judge"]) if base_config else None))
+            found.append((judge, CONFIG_PATH, judge_line))
     errors = []
     for model, path, line in found:
         reason = model_refusal(model, allowed)

@@ -102,10 +102,21 @@ class SuiteReport:
     models: ModelComparison | None = None
     # (old, new) when the change switches the prompt's model.
     model_change: tuple[str, str] | None = None
+    # Why the head's accuracy is no evidence (not measurable, too few cases): each fails the gate.
+    no_evidence: list[str] = field(default_factory=list)
+    # Base rows the change removes from the dataset, evaluated in their base version all the same.
+    removed_cases: list[str] = field(default_factory=list)
+    # The same answers under the head's own exam, when the change rewrites it (shown, never gating).
+    head_definition: SuiteReport | None = None
     # The level of the gate's one-sided tests (base policy).
     alpha: float = ALPHA
     # sha256 of the exam (see SuitePlan.definition_hash): scores with different hashes are not comparable.
     definition_hash: str = ""
+
+    @property
+    def inconclusive(self) -> list[MetricRow]:
+        """Rows past a threshold by the point estimate but not significantly: a lead decides, with a reason."""
+        return [row for row in self.rows if row.verdict == "inconclusive"]
 
 
 def compare_suite(
@@ -164,6 +175,7 @@ def compare_suite(
         for r in variant.results
         if r.error
     ]
+    no_evidence = _no_evidence(head, acc.n if acc else None, t.min_cases)
     return SuiteReport(
         name=name,
         reasons=reasons,
@@ -175,9 +187,29 @@ def compare_suite(
         paired_cases=acc.n if acc else 0,
         min_detectable_drop_pp=acc.min_detectable * 100 if acc and acc.min_detectable is not None else None,
         errors=errors,
-        verdict="fail" if any(row.verdict == "fail" for row in rows) else "pass",
+        verdict="fail" if no_evidence or any(row.verdict == "fail" for row in rows) else "pass",
         alpha=t.alpha,
+        no_evidence=no_evidence,
     )
+
+
+def _no_evidence(head: Variant, paired_cases: int | None, min_cases: int) -> list[str]:
+    """Why the head's accuracy proves nothing, if it does not: an unmeasured metric is not a pass.
+
+    `paired_cases` is None for a suite new in this change (no base to pair with): its graded cases count.
+    """
+    m = head.metrics
+    if m.accuracy is None:
+        grade_errors = [g.error for r in head.results for g in r.grades if g.kind == "accuracy" and g.error]
+        if m.n_calls and m.n_errors == m.n_calls:
+            return ["head accuracy cannot be measured: every call under test failed"]
+        if grade_errors:
+            return [f"head accuracy cannot be measured: every accuracy grade is an error ({grade_errors[0]})"]
+        return ["head accuracy cannot be measured: the suite has no accuracy grader"]
+    counted, what = (m.n_graded, "graded") if paired_cases is None else (paired_cases, "paired")
+    if counted < min_cases:
+        return [f"only {counted} {what} cases, fewer than `min_cases` ({min_cases}): too few to judge the change"]
+    return []
 
 
 def paired(

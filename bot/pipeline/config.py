@@ -82,6 +82,8 @@ class Thresholds(_Strict):
     # "significant": a breach needs the change past the threshold AND significant (DESIGN.md §5);
     # "strict": the point estimate alone decides.
     gating: Literal["significant", "strict"] = "significant"
+    # Fewest cases graded on both sides (paired) before a verdict means anything: fewer is no evidence.
+    min_cases: int = Field(default=20, ge=1)
     # Level of the one-sided test a breach must pass (toward the harm: a drop, a rise).
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
@@ -221,6 +223,10 @@ class Limits(_Strict):
         return int(self.max_file_mb * 1_000_000)
 
 
+# The fields of a suite that define its exam (DESIGN.md §6, trust model).
+EXAM_FIELDS = frozenset({"graders", "repeats", "schema_", "training_data", "data_gates"})
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1)
     prompt: str
@@ -246,6 +252,10 @@ class Suite(_Strict):
     def paths(self) -> list[str]:
         """The repository files this suite is made of."""
         return [p for p in (self.prompt, self.dataset, self.schema_, self.training_data) if p]
+
+    def with_exam_of(self, other: Suite) -> Suite:
+        """This suite's prompt and dataset, graded as `other` grades."""
+        return self.model_copy(update={name: getattr(other, name) for name in EXAM_FIELDS})
 
 
 class Config(_Strict):
@@ -275,12 +285,24 @@ class Config(_Strict):
     def suite(self, name: str) -> Suite | None:
         return next((suite for suite in self.suites if suite.name == name), None)
 
+    def counterpart(self, suite: Suite) -> Suite | None:
+        """This config's version of another revision's `suite`: by name, else (a rename) by dataset, else
+        by prompt path, so a renamed suite keeps its exam and data gates."""
+        for key in ("name", "dataset", "prompt"):
+            found = next((s for s in self.suites if getattr(s, key) == getattr(suite, key)), None)
+            if found is not None:
+                return found
+        return None
+
     def line(self, loc: Sequence[str | int]) -> int | None:
         """The line in `.evalbot.yml` of the value at `loc` (keys and indexes), when parsed from text."""
         return line_of(self._node, loc)
 
     def with_policy_of(self, base: Config) -> Config:
-        """This config's suites under `base`'s policy: a pull request cannot loosen its own gate."""
+        """This config's suites under `base`'s policy: a pull request cannot loosen its own gate.
+
+        Each suite's exam comes from the base as well, suite by suite, when the change is planned.
+        """
         return self.model_copy(
             update={
                 "approvers": base.approvers,

@@ -58,6 +58,8 @@ class DataQuality:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    # For each changed row: the fields whose value differs from the base's (added or removed ones too).
+    changed_fields: dict[str, list[str]] = field(default_factory=dict)
     schema_violations: list[SchemaViolation] = field(default_factory=list)
     schema_violation_count: int = 0
     duplicate_rows: list[tuple[str, str]] = field(default_factory=list)
@@ -212,6 +214,10 @@ def _diff(result: DataQuality, before: dict[str, dict[str, Any]], after: dict[st
     result.added = [i for i in after if i not in before]
     result.removed = [i for i in before if i not in after]
     result.changed = [i for i in after if i in before and before[i] != after[i]]
+    result.changed_fields = {
+        i: sorted(k for k in before[i].keys() | after[i].keys() if before[i].get(k) != after[i].get(k))
+        for i in result.changed
+    }
 
 
 def _columns(dataset: Dataset) -> dict[str, list[Any]]:

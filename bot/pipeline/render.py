@@ -166,6 +166,7 @@ def report_dict(report: Report) -> dict[str, Any]:
     data["exit_code"] = report.exit_code
     if report.spend is not None:
         data["spend"]["per_success_usd"] = report.spend.per_success_usd
+    data["inconclusive"] = [dataclasses.asdict(breach) for breach in report.inconclusive]
     for suite_data, suite in zip(data["suites"], report.suites, strict=True):
         suite_data["verdict"] = suite.verdict
         for key in ("base", "head"):

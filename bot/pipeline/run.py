@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from bot.engine import graders as g
 from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
-from bot.engine.runner import CaseInput, CaseResult, VariantSpec, run_variant
+from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant
 from bot.errors import BudgetExhausted, InputError
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
@@ -22,7 +21,6 @@ from bot.pipeline.config import (
     CONFIG_PATH,
     Config,
     ContainsGrader,
-    DataGates,
     EqualsGrader,
     GraderSpec,
     HallucinationGrader,
@@ -30,10 +28,9 @@ from bot.pipeline.config import (
     RegexGrader,
     RubricGrader,
     SimilarityGrader,
-    Suite,
 )
 from bot.pipeline.data_quality import DataQuality, check
-from bot.pipeline.files import read_dataset, read_file
+from bot.pipeline.files import read_file
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -90,6 +87,26 @@ class Spend:
 
 
 @dataclass(frozen=True)
+class DefinitionChange:
+    """A suite whose exam the change rewrites, and what it changes (plain text, one line each)."""
+
+    suite: str
+    changes: list[str]
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A threshold passed by the point estimate but not significantly: a lead approves it with a reason."""
+
+    suite: str
+    metric: str
+    delta: float
+    delta_unit: str
+    threshold: float
+    p_value: float | None
+
+
+@dataclass(frozen=True)
 class Stopped:
     """Where a run stopped when its real spend reached the budget: nothing after it was started."""
 
@@ -116,8 +133,21 @@ class Report:
     estimate: Estimate | None = None
     budget_usd: float | None = None
     data: list[DataQuality] = field(default_factory=list)
+    # Suites whose exam the change rewrites: graded by the base's, the head's shown beside it.
+    definition_changes: list[DefinitionChange] = field(default_factory=list)
+    # The base's `.evalbot.yml` cannot be read: nothing evaluated, the gate fails (no default policy).
+    policy_error: str | None = None
     # Set when the real spend reached the budget mid-run: the run is partial and cannot pass.
     stopped: Stopped | None = None
+
+    @property
+    def inconclusive(self) -> list[Breach]:
+        return [
+            Breach(s.name, row.label, row.delta, row.delta_unit, row.threshold, row.p_value)
+            for s in self.suites
+            for row in s.inconclusive
+            if row.delta is not None and row.threshold is not None
+        ]
 
     @property
     def budget_refused(self) -> bool:
@@ -131,7 +161,7 @@ class Report:
         if self.errors:
             return "error"
         failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
-        if failed or self.stopped is not None:
+        if failed or self.policy_error or self.stopped is not None:
             return "fail"
         return "pass"
 
@@ -163,7 +193,9 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
 
 
 def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
-    return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in suite_plan.dataset.cases]
+    # Removed rows a prompt cannot be filled from are a plan problem (the gate fails): skip them here.
+    cases = [c for c in suite_plan.cases if not prompt.missing_fields(c.fields)]
+    return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in cases]
 
 
 def _without_model(prompt: Prompt) -> dict[str, Any]:
@@ -197,6 +229,12 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         problems=the_plan.problems,
         warnings=the_plan.warnings,
         approvers=the_plan.config.approvers,
+        policy_error=the_plan.policy_error,
+        definition_changes=[
+            DefinitionChange(sp.suite.name, list(sp.definition_changes))
+            for sp in the_plan.suites
+            if sp.definition_changes
+        ],
     )
     if the_plan.errors:
         report.errors = [str(error) for error in the_plan.errors]
@@ -245,37 +283,22 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         data_paths = [path for path in suite.paths() if path != suite.prompt]
         if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
             continue
-        base_dataset = None
-        if base is not None:
-            with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-                # The head's id_field names the base's rows too, so that cases pair up.
-                base_dataset = await read_dataset(
-                    source, base, suite.dataset, the_plan.config.limits, id_field=suite.id_field
-                )
-        gates = _base_gates(the_plan, suite)
-        schema = await _file(source, the_plan, suite.schema_)
-        training = await _file(source, the_plan, suite.training_data)
+        base_dataset = sp.base_dataset if base is not None else None
+        # `suite` carries the base's exam, data gates included, so a rename or an edit cannot shed them.
+        schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
+        training = await _file(source, the_plan, the_plan.head, suite.training_data)
         # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
         quality = await asyncio.to_thread(
-            check, suite.name, sp.dataset, base_dataset, gates, sp.head_prompt, schema, training
+            check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
         )
         results.append(quality)
     return results
 
 
-def _base_gates(the_plan: Plan, suite: Suite) -> DataGates:
-    """The base's data gates for a suite, found by name or by dataset (a rename must not shed them)."""
-    base = the_plan.base_config
-    if base is None:
-        return DataGates()
-    matches = [s for s in base.suites if s.name == suite.name or s.dataset == suite.dataset]
-    return matches[0].data_gates if matches else DataGates()
-
-
-async def _file(source: Source, the_plan: Plan, path: str | None) -> tuple[str, str] | None:
+async def _file(source: Source, the_plan: Plan, ref: str, path: str | None) -> tuple[str, str] | None:
     if path is None:
         return None
-    text = await read_file(source, the_plan.head, path, the_plan.config.limits)
+    text = await read_file(source, ref, path, the_plan.config.limits)
     if text is None:
         raise InputError("file named in .evalbot.yml does not exist", path)
     return path, text
@@ -299,7 +322,7 @@ async def _run_plan(
     judge = ModelClient(options.cache, prices, options.concurrency, options.retry, options.api_base, limit)
 
     started = time.perf_counter()
-    total = sum(len(sp.dataset.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
+    total = sum(len(sp.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
     done = cached = passed = 0
 
     def progress(result: CaseResult) -> None:
@@ -324,6 +347,9 @@ async def _run_plan(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
+        report.removed_cases = [case.id for case in sp.removed]
+        if sp.head_exam is not None:
+            report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:
             reference = sp.current_model
             variants = {**model_variants, sp.head_prompt.spec.model: head_variant}
@@ -337,8 +363,25 @@ async def _run_plan(
             prompt_changed = _without_model(sp.base_prompt) != _without_model(sp.head_prompt)
             # When the prompt changed too, its thresholds still apply: a model switch is no free pass.
             threshold_failed = prompt_changed and report.verdict == "fail"
-            report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed else "pass"
+            # Nor is a model that fails calls or leaves accuracy unmeasured: missing evidence is not a trade-off.
+            broken = bool(report.no_evidence) or any(
+                row.key == "failed_calls" and row.verdict == "fail" for row in report.rows
+            )
+            report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed or broken else "pass"
         return report
+
+    async def under_head_exam(sp: SuitePlan, base: Variant | None, head: Variant) -> SuiteReport:
+        """The answers of this run graded again by the head's own graders (judge calls only)."""
+        assert sp.head_exam is not None
+        graders = build_graders(sp.head_exam.graders, judge, the_plan.head_judge or config.judge)
+
+        async def again(variant: Variant, prompt: Prompt) -> Variant:
+            results = await regrade(variant.results, _cases(prompt, sp), graders)
+            return Variant(variant.name, variant.version, variant.model, results)
+
+        head_again = await again(head, sp.head_prompt)
+        base_again = await again(base, sp.base_prompt) if base is not None and sp.base_prompt is not None else None
+        return compare_suite(sp.head_exam.name, list(sp.reasons), base_again, head_again, config.thresholds)
 
     stopped = None
     try:

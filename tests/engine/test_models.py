@@ -92,3 +92,16 @@ async def test_cached_answer_keeps_measured_latency_and_cost(stub: StubLLM, tmp_
     await second_client.complete("openai/m", MESSAGES, temperature=0.5)
     assert len(stub.requests) == 2
     await cache.close()
+
+
+async def test_a_redis_cache_that_does_not_answer_is_a_miss_not_a_failed_call(stub: StubLLM) -> None:
+    import redis.asyncio as redis
+
+    # Nothing listens on port 1: every cache read and write fails as during a Redis restart.
+    cache = RedisCache(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    stub.handler = lambda body: Reply(text="x")
+    client = ModelClient(cache, api_base=stub.base_url)
+    answers = [await client.complete("openai/m", MESSAGES, sample=i) for i in range(2)]
+    assert [(a.text, a.cached) for a in answers] == [("x", False), ("x", False)]
+    assert len(stub.requests) == 2 and client.stats.errors == 0
+    await cache.close()

@@ -139,8 +139,9 @@ def answers(head_right: int, base_right: int = 5) -> Callable[[dict[str, Any]], 
 
 def build_pr_repo(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[str, str]:
     """A repository with suite qa (10 cases): prompt v1.0.0 on main, v1.1.0 on branch feature."""
-    # Latency of a stub in this process is noise: these tests gate on accuracy.
-    policy.setdefault("thresholds", {"latency_p95_increase_pct": 1000})
+    # Latency of a stub in this process is noise: these tests gate on accuracy. Ten cases are this
+    # repository's policy: below the default `min_cases` (20), which would make every verdict "no evidence".
+    policy["thresholds"] = {"min_cases": 10, **policy.get("thresholds", {"latency_p95_increase_pct": 1000})}
     config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}], **policy)
     repo.write(".evalbot.yml", {"approvers": approvers, **config})
     repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])

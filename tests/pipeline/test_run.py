@@ -27,7 +27,7 @@ def scripted(body: dict[str, Any]) -> Reply:
     case = int(user_text(body).split("q")[-1])
     is_head = "v2" in system
     correct = case in (HEAD_CORRECT if is_head else BASE_CORRECT)
-    delay_s = (0.02 if is_head else 0.01) + case * 0.001
+    delay_s = (0.1 if is_head else 0.01) + case * 0.001
     return Reply(text=f"a{case}" if correct else "wrong", delay_s=delay_s, prompt_tokens=100, completion_tokens=50)
 
 
@@ -80,11 +80,12 @@ async def test_known_answers_give_exact_numbers(repo: GitRepo, stub: StubLLM) ->
     assert report.spend.under_test_usd == pytest.approx(80 * 0.0002)
     assert rows["cost_per_1k"].delta == pytest.approx(0.0)
 
-    # Latency: the stub waits 10 ms (+1 ms per case) for base and 20 ms (+1 ms) for head; HTTP adds a little.
+    # Latency: the stub waits 10 ms (+1 ms per case) for base and 100 ms (+1 ms) for head; HTTP adds a
+    # little, and a loaded machine more: the upper bounds only say the stub's delay is what was measured.
     expected_base_p50 = 0.01 + 0.0195
-    expected_head_p95 = 0.02 + 0.03705
-    assert expected_base_p50 <= base.latency_p50_s < expected_base_p50 + 0.1
-    assert expected_head_p95 <= head.latency_p95_s < expected_head_p95 + 0.1
+    expected_head_p95 = 0.1 + 0.03705
+    assert expected_base_p50 <= base.latency_p50_s < expected_base_p50 + 0.5
+    assert expected_head_p95 <= head.latency_p95_s < expected_head_p95 + 0.5
     assert rows["latency_p95"].delta > 10 and rows["latency_p95"].verdict == "fail"
     assert report.verdict == "fail" and report.exit_code == 1
 
@@ -142,7 +143,7 @@ def test_cli_eval_prints_report_and_exit_code(repo: GitRepo, stub: StubLLM) -> N
     build_repo(repo)
     stub.handler = scripted
     args = ["eval", "--repo", str(repo.root), "--base", "base", "--head", "head", "--api-base", stub.base_url]
-    # One call at a time, so the 10 ms the head adds per call is measured, and breaches the p95 gate.
+    # One call at a time, so the 90 ms the head adds per call is measured, and breaches the p95 gate.
     result = CliRunner().invoke(cli, [*args, "--concurrency", "1"])
     assert result.exit_code == 1, result.output
     assert "| Accuracy | 75.0% [59.8, 85.8] | 90.0% [76.9, 96.0] | +15.0 pp" in result.output
