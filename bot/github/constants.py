@@ -19,6 +19,13 @@ HEAD_KEY = "evalbot:head:{repo}:{pr}"
 # (approving needs a reason) and a rewritten exam, kept as long as a pull request may stay open.
 GATE_NOTES_KEY = "evalbot:gate-notes:{repo}:{pr}:{sha}"
 GATE_NOTES_TTL_S = 90 * 24 * 3600
+# Each open pull request's verdict on a head SHA (hash: pull request number -> verdict), and the lock
+# that lets one job at a time publish that SHA's checks from them.
+VERDICT_KEY = "evalbot:verdict:{repo}:{sha}"
+VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
+# Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
+VERDICT_TTL_S = 90 * 24 * 3600
+VERDICT_LOCK_TIMEOUT_S = 120
 # Refused commands answered per user and repository in a window; past it, a refusal is only logged
 # (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"

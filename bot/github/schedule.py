@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import structlog
 from croniter import croniter
@@ -22,7 +21,7 @@ from bot.github.issues import upsert_issue
 from bot.github.publish import Publisher
 from bot.github.records import job_store
 from bot.github.redact import Redactor
-from bot.github.source import GitHubSource
+from bot.github.source import GitHubSource, branch_tip
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
 from bot.pipeline.files import read_config
@@ -50,9 +49,8 @@ def _client(ctx: dict[str, Any], installation_id: int) -> Any:
 
 async def default_branch_head(gh: GitHub[Any], owner: str, name: str) -> tuple[str, str]:
     """(default branch, the SHA of its head commit)."""
-    branch = (await gh.arequest("GET", f"/repos/{owner}/{name}")).json()["default_branch"]
-    head = (await gh.arequest("GET", f"/repos/{owner}/{name}/branches/{quote(branch, safe='')}")).json()
-    return str(branch), str(head["commit"]["sha"])
+    branch = str((await gh.arequest("GET", f"/repos/{owner}/{name}")).json()["default_branch"])
+    return branch, await branch_tip(gh, owner, name, branch)
 
 
 def due_firing(cron: str, now: float, first_seen: float, last_fire: float | None) -> float | None:
@@ -78,7 +76,7 @@ async def check_schedules(ctx: dict[str, Any], now: float | None = None) -> list
         try:
             gh = _client(ctx, known.installation_id)
             _branch, sha = await default_branch_head(gh, owner, name)
-            config = await read_config(GitHubSource(gh, owner, name, 0), sha)
+            config = await read_config(GitHubSource(gh, owner, name), sha)
         except (GitHubException, InputError) as exc:
             # One repository that cannot be read (uninstalled, a broken config) must not stop the others.
             log.warning("schedule unreadable", repo=known.full_name, error=str(exc))
@@ -134,7 +132,7 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
     gh = _client(ctx, installation_id)
     started = time.time()
     branch, sha = await default_branch_head(gh, owner, name)
-    source = GitHubSource(gh, owner, name, 0)
+    source = GitHubSource(gh, owner, name)
     options = RunOptions(
         run_all=True,
         api_base=settings.EVALBOT_API_BASE,

@@ -21,9 +21,10 @@ __all__ = [
 ]
 
 
-async def get_approval(store: Store, repo: str, pr: int, sha: str) -> Approval | None:
-    """The approval of `sha`, if there is one: an approval of an older head SHA does not count."""
-    return await asyncio.to_thread(store.approval, repo, pr, sha)
+async def get_approval(store: Store, repo: str, pr: int, sha: str, base_ref: str) -> Approval | None:
+    """The approval of `sha` against `base_ref`, if there is one: one of an older head SHA, or of the
+    pull request before a retarget, does not count."""
+    return await asyncio.to_thread(store.approval, repo, pr, sha, base_ref)
 
 
 async def set_gate_notes(redis: Any, repo: str, pr: int, sha: str, notes: dict[str, Any]) -> None:

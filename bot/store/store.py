@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -328,18 +330,22 @@ class Store:
     # Repositories and schedules
 
     def note_repository(self, full_name: str, installation_id: int, at: float | None = None) -> None:
-        """Remember a repository a job ran for: the scheduler looks at these."""
+        """Remember a repository a job ran for: the scheduler looks at these.
+
+        One upsert statement: two jobs of a new repository may note it at the same moment.
+        """
         when = _at(at)
+        dialect_insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            dialect_insert(Repository)
+            .values(full_name=full_name, installation_id=installation_id, first_seen_at=when, last_seen_at=when)
+            .on_conflict_do_update(
+                index_elements=[Repository.full_name],
+                set_={"installation_id": installation_id, "last_seen_at": when},
+            )
+        )
         with self._session() as session:
-            row = session.get(Repository, full_name)
-            if row is None:
-                session.add(
-                    Repository(
-                        full_name=full_name, installation_id=installation_id, first_seen_at=when, last_seen_at=when
-                    )
-                )
-            else:
-                row.installation_id, row.last_seen_at = installation_id, when
+            session.execute(statement)
 
     def repositories(self) -> list[KnownRepository]:
         with self._session() as session:

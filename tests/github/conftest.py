@@ -19,7 +19,7 @@ from arq.worker import Worker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.github.jobs import evaluate_pull_request, handle_command
+from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
@@ -110,7 +110,7 @@ def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command, scheduled_evaluation, check_schedules],
+            functions=[evaluate_pull_request, handle_command, publish_head, scheduled_evaluation, check_schedules],
             redis_pool=redis,
             burst=True,
             poll_delay=0,

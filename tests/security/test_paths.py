@@ -49,7 +49,8 @@ def pr_repo(repo: GitRepo, **suite: Any) -> tuple[str, str]:
 
 async def evaluate_pr(fake_github: FakeGitHub, settings: Settings, redis: ArqRedis, base: str, head: str) -> Any:
     fake_github.pulls[2] = (base, head)
-    args = {"repo": REPO, "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    # The job compares with the base branch (main) as it is now: `base` is its tip.
+    args = {"repo": REPO, "installation_id": 1, "pr_number": 2, "head_sha": head}
     await evaluate_pull_request({"settings": settings, "redis": redis}, **args)
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     return evals
@@ -201,6 +202,7 @@ async def test_github_sizes_a_file_before_downloading_it(
     repo.write("evals/qa.jsonl", ROWS)
     repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
     base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")  # the job compares with main's tip
     repo.write("evals/qa.jsonl", big_rows)
     head = repo.commit("head")
     size = (repo.root / "evals/qa.jsonl").stat().st_size
