@@ -32,7 +32,14 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.permissions import has_write_access, is_approver
-from bot.github.publish import Publisher, comment_body, evals_conclusion, report_markdown, report_title
+from bot.github.publish import (
+    Publisher,
+    comment_body,
+    evals_conclusion,
+    report_annotations,
+    report_markdown,
+    report_title,
+)
 from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, get_pull_request, is_fork
 from bot.pipeline.compare import SuiteReport
@@ -267,7 +274,10 @@ async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
         return
     markdown = report_markdown(report)
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
-    await publisher.complete(evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True)
+    notes = report_annotations(report)
+    await publisher.complete(
+        evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True, notes=notes
+    )
     tradeoffs = [s for s in report.suites if s.models is not None]
     suites = [s.name for s in report.suites]
     await _publish_approval(job, report.approvers, suites, report.verdict != "pass", tradeoffs)

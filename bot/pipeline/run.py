@@ -332,6 +332,9 @@ async def _run_plan(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.removed_cases = [case.id for case in sp.removed]
+        regressed = {flip.case_id for flip in report.regressions}
+        report.dataset = sp.dataset.path
+        report.regression_lines = {case.id: case.line for case in sp.dataset.cases if case.id in regressed}
         if sp.head_exam is not None:
             report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:

@@ -39,6 +39,10 @@ class FakeGitHub:
         self.reactions: list[tuple[int, str]] = []
         self.files_status = 200  # answer of the pull request file list (500: always broken)
         self.check_runs: dict[int, dict[str, Any]] = {}
+        # Annotations per check run, in the order received (GitHub appends each update's), and the
+        # size of each request's batch.
+        self.annotations: dict[int, list[dict[str, Any]]] = {}
+        self.annotation_requests: list[int] = []
         self.comments: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
@@ -184,6 +188,7 @@ class FakeGitHub:
             if body.get("conclusion"):
                 run["status"] = "completed"
             self.check_runs[run["id"]] = run
+            self._keep_annotations(run["id"], body)
             return JSONResponse(run, status_code=201)
 
         @app.patch("/repos/{owner}/{repo}/check-runs/{run_id}")
@@ -196,7 +201,15 @@ class FakeGitHub:
             run.update(body)
             if body.get("conclusion"):
                 run["status"] = "completed"
+            self._keep_annotations(run_id, body)
             return JSONResponse(run)
+
+        @app.get("/repos/{owner}/{repo}/check-runs/{run_id}/annotations")
+        async def list_annotations(
+            owner: str, repo: str, run_id: int, page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            found = self.annotations.get(run_id, [])
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
 
         @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
         async def list_comments(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
@@ -269,6 +282,12 @@ class FakeGitHub:
         content = base64.b64encode(blob).decode() if inline else ""
         return JSONResponse({**about, "type": "file", "encoding": "base64" if inline else "none", "content": content})
 
+    def _keep_annotations(self, run_id: int, body: dict[str, Any]) -> None:
+        notes = (body.get("output") or {}).get("annotations")
+        if notes:
+            self.annotation_requests.append(len(notes))
+            self.annotations.setdefault(run_id, []).extend(dict(note) for note in notes)
+
     @staticmethod
     def _invalid_run(body: dict[str, Any], creating: bool) -> str | None:
         if creating and (not body.get("name") or not body.get("head_sha")):
@@ -294,6 +313,14 @@ class FakeGitHub:
         for key in ("summary", "text"):
             if len(out.get(key) or "") > 65_535:
                 return f"output.{key} is too long (maximum is 65535 characters)"
+        notes = out.get("annotations") or []
+        if len(notes) > 50:
+            return "output.annotations: no more than 50 items per request"
+        for note in notes:
+            if not all(note.get(k) for k in ("path", "start_line", "end_line", "annotation_level", "message")):
+                return "annotations need path, start_line, end_line, annotation_level and message"
+            if note["annotation_level"] not in ("notice", "warning", "failure"):
+                return f"annotation_level {note['annotation_level']!r} is not one of notice, warning, failure"
         return None
 
     def start(self) -> FakeGitHub:
