@@ -175,7 +175,9 @@ class Publisher:
         completion and the rest in further updates with the same output (GitHub appends them)."""
         notes = notes or []
         if len(notes) > MAX_ANNOTATIONS:
-            more = render_template("annotations_more.md.j2", shown=MAX_ANNOTATIONS, more=len(notes) - MAX_ANNOTATIONS)
+            more = render_template(
+                "annotations_more.md.j2", shown=MAX_ANNOTATIONS, more=len(notes) - MAX_ANNOTATIONS
+            ).strip()
             summary = _clip(summary, MAX_TEXT_CHARS - len(more) - 2) + "\n\n" + more
             notes = notes[:MAX_ANNOTATIONS]
         out = self._output(title, summary)
