@@ -272,7 +272,7 @@ async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
         approval_id = await publisher.ensure_check(APPROVAL_CHECK, job.details_url)
         await publisher.complete(approval_id, "success", "No AI artefact changed", approval)
         return
-    markdown = report_markdown(report)
+    markdown = report_markdown(report, await publisher.blob_url())
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
     notes = report_annotations(report)
     await publisher.complete(

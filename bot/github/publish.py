@@ -110,8 +110,8 @@ def comment_body(summary_markdown: str, head_sha: str | None = None, details_url
     )
 
 
-def report_markdown(report: Report) -> str:
-    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200)
+def report_markdown(report: Report, blob_url: str | None = None) -> str:
+    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200, blob_url=blob_url)
 
 
 class Publisher:
@@ -154,6 +154,11 @@ class Publisher:
             payload["details_url"] = details_url
         created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
         return int(created.json()["id"])
+
+    async def blob_url(self) -> str:
+        """The repository's files at the head SHA on the web (`html_url`, not the API's URL), for links."""
+        response = await self.gh.arequest("GET", self._base)
+        return f"{response.json()['html_url']}/blob/{self.head_sha}"
 
     async def progress(self, check_id: int, title: str, summary: str) -> None:
         await self.gh.arequest(

@@ -123,6 +123,16 @@ class FakeGitHub:
         async def contents(owner: str, repo: str, path: str, ref: str, request: Request) -> Response:
             return self._contents(f"/repos/{owner}/{repo}/contents", path, ref, request.headers.get("accept", ""))
 
+        @app.get("/repos/{owner}/{repo}")
+        async def repository(owner: str, repo: str) -> JSONResponse:
+            return JSONResponse(
+                {
+                    "full_name": f"{owner}/{repo}",
+                    "url": f"https://api.github.com/repos/{owner}/{repo}",
+                    "html_url": f"https://github.com/{owner}/{repo}",
+                }
+            )
+
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
         async def pull(owner: str, repo: str, number: int) -> JSONResponse:
             if number not in self.pulls:

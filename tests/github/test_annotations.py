@@ -68,9 +68,14 @@ async def test_every_problem_of_a_broken_head_is_annotated_on_its_line(
         "YAML syntax error: mapping values are not allowed here",
     ]
     assert all(n["end_line"] == n["start_line"] and n["title"] for n in notes)
-    summary = evals["output"]["summary"]
-    for text in ("evals/qa.jsonl:7 (row 7)", "evals/qa.jsonl:12 (row 12)", "prompts/qa.yaml:3"):
-        assert text in summary
+    # In the report, each file and line links to that line at the head SHA, on the web (not the API).
+    blob = f"https://github.com/Codertocat/Hello-World/blob/{head}"
+    listed = [line for line in evals["output"]["summary"].splitlines() if line.startswith("- [")]
+    assert listed == [
+        f"- [`evals/qa.jsonl:7`]({blob}/evals/qa.jsonl#L7) (row 7): not valid JSON (Expecting value at column 26)",
+        f"- [`evals/qa.jsonl:12`]({blob}/evals/qa.jsonl#L12) (row 12): not valid JSON (Expecting value at column 1)",
+        f"- [`prompts/qa.yaml:3`]({blob}/prompts/qa.yaml#L3): YAML syntax error: mapping values are not allowed here",
+    ]
     assert stub.requests == []
 
 
