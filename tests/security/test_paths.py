@@ -69,7 +69,12 @@ async def test_a_schema_path_into_another_repository_is_refused_before_any_reque
         f".evalbot.yml:{line}: suites.0.schema: Value error, must be a path inside the repository, like "
         "evals/cases.jsonl: the path has a '.' or '..' segment" in evals["output"]["summary"]
     )
-    elsewhere = [p for _m, p in fake_github.requests if p.startswith("/repos/") and not p.startswith(f"/repos/{REPO}/")]
+    # The repository itself (its html_url, for links) or a path under it; nothing of another repository.
+    elsewhere = [
+        p
+        for _m, p in fake_github.requests
+        if p.startswith("/repos/") and p != f"/repos/{REPO}" and not p.startswith(f"/repos/{REPO}/")
+    ]
     assert elsewhere == []
     assert SENTINEL not in json.dumps(fake_github.bodies)
     assert stub.requests == []
