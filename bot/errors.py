@@ -49,6 +49,11 @@ class JudgeError(EvalbotError):
     """A judge answer that could not be parsed or checked; recorded as a grader error for its case."""
 
 
+class BasePolicyError(InputError):
+    """The base branch's `.evalbot.yml` cannot be read or parsed: there is no policy, so nothing passes the
+    gate and nobody can approve (never a default config in its place)."""
+
+
 class FileTooLargeError(InputError):
     """A repository file over the base's `limits.max_file_mb`, found before it is read whole."""
 

@@ -10,17 +10,21 @@ from typing import Literal
 CommandName = Literal["eval", "approve", "approve_cancel", "help"]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# `/approve 1a2b3c4 [reason]`: a commit as GitHub abbreviates it (7 hex digits) up to the full SHA.
+_SHA_PREFIX = re.compile(r"[0-9a-f]{7,40}")
 
 
 @dataclass(frozen=True)
 class Command:
-    """A command to act on. `suites`/`models`/`budget_usd` belong to /eval; `reason` to /approve."""
+    """A command to act on. `suites`/`models`/`budget_usd` belong to /eval; `reason` and `sha` (the commit
+    the approver means, when named) to /approve."""
 
     name: CommandName
     suites: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     budget_usd: float | None = None
     reason: str = ""
+    sha: str = ""
     raw: str = ""
 
 
@@ -61,6 +65,9 @@ def parse_command(body: str) -> Command | Refusal | None:
     if word == "approve":
         if rest.lower() == "cancel":
             return Command("approve_cancel", raw=line)
+        first, _, reason = rest.partition(" ")
+        if _SHA_PREFIX.fullmatch(first.lower()):
+            return Command("approve", reason=reason.strip(), sha=first.lower(), raw=line)
         return Command("approve", reason=rest, raw=line)
     if word == "eval":
         return _parse_eval(rest, line)

@@ -17,6 +17,13 @@ AUDIT_STREAM = "evalbot:audit:{repo}"
 # (approving needs a reason) and a rewritten exam, kept as long as a pull request may stay open.
 GATE_NOTES_KEY = "evalbot:gate-notes:{repo}:{pr}:{sha}"
 GATE_NOTES_TTL_S = 90 * 24 * 3600
+# Each open pull request's verdict on a head SHA (hash: pull request number -> verdict), and the lock
+# that lets one job at a time publish that SHA's checks from them.
+VERDICT_KEY = "evalbot:verdict:{repo}:{sha}"
+VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
+# Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
+VERDICT_TTL_S = 90 * 24 * 3600
+VERDICT_LOCK_TIMEOUT_S = 120
 # Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
 AUDIT_MAX_ENTRIES = 100_000
 # Characters kept of each text an audit record holds (reasons, command text, logins), and of its

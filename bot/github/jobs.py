@@ -17,12 +17,11 @@ from arq.connections import RedisSettings
 from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
-from bot.errors import InputError
+from bot.errors import BasePolicyError, InputError
 from bot.github import metrics, state
 from bot.github.client import installation_client
 from bot.github.commands import Command, Refusal
 from bot.github.constants import (
-    APPROVAL_CHECK,
     EVALS_CHECK,
     HEAD_KEY,
     JOB_MAX_TRIES,
@@ -31,9 +30,13 @@ from bot.github.constants import (
     RETRY_DEFER_S,
     eval_job_id,
 )
+from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import (
+    Conclusion,
     Publisher,
+    blob_url,
+    cap_annotations,
     comment_body,
     evals_conclusion,
     report_annotations,
@@ -41,8 +44,7 @@ from bot.github.publish import (
     report_title,
 )
 from bot.github.redact import Redactor
-from bot.github.source import GitHubSource, get_pull_request, is_fork
-from bot.pipeline.compare import SuiteReport
+from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
@@ -88,28 +90,37 @@ class _PullRequestJob:
             settings, ctx["redis"], gh, repo, owner, name, installation_id, pr_number, head_sha, publisher, details_url
         )
 
-    async def base_policy(self, base_sha: str) -> Config:
-        """`.evalbot.yml` of the base: who approves is never read from the pull request itself."""
-        try:
-            return await read_config(GitHubSource(self.gh, self.owner, self.name, self.pr_number), base_sha) or Config()
-        except InputError:
-            return Config()
+    async def base_policy(self, base_ref: str) -> Config:
+        """`.evalbot.yml` of the base branch as it is now: who approves is never read from the pull request.
+
+        Raises:
+            BasePolicyError: the base's file cannot be read or parsed.
+        """
+        return (await read_base(self.gh, self.owner, self.name, base_ref))[1]
 
     async def audit(self, kind: str, actor: str, **details: Any) -> None:
         await state.audit(self.redis, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
 
-    async def audit_trail(self) -> list[dict[str, Any]]:
-        return await state.audit_entries(self.redis, self.repo, self.pr_number, last=20)
-
-    async def approval_summary(self, state_name: str, approvers: list[str], **data: Any) -> str:
+    async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
+        number = pr or self.pr_number
+        audit = await state.audit_entries(self.redis, self.repo, number, last=20)
+        # Inconclusive breaches and a rewritten exam go at the top of whatever the approval check says.
+        notes = await state.get_gate_notes(self.redis, self.repo, number, self.head_sha)
         return render_template(
             "approval.md.j2",
             state=state_name,
             head_sha=self.head_sha,
             approvers=approvers,
-            audit=await self.audit_trail(),
+            audit=audit,
+            notes=notes,
             **data,
         )
+
+    async def fail(self, base_ref: str, conclusion: Conclusion, title: str, summary: str, reason: str) -> None:
+        """Keep this pull request's verdict on the SHA when it cannot pass: another pull request with the
+        same head must not publish a pass over it."""
+        verdict = PullVerdict(self.pr_number, base_ref, conclusion, title, summary, "blocked", reason=reason)
+        await store_verdict(self.redis, self.repo, self.head_sha, verdict)
 
 
 async def evaluate_pull_request(
@@ -117,7 +128,6 @@ async def evaluate_pull_request(
     repo: str,
     installation_id: int,
     pr_number: int,
-    base_sha: str,
     head_sha: str,
     trusted: bool = False,
     only: list[str] | None = None,
@@ -131,8 +141,8 @@ async def evaluate_pull_request(
         repo: "owner/name".
         installation_id: the app installation that covers the repository.
         pr_number: the pull request.
-        base_sha: the base branch's SHA (policy and "before" prompts).
-        head_sha: the head SHA (what is evaluated, and where the checks go).
+        head_sha: the head SHA (what is evaluated, and where the checks go). The base is the pull
+            request's base branch as it is when the job runs: its policy and its "before" prompts.
         trusted: a writer asked for this run (`/eval`): skip the fork and author checks.
         only: suites to evaluate whether or not they changed (`/eval suite ...`).
         budget_usd: lifts `budget.max_cost_usd` for this run (`/eval --budget`, approvers only).
@@ -140,20 +150,28 @@ async def evaluate_pull_request(
 
     Returns:
         The gate verdict: "pass", "fail", "error"; "untrusted" when waiting for a `/eval`; "crashed"
-        when the run could not finish.
+        when the run could not finish; "no-policy" when the base's `.evalbot.yml` cannot be read.
     """
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+        pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
+        base_ref = pull["base"]["ref"]
         if not trusted:
-            pull_request = await get_pull_request(job.gh, job.owner, job.name, pr_number)
-            fork = is_fork(pull_request)
-            author = pull_request["user"]["login"]
+            fork = is_fork(pull)
+            author = pull["user"]["login"]
             if fork or not await has_write_access(job.gh, job.owner, job.name, author):
-                await _wait_for_eval(job, evals_id, fork, base_sha)
+                await _wait_for_eval(job, pull, evals_id, fork)
                 return "untrusted"
+        try:
+            base_sha, _ = await read_base(job.gh, job.owner, job.name, base_ref)
+        except BasePolicyError as exc:
+            summary = render_template("no_policy.md.j2", reason=str(exc))
+            await job.fail(base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
+            await publish_sha(job, pull, evals_id)
+            return "no-policy"
     except GitHubException as exc:
         # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
         # the whole job again later rather than lose the pull request's check — unless GitHub refused
@@ -166,12 +184,13 @@ async def evaluate_pull_request(
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
-        await _publish(job, evals_id, report)
+        await _publish(job, pull, evals_id, report)
     except asyncio.CancelledError:
         # arq's job timeout cancels the job: close the check run on the way out (shielded, as the
         # task itself is being cancelled), then let the cancellation go on.
         summary = render_template("job_failed.md.j2", reason=f"the evaluation took longer than {JOB_TIMEOUT_S} s")
         with contextlib.suppress(Exception):
+            await asyncio.shield(job.fail(base_ref, "timed_out", "evalbot timed out", summary, "it timed out"))
             await asyncio.shield(job.publisher.complete(evals_id, "timed_out", "evalbot timed out", summary))
         metrics.JOBS.labels(result="timed_out").inc()
         raise
@@ -182,9 +201,9 @@ async def evaluate_pull_request(
         # Exception text can carry URLs, payloads or provider answers: only its class is posted, the
         # rest stays in the worker's log.
         summary = render_template("job_failed.md.j2", error=type(exc).__name__)
-        await job.publisher.complete(
-            evals_id, "failure", "evalbot could not finish the evaluation", summary, rerun_button=True
-        )
+        title = "evalbot could not finish the evaluation"
+        await job.fail(base_ref, "failure", title, summary, "the evaluation could not finish")
+        await job.publisher.complete(evals_id, "failure", title, summary, rerun_button=True)
         metrics.JOBS.labels(result="crashed").inc()
         return "crashed"
     finally:
@@ -198,14 +217,13 @@ async def evaluate_pull_request(
     return report.verdict
 
 
-async def _wait_for_eval(job: _PullRequestJob, evals_id: int, fork: bool, base_sha: str) -> None:
+async def _wait_for_eval(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, fork: bool) -> None:
     summary = render_template("untrusted.md.j2", fork=fork, head_sha=job.head_sha)
-    await job.publisher.complete(evals_id, "action_required", "Waiting for a maintainer's /eval", summary)
-    policy = await job.base_policy(base_sha)
-    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
     await job.audit("awaiting_eval", "evalbot", reason="fork" if fork else "author without write access")
-    approval = await job.approval_summary("untrusted", policy.approvers)
-    await job.publisher.complete(approval_id, "action_required", "Waiting for a maintainer's /eval", approval)
+    title = "Waiting for a maintainer's /eval"
+    verdict = PullVerdict(job.pr_number, pull["base"]["ref"], "action_required", title, summary, "untrusted")
+    await store_verdict(job.redis, job.repo, job.head_sha, verdict)
+    await publish_sha(job, pull, evals_id)
 
 
 async def _evaluate(
@@ -243,7 +261,7 @@ async def _evaluate(
         budget_usd=budget_usd,
         models=models,
     )
-    source = GitHubSource(job.gh, job.owner, job.name, job.pr_number)
+    source = GitHubSource(job.gh, job.owner, job.name)
     try:
         report = await evaluate(source, base_sha, job.head_sha, options)
     except InputError as exc:
@@ -262,26 +280,37 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
     }
 
 
-async def _publish(job: _PullRequestJob, evals_id: int, report: Report) -> None:
-    publisher = job.publisher
+async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report) -> None:
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
+    base_ref = pull["base"]["ref"]
     if not report.suites and not report.errors and not report.problems and not report.policy_error:
         summary = render_template("no_changes.md.j2")
-        await publisher.complete(evals_id, "success", "No prompt, config or dataset changed", summary)
-        approval = await job.approval_summary("not_needed", report.approvers)
-        approval_id = await publisher.ensure_check(APPROVAL_CHECK, job.details_url)
-        await publisher.complete(approval_id, "success", "No AI artefact changed", approval)
+        verdict = PullVerdict(
+            job.pr_number, base_ref, "success", "No prompt, config or dataset changed", summary, "not_needed"
+        )
+        await store_verdict(job.redis, job.repo, job.head_sha, verdict)
+        await publish_sha(job, pull, evals_id)
         return
-    markdown = report_markdown(report, await publisher.blob_url())
+    markdown = report_markdown(report, blob_url(pull, job.head_sha))
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
-    notes = report_annotations(report)
-    await publisher.complete(
-        evals_id, evals_conclusion(report), report_title(report), markdown, rerun_button=True, notes=notes
-    )
     tradeoffs = [s for s in report.suites if s.models is not None]
-    suites = [s.name for s in report.suites]
-    await _publish_approval(job, report.approvers, suites, report.verdict != "pass", tradeoffs)
-    await publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
+    notes, more_notes = cap_annotations(report_annotations(report))
+    verdict = PullVerdict(
+        job.pr_number,
+        base_ref,
+        evals_conclusion(report),
+        report_title(report),
+        markdown,
+        "needed",
+        suites=[s.name for s in report.suites],
+        evals_failed=report.verdict != "pass",
+        tradeoffs=render_template("tradeoffs.md.j2", tradeoffs=tradeoffs) if tradeoffs else "",
+        notes=notes,
+        more_notes=more_notes,
+    )
+    await store_verdict(job.redis, job.repo, job.head_sha, verdict)
+    await publish_sha(job, pull, evals_id)
+    await job.publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
 
 
 def _gate_notes(report: Report) -> dict[str, Any]:
@@ -289,28 +318,6 @@ def _gate_notes(report: Report) -> dict[str, Any]:
         "inconclusive": [asdict(breach) for breach in report.inconclusive],
         "definition_changes": [asdict(change) for change in report.definition_changes],
     }
-
-
-async def _publish_approval(
-    job: _PullRequestJob,
-    approvers: list[str],
-    suites: list[str],
-    evals_failed: bool,
-    tradeoffs: list[SuiteReport] | None = None,
-) -> None:
-    """`evalbot/approval` for the head SHA: approved if a lead approved it, else waiting for one."""
-    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
-    approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
-    notes = await state.get_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha)
-    if approval is not None:
-        summary = await job.approval_summary("approved", approvers, approval=approval, notes=notes)
-        title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
-        await job.publisher.complete(approval_id, "success", title, summary)
-        return
-    summary = await job.approval_summary(
-        "waiting", approvers, suites=suites, evals_failed=evals_failed, tradeoffs=tradeoffs, notes=notes
-    )
-    await job.publisher.complete(approval_id, "action_required", "Waiting for a lead's /approve", summary)
 
 
 async def handle_command(
@@ -324,6 +331,7 @@ async def handle_command(
     raw: str = "",
     comment_id: int | None = None,
     created_at: str | None = None,
+    head_sha: str | None = None,
 ) -> str:
     """Act on a slash command (or a check-run button) from `actor` on a pull request.
 
@@ -338,17 +346,17 @@ async def handle_command(
         raw: the command line as written, for the reply.
         comment_id: the comment to react to (None for a button).
         created_at: when the comment was written (ISO 8601), to tell whether the head moved since.
+        head_sha: the commit a button's check run is on: it acts only while that is the head.
 
     Returns:
         "accepted" or "refused".
     """
     gh = _PullRequestJob.client(ctx, installation_id)
     owner, name = repo.split("/", 1)
-    pull_request = await get_pull_request(gh, owner, name, pr_number)
-    head_sha, base_sha = pull_request["head"]["sha"], pull_request["base"]["sha"]
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha, gh)
+    pull = await get_pull_request(gh, owner, name, pr_number)
+    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, pull["head"]["sha"], gh)
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
-    result = await _decide(job, parsed, actor, pull_request, base_sha, created_at)
+    result = await _decide(job, parsed, actor, pull, created_at, head_sha)
     if isinstance(result, Refusal):
         if not await state.refusal_allowed(job.redis, repo, actor):
             log.warning("refusal over the rate limit: not answered", repo=repo, pr=pr_number, actor=actor)
@@ -368,80 +376,109 @@ async def _decide(
     job: _PullRequestJob,
     command: Command | Refusal,
     actor: str,
-    pr: dict[str, Any],
-    base_sha: str,
-    created_at: str | None = None,
+    pull: dict[str, Any],
+    created_at: str | None,
+    seen_sha: str | None,
 ) -> Command | Refusal:
-    """Carry out `command` if `actor` may; the Refusal to reply with otherwise."""
+    """Carry out `command` if `actor` may; the Refusal to reply with otherwise.
+
+    A command acts on what its author saw: a button on its check run's commit, a comment on the head
+    as it was when the comment was written.
+    """
     if isinstance(command, Refusal):
         return command
-    policy = await job.base_policy(base_sha)
     if command.name == "help":
         await job.publisher.reply(render_template("help.md.j2"))
         return command
+    head = job.head_sha[:7]
+    if seen_sha is not None and seen_sha != job.head_sha:
+        return Refusal(
+            f"the button is on `{seen_sha[:7]}`, which is no longer the head of this pull request (`{head}`): "
+            "nothing was run",
+            show_help=False,
+        )
+    verb = "/eval" if command.name == "eval" else "/approve"
+    if await _head_moved_since(job, pull, created_at):
+        action = "evaluate" if command.name == "eval" else "approve"
+        return Refusal(
+            f"the pull request got new commits after this comment; `{head}` was not seen by it: "
+            f"comment `{verb}` again to {action} the current head",
+            show_help=False,
+        )
+    base_ref = pull["base"]["ref"]
     if command.name == "eval":
-        if await _head_moved_since(job, created_at):
-            return Refusal(
-                f"the pull request got new commits after this comment; `{job.head_sha[:7]}` was not seen by it: "
-                "comment `/eval` again to evaluate the current head",
-                show_help=False,
-            )
-        return await _rerun(job, command, actor, base_sha, policy)
+        return await _rerun(job, command, actor, base_ref)
+    try:
+        policy = await job.base_policy(base_ref)
+    except BasePolicyError as exc:
+        return Refusal(f"no approval is accepted while the base branch's policy cannot be read: {exc}", show_help=False)
     if not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
     if command.name == "approve_cancel":
-        approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha)
+        approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha, base_ref)
         if approval is None:
-            return Refusal(f"`{job.head_sha[:7]}` has no approval to cancel", show_help=False)
+            return Refusal(f"`{head}` has no approval to cancel", show_help=False)
         await state.clear_approval(job.redis, job.repo, job.pr_number)
         await job.audit("cancel", actor, reason=command.reason)
-        evals = await job.publisher.check_run(EVALS_CHECK)
-        evals_failed = bool(evals and evals.get("conclusion") != "success")
-        await _publish_approval(job, policy.approvers, [], evals_failed)
+        await publish_sha(job, pull)
         return command
-    return await _approve(job, command, actor, pr, policy)
+    if command.sha and not job.head_sha.startswith(command.sha):
+        return Refusal(
+            f"`{command.sha}` is not the head of this pull request (`{head}`): only the head can be approved",
+            show_help=False,
+        )
+    return await _approve(job, command, actor, pull, policy)
 
 
-async def _head_moved_since(job: _PullRequestJob, created_at: str | None) -> bool:
-    """Whether the current head arrived after the comment: a writer's `/eval` vouches for what they saw."""
+async def _head_moved_since(job: _PullRequestJob, pull: dict[str, Any], created_at: str | None) -> bool:
+    """Whether the head (or the base it is compared with) arrived after the comment: a command vouches
+    only for what its author saw."""
     if not created_at:
         return False
     raw = await job.redis.get(HEAD_KEY.format(repo=job.repo, pr=job.pr_number))
     if raw is None:
         return False
     head = json.loads(raw)
+    if (head["sha"], head.get("base")) != (job.head_sha, pull["base"]["ref"]):
+        # The delivery of this head or base has not arrived yet: when it was pushed is unknown.
+        return True
     written = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
     # GitHub stamps comments to the second: a head that arrived within that second counts as seen.
-    return bool(head["sha"] == job.head_sha and head["at"] >= written + 1.0)
+    return bool(head["at"] >= written + 1.0)
 
 
 async def _approve(
-    job: _PullRequestJob, command: Command, actor: str, pr: dict[str, Any], policy: Config
+    job: _PullRequestJob, command: Command, actor: str, pull: dict[str, Any], policy: Config
 ) -> Command | Refusal:
-    if actor.casefold() == pr["user"]["login"].casefold() and not policy.allow_self_approval:
+    if actor.casefold() == pull["user"]["login"].casefold() and not policy.allow_self_approval:
         return Refusal("the author of a pull request cannot approve it (`allow_self_approval` is off)", show_help=False)
-    evals = await job.publisher.check_run(EVALS_CHECK)
-    if evals is None or evals.get("status") != "completed" or evals.get("conclusion") == "action_required":
+    base_ref = pull["base"]["ref"]
+    # This pull request's own result, not the SHA's check: another pull request may share the head.
+    verdict = await verdict_of(job.redis, job.repo, job.head_sha, job.pr_number)
+    if verdict is None or verdict.base_ref != base_ref or verdict.approval in ("untrusted", "blocked"):
+        reason = f": {verdict.reason}" if verdict is not None and verdict.reason else ""
         return Refusal(
-            f"`evalbot/evals` has not finished on `{job.head_sha[:7]}`: nothing to approve yet", show_help=False
+            f"`evalbot/evals` has not finished on `{job.head_sha[:7]}` against `{base_ref}`: nothing to approve yet"
+            + reason,
+            show_help=False,
         )
-    why = await _reason_needed(job, evals)
+    why = await _reason_needed(job, verdict)
     override = why is not None
     if override and not command.reason:
         return Refusal(
             f"{why}: an approval needs a reason (`/approve <reason>`) and is recorded as an override",
             show_help=False,
         )
-    approval = state.Approval(job.head_sha, actor, command.reason, override, time.time())
+    approval = state.Approval(job.head_sha, actor, command.reason, override, time.time(), base_ref)
     await state.set_approval(job.redis, job.repo, job.pr_number, approval)
     await job.audit("override" if override else "approval", actor, reason=command.reason)
-    await _publish_approval(job, policy.approvers, [], override)
+    await publish_sha(job, pull)
     return command
 
 
-async def _reason_needed(job: _PullRequestJob, evals: dict[str, Any]) -> str | None:
+async def _reason_needed(job: _PullRequestJob, verdict: PullVerdict) -> str | None:
     """Why approving the head must carry a reason and count as an override; None when it need not."""
-    if evals.get("conclusion") != "success":
+    if verdict.evals != "success":
         return "`evalbot/evals` failed on this commit"
     notes = await state.get_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha)
     if notes.get("inconclusive"):
@@ -450,19 +487,25 @@ async def _reason_needed(job: _PullRequestJob, evals: dict[str, Any]) -> str | N
     return None
 
 
-async def _rerun(
-    job: _PullRequestJob, command: Command, actor: str, base_sha: str, policy: Config
-) -> Command | Refusal:
+async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: str) -> Command | Refusal:
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
-    if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
-        return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
-    for model in command.models:
-        reason = model_refusal(model, policy.allowed_models)
-        if reason is not None:
-            return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
+    if command.budget_usd is not None or command.models:
+        try:
+            policy = await job.base_policy(base_ref)
+        except BasePolicyError as exc:
+            return Refusal(
+                f"`--budget` and `--models` need the base branch's policy, which cannot be read: {exc}",
+                show_help=False,
+            )
+        if command.budget_usd is not None and not await is_approver(job.gh, policy.approvers, actor):
+            return Refusal("only approvers may lift the budget with `--budget`", show_help=False)
+        for model in command.models:
+            reason = model_refusal(model, policy.allowed_models)
+            if reason is not None:
+                return Refusal(f"`--models`: model {model!r} is not allowed: {reason}", show_help=False)
     if command.suites:
-        head_config = await read_config(GitHubSource(job.gh, job.owner, job.name, job.pr_number), job.head_sha)
+        head_config = await read_config(GitHubSource(job.gh, job.owner, job.name), job.head_sha)
         known = [s.name for s in head_config.suites] if head_config else []
         unknown = [s for s in command.suites if s not in known]
         if unknown:
@@ -477,7 +520,6 @@ async def _rerun(
         repo=job.repo,
         installation_id=job.installation_id,
         pr_number=job.pr_number,
-        base_sha=base_sha,
         head_sha=job.head_sha,
         trusted=True,
         only=list(command.suites) or None,
@@ -487,6 +529,23 @@ async def _rerun(
     return command
 
 
+async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, head_sha: str) -> str:
+    """Publish `head_sha`'s checks again from the open pull requests with that head (one was closed).
+
+    Returns:
+        "published", or "no open pull request" when none has that head any more.
+    """
+    gh = _PullRequestJob.client(ctx, installation_id)
+    owner, name = repo.split("/", 1)
+    pulls = await open_pulls_with_head(gh, owner, name, head_sha)
+    if not pulls:
+        return "no open pull request"
+    job = _PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
+    evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+    await publish_sha(job, pulls[0], evals_id)
+    return "published"
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("settings", get_settings())
 
@@ -494,7 +553,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command]
+    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, publish_head]
     on_startup = _startup
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES

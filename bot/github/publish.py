@@ -58,6 +58,18 @@ def annotation(path: str, line: int, level: Level, title: str, message: str) -> 
     }
 
 
+def blob_url(pull: dict[str, Any], head_sha: str) -> str | None:
+    """The pull request's files at `head_sha` on the web, for links: from the base repository's
+    `html_url` (the API's `url` is not a page), which shows a pull request's head commits, forks' too."""
+    html_url = ((pull.get("base") or {}).get("repo") or {}).get("html_url")
+    return f"{html_url}/blob/{head_sha}" if html_url else None
+
+
+def cap_annotations(notes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The annotations sent (the first MAX_ANNOTATIONS) and how many more are only counted."""
+    return notes[:MAX_ANNOTATIONS], max(0, len(notes) - MAX_ANNOTATIONS)
+
+
 def report_annotations(report: Report) -> list[dict[str, Any]]:
     """Every problem of the report that has a file and line, as annotations sorted by file and line.
 
@@ -155,11 +167,6 @@ class Publisher:
         created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
         return int(created.json()["id"])
 
-    async def blob_url(self) -> str:
-        """The repository's files at the head SHA on the web (`html_url`, not the API's URL), for links."""
-        response = await self.gh.arequest("GET", self._base)
-        return f"{response.json()['html_url']}/blob/{self.head_sha}"
-
     async def progress(self, check_id: int, title: str, summary: str) -> None:
         await self.gh.arequest(
             "PATCH",
@@ -175,16 +182,15 @@ class Publisher:
         summary: str,
         rerun_button: bool = False,
         notes: list[dict[str, Any]] | None = None,
+        more_notes: int = 0,
     ) -> None:
         """Complete the check run; its annotations (`notes`) go 50 per request, the first 50 with the
-        completion and the rest in further updates with the same output (GitHub appends them)."""
+        completion and the rest in further updates with the same output (GitHub appends them).
+        `more_notes`, those `cap_annotations` left out, are counted at the end of the summary."""
         notes = notes or []
-        if len(notes) > MAX_ANNOTATIONS:
-            more = render_template(
-                "annotations_more.md.j2", shown=MAX_ANNOTATIONS, more=len(notes) - MAX_ANNOTATIONS
-            ).strip()
+        if more_notes:
+            more = render_template("annotations_more.md.j2", shown=len(notes), more=more_notes).strip()
             summary = _clip(summary, MAX_TEXT_CHARS - len(more) - 2) + "\n\n" + more
-            notes = notes[:MAX_ANNOTATIONS]
         out = self._output(title, summary)
         batches = [notes[i : i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(notes), ANNOTATIONS_PER_REQUEST)]
         payload: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "output": out}

@@ -1,4 +1,4 @@
-"""The pipeline's `Source` over the GitHub REST API: file contents at a SHA and a pull request's files."""
+"""The pipeline's `Source` over the GitHub REST API, and what a job asks GitHub about pull requests."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from urllib.parse import quote
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
-from bot.errors import FileTooLargeError
+from bot.errors import FileTooLargeError, InputError
 from bot.pipeline.source import check_path, not_a_file
 
+# GitHub's compare API lists at most 300 changed files for the whole comparison; at that many the list
+# may be cut, so the diff is taken from the two trees instead.
+COMPARE_MAX_FILES = 300
 # The object media type says what a path is (file, dir, symlink, submodule) and its size, with the
 # content inline up to 1 MB; the raw one returns files up to 100 MB but answers a directory or a
 # submodule with JSON that would be taken for the file's text.
@@ -21,16 +24,17 @@ _KINDS = {"dir": "directory", "symlink": "symbolic link", "submodule": "submodul
 
 
 class GitHubSource:
-    """Files of `owner/repo` as pull request `pr_number` changes them."""
+    """Files of `owner/repo` at any commit, and the diff between two commits."""
 
-    def __init__(self, gh: GitHub[Any], owner: str, repo: str, pr_number: int):
-        self.gh, self.owner, self.repo, self.pr_number = gh, owner, repo, pr_number
+    def __init__(self, gh: GitHub[Any], owner: str, repo: str):
+        self.gh, self.owner, self.repo = gh, owner, repo
+        self._base = f"/repos/{owner}/{repo}"
 
     async def read_text(self, ref: str, path: str, max_bytes: int) -> str | None:
         # The pipeline checked the path already; checked again here because this request carries a
         # token that reads every repository of the installation.
         check_path(path)
-        url = f"/repos/{self.owner}/{self.repo}/contents/" + "/".join(quote(s, safe="") for s in path.split("/"))
+        url = f"{self._base}/contents/" + "/".join(quote(s, safe="") for s in path.split("/"))
         try:
             response = await self.gh.arequest("GET", url, params={"ref": ref}, headers={"Accept": _OBJECT})
         except RequestFailed as exc:
@@ -54,29 +58,65 @@ class GitHubSource:
         return raw.content.decode("utf-8", errors="replace")
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
-        # The pull request's own file list is what its diff shows (base...head), renames with both names.
-        paths: set[str] = set()
-        page = 1
-        while True:
-            response = await self.gh.arequest(
-                "GET",
-                f"/repos/{self.owner}/{self.repo}/pulls/{self.pr_number}/files",
-                params={"per_page": 100, "page": page},
+        """What `base...head` changes (renames with both names), from these two SHAs only.
+
+        Never the pull request's file list: it shows the pull request's newest head, not this job's,
+        and stops at 3,000 files. A list that may be incomplete is never returned.
+
+        Raises:
+            InputError: when GitHub cannot give the complete list (trees past its own limits).
+        """
+        compare = (await self.gh.arequest("GET", f"{self._base}/compare/{base}...{head}")).json()
+        files = compare.get("files") or []
+        if len(files) < COMPARE_MAX_FILES:
+            renamed = {f["previous_filename"] for f in files if f.get("previous_filename")}
+            return sorted({f["filename"] for f in files} | renamed)
+        # Three dots: the head's changes since the merge base, as the pull request's diff shows them.
+        merge_base = compare["merge_base_commit"]["sha"]
+        before, after = await self._tree(merge_base), await self._tree(head)
+        return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+
+    async def _tree(self, sha: str) -> dict[str, str]:
+        """Every file of commit `sha`: path -> blob SHA."""
+        response = await self.gh.arequest("GET", f"{self._base}/git/trees/{sha}", params={"recursive": "1"})
+        tree = response.json()
+        if tree.get("truncated"):
+            raise InputError(
+                f"the diff has more files than GitHub lists and the tree of {sha[:7]} is too large to read "
+                "whole: which suites changed is unknown"
             )
-            files = response.json()
-            for file in files:
-                paths.add(file["filename"])
-                if file.get("previous_filename"):
-                    paths.add(file["previous_filename"])
-            if len(files) < 100:
-                return sorted(paths)
-            page += 1
+        return {entry["path"]: entry["sha"] for entry in tree["tree"] if entry["type"] != "tree"}
 
 
 async def get_pull_request(gh: GitHub[Any], owner: str, repo: str, number: int) -> dict[str, Any]:
     """The pull request as the REST API gives it (head and base SHAs and repositories, author)."""
     response = await gh.arequest("GET", f"/repos/{owner}/{repo}/pulls/{number}")
     return dict(response.json())
+
+
+async def branch_tip(gh: GitHub[Any], owner: str, repo: str, branch: str) -> str:
+    """The commit branch `branch` points at now (`pull_request.base.sha` is its tip at the last push)."""
+    response = await gh.arequest("GET", f"/repos/{owner}/{repo}/git/ref/heads/{quote(branch, safe='/')}")
+    return str(response.json()["object"]["sha"])
+
+
+async def open_pulls_with_head(gh: GitHub[Any], owner: str, repo: str, sha: str) -> list[dict[str, Any]]:
+    """Every open pull request whose head is `sha`, by number.
+
+    All open pull requests are listed: `head=owner:branch` misses another branch at the same commit,
+    and `commits/{sha}/pulls` leaves out open pull requests once the commit is on the default branch.
+    """
+    found: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        response = await gh.arequest(
+            "GET", f"/repos/{owner}/{repo}/pulls", params={"state": "open", "per_page": 100, "page": page}
+        )
+        pulls = response.json()
+        found += [p for p in pulls if (p.get("head") or {}).get("sha") == sha]
+        if len(pulls) < 100:
+            return sorted(found, key=lambda p: int(p["number"]))
+        page += 1
 
 
 def is_fork(pull_request: dict[str, Any]) -> bool:

@@ -31,15 +31,18 @@ class Approval:
     reason: str
     override: bool
     at: float
+    # The base branch the lead saw the diff against: a retarget shows another diff, so it needs a new approval.
+    base_ref: str = ""
 
 
-async def get_approval(redis: Any, repo: str, pr: int, sha: str) -> Approval | None:
-    """The approval of `sha`, if there is one: an approval of an older head SHA does not count."""
+async def get_approval(redis: Any, repo: str, pr: int, sha: str, base_ref: str) -> Approval | None:
+    """The approval of `sha` against `base_ref`, if there is one: one of an older head SHA, or of the
+    pull request before a retarget, does not count."""
     raw = await redis.get(APPROVAL_KEY.format(repo=repo, pr=pr))
     if raw is None:
         return None
     approval = Approval(**json.loads(raw))
-    return approval if approval.sha == sha else None
+    return approval if (approval.sha, approval.base_ref) == (sha, base_ref) else None
 
 
 async def set_approval(redis: Any, repo: str, pr: int, approval: Approval) -> None:

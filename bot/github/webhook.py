@@ -89,16 +89,39 @@ class Job:
 
 
 def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None = None) -> Job:
+    # No base SHA: the job reads the base branch as it is when it runs.
     kwargs = {
         "repo": payload["repository"]["full_name"],
         "installation_id": int(payload["installation"]["id"]),
         "pr_number": int(pr["number"]),
-        "base_sha": pr["base"]["sha"],
         "head_sha": pr["head"]["sha"],
     }
     job_id = eval_job_id(kwargs["repo"], kwargs["pr_number"], kwargs["head_sha"])
-    # A re-run must not be deduped against the first run of the same head SHA.
+    # A re-run or a retarget must not be deduped against the first run of the same head SHA.
     return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
+
+
+def _publish_head_job(payload: dict[str, Any], pr: dict[str, Any], delivery: str | None) -> Job:
+    # The closed pull request's verdict no longer counts on its head: the others with it may pass now.
+    repo, sha = payload["repository"]["full_name"], pr["head"]["sha"]
+    kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha}
+    return Job("publish_head", f"evalbot:publish:{repo}:{sha}:{delivery or pr['number']}", kwargs)
+
+
+def _retargeted(payload: dict[str, Any]) -> bool:
+    return payload.get("action") == "edited" and "base" in (payload.get("changes") or {})
+
+
+def head_record(event: str, payload: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+    """(key, head and base) a pull request delivery sets, drafts included: a command written before it
+    must not act on it."""
+    pr = payload.get("pull_request") or {}
+    if event != "pull_request" or "installation" not in payload:
+        return None
+    if payload.get("action") not in PR_ACTIONS and not _retargeted(payload):
+        return None
+    key = HEAD_KEY.format(repo=payload["repository"]["full_name"], pr=int(pr["number"]))
+    return key, {"sha": pr["head"]["sha"], "base": pr["base"]["ref"]}
 
 
 def _command_job(
@@ -143,11 +166,16 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         return f"ignored: {event}.{action} without an installation", None
     if event == "pull_request":
         pr = payload.get("pull_request") or {}
-        if action not in PR_ACTIONS:
+        retarget = _retargeted(payload)
+        if action == "closed":
+            return "enqueued", _publish_head_job(payload, pr, delivery)
+        if action not in PR_ACTIONS and not retarget:
             return f"ignored: pull_request.{action}", None
         if pr.get("draft"):
             return "ignored: draft (evaluated when ready for review)", None
-        return "enqueued", _eval_job(payload, pr)
+        # A retarget compares the same head with another base: planned again, as a new run.
+        rerun_of = f"base:{delivery or pr['base']['ref']}" if retarget else None
+        return "enqueued", _eval_job(payload, pr, rerun_of)
     if event in ("check_run", "check_suite") and action == "rerequested":
         item = payload.get(event) or {}
         prs = item.get("pull_requests") or []
@@ -163,7 +191,10 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
             return f"ignored: requested action {identifier!r} on {run.get('name')!r}", None
         command = Command("eval", raw="Re-run evals (button)")
         key = f"button:{delivery or run.get('id')}"
-        return "enqueued", _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key, None)
+        job = _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key, None)
+        # The button belongs to its check run's commit: it runs only while that is the head.
+        job.kwargs["head_sha"] = run["head_sha"]
+        return "enqueued", job
     if event == "issue_comment" and action in ("created", "edited"):
         issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
         if "pull_request" not in issue:
@@ -190,6 +221,15 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None
     return f"ignored: {event}.{action}" if action else f"ignored: {event}", None
+
+
+async def _record_head(pool: ArqRedis, key: str, head: dict[str, str]) -> None:
+    """When this head and base arrived; a redelivery or a ready-for-review of the same ones keeps the
+    first time, so that it does not refuse commands written after the push."""
+    raw = await pool.get(key)
+    previous = json.loads(raw) if raw else {}
+    at = previous["at"] if {k: previous.get(k) for k in head} == head else time.time()
+    await pool.set(key, json.dumps({**head, "at": at}), ex=DELIVERY_TTL_S)
 
 
 def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) -> FastAPI:
@@ -235,12 +275,11 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
             return _answer(400, f"rejected: payload lacks {exc}", event)
+        record = head_record(event, payload)
+        if record is not None:
+            await _record_head(pool, *record)
         if job is None:
             return _answer(202, outcome, event)
-        if event == "pull_request":
-            head = {"sha": job.kwargs["head_sha"], "at": time.time()}
-            key = HEAD_KEY.format(repo=job.kwargs["repo"], pr=job.kwargs["pr_number"])
-            await pool.set(key, json.dumps(head), ex=DELIVERY_TTL_S)
         try:
             enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
         except Exception:

@@ -19,7 +19,7 @@ from arq.worker import Worker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.github.jobs import evaluate_pull_request, handle_command
+from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
 from bot.github.webhook import create_app
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
@@ -104,7 +104,7 @@ def run_worker(redis: ArqRedis, settings: Settings) -> Any:
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command],
+            functions=[evaluate_pull_request, handle_command, publish_head],
             redis_pool=redis,
             burst=True,
             poll_delay=0,

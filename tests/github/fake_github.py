@@ -2,6 +2,7 @@
 
 It checks the app JWT and the installation token, and refuses what GitHub refuses (422 on an output
 over 65,535 characters, an unknown conclusion, more than 3 actions, a title over 255 characters).
+Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from tests.servers import ThreadedServer
 TOKEN = "ghs_fake_installation_token"
 CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"}
 STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
+# GitHub's caps: the pull request file list, and the file list of a comparison (both documented).
+PULL_FILES_MAX = 3000
+COMPARE_FILES_MAX = 300
 
 
 class FakeGitHub:
@@ -30,7 +34,11 @@ class FakeGitHub:
         self.repo_root = repo_root
         self.public_key = public_key
         self.app_id = app_id
-        self.pulls: dict[int, tuple[str, str]] = {}
+        self.pulls: dict[int, tuple[str, str]] = {}  # base SHA at the last push, head SHA
+        # Branch names (base, head) by pull request; a base ref resolves to the git branch's tip now.
+        self.pull_refs: dict[int, tuple[str, str]] = {}
+        self.closed: set[int] = set()
+        self.drafts: set[int] = set()
         # Pull request details beyond base and head: author, head repository (forks).
         self.pull_authors: dict[int, str] = {}
         self.fork_pulls: set[int] = set()
@@ -123,31 +131,52 @@ class FakeGitHub:
         async def contents(owner: str, repo: str, path: str, ref: str, request: Request) -> Response:
             return self._contents(f"/repos/{owner}/{repo}/contents", path, ref, request.headers.get("accept", ""))
 
-        @app.get("/repos/{owner}/{repo}")
-        async def repository(owner: str, repo: str) -> JSONResponse:
-            return JSONResponse(
-                {
-                    "full_name": f"{owner}/{repo}",
-                    "url": f"https://api.github.com/repos/{owner}/{repo}",
-                    "html_url": f"https://github.com/{owner}/{repo}",
-                }
-            )
+        @app.get("/repos/{owner}/{repo}/pulls")
+        async def list_pulls(
+            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            found = [self._pull(owner, repo, n) for n in sorted(self.pulls)]
+            found = [p for p in found if state == "all" or p["state"] == state]
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
         async def pull(owner: str, repo: str, number: int) -> JSONResponse:
             if number not in self.pulls:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
-            base, head = self.pulls[number]
-            base_repo = {"full_name": f"{owner}/{repo}"}
-            head_repo = {"full_name": f"fork-owner/{repo}"} if number in self.fork_pulls else base_repo
+            return JSONResponse(self._pull(owner, repo, number))
+
+        @app.get("/repos/{owner}/{repo}/git/ref/{ref:path}")
+        async def git_ref(owner: str, repo: str, ref: str) -> JSONResponse:
+            sha = self._git("rev-parse", "--verify", "--quiet", f"refs/{ref}^{{commit}}").stdout.strip()
+            if not sha:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            return JSONResponse({"ref": f"refs/{ref}", "object": {"sha": sha, "type": "commit"}})
+
+        @app.get("/repos/{owner}/{repo}/compare/{basehead}")
+        async def compare(owner: str, repo: str, basehead: str) -> JSONResponse:
+            if self.files_status != 200:
+                return JSONResponse({"message": "Server Error"}, status_code=self.files_status)
+            base, _, head = basehead.partition("...")
+            merge_base = self._git("merge-base", base, head).stdout.strip()
+            if not merge_base:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            commits = self._git("rev-list", "--count", f"{merge_base}..{head}").stdout.strip()
+            files = self._diff(base, head)[:COMPARE_FILES_MAX]
             return JSONResponse(
-                {
-                    "number": number,
-                    "user": {"login": self.pull_authors.get(number, "Codertocat"), "type": "User"},
-                    "base": {"sha": base, "repo": base_repo},
-                    "head": {"sha": head, "repo": head_repo},
-                }
+                {"merge_base_commit": {"sha": merge_base}, "total_commits": int(commits), "files": files}
             )
+
+        @app.get("/repos/{owner}/{repo}/git/trees/{sha}")
+        async def tree(owner: str, repo: str, sha: str, recursive: str | None = None) -> JSONResponse:
+            listed = self._git("ls-tree", *(["-r", "-t"] if recursive else []), sha)
+            if listed.returncode != 0:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            entries = []
+            for line in listed.stdout.splitlines():
+                meta, path = line.split("\t", 1)
+                mode, kind, blob = meta.split()
+                entries.append({"path": path, "mode": mode, "type": kind, "sha": blob})
+            return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
 
         @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
         async def permission(owner: str, repo: str, user: str) -> JSONResponse:
@@ -171,9 +200,8 @@ class FakeGitHub:
             if self.files_status != 200:
                 return JSONResponse({"message": "Server Error"}, status_code=self.files_status)
             base, head = self.pulls[number]
-            names = self._git("diff", "--name-only", f"{base}...{head}").stdout.split()
-            chunk = names[(page - 1) * per_page : page * per_page]
-            return JSONResponse([{"filename": n, "status": "modified"} for n in chunk])
+            files = self._diff(base, head)[:PULL_FILES_MAX]
+            return JSONResponse(files[(page - 1) * per_page : page * per_page])
 
         @app.get("/repos/{owner}/{repo}/commits/{sha}/check-runs")
         async def list_runs(
@@ -246,6 +274,33 @@ class FakeGitHub:
             return JSONResponse(comment)
 
         return app
+
+    def _diff(self, base: str, head: str) -> list[dict[str, Any]]:
+        """What `base...head` changes, as GitHub lists files (by path)."""
+        out = self._git("diff", "--name-status", "--no-renames", f"{base}...{head}").stdout
+        status = {"A": "added", "D": "removed"}
+        rows = [line.split("\t", 1) for line in out.splitlines()]
+        return [
+            {"filename": path, "status": status.get(code, "modified")}
+            for code, path in sorted(rows, key=lambda r: r[1])
+        ]
+
+    def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any]:
+        base, head = self.pulls[number]
+        base_ref, head_ref = self.pull_refs.get(number, ("main", "feature"))
+        base_repo = {"full_name": f"{owner}/{repo}", "html_url": f"https://github.com/{owner}/{repo}"}
+        fork = {"full_name": f"fork-owner/{repo}", "html_url": f"https://github.com/fork-owner/{repo}"}
+        head_repo = fork if number in self.fork_pulls else base_repo
+        return {
+            "number": number,
+            "state": "closed" if number in self.closed else "open",
+            "draft": number in self.drafts,
+            "user": {"login": self.pull_authors.get(number, "Codertocat"), "type": "User"},
+            # `base.sha` is the base's tip when the head was last pushed, not now (GitHub's behaviour).
+            "base": {"sha": base, "ref": base_ref, "repo": base_repo},
+            "head": {"sha": head, "ref": head_ref, "repo": head_repo},
+            "changed_files": len(self._diff(base, head)),
+        }
 
     def _entry(self, ref: str, path: str) -> tuple[str, str, str, int] | None:
         """(mode, type, sha, size) of `path`'s tree entry at `ref`."""

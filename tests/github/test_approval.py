@@ -42,7 +42,9 @@ class PullRequest:
     async def opened(self, action: str = "opened") -> None:
         payload = fixture(f"pull_request.{action}.json")
         payload["pull_request"].update(draft=False)
-        payload["pull_request"]["base"]["sha"], payload["pull_request"]["head"]["sha"] = self.fake.pulls[2]
+        base_ref, head_ref = self.fake.pull_refs.get(2, ("main", "feature"))
+        payload["pull_request"]["base"].update(sha=self.fake.pulls[2][0], ref=base_ref)
+        payload["pull_request"]["head"].update(sha=self.fake.pulls[2][1], ref=head_ref)
         assert (await self.deliver("pull_request", payload)).status_code == 202
         await self.run_worker()
 
@@ -316,6 +318,9 @@ async def test_a_model_change_waits_for_a_lead_with_the_tradeoff(
     build_models(repo, "openai/big", "openai/small", [])
     stub.handler = by_model
     base, head = repo.git("rev-parse", "base").strip(), repo.git("rev-parse", "head").strip()
+    # The change on its own branch, main at the base: the job compares with main's tip.
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.git("branch", "-f", "main", base)
     async with webhook_client(settings, redis) as http:
         pull = PullRequest(http, fake_github, run_worker, base, head)
         await pull.opened()

@@ -29,6 +29,12 @@ from bot.github.commands import Command, Refusal, parse_command
             ),
         ),
         ("/approve cancel", Command("approve_cancel", raw="/approve cancel")),
+        ("/approve 1A2b3c4", Command("approve", sha="1a2b3c4", raw="/approve 1A2b3c4")),
+        (
+            "/approve 1a2b3c4d5e looks right",
+            Command("approve", sha="1a2b3c4d5e", reason="looks right", raw="/approve 1a2b3c4d5e looks right"),
+        ),
+        ("/approve cafe ok", Command("approve", reason="cafe ok", raw="/approve cafe ok")),
         ("  /help", Command("help", raw="/help")),
         ("no command here", None),
         ("> /approve\nquoted only", None),

@@ -28,8 +28,8 @@ def build(repo: GitRepo) -> tuple[str, str]:
 
 def pr_event(action: str, base: str, head: str) -> bytes:
     payload = fixture(f"pull_request.{action}.json")
-    payload["pull_request"]["base"]["sha"] = base
-    payload["pull_request"]["head"]["sha"] = head
+    payload["pull_request"]["base"].update(sha=base, ref="main")
+    payload["pull_request"]["head"].update(sha=head, ref="feature")
     payload["pull_request"]["draft"] = False
     return json.dumps(payload).encode()
 
@@ -44,7 +44,7 @@ def pr(repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM) -> tuple[str, str]
 
 
 def job_args(base: str, head: str) -> dict[str, Any]:
-    return {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    return {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "head_sha": head}
 
 
 @pytest.fixture

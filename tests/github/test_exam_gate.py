@@ -90,25 +90,3 @@ async def test_a_head_that_drops_the_graders_fails_evals_and_says_so(
         "⚠️ **Evaluation definition changed**: the gate used the base branch's definition; the head's is shown "
         "beside it in `evalbot/evals`.\n\n- Suite `qa`: grader removed: equals\n"
     ) in approval["output"]["summary"]
-
-
-async def test_an_unreadable_base_config_fails_evals(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, http: httpx.AsyncClient, run_worker: Any
-) -> None:
-    _, head = build_pr_repo(repo, ["lead"])
-    repo.git("checkout", "-q", "main")
-    (repo.root / ".evalbot.yml").write_text("approvers: [lead\n")
-    base = repo.commit("a policy edit that broke the file")
-    stub.handler = answers(head_right=9)
-    pull = PullRequest(http, fake_github, run_worker, base, head)
-    await pull.opened()
-
-    evals = pull.check(EVALS_CHECK)
-    assert evals["conclusion"] == "failure"
-    assert evals["output"]["title"] == "The base branch's .evalbot.yml cannot be read: nothing evaluated"
-    assert (
-        "Nothing was evaluated: the base branch's .evalbot.yml cannot be read: .evalbot.yml"
-        in (evals["output"]["summary"])
-    )
-    assert stub.requests == []
-    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"

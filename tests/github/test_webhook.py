@@ -11,7 +11,7 @@ import httpx
 import pytest
 from arq import ArqRedis
 
-from bot.github.webhook import create_app, route
+from bot.github.webhook import create_app, head_record, route
 from bot.settings import Settings
 from tests.github.conftest import SECRET, fixture, signed_headers, webhook_client
 
@@ -83,7 +83,9 @@ async def test_malformed_json_and_unknown_events(client: httpx.AsyncClient, redi
 
 
 def test_routing_of_real_payloads() -> None:
-    assert route("pull_request", fixture("pull_request.closed.json"))[0] == "ignored: pull_request.closed"
+    closed = fixture("pull_request.closed.json")
+    outcome, job = route("pull_request", closed, "d-8")
+    assert (outcome, job and job.function) == ("enqueued", "publish_head")
     assert route("pull_request", fixture("pull_request.synchronize.json"))[0] == "enqueued"
     draft = fixture("pull_request.opened.json")
     draft["pull_request"]["draft"] = True
@@ -92,6 +94,17 @@ def test_routing_of_real_payloads() -> None:
     assert route("pull_request", ready)[0] == "ignored: draft (evaluated when ready for review)"
     ready["pull_request"] = {**draft["pull_request"], "draft": False}
     assert route("pull_request", ready)[0] == "enqueued"
+    # A retarget plans the same head against the new base, as a run of its own.
+    retarget = fixture("pull_request.edited.base-changed.DERIVED.json")
+    outcome, job = route("pull_request", retarget, "d-9")
+    sha = retarget["pull_request"]["head"]["sha"]
+    assert (outcome, job and job.job_id) == ("enqueued", f"evalbot:eval:Codertocat/Hello-World:2:{sha}:rerun:base:d-9")
+    title_only = {**retarget, "changes": {"title": {"from": "old"}}}
+    assert route("pull_request", title_only)[0] == "ignored: pull_request.edited"
+    assert head_record("pull_request", draft) == (
+        "evalbot:head:Codertocat/Hello-World:2",
+        {"sha": draft["pull_request"]["head"]["sha"], "base": draft["pull_request"]["base"]["ref"]},
+    )
     # The example check_run payload belongs to no pull request: nothing to re-run.
     assert route("check_run", fixture("check_run.rerequested.json")) == (
         "ignored: check_run.rerequested without a pull request",

@@ -49,7 +49,8 @@ def pr_repo(repo: GitRepo, **suite: Any) -> tuple[str, str]:
 
 async def evaluate_pr(fake_github: FakeGitHub, settings: Settings, redis: ArqRedis, base: str, head: str) -> Any:
     fake_github.pulls[2] = (base, head)
-    args = {"repo": REPO, "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    # The job compares with the base branch (main) as it is now: `base` is its tip.
+    args = {"repo": REPO, "installation_id": 1, "pr_number": 2, "head_sha": head}
     await evaluate_pull_request({"settings": settings, "redis": redis}, **args)
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     return evals
@@ -69,12 +70,7 @@ async def test_a_schema_path_into_another_repository_is_refused_before_any_reque
         f".evalbot.yml:{line}: suites.0.schema: Value error, must be a path inside the repository, like "
         "evals/cases.jsonl: the path has a '.' or '..' segment" in evals["output"]["summary"]
     )
-    # The repository itself (its html_url, for links) or a path under it; nothing of another repository.
-    elsewhere = [
-        p
-        for _m, p in fake_github.requests
-        if p.startswith("/repos/") and p != f"/repos/{REPO}" and not p.startswith(f"/repos/{REPO}/")
-    ]
+    elsewhere = [p for _m, p in fake_github.requests if p.startswith("/repos/") and not p.startswith(f"/repos/{REPO}/")]
     assert elsewhere == []
     assert SENTINEL not in json.dumps(fake_github.bodies)
     assert stub.requests == []
@@ -206,6 +202,7 @@ async def test_github_sizes_a_file_before_downloading_it(
     repo.write("evals/qa.jsonl", ROWS)
     repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
     base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")  # the job compares with main's tip
     repo.write("evals/qa.jsonl", big_rows)
     head = repo.commit("head")
     size = (repo.root / "evals/qa.jsonl").stat().st_size

@@ -92,7 +92,7 @@ async def test_a_provider_echoing_secrets_and_failing_with_them_leaks_nothing(
         )
 
     stub.handler = provider
-    job = {"repo": REPO, "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    job = {"repo": REPO, "installation_id": 1, "pr_number": 2, "head_sha": head}
     verdict = await evaluate_pull_request({"settings": secret_settings, "redis": redis}, **job)
 
     assert verdict == "fail"
@@ -118,7 +118,7 @@ async def test_a_crash_posts_the_error_class_not_its_text(
         return GitHub(auth, base_url=settings.GITHUB_API_URL, auto_retry=False)
 
     ctx = {"settings": secret_settings, "redis": redis, "github_factory": no_retries}
-    job = {"repo": REPO, "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    job = {"repo": REPO, "installation_id": 1, "pr_number": 2, "head_sha": head}
     assert await evaluate_pull_request(ctx, **job) == "crashed"
 
     summary = fake_github.runs_named(EVALS_CHECK, head)[-1]["output"]["summary"]

@@ -90,6 +90,7 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
         "refusals",
         "cache",
         "gate-notes",
+        "verdict",
     }
     for key in keys:
         if key.startswith("evalbot:audit:"):

@@ -23,7 +23,7 @@ async def test_another_bots_comment_with_the_marker_is_never_edited(
     # Another app's bot (its own `performed_via_github_app`), and a user, both paste the marker first.
     other_bot = fake_github.add_comment(2, planted, "other-app[bot]", "Bot", app_id=int(APP_ID) + 1)
     user = fake_github.add_comment(2, planted, "mallory", "User")
-    job = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "base_sha": base, "head_sha": head}
+    job = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "head_sha": head}
 
     for _ in range(2):
         assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job, only=["qa"]) == "pass"

@@ -1,0 +1,279 @@
+"""One verdict per commit: a head SHA's checks are the strictest over every open pull request with that head.
+
+Check runs live on a commit, and branch protection does not ask which pull request set them. So each
+job stores its pull request's verdict on the SHA, and the SHA's two checks are published from all of
+them: `success` only when every open pull request with that head passes (evaluated where its diff
+touches AI files, approved by an approver of its base branch's current policy where needed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from githubkit import GitHub
+from githubkit.exception import RequestFailed
+
+from bot.errors import BasePolicyError, InputError
+from bot.github import state
+from bot.github.constants import (
+    APPROVAL_CHECK,
+    VERDICT_KEY,
+    VERDICT_LOCK_KEY,
+    VERDICT_LOCK_TIMEOUT_S,
+    VERDICT_TTL_S,
+    eval_job_id,
+)
+from bot.github.permissions import is_approver
+from bot.github.publish import Conclusion, Publisher
+from bot.github.source import GitHubSource, branch_tip, open_pulls_with_head
+from bot.pipeline.config import CONFIG_PATH, Config
+from bot.pipeline.files import read_config
+from bot.pipeline.render import render_template
+
+# What a pull request needs from a lead: nothing, an approval, or first something else (a writer's
+# `/eval`, a finished evaluation, a readable base policy) before anything can be approved.
+ApprovalNeed = Literal["not_needed", "needed", "untrusted", "blocked"]
+
+
+@dataclass(frozen=True)
+class PullVerdict:
+    """One pull request's result on a head SHA, as its job published it."""
+
+    pr: int
+    base_ref: str
+    evals: Conclusion
+    title: str
+    summary: str
+    approval: ApprovalNeed
+    # For the approval check while this pull request waits: what changed, whether evals failed, and
+    # why nothing can be approved (`blocked`).
+    suites: list[str] = field(default_factory=list)
+    evals_failed: bool = False
+    tradeoffs: str = ""
+    reason: str = ""
+    # The report's annotations (capped by `cap_annotations`) and how many more it has.
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    more_notes: int = 0
+
+
+async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -> None:
+    key = VERDICT_KEY.format(repo=repo, sha=sha)
+    await redis.hset(key, str(verdict.pr), json.dumps(asdict(verdict)))
+    await redis.expire(key, VERDICT_TTL_S)
+
+
+async def verdict_of(redis: Any, repo: str, sha: str, pr: int) -> PullVerdict | None:
+    """Pull request `pr`'s own verdict on `sha`, whatever the SHA's shared checks say."""
+    raw = await redis.hget(VERDICT_KEY.format(repo=repo, sha=sha), str(pr))
+    return None if raw is None else PullVerdict(**json.loads(raw))
+
+
+async def _verdicts(redis: Any, repo: str, sha: str) -> dict[int, PullVerdict]:
+    raw = await redis.hgetall(VERDICT_KEY.format(repo=repo, sha=sha))
+    return {int(pr): PullVerdict(**json.loads(value)) for pr, value in raw.items()}
+
+
+async def read_base(gh: GitHub[Any], owner: str, name: str, base_ref: str) -> tuple[str, Config]:
+    """The tip of branch `base_ref` now, and its `.evalbot.yml`: who approves, thresholds, budget, judge, gates.
+
+    `pull_request.base.sha` is the base's tip at the pull request's last push; a lead removed from the
+    base since then must not approve, so the branch is resolved here, when the job or command runs.
+    No file on the base is a policy with no approvers; a file that cannot be read is no policy at all.
+
+    Raises:
+        BasePolicyError: the branch or its `.evalbot.yml` cannot be read or parsed.
+    """
+    try:
+        sha = await branch_tip(gh, owner, name, base_ref)
+    except RequestFailed as exc:
+        raise BasePolicyError(
+            f"the base branch {base_ref!r} cannot be read (GitHub answered {exc.response.status_code})", CONFIG_PATH
+        ) from exc
+    try:
+        config = await read_config(GitHubSource(gh, owner, name), sha)
+    except RequestFailed as exc:
+        raise BasePolicyError(
+            f"the base branch's file cannot be read (GitHub answered {exc.response.status_code})", CONFIG_PATH
+        ) from exc
+    except InputError as exc:
+        raise BasePolicyError(
+            f"the base branch's file cannot be parsed ({base_ref} at {sha[:7]}): {exc.message}",
+            exc.path or CONFIG_PATH,
+            exc.line,
+        ) from exc
+    return sha, config or Config()
+
+
+class ShaJob(Protocol):
+    """What publishing a SHA's checks needs from the job that asks for it."""
+
+    gh: Any
+    redis: Any
+    repo: str
+    owner: str
+    name: str
+    installation_id: int
+    pr_number: int
+    head_sha: str
+    publisher: Publisher
+    details_url: str | None
+
+    async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
+        """The approval check's text for pull request `pr` (this job's by default)."""
+
+
+@dataclass
+class _Row:
+    """One open pull request's part in the SHA's checks."""
+
+    pr: int
+    base_ref: str
+    verdict: PullVerdict | None
+    evals: Conclusion | None  # None: not evaluated yet (its job is queued)
+    evals_title: str
+    approved: bool
+    approval_title: str
+    approval_summary: str = ""
+
+
+_EVALS_RANK = {"failure": 0, "timed_out": 0, "cancelled": 0, "action_required": 1, None: 2}
+
+
+async def publish_sha(job: ShaJob, own: dict[str, Any], evals_id: int | None = None) -> None:
+    """Publish the SHA's checks from the verdicts of every open pull request with this head.
+
+    Args:
+        job: the job on pull request `own` at `job.head_sha`.
+        own: the job's pull request as the REST API gave it (counted even when GitHub's list lags).
+        evals_id: the evals check run to complete; None leaves `evalbot/evals` as it is (commands).
+    """
+    # Two jobs on one SHA must not publish crossed views of the verdicts.
+    lock = job.redis.lock(VERDICT_LOCK_KEY.format(repo=job.repo, sha=job.head_sha), timeout=VERDICT_LOCK_TIMEOUT_S)
+    async with lock:
+        pulls = await open_pulls_with_head(job.gh, job.owner, job.name, job.head_sha)
+        if all(int(p["number"]) != job.pr_number for p in pulls):
+            pulls.append(own)
+        verdicts = await _verdicts(job.redis, job.repo, job.head_sha)
+        policies: dict[str, Config | BasePolicyError] = {}
+        rows = [await _row(job, pull, verdicts.get(int(pull["number"])), policies) for pull in pulls]
+        # This job's own pull request first among equals: its report is what its author looks for.
+        rows.sort(key=lambda r: r.pr != job.pr_number)
+        await _publish_evals(job, rows, evals_id)
+        await _publish_approval(job, rows)
+
+
+async def _policy(job: ShaJob, base_ref: str, cache: dict[str, Config | BasePolicyError]) -> Config | BasePolicyError:
+    if base_ref not in cache:
+        try:
+            cache[base_ref] = (await read_base(job.gh, job.owner, job.name, base_ref))[1]
+        except BasePolicyError as exc:
+            cache[base_ref] = exc
+    return cache[base_ref]
+
+
+async def _row(
+    job: ShaJob, pull: dict[str, Any], verdict: PullVerdict | None, policies: dict[str, Config | BasePolicyError]
+) -> _Row:
+    number, base_ref = int(pull["number"]), str(pull["base"]["ref"])
+    if verdict is None or verdict.base_ref != base_ref:
+        # Not evaluated on this SHA against its base: never taken for a pass.
+        if pull.get("draft"):
+            title = (
+                f"pull request #{number} is a draft and was not evaluated: mark it ready for review, "
+                "or close it and comment /eval here"
+            )
+            return _Row(number, base_ref, None, "action_required", title, False, title)
+        await job.redis.enqueue_job(
+            "evaluate_pull_request",
+            _job_id=eval_job_id(job.repo, number, job.head_sha) + f":base:{base_ref}",
+            repo=job.repo,
+            installation_id=job.installation_id,
+            pr_number=number,
+            head_sha=job.head_sha,
+        )
+        title = f"waiting for pull request #{number} to be evaluated"
+        return _Row(number, base_ref, None, None, title, False, title)
+    policy = await _policy(job, base_ref, policies)
+    row = _Row(number, base_ref, verdict, verdict.evals, verdict.title, False, "")
+    if isinstance(policy, BasePolicyError):
+        row.approval_title = "Cannot be approved: the base branch's .evalbot.yml cannot be read"
+        row.approval_summary = await job.approval_summary("blocked", [], pr=number, reason=str(policy))
+        return row
+    if verdict.approval == "not_needed":
+        row.approved, row.approval_title = True, "No AI artefact changed"
+        row.approval_summary = await job.approval_summary("not_needed", policy.approvers, pr=number)
+        return row
+    if verdict.approval == "untrusted":
+        row.approval_title = "Waiting for a maintainer's /eval"
+        row.approval_summary = await job.approval_summary("untrusted", policy.approvers, pr=number)
+        return row
+    if verdict.approval == "blocked":
+        row.approval_title = f"Cannot be approved: {verdict.reason}"
+        row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=verdict.reason)
+        return row
+    approval = await state.get_approval(job.redis, job.repo, number, job.head_sha, base_ref)
+    # Re-checked when used: an approver removed from the base since the approval no longer counts.
+    if approval is not None and await is_approver(job.gh, policy.approvers, approval.approver):
+        row.approved = True
+        row.approval_title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
+        row.approval_summary = await job.approval_summary("approved", policy.approvers, pr=number, approval=approval)
+        return row
+    row.approval_title = (
+        "Waiting for a lead's /approve"
+        if approval is None
+        else f"Approval by {approval.approver} no longer counts: not an approver of the base now"
+    )
+    row.approval_summary = await job.approval_summary(
+        "waiting",
+        policy.approvers,
+        pr=number,
+        suites=verdict.suites,
+        evals_failed=verdict.evals_failed,
+        tradeoffs=verdict.tradeoffs,
+        revoked=approval.approver if approval else None,
+    )
+    return row
+
+
+def _named(row: _Row, title: str, own: int) -> str:
+    return title if row.pr == own else f"#{row.pr} → {row.base_ref}: {title}"
+
+
+async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) -> None:
+    if evals_id is None:
+        return
+    # Among equals, a pull request that was evaluated shows its report rather than "nothing changed".
+    worst = min(
+        rows, key=lambda r: (_EVALS_RANK.get(r.evals, 3), r.verdict is not None and r.verdict.approval == "not_needed")
+    )
+    table = _table(rows)
+    title = _named(worst, worst.evals_title, job.pr_number)
+    if worst.evals is None:
+        # Another pull request's job will publish the result; until then the check stays open.
+        await job.publisher.progress(evals_id, title, table or title)
+        return
+    summary = worst.verdict.summary if worst.verdict is not None else render_template("pending.md.j2", title=title)
+    rerun = worst.verdict is not None and worst.pr == job.pr_number
+    notes, more = (worst.verdict.notes, worst.verdict.more_notes) if worst.verdict is not None else ([], 0)
+    await job.publisher.complete(
+        evals_id, worst.evals, title, table + summary, rerun_button=rerun, notes=notes, more_notes=more
+    )
+
+
+async def _publish_approval(job: ShaJob, rows: list[_Row]) -> None:
+    blocking = [r for r in rows if not r.approved]
+    shown = blocking[0] if blocking else rows[0]
+    summary = shown.approval_summary or render_template("pending.md.j2", title=shown.approval_title)
+    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
+    conclusion: Conclusion = "action_required" if blocking else "success"
+    title = _named(shown, shown.approval_title, job.pr_number)
+    await job.publisher.complete(approval_id, conclusion, title, _table(rows) + summary)
+
+
+def _table(rows: list[_Row]) -> str:
+    """Which pull requests share this head and what each says; empty for the usual one."""
+    if len(rows) < 2:
+        return ""
+    return render_template("sha_pulls.md.j2", rows=rows)
