@@ -200,8 +200,8 @@ class Publisher:
             payload["actions"] = [RERUN_ACTION]
         await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=payload)
         for batch in batches[1:]:
-            more_notes = {"output": {**out, "annotations": [self._note(n) for n in batch]}}
-            await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=more_notes)
+            update = {"output": {**out, "annotations": [self._note(n) for n in batch]}}
+            await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=update)
 
     def _note(self, note: dict[str, Any]) -> dict[str, Any]:
         """An annotation with its texts redacted, as everything posted is."""
