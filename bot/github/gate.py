@@ -54,6 +54,9 @@ class PullVerdict:
     evals_failed: bool = False
     tradeoffs: str = ""
     reason: str = ""
+    # The report's annotations (capped by `cap_annotations`) and how many more it has.
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    more_notes: int = 0
 
 
 async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -> None:
@@ -255,7 +258,10 @@ async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) ->
         return
     summary = worst.verdict.summary if worst.verdict is not None else render_template("pending.md.j2", title=title)
     rerun = worst.verdict is not None and worst.pr == job.pr_number
-    await job.publisher.complete(evals_id, worst.evals, title, table + summary, rerun_button=rerun)
+    notes, more = (worst.verdict.notes, worst.verdict.more_notes) if worst.verdict is not None else ([], 0)
+    await job.publisher.complete(
+        evals_id, worst.evals, title, table + summary, rerun_button=rerun, notes=notes, more_notes=more
+    )
 
 
 async def _publish_approval(job: ShaJob, rows: list[_Row]) -> None:

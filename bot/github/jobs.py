@@ -33,7 +33,17 @@ from bot.github.constants import (
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
 from bot.github.permissions import has_write_access, is_approver
-from bot.github.publish import Conclusion, Publisher, comment_body, evals_conclusion, report_markdown, report_title
+from bot.github.publish import (
+    Conclusion,
+    Publisher,
+    blob_url,
+    cap_annotations,
+    comment_body,
+    evals_conclusion,
+    report_annotations,
+    report_markdown,
+    report_title,
+)
 from bot.github.records import job_store, start_store, stop_store
 from bot.github.redact import Redactor
 from bot.github.schedule import check_schedules, scheduled_evaluation
@@ -328,9 +338,10 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         await store_verdict(job.redis, job.repo, job.head_sha, verdict)
         await publish_sha(job, pull, evals_id)
         return
-    markdown = report_markdown(report)
+    markdown = report_markdown(report, blob_url(pull, job.head_sha))
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
     tradeoffs = [s for s in report.suites if s.models is not None]
+    notes, more_notes = cap_annotations(report_annotations(report))
     verdict = PullVerdict(
         job.pr_number,
         base_ref,
@@ -341,6 +352,8 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         suites=[s.name for s in report.suites],
         evals_failed=report.verdict != "pass",
         tradeoffs=render_template("tradeoffs.md.j2", tradeoffs=tradeoffs) if tradeoffs else "",
+        notes=notes,
+        more_notes=more_notes,
     )
     await store_verdict(job.redis, job.repo, job.head_sha, verdict)
     await publish_sha(job, pull, evals_id)

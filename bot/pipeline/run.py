@@ -13,7 +13,7 @@ from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant
-from bot.errors import BudgetExhausted, InputError
+from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
 from bot.pipeline.compare import SuiteReport, Variant, compare_suite
@@ -236,15 +236,12 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
             if sp.definition_changes
         ],
     )
+    # The suites that can be read are checked even when others cannot: every problem is listed at once.
+    report.data = await data_checks(source, the_plan, base)
     if the_plan.errors:
-        report.errors = [str(error) for error in the_plan.errors]
+        report.errors = [Problem.of(error) for error in the_plan.errors]
         return report
     if not the_plan.suites:
-        return report
-    try:
-        report.data = await data_checks(source, the_plan, base)
-    except InputError as exc:
-        report.errors = [str(exc)]
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
     prices = _prices(the_plan.config)
@@ -274,8 +271,8 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         the_plan: the suites to check.
         base: the base revision to compare with; None to check every suite on its own (validate).
 
-    Raises:
-        InputError: when a schema or training data file cannot be read.
+    A schema or training data file that cannot be read is added to `the_plan.errors` (kept sorted by
+    file and line), and its suite left out; the other suites are still checked.
     """
     results = []
     for sp in the_plan.suites:
@@ -285,12 +282,16 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
             continue
         base_dataset = sp.base_dataset if base is not None else None
         # `suite` carries the base's exam, data gates included, so a rename or an edit cannot shed them.
-        schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
-        training = await _file(source, the_plan, the_plan.head, suite.training_data)
-        # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
-        quality = await asyncio.to_thread(
-            check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
-        )
+        try:
+            schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
+            training = await _file(source, the_plan, the_plan.head, suite.training_data)
+            # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
+            quality = await asyncio.to_thread(
+                check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
+            )
+        except InputError as exc:
+            the_plan.errors = sorted_errors(the_plan.errors + unpack(exc))
+            continue
         results.append(quality)
     return results
 
@@ -348,6 +349,9 @@ async def _run_plan(
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
         report.removed_cases = [case.id for case in sp.removed]
+        regressed = {flip.case_id for flip in report.regressions}
+        report.dataset = sp.dataset.path
+        report.regression_lines = {case.id: case.line for case in sp.dataset.cases if case.id in regressed}
         if sp.head_exam is not None:
             report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:

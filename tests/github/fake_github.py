@@ -47,6 +47,10 @@ class FakeGitHub:
         self.reactions: list[tuple[int, str]] = []
         self.files_status = 200  # answer of the pull request file list (500: always broken)
         self.check_runs: dict[int, dict[str, Any]] = {}
+        # Annotations per check run, in the order received (GitHub appends each update's), and the
+        # size of each request's batch.
+        self.annotations: dict[int, list[dict[str, Any]]] = {}
+        self.annotation_requests: list[int] = []
         self.comments: dict[int, dict[str, Any]] = {}
         self.default_branch = "main"
         # Issues the app opened or anyone did (not pull requests), by number.
@@ -274,6 +278,7 @@ class FakeGitHub:
             if body.get("conclusion"):
                 run["status"] = "completed"
             self.check_runs[run["id"]] = run
+            self._keep_annotations(run["id"], body)
             return JSONResponse(run, status_code=201)
 
         @app.patch("/repos/{owner}/{repo}/check-runs/{run_id}")
@@ -286,7 +291,15 @@ class FakeGitHub:
             run.update(body)
             if body.get("conclusion"):
                 run["status"] = "completed"
+            self._keep_annotations(run_id, body)
             return JSONResponse(run)
+
+        @app.get("/repos/{owner}/{repo}/check-runs/{run_id}/annotations")
+        async def list_annotations(
+            owner: str, repo: str, run_id: int, page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            found = self.annotations.get(run_id, [])
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
 
         @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
         async def list_comments(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
@@ -327,8 +340,13 @@ class FakeGitHub:
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any]:
         base, head = self.pulls[number]
         base_ref, head_ref = self.pull_refs.get(number, ("main", "feature"))
-        base_repo = {"full_name": f"{owner}/{repo}", "default_branch": self.default_branch}
-        head_repo = {"full_name": f"fork-owner/{repo}"} if number in self.fork_pulls else base_repo
+        base_repo = {
+            "full_name": f"{owner}/{repo}",
+            "html_url": f"https://github.com/{owner}/{repo}",
+            "default_branch": self.default_branch,
+        }
+        fork = {"full_name": f"fork-owner/{repo}", "html_url": f"https://github.com/fork-owner/{repo}"}
+        head_repo = fork if number in self.fork_pulls else base_repo
         return {
             "number": number,
             "state": "closed" if number in self.closed else "open",
@@ -385,6 +403,12 @@ class FakeGitHub:
         content = base64.b64encode(blob).decode() if inline else ""
         return JSONResponse({**about, "type": "file", "encoding": "base64" if inline else "none", "content": content})
 
+    def _keep_annotations(self, run_id: int, body: dict[str, Any]) -> None:
+        notes = (body.get("output") or {}).get("annotations")
+        if notes:
+            self.annotation_requests.append(len(notes))
+            self.annotations.setdefault(run_id, []).extend(dict(note) for note in notes)
+
     @staticmethod
     def _invalid_run(body: dict[str, Any], creating: bool) -> str | None:
         if creating and (not body.get("name") or not body.get("head_sha")):
@@ -410,6 +434,14 @@ class FakeGitHub:
         for key in ("summary", "text"):
             if len(out.get(key) or "") > 65_535:
                 return f"output.{key} is too long (maximum is 65535 characters)"
+        notes = out.get("annotations") or []
+        if len(notes) > 50:
+            return "output.annotations: no more than 50 items per request"
+        for note in notes:
+            if not all(note.get(k) for k in ("path", "start_line", "end_line", "annotation_level", "message")):
+                return "annotations need path, start_line, end_line, annotation_level and message"
+            if note["annotation_level"] not in ("notice", "warning", "failure"):
+                return f"annotation_level {note['annotation_level']!r} is not one of notice, warning, failure"
         return None
 
     def start(self) -> FakeGitHub:
