@@ -124,9 +124,11 @@ def eval_command(
             progress.stop()
             if cache is not None:
                 await cache.close()
+        _record_cli_run(report, repo, started, base, head)
         report.base_ref, report.head_ref = base, head
         return report
 
+    started = time.time()
     try:
         report = asyncio.run(run())
     except EvalbotError as exc:
@@ -137,6 +139,27 @@ def eval_command(
     if output is not None:
         output.write_text(text, encoding="utf-8")
     sys.exit(report.exit_code)
+
+
+def _record_cli_run(report: Any, repo: Path, started: float, base: str, head: str) -> None:
+    """Keep the run in the history database; a history that cannot be written does not change the verdict."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        store = _open_store(migrate_first=True)
+        try:
+            store.record_run(
+                report,
+                repository=str(repo.resolve()),
+                trigger="cli",
+                started_at=started,
+                base_branch=base,
+                head_branch=head,
+            )
+        finally:
+            store.close()
+    except (SQLAlchemyError, OSError) as exc:
+        click.echo(f"warning: the run was not recorded in the database: {exc}", err=True)
 
 
 @cli.command("validate")
@@ -249,32 +272,70 @@ def worker_command() -> None:
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 
+AUDIT_CSV_COLUMNS = ("id", "at", "repository", "pr", "sha", "kind", "actor", "reason", "verdict", "details")
+
+
+def _open_store(migrate_first: bool) -> Any:
+    from bot.settings import get_settings
+    from bot.store import database_url, migrate, open_store
+
+    settings = get_settings()
+    store = open_store(database_url(settings.DATABASE_URL, settings.EVALBOT_CACHE_DIR))
+    if migrate_first:
+        migrate(store)
+    return store
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Apply pending database migrations to DATABASE_URL (the worker also does at start)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.store import revision
+
+    try:
+        store = _open_store(migrate_first=True)
+    except SQLAlchemyError as exc:
+        _fail(EvalbotError(f"cannot migrate the database: {exc}"))
+    click.echo(f"database at revision {revision(store)}")
+    store.close()
+
+
 @cli.command("audit")
 @click.option("--repo", "repo", required=True, help="owner/name of the repository.")
 @click.option("--pr", "pr_number", type=int, help="Only this pull request.")
-@click.option("--last", type=int, default=1000, show_default=True, help="The newest records only.")
-def audit_command(repo: str, pr_number: int | None, last: int) -> None:
-    """Print the audit trail of a repository (approvals, overrides, refusals, verdicts) as JSON lines."""
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--last", type=click.IntRange(min=1), default=1000, show_default=True, help="The newest records only.")
+def audit_command(repo: str, pr_number: int | None, fmt: str, last: int) -> None:
+    """Export the durable audit trail of a repository (verdicts, approvals, overrides, cancels, /eval
+    requests, refusals) from the database, oldest first."""
+    import csv
     import json
 
-    import redis.asyncio as redis
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.github.state import audit_entries
-    from bot.settings import get_settings
+    from bot.store import revision
 
-    async def read() -> list[dict[str, Any]]:
-        client = redis.Redis.from_url(get_settings().REDIS_URL)
-        try:
-            return await audit_entries(client, repo, pr_number, last=last)
-        finally:
-            await client.aclose()
-
+    store = _open_store(migrate_first=False)
     try:
-        entries = asyncio.run(read())
-    except (redis.RedisError, OSError) as exc:
-        _fail(EvalbotError(f"cannot read the audit trail from Redis: {exc}"))
+        if revision(store) is None:
+            _fail(EvalbotError("the database has no evalbot tables yet: run `evalbot migrate` (or start the worker)"))
+        entries = store.audit_entries(repo, pr_number, last)
+    except SQLAlchemyError as exc:
+        _fail(EvalbotError(f"cannot read the audit trail from the database: {exc}"))
+    finally:
+        store.close()
+    if fmt == "jsonl":
+        for entry in entries:
+            click.echo(json.dumps(entry.record(), sort_keys=True))
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(AUDIT_CSV_COLUMNS)
     for entry in entries:
-        click.echo(json.dumps(entry, sort_keys=True))
+        record = entry.record()
+        rest = {k: v for k, v in record.items() if k not in AUDIT_CSV_COLUMNS}
+        row = [record.get(column, "") for column in AUDIT_CSV_COLUMNS[:-1]]
+        writer.writerow(["" if v is None else v for v in row] + [json.dumps(rest, sort_keys=True) if rest else ""])
 
 
 def main() -> None:

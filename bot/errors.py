@@ -65,3 +65,55 @@ class FileTooLargeError(InputError):
             f"{max_bytes / 1_000_000:g} MB (`limits.max_file_mb` in the base branch's .evalbot.yml)",
             path,
         )
+
+
+class InputErrors(InputError):
+    """Every problem found in the inputs at once, so that one bad file does not hide another's.
+
+    Args:
+        errors: the problems, each with its file and line where there is one (at least one).
+    """
+
+    def __init__(self, errors: list[InputError]):
+        self.errors = sorted_errors([e for error in errors for e in unpack(error)])
+        first = self.errors[0]
+        super().__init__(first.message, first.path, first.line, first.row)
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+def unpack(error: InputError) -> list[InputError]:
+    """The single problems an InputError stands for (one, or each of an InputErrors)."""
+    return list(error.errors) if isinstance(error, InputErrors) else [error]
+
+
+def sorted_errors(errors: list[InputError]) -> list[InputError]:
+    """By file, then line and row; problems with no file first (they concern the whole run)."""
+    return sorted(errors, key=lambda e: (e.path or "", e.line or 0, e.row or 0))
+
+
+class Problem(str):
+    """A message that keeps where it is: prints as its text, and names its file and line for an annotation.
+
+    Args:
+        text: the message as the report shows it.
+        path: the file, relative to the repository root, where there is one.
+        line: the 1-based line in `path`, where there is one.
+        message: the message without its location (the annotation's text); `text` when None.
+    """
+
+    path: str | None
+    line: int | None
+    message: str
+
+    def __new__(
+        cls, text: str, path: str | None = None, line: int | None = None, message: str | None = None
+    ) -> Problem:
+        problem = super().__new__(cls, text)
+        problem.path, problem.line, problem.message = path, line, text if message is None else message
+        return problem
+
+    @classmethod
+    def of(cls, error: InputError) -> Problem:
+        return cls(str(error), error.path, error.line, error.message)

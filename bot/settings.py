@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     PUBLIC_URL: str | None = None
     # Where the response cache lives when Redis does not answer.
     EVALBOT_CACHE_DIR: Path = Path.home() / ".cache" / "evalbot"
+    # Durable records (runs, results, the audit trail): `postgresql://user@host:port/db` as deployments
+    # write it; unset, a SQLite file in EVALBOT_CACHE_DIR (`evalbot eval` on a laptop).
+    DATABASE_URL: str | None = None
     # One OpenAI-compatible endpoint for every model call (else litellm's own variables apply).
     EVALBOT_API_BASE: str | None = None
     # Model calls in flight per provider in one worker process, shared fairly by the jobs it runs.

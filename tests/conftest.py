@@ -14,6 +14,9 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from bot.store import Store, migrate, open_store
+from bot.store import database_url as sqlalchemy_url
+from tests.databases import database
 from tests.redis_server import PrivateRedis, answers
 from tests.stub_llm import StubLLM
 
@@ -56,6 +59,35 @@ def stub() -> Iterator[StubLLM]:
     server = StubLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database per test, on the real PostgreSQL server and on SQLite (the local default)."""
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """An empty SQLite database, for tests about something other than the database."""
+    with database("sqlite", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def worker_database(sqlite_url: str) -> str:
+    """The worker's DATABASE_URL: SQLite unless a test module asks for both (`database_url`)."""
+    return sqlite_url
+
+
+@pytest.fixture
+def job_store(worker_database: str) -> Iterator[Store]:
+    """The worker's store, migrated as `evalbot worker` does at start."""
+    store = open_store(sqlalchemy_url(worker_database, Path("unused")))
+    migrate(store)
+    yield store
+    store.close()
 
 
 @pytest.fixture(autouse=True)

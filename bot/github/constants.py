@@ -5,14 +5,16 @@ from __future__ import annotations
 # Fixed for branch protection: users mark these as required checks.
 EVALS_CHECK = "evalbot/evals"
 APPROVAL_CHECK = "evalbot/approval"
+# The nightly re-evaluation's check run on the default branch's head, posted when a metric drifted.
+DRIFT_CHECK = "evalbot/drift"
+# One open issue per drifting suite, found again by this exact title.
+DRIFT_ISSUE_TITLE = "evalbot: drift on {suite}"
 # Finds the one sticky comment per pull request among everyone's comments.
 COMMENT_MARKER = "<!-- evalbot:sticky-report -->"
 
 DELIVERY_KEY_PREFIX = "evalbot:delivery:"
-APPROVAL_KEY = "evalbot:approval:{repo}:{pr}"
 # The head SHA of a pull request and when its delivery arrived: binds a `/eval` to what it saw.
 HEAD_KEY = "evalbot:head:{repo}:{pr}"
-AUDIT_STREAM = "evalbot:audit:{repo}"
 # What an approval of one evaluated head must know beyond the check's conclusion: inconclusive breaches
 # (approving needs a reason) and a rewritten exam, kept as long as a pull request may stay open.
 GATE_NOTES_KEY = "evalbot:gate-notes:{repo}:{pr}:{sha}"
@@ -24,19 +26,6 @@ VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
 # Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
 VERDICT_TTL_S = 90 * 24 * 3600
 VERDICT_LOCK_TIMEOUT_S = 120
-# Audit records kept per repository (approximate trimming, as Redis streams do it cheaply).
-AUDIT_MAX_ENTRIES = 100_000
-# Characters kept of each text an audit record holds (reasons, command text, logins), and of its
-# details as a whole: a comment can be 65,536 characters long, and anyone can write one.
-AUDIT_FIELD_CHARS = 1_000
-AUDIT_DETAILS_CHARS = 16_000
-# Reads take the newest records only: at most this many are returned, and at most AUDIT_SCAN_ENTRIES
-# newest ones are looked through for one pull request's.
-AUDIT_READ_LAST = 1_000
-AUDIT_SCAN_ENTRIES = 10_000
-# An approval outlives any pull request's review; its key goes when the pull request has been quiet
-# this long (a later /approve sets it again).
-APPROVAL_TTL_S = 90 * 24 * 3600
 # Refused commands answered per user and repository in a window; past it, a refusal is only logged
 # (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"
@@ -58,6 +47,15 @@ RETRY_DEFER_S = 30
 PROGRESS_INTERVAL_S = 2.0
 # GitHub's limit on a check run's output.summary / output.text and on a comment body.
 MAX_TEXT_CHARS = 65_535
+
+
+# How often the worker looks for due `schedule:` firings (minutes; a firing runs within this much).
+SCHEDULE_TICK_MINUTES = 5
+
+
+def scheduled_job_id(repo: str, fire_at: float) -> str:
+    """One re-evaluation per repository and schedule firing."""
+    return f"evalbot:scheduled:{repo}:{int(fire_at)}"
 
 
 def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:

@@ -31,6 +31,7 @@ from bot.github.source import GitHubSource, branch_tip, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
+from bot.store import Store
 
 # What a pull request needs from a lead: nothing, an approval, or first something else (a writer's
 # `/eval`, a finished evaluation, a readable base policy) before anything can be approved.
@@ -53,6 +54,9 @@ class PullVerdict:
     evals_failed: bool = False
     tradeoffs: str = ""
     reason: str = ""
+    # The report's annotations (capped by `cap_annotations`) and how many more it has.
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    more_notes: int = 0
 
 
 async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -> None:
@@ -108,6 +112,7 @@ class ShaJob(Protocol):
 
     gh: Any
     redis: Any
+    store: Store
     repo: str
     owner: str
     name: str
@@ -210,7 +215,7 @@ async def _row(
         row.approval_title = f"Cannot be approved: {verdict.reason}"
         row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=verdict.reason)
         return row
-    approval = await state.get_approval(job.redis, job.repo, number, job.head_sha, base_ref)
+    approval = await state.get_approval(job.store, job.repo, number, job.head_sha, base_ref)
     # Re-checked when used: an approver removed from the base since the approval no longer counts.
     if approval is not None and await is_approver(job.gh, policy.approvers, approval.approver):
         row.approved = True
@@ -253,7 +258,10 @@ async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) ->
         return
     summary = worst.verdict.summary if worst.verdict is not None else render_template("pending.md.j2", title=title)
     rerun = worst.verdict is not None and worst.pr == job.pr_number
-    await job.publisher.complete(evals_id, worst.evals, title, table + summary, rerun_button=rerun)
+    notes, more = (worst.verdict.notes, worst.verdict.more_notes) if worst.verdict is not None else ([], 0)
+    await job.publisher.complete(
+        evals_id, worst.evals, title, table + summary, rerun_button=rerun, notes=notes, more_notes=more
+    )
 
 
 async def _publish_approval(job: ShaJob, rows: list[_Row]) -> None:

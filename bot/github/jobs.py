@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
-from arq import Retry
+from arq import Retry, cron
 from arq.connections import RedisSettings
 from githubkit.exception import GitHubException
 
@@ -28,18 +28,33 @@ from bot.github.constants import (
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
+    SCHEDULE_TICK_MINUTES,
     eval_job_id,
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
 from bot.github.permissions import has_write_access, is_approver
-from bot.github.publish import Conclusion, Publisher, comment_body, evals_conclusion, report_markdown, report_title
+from bot.github.publish import (
+    Conclusion,
+    Publisher,
+    blob_url,
+    cap_annotations,
+    comment_body,
+    evals_conclusion,
+    report_annotations,
+    report_markdown,
+    report_title,
+)
+from bot.github.records import job_store, start_store, stop_store
 from bot.github.redact import Redactor
+from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.settings import Settings, get_settings
+from bot.store import AuditEntry, Store
+from bot.store.trends import suite_trends
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +67,7 @@ class _PullRequestJob:
 
     settings: Settings
     redis: Any
+    store: Store
     gh: Any
     repo: str
     owner: str
@@ -76,8 +92,20 @@ class _PullRequestJob:
         gh = gh or cls.client(ctx, installation_id)
         details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
         publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID, Redactor.for_settings(settings))
+        store = job_store(ctx)
         return cls(
-            settings, ctx["redis"], gh, repo, owner, name, installation_id, pr_number, head_sha, publisher, details_url
+            settings,
+            ctx["redis"],
+            store,
+            gh,
+            repo,
+            owner,
+            name,
+            installation_id,
+            pr_number,
+            head_sha,
+            publisher,
+            details_url,
         )
 
     async def base_policy(self, base_ref: str) -> Config:
@@ -88,12 +116,13 @@ class _PullRequestJob:
         """
         return (await read_base(self.gh, self.owner, self.name, base_ref))[1]
 
-    async def audit(self, kind: str, actor: str, **details: Any) -> None:
-        await state.audit(self.redis, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
+    async def audit(self, kind: str, actor: str, **details: Any) -> AuditEntry:
+        """Record an event in the durable trail; callers publish what it records only after this returns."""
+        return await state.audit(self.store, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
 
     async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
         number = pr or self.pr_number
-        audit = await state.audit_entries(self.redis, self.repo, number, last=20)
+        audit = await state.audit_entries(self.store, self.repo, number, last=20)
         # Inconclusive breaches and a rewritten exam go at the top of whatever the approval check says.
         notes = await state.get_gate_notes(self.redis, self.repo, number, self.head_sha)
         return render_template(
@@ -145,6 +174,9 @@ async def evaluate_pull_request(
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
+    started_at = time.time()
+    # The scheduler re-evaluates repositories evalbot has seen.
+    await asyncio.to_thread(job.store.note_repository, repo, installation_id)
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
@@ -174,7 +206,9 @@ async def evaluate_pull_request(
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
-        await _publish(job, pull, evals_id, report)
+        trigger = "eval_command" if trusted else "pull_request"
+        trends = await _record(job, report, pull, trigger, started_at)
+        await _publish(job, pull, evals_id, report, trends)
     except asyncio.CancelledError:
         # arq's job timeout cancels the job: close the check run on the way out (shielded, as the
         # task itself is being cancelled), then let the cancellation go on.
@@ -270,7 +304,30 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
     }
 
 
-async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report) -> None:
+async def _record(
+    job: _PullRequestJob, report: Report, pull_request: dict[str, Any], trigger: str, started_at: float
+) -> str:
+    """Store the run, then the trend charts of its suites on the default branch (Markdown, or "")."""
+    base, head = pull_request.get("base") or {}, pull_request.get("head") or {}
+    await asyncio.to_thread(
+        job.store.record_run,
+        report,
+        repository=job.repo,
+        trigger=trigger,
+        started_at=started_at,
+        pr=job.pr_number,
+        base_branch=base.get("ref"),
+        head_branch=head.get("ref"),
+    )
+    default_branch = (base.get("repo") or {}).get("default_branch")
+    if not default_branch or not report.suites:
+        return ""
+    label = f"#{job.pr_number} {job.head_sha[:7]}"
+    trends = await asyncio.to_thread(suite_trends, job.store, job.repo, report, default_branch, label)
+    return render_template("trends.md.j2", trends=trends)
+
+
+async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report, trends: str = "") -> None:
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     base_ref = pull["base"]["ref"]
     if not report.suites and not report.errors and not report.problems and not report.policy_error:
@@ -281,9 +338,10 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         await store_verdict(job.redis, job.repo, job.head_sha, verdict)
         await publish_sha(job, pull, evals_id)
         return
-    markdown = report_markdown(report)
+    markdown = report_markdown(report, blob_url(pull, job.head_sha))
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
     tradeoffs = [s for s in report.suites if s.models is not None]
+    notes, more_notes = cap_annotations(report_annotations(report))
     verdict = PullVerdict(
         job.pr_number,
         base_ref,
@@ -294,10 +352,12 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         suites=[s.name for s in report.suites],
         evals_failed=report.verdict != "pass",
         tradeoffs=render_template("tradeoffs.md.j2", tradeoffs=tradeoffs) if tradeoffs else "",
+        notes=notes,
+        more_notes=more_notes,
     )
     await store_verdict(job.redis, job.repo, job.head_sha, verdict)
     await publish_sha(job, pull, evals_id)
-    await job.publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url))
+    await job.publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url, trends))
 
 
 def _gate_notes(report: Report) -> dict[str, Any]:
@@ -402,10 +462,10 @@ async def _decide(
     if not await is_approver(job.gh, policy.approvers, actor):
         return Refusal("only approvers listed in the base branch's `.evalbot.yml` may approve", show_help=False)
     if command.name == "approve_cancel":
-        approval = await state.get_approval(job.redis, job.repo, job.pr_number, job.head_sha, base_ref)
+        approval = await state.get_approval(job.store, job.repo, job.pr_number, job.head_sha, base_ref)
         if approval is None:
             return Refusal(f"`{head}` has no approval to cancel", show_help=False)
-        await state.clear_approval(job.redis, job.repo, job.pr_number)
+        # The cancel event is what withdraws the approval.
         await job.audit("cancel", actor, reason=command.reason)
         await publish_sha(job, pull)
         return command
@@ -456,9 +516,9 @@ async def _approve(
             f"{why}: an approval needs a reason (`/approve <reason>`) and is recorded as an override",
             show_help=False,
         )
-    approval = state.Approval(job.head_sha, actor, command.reason, override, time.time(), base_ref)
-    await state.set_approval(job.redis, job.repo, job.pr_number, approval)
-    await job.audit("override" if override else "approval", actor, reason=command.reason)
+    # The audit event is the approval, bound to the head SHA and the base branch the lead saw: written
+    # before evalbot/approval shows it, so nothing is shown that the durable trail does not hold.
+    await job.audit("override" if override else "approval", actor, reason=command.reason, base_ref=base_ref)
     await publish_sha(job, pull)
     return command
 
@@ -535,13 +595,24 @@ async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, hea
 
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("settings", get_settings())
+    # Pending migrations run before the first job: every job may write to the store.
+    await start_store(ctx)
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await stop_store(ctx)
 
 
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, publish_head]
+    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, publish_head, scheduled_evaluation]
+    # Due `schedule:` firings are looked for every few minutes; arq runs a cron job on one worker only.
+    cron_jobs: ClassVar[list[Any]] = [
+        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False)
+    ]
     on_startup = _startup
+    on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
     redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

@@ -6,12 +6,22 @@ from typing import Any, Literal
 
 from githubkit import GitHub
 
+from bot.errors import Problem
 from bot.github.constants import COMMENT_MARKER, MAX_TEXT_CHARS
 from bot.github.redact import Redactor
 from bot.pipeline.render import render_markdown, render_template
 from bot.pipeline.run import Report
 
 Conclusion = Literal["success", "failure", "neutral", "action_required", "cancelled", "timed_out", "skipped"]
+Level = Literal["failure", "warning", "notice"]
+
+# GitHub takes at most 50 annotations per check-run request; more are appended by further updates.
+ANNOTATIONS_PER_REQUEST = 50
+# Annotations sent for one check run: past this, the summary counts the rest (one request per 50).
+MAX_ANNOTATIONS = 500
+# GitHub's limits on an annotation's title and message.
+_MAX_ANNOTATION_TITLE = 255
+_MAX_ANNOTATION_MESSAGE = 64 * 1024
 
 # GitHub's limit on a check run's title.
 _MAX_TITLE_CHARS = 255
@@ -36,17 +46,88 @@ def evals_conclusion(report: Report) -> Conclusion:
     return "success" if report.verdict == "pass" else "failure"
 
 
-def comment_body(summary_markdown: str, head_sha: str | None = None, details_url: str | None = None) -> str:
-    """The sticky comment: the hidden marker, then the same Markdown as the check run."""
+def annotation(path: str, line: int, level: Level, title: str, message: str) -> dict[str, Any]:
+    """One check-run annotation: shown on `line` of `path` in the pull request's "Files changed"."""
+    return {
+        "path": path,
+        "start_line": line,
+        "end_line": line,
+        "annotation_level": level,
+        "title": _clip(title, _MAX_ANNOTATION_TITLE),
+        "message": _clip(message, _MAX_ANNOTATION_MESSAGE),
+    }
+
+
+def blob_url(pull: dict[str, Any], head_sha: str) -> str | None:
+    """The pull request's files at `head_sha` on the web, for links: from the base repository's
+    `html_url` (the API's `url` is not a page), which shows a pull request's head commits, forks' too."""
+    html_url = ((pull.get("base") or {}).get("repo") or {}).get("html_url")
+    return f"{html_url}/blob/{head_sha}" if html_url else None
+
+
+def cap_annotations(notes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The annotations sent (the first MAX_ANNOTATIONS) and how many more are only counted."""
+    return notes[:MAX_ANNOTATIONS], max(0, len(notes) - MAX_ANNOTATIONS)
+
+
+def report_annotations(report: Report) -> list[dict[str, Any]]:
+    """Every problem of the report that has a file and line, as annotations sorted by file and line.
+
+    Unreadable input and broken rules are failures; schema violations, contamination and outliers
+    follow their data gate (fail: failure, else warning); regressed cases are warnings.
+    """
+    found = [
+        annotation(p.path, p.line, "failure", "evalbot: cannot be read" if p in report.errors else "evalbot", p.message)
+        for p in [*report.errors, *report.problems]
+        if isinstance(p, Problem) and p.path and p.line
+    ]
+    for dq in report.data:
+        failing: set[str] = {f.gate for f in dq.findings if f.severity == "fail"}
+        level: dict[str, Level] = {
+            gate: "failure" if gate in failing else "warning" for gate in ("schema", "contamination", "anomalies")
+        }
+        for v in dq.schema_violations:
+            where = f"{v.path}: " if v.path else ""
+            found.append(
+                annotation(
+                    dq.dataset,
+                    v.line,
+                    level["schema"],
+                    f"Schema violation (case {v.case_id})",
+                    f"{where}{v.rule}: {v.message}",
+                )
+            )
+        for case_id, kind in dq.contaminated:
+            line = dq.contaminated_lines.get(case_id)
+            if line is not None:
+                message = f"case {case_id} also appears in the training data ({kind} match)"
+                found.append(annotation(dq.dataset, line, level["contamination"], "Contaminated row", message))
+        for line, message in dq.outliers:
+            found.append(annotation(dq.dataset, line, level["anomalies"], "Outlier", message))
+    for suite in report.suites:
+        for flip in suite.regressions:
+            line = suite.regression_lines.get(flip.case_id)
+            if line is not None:
+                message = f"case {flip.case_id} passed on the base and fails on the head: {flip.reason}"
+                found.append(annotation(suite.dataset, line, "warning", f"Regression in suite {suite.name}", message))
+    return sorted(found, key=lambda a: (a["path"], a["start_line"]))
+
+
+def comment_body(
+    summary_markdown: str, head_sha: str | None = None, details_url: str | None = None, trends: str = ""
+) -> str:
+    """The sticky comment: the hidden marker, the same Markdown as the check run, then the trend charts
+    (Mermaid renders in comments) when they fit."""
     room = MAX_TEXT_CHARS - 200  # marker and footer
     body = _clip(summary_markdown, room)
+    trends = trends if len(body) + len(trends) <= room else ""
     return render_template(
-        "comment.md.j2", marker=COMMENT_MARKER, body=body, head_sha=head_sha, details_url=details_url
+        "comment.md.j2", marker=COMMENT_MARKER, body=body, trends=trends, head_sha=head_sha, details_url=details_url
     )
 
 
-def report_markdown(report: Report) -> str:
-    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200)
+def report_markdown(report: Report, blob_url: str | None = None) -> str:
+    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200, blob_url=blob_url)
 
 
 class Publisher:
@@ -98,16 +179,37 @@ class Publisher:
         )
 
     async def complete(
-        self, check_id: int, conclusion: Conclusion, title: str, summary: str, rerun_button: bool = False
+        self,
+        check_id: int,
+        conclusion: Conclusion,
+        title: str,
+        summary: str,
+        rerun_button: bool = False,
+        notes: list[dict[str, Any]] | None = None,
+        more_notes: int = 0,
     ) -> None:
-        payload: dict[str, Any] = {
-            "status": "completed",
-            "conclusion": conclusion,
-            "output": self._output(title, summary),
-        }
+        """Complete the check run; its annotations (`notes`) go 50 per request, the first 50 with the
+        completion and the rest in further updates with the same output (GitHub appends them).
+        `more_notes`, those `cap_annotations` left out, are counted at the end of the summary."""
+        notes = notes or []
+        if more_notes:
+            more = render_template("annotations_more.md.j2", shown=len(notes), more=more_notes).strip()
+            summary = _clip(summary, MAX_TEXT_CHARS - len(more) - 2) + "\n\n" + more
+        out = self._output(title, summary)
+        batches = [notes[i : i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(notes), ANNOTATIONS_PER_REQUEST)]
+        payload: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "output": out}
+        if batches:
+            payload["output"] = {**out, "annotations": [self._note(n) for n in batches[0]]}
         if rerun_button:
             payload["actions"] = [RERUN_ACTION]
         await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=payload)
+        for batch in batches[1:]:
+            update = {"output": {**out, "annotations": [self._note(n) for n in batch]}}
+            await self.gh.arequest("PATCH", f"{self._base}/check-runs/{check_id}", json=update)
+
+    def _note(self, note: dict[str, Any]) -> dict[str, Any]:
+        """An annotation with its texts redacted, as everything posted is."""
+        return {**note, "title": self.redact(note["title"]), "message": self.redact(note["message"])}
 
     async def check_run(self, name: str) -> dict[str, Any] | None:
         """The latest check run `name` of this app on the head SHA, as GitHub gives it.

@@ -40,13 +40,15 @@ def _url_parts(match: re.Match[str]) -> str:
 def secret_values(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
     """Every secret the process holds: secret-named settings and environment variables, the private
     key file's text, and passwords inside URL-valued variables (`DATABASE_URL`, `REDIS_URL`)."""
-    named: dict[str, str] = dict(os.environ if environ is None else environ)
+    # The environment and the settings both count: a setting given in code (another DATABASE_URL, say)
+    # does not make the environment's value any less secret.
+    sources: list[dict[str, str]] = [dict(os.environ if environ is None else environ)]
     held: list[str] = []
     if settings is not None:
-        named |= {k: v for k, v in settings.model_dump().items() if isinstance(v, str)}
+        sources.append({k: v for k, v in settings.model_dump().items() if isinstance(v, str)})
         if settings.PRIVATE_KEY_PATH is not None and settings.PRIVATE_KEY_PATH.is_file():
             held.append(settings.PRIVATE_KEY_PATH.read_text())
-    for name, value in named.items():
+    for name, value in (item for named in sources for item in named.items()):
         if SECRET_NAME.search(name):
             held.append(value)
         elif "://" in value:

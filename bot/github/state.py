@@ -1,57 +1,30 @@
-"""What evalbot remembers in Redis: approvals bound to a head SHA, and the audit stream per repository."""
+"""What a pull request's approval rests on: the durable audit trail (bot/store), read and written off
+the event loop; refusal counts and the gate notes of an evaluated head in Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.github.constants import (
-    APPROVAL_KEY,
-    APPROVAL_TTL_S,
-    AUDIT_DETAILS_CHARS,
-    AUDIT_FIELD_CHARS,
-    AUDIT_MAX_ENTRIES,
-    AUDIT_READ_LAST,
-    AUDIT_SCAN_ENTRIES,
-    AUDIT_STREAM,
-    GATE_NOTES_KEY,
-    GATE_NOTES_TTL_S,
-    REFUSALS_KEY,
-    REFUSALS_PER_WINDOW,
-    REFUSALS_WINDOW_S,
-)
+from bot.github.constants import GATE_NOTES_KEY, GATE_NOTES_TTL_S, REFUSALS_KEY, REFUSALS_PER_WINDOW, REFUSALS_WINDOW_S
+from bot.store import AUDIT_READ_LAST, Approval, AuditEntry, Store
+
+__all__ = [
+    "Approval",
+    "audit",
+    "audit_entries",
+    "get_approval",
+    "get_gate_notes",
+    "refusal_allowed",
+    "set_gate_notes",
+]
 
 
-@dataclass(frozen=True)
-class Approval:
-    sha: str
-    approver: str
-    reason: str
-    override: bool
-    at: float
-    # The base branch the lead saw the diff against: a retarget shows another diff, so it needs a new approval.
-    base_ref: str = ""
-
-
-async def get_approval(redis: Any, repo: str, pr: int, sha: str, base_ref: str) -> Approval | None:
+async def get_approval(store: Store, repo: str, pr: int, sha: str, base_ref: str) -> Approval | None:
     """The approval of `sha` against `base_ref`, if there is one: one of an older head SHA, or of the
     pull request before a retarget, does not count."""
-    raw = await redis.get(APPROVAL_KEY.format(repo=repo, pr=pr))
-    if raw is None:
-        return None
-    approval = Approval(**json.loads(raw))
-    return approval if (approval.sha, approval.base_ref) == (sha, base_ref) else None
-
-
-async def set_approval(redis: Any, repo: str, pr: int, approval: Approval) -> None:
-    record = {**asdict(approval), "reason": _clip(approval.reason), "approver": _clip(approval.approver)}
-    await redis.set(APPROVAL_KEY.format(repo=repo, pr=pr), json.dumps(record), ex=APPROVAL_TTL_S)
-
-
-async def clear_approval(redis: Any, repo: str, pr: int) -> None:
-    await redis.delete(APPROVAL_KEY.format(repo=repo, pr=pr))
+    return await asyncio.to_thread(store.approval, repo, pr, sha, base_ref)
 
 
 async def set_gate_notes(redis: Any, repo: str, pr: int, sha: str, notes: dict[str, Any]) -> None:
@@ -65,55 +38,20 @@ async def get_gate_notes(redis: Any, repo: str, pr: int, sha: str) -> dict[str, 
     return {} if raw is None else dict(json.loads(raw))
 
 
-async def audit(redis: Any, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> None:
+async def audit(store: Store, repo: str, kind: str, pr: int, sha: str, actor: str, **details: Any) -> AuditEntry:
     """Append one record: kind (approval, override, cancel, refused, verdict, ...), who, when, what.
 
-    Every text is clipped (AUDIT_FIELD_CHARS, AUDIT_DETAILS_CHARS) and the stream capped
-    (AUDIT_MAX_ENTRIES): what users write cannot grow Redis without bound.
+    An approval or override is this record itself: once it is written, the approval exists. The store
+    clips every text a user wrote, so a 65,536-character comment cannot grow the trail without bound.
     """
-    clipped = json.dumps(_clip_texts(details), sort_keys=True)
-    if len(clipped) > AUDIT_DETAILS_CHARS:
-        clipped = json.dumps({"clipped": clipped[: AUDIT_DETAILS_CHARS - 100]})
-    fields = {
-        "kind": _clip(kind),
-        "pr": str(pr),
-        "sha": _clip(sha),
-        "actor": _clip(actor),
-        "at": f"{time.time():.3f}",
-        "details": clipped,
-    }
-    await redis.xadd(AUDIT_STREAM.format(repo=repo), fields, maxlen=AUDIT_MAX_ENTRIES, approximate=True)
+    return await asyncio.to_thread(store.append_audit, repo, kind, actor, pr=pr, sha=sha, **details)
 
 
 async def audit_entries(
-    redis: Any, repo: str, pr: int | None = None, last: int = AUDIT_READ_LAST
-) -> list[dict[str, Any]]:
-    """The newest `last` audit records of `repo` (of one pull request when `pr` is given), oldest first.
-
-    Reads from the end of the stream (XREVRANGE with COUNT), never the whole of it: one pull
-    request's records are looked for among the newest AUDIT_SCAN_ENTRIES.
-    """
-    count = last if pr is None else max(last, AUDIT_SCAN_ENTRIES)
-    raw = await redis.xrevrange(AUDIT_STREAM.format(repo=repo), count=count)
-    entries = []
-    for entry_id, fields in raw:
-        record = {_text(k): _text(v) for k, v in fields.items()}
-        if pr is not None and record["pr"] != str(pr):
-            continue
-        entries.append(
-            {
-                "id": _text(entry_id),
-                "kind": record["kind"],
-                "pr": int(record["pr"]),
-                "sha": record["sha"],
-                "actor": record["actor"],
-                "at": float(record["at"]),
-                **json.loads(record["details"]),
-            }
-        )
-        if len(entries) == last:
-            break
-    return entries[::-1]
+    store: Store, repo: str, pr: int | None = None, last: int = AUDIT_READ_LAST
+) -> list[AuditEntry]:
+    """The newest `last` audit records of `repo` (of one pull request when `pr` is given), oldest first."""
+    return await asyncio.to_thread(store.audit_entries, repo, pr, last)
 
 
 async def refusal_allowed(redis: Any, repo: str, user: str) -> bool:
@@ -122,21 +60,3 @@ async def refusal_allowed(redis: Any, repo: str, user: str) -> bool:
     # The window starts with the first refusal; INCR keeps the TTL that SET gave the key.
     await redis.set(key, 0, ex=REFUSALS_WINDOW_S, nx=True)
     return int(await redis.incr(key)) <= REFUSALS_PER_WINDOW
-
-
-def _clip(text: str, limit: int = AUDIT_FIELD_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _clip_texts(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clip(value)
-    if isinstance(value, dict):
-        return {_clip(str(k)): _clip_texts(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clip_texts(v) for v in value]
-    return value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.errors import InputError, UnknownSuiteError
+from bot.errors import InputError, InputErrors, Problem, UnknownSuiteError, sorted_errors, unpack
 from bot.pipeline.config import (
     CONFIG_PATH,
     Config,
@@ -52,6 +54,14 @@ class SuitePlan:
         """Every case evaluated: the head's rows, then the removed base rows."""
         return self.dataset.cases + self.removed
 
+    def definition_hash(self, judge: str) -> str:
+        """sha256 of what the suite's scores mean: its `.evalbot.yml` entry, the judge and the dataset's
+        rows. Two runs with the same hash took the same exam."""
+        entry = self.suite.model_dump(mode="json", by_alias=True)
+        rows = [case.fields for case in self.dataset.cases]
+        canonical = json.dumps({"suite": entry, "judge": judge, "rows": rows}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     @property
     def current_model(self) -> str:
         """The suite's current model: the base prompt's, else the head's (a new suite)."""
@@ -90,6 +100,7 @@ class Plan:
     # Input that cannot be read or run (CLI exit 2); nothing is evaluated while there is any.
     errors: list[InputError] = field(default_factory=list)
     # Rules broken by readable input, such as a prompt changed without a version bump: the gate fails.
+    # A `Problem` names its file and line where it has one (a check-run annotation on GitHub).
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # The base's `.evalbot.yml` exists but cannot be read: no policy, so nothing is evaluated and the gate fails.
@@ -166,7 +177,8 @@ async def plan(
         try:
             suite_plan = await _load_suite(source, base, head, suite, base_suite, tuple(reasons), config.limits)
         except InputError as exc:
-            result.errors.append(exc)
+            # Every problem of the suite's files; the other suites are still validated.
+            result.errors += unpack(exc)
             continue
         if base_suite is not None:
             changes = _definition_changes(base_suite, suite, config.judge, head_config.judge, changed)
@@ -193,6 +205,7 @@ async def plan(
                     f"suite {gone.name} of the base's {CONFIG_PATH} is gone in this change: removing or renaming "
                     "a suite takes its files out of the gate, so it needs a lead's approval with a reason"
                 )
+    result.errors = sorted_errors(result.errors)
     return result
 
 
@@ -217,14 +230,23 @@ async def _load_suite(
     reasons: tuple[str, ...],
     limits: Limits,
 ) -> SuitePlan:
-    head_prompt = await read_prompt(source, head, suite.prompt, limits)
-    if head_prompt is None:
-        raise InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt)
-    dataset = await read_dataset(source, head, suite.dataset, limits, id_field=suite.id_field)
-    if dataset is None:
-        raise InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset)
-    if not dataset.cases:
-        raise InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset)
+    # Both files are read whatever the other holds: one bad file must not hide the other's problems.
+    errors: list[InputError] = []
+    head_prompt = dataset = None
+    try:
+        head_prompt = await read_prompt(source, head, suite.prompt, limits)
+        if head_prompt is None:
+            errors.append(InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt))
+    except InputError as exc:
+        errors.append(exc)
+    try:
+        dataset = await read_dataset(source, head, suite.dataset, limits, id_field=suite.id_field)
+        if dataset is None:
+            errors.append(InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset))
+        elif not dataset.cases:
+            errors.append(InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset))
+    except InputError as exc:
+        errors.append(exc)
 
     base_prompt = None
     if base != head:
@@ -235,16 +257,20 @@ async def _load_suite(
             base_prompt = None
 
     for prompt in filter(None, (head_prompt, base_prompt)):
-        for case in dataset.cases:
+        for case in dataset.cases if dataset is not None else ():
             missing = prompt.missing_fields(case.fields)
             if missing:
                 which = "base" if prompt is base_prompt else "head"
-                raise InputError(
-                    f"row {case.id!r} has no field {', '.join(missing)} for the {which} prompt's placeholders",
-                    suite.dataset,
-                    case.line,
-                    case.row,
+                errors.append(
+                    InputError(
+                        f"row {case.id!r} has no field {', '.join(missing)} for the {which} prompt's placeholders",
+                        suite.dataset,
+                        case.line,
+                        case.row,
+                    )
                 )
+    if errors or head_prompt is None or dataset is None:
+        raise InputErrors(errors)
     base_dataset = None
     if base != head:
         with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
@@ -395,7 +421,8 @@ def _version_problems(suite_plan: SuitePlan) -> list[str]:
         return []
     if semver_key(head.spec.version) > semver_key(base.spec.version):
         return []
-    return [
-        f"{head.path} changed without a version bump: version {head.spec.version} must be higher "
-        f"than the base's {base.spec.version}"
-    ]
+    message = (
+        f"changed without a version bump: version {head.spec.version} must be higher than the base's "
+        f"{base.spec.version}"
+    )
+    return [Problem(f"{head.path} {message}", head.path, head.version_line, message)]

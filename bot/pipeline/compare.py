@@ -110,6 +110,11 @@ class SuiteReport:
     head_definition: SuiteReport | None = None
     # The level of the gate's one-sided tests (base policy).
     alpha: float = ALPHA
+    # The head's dataset and the line of each regressed case in it (a removed base row has none).
+    dataset: str = ""
+    regression_lines: dict[str, int] = field(default_factory=dict)
+    # sha256 of the exam (see SuitePlan.definition_hash): scores with different hashes are not comparable.
+    definition_hash: str = ""
 
     @property
     def inconclusive(self) -> list[MetricRow]:

@@ -195,6 +195,22 @@ class DataGates(_Strict):
     row_count_change_pct: float = Field(default=50.0, ge=0)
 
 
+class Schedule(_Strict):
+    """When the default branch is re-evaluated (read from the default branch only)."""
+
+    # Five-field cron expression, in UTC: "0 3 * * *" is 03:00 UTC every day.
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a five-field cron expression (minute hour day month weekday)")
+        return value
+
+
 class Limits(_Strict):
     """How much a suite may make the worker read: policy, so the base branch's values apply."""
 
@@ -250,6 +266,7 @@ class Config(_Strict):
     budget: Budget = Field(default_factory=Budget)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     prices: dict[str, Price] = Field(default_factory=dict)
+    schedule: Schedule | None = None
     limits: Limits = Field(default_factory=Limits)
     # Glob patterns (fnmatch, case-sensitive) of the models a run may call; None: DEFAULT_MODEL_PROVIDERS.
     allowed_models: list[str] | None = None

@@ -65,6 +65,10 @@ class DataQuality:
     duplicate_rows: list[tuple[str, str]] = field(default_factory=list)
     drift: list[ColumnDrift] = field(default_factory=list)
     contaminated: list[tuple[str, str]] = field(default_factory=list)  # (case id, "exact" | "normalised")
+    # The dataset line of each contaminated case.
+    contaminated_lines: dict[str, int] = field(default_factory=dict)
+    # (line, message) of each outlier value found in a row (an anomaly on a line).
+    outliers: list[tuple[int, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -116,10 +120,14 @@ def check(
         drifted = [d.column for d in result.drift if d.drifted]
         if drifted:
             flag("drift", f"distribution changed in {', '.join(drifted)}")
-        for message in _anomalies(base, head, base_columns, head_columns, gates):
+        for message, line in _anomalies(base, head, base_columns, head_columns, gates):
             flag("anomalies", message)
+            if line is not None:
+                result.outliers.append((line, message))
     if training is not None:
         result.contaminated = _contamination(head, prompt, *training)
+        found = {case_id for case_id, _kind in result.contaminated}
+        result.contaminated_lines = {case.id: case.line for case in head.cases if case.id in found}
         if result.contaminated:
             flag("contamination", f"{len(result.contaminated)} eval rows also appear in {training[0]}")
     return result
@@ -274,27 +282,27 @@ def _check_drift(
 
 def _anomalies(
     base: Dataset, head: Dataset, base_cols: dict[str, list[Any]], head_cols: dict[str, list[Any]], gates: DataGates
-) -> list[str]:
-    messages = []
+) -> list[tuple[str, int | None]]:
+    """Each anomaly's message, with the dataset line of the row it is in (None: about the whole column)."""
+    messages: list[tuple[str, int | None]] = []
     if base.cases:
         change_pct = (len(head.cases) - len(base.cases)) / len(base.cases) * 100
         if abs(change_pct) > gates.row_count_change_pct:
-            messages.append(f"row count changed by {change_pct:+.0f}% ({len(base.cases)} → {len(head.cases)})")
+            messages.append((f"row count changed by {change_pct:+.0f}% ({len(base.cases)} → {len(head.cases)})", None))
     for name in sorted(set(base_cols) & set(head_cols)):
         b, h = base_cols[name], head_cols[name]
         b_empty = sum(v in (None, "", []) for v in b) / len(base.cases) * 100
         h_empty = (sum(v in (None, "", []) for v in h) + len(head.cases) - len(h)) / len(head.cases) * 100
         if h_empty - b_empty > gates.empty_share_increase_pp:
-            messages.append(f"empty `{name}` rose from {b_empty:.0f}% to {h_empty:.0f}% of rows")
+            messages.append((f"empty `{name}` rose from {b_empty:.0f}% to {h_empty:.0f}% of rows", None))
         numbers_b = [float(v) for v in b if _is_number(v)]
-        head_numbers = [(c.id, float(c.fields[name])) for c in head.cases if _is_number(c.fields.get(name))]
+        head_numbers = [(c, float(c.fields[name])) for c in head.cases if _is_number(c.fields.get(name))]
         if len(numbers_b) >= 2 and len(numbers_b) == len([v for v in b if v not in (None, "")]):
             far = drift.outliers(numbers_b, [x for _, x in head_numbers], gates.outlier_sigmas)
             for index in far[:MAX_LISTED]:
-                case_id, value = head_numbers[index]
-                messages.append(
-                    f"`{name}` = {value:g} in row {case_id} is over {gates.outlier_sigmas:g}σ from the base mean"
-                )
+                case, value = head_numbers[index]
+                message = f"`{name}` = {value:g} in row {case.id} is over {gates.outlier_sigmas:g}σ from the base mean"
+                messages.append((message, case.line))
     return messages
 
 

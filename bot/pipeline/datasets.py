@@ -12,12 +12,14 @@ from typing import Any
 
 import yaml
 
-from bot.errors import InputError
+from bot.errors import InputError, InputErrors
 from bot.pipeline.yamlio import load_yaml
 
 FORMATS = ("jsonl", "json", "yaml", "csv")
 # The row field a case id comes from when a suite sets no `id_field`; rows without it get a hash.
 DEFAULT_ID_FIELD = "id"
+# Rows listed as unreadable per file: past this many, the file is refused at the next one.
+MAX_ROW_ERRORS = 500
 
 
 @dataclass(frozen=True)
@@ -94,50 +96,81 @@ def parse_dataset(text: str, path: str, max_rows: int | None = None, id_field: s
             `id` where rows have one, else from a hash of the row.
 
     Raises:
-        InputError: naming the file, line and row of the first row that cannot be read, a row without
-            an id in an explicit `id_field`, both lines of a repeated case id, and the first row past
-            `max_rows`.
+        InputErrors: every row that cannot be read (up to MAX_ROW_ERRORS): JSONL and CSV rows are read
+            one by one, so a bad row does not hide the next; a JSON or YAML syntax error stops the file.
+            Rows without an id in an explicit `id_field`, both lines of a repeated case id, and the
+            first row past `max_rows` (which stops the file) are listed too, each with line and row.
     """
     fmt = dataset_format(path)
     raw = {"jsonl": _jsonl_rows, "json": _json_rows, "yaml": _yaml_rows, "csv": _csv_rows}[fmt](text, path)
     field_name = id_field or DEFAULT_ID_FIELD
     cases = []
+    errors: list[InputError] = []
     hashed = 0
     seen: dict[str, Case] = {}
-    for number, (line, fields) in enumerate(raw, start=1):
-        if max_rows is not None and number > max_rows:
-            limit = f"more than {max_rows:,} rows (`limits.max_cases` in the base branch's .evalbot.yml)"
-            raise InputError(limit, path, line, number)
-        if not isinstance(fields, dict):
-            raise InputError(f"a row must be an object, not {type(fields).__name__}", path, line, number)
-        cid = case_id(fields, field_name)
-        if cid is None and id_field is not None:
-            state = "is empty" if field_name in fields else "is missing"
-            raise InputError(f"case id field '{field_name}' (the suite's id_field) {state}", path, line, number)
-        if id_field is not None and isinstance(fields[field_name], dict | list):
-            raise InputError(f"case id field '{field_name}' must be a string or a number", path, line, number)
-        if cid is None:
-            cid, hashed = row_hash(fields), hashed + 1
-        if cid in seen:
-            first = seen[cid]
-            raise InputError(f"case id {cid!r} repeats line {first.line} (row {first.row})", path, line, number)
-        case = Case(id=cid, row=number, line=line, fields=fields)
-        seen[cid] = case
-        cases.append(case)
+    try:
+        for number, (line, fields) in enumerate(raw, start=1):
+            if max_rows is not None and number > max_rows:
+                limit = f"more than {max_rows:,} rows (`limits.max_cases` in the base branch's .evalbot.yml)"
+                errors.append(InputError(limit, path, line, number))
+                break
+            if len(errors) >= MAX_ROW_ERRORS:
+                errors.append(InputError(f"more than {MAX_ROW_ERRORS} rows cannot be read: stopped here", path, line))
+                break
+            problem = _row_problem(fields, field_name, id_field is not None)
+            if problem is not None:
+                errors.append(InputError(problem, path, line, number))
+                continue
+            cid = case_id(fields, field_name)
+            if cid is None:
+                cid, hashed = row_hash(fields), hashed + 1
+            if cid in seen:
+                first = seen[cid]
+                errors.append(
+                    InputError(f"case id {cid!r} repeats line {first.line} (row {first.row})", path, line, number)
+                )
+                continue
+            case = Case(id=cid, row=number, line=line, fields=fields)
+            seen[cid] = case
+            cases.append(case)
+    except InputError as exc:  # a syntax error that stops the file: listed after the rows before it
+        errors.append(exc)
+    if errors:
+        raise InputErrors(errors)
     return Dataset(path=path, cases=tuple(cases), id_field=field_name, hashed_ids=hashed)
+
+
+def _row_problem(fields: Any, field_name: str, explicit: bool) -> str | None:
+    """What is wrong with one row, or None: not an object (a reader's own error too), or no usable case id."""
+    if isinstance(fields, _BadRow):
+        return fields.message
+    if not isinstance(fields, dict):
+        return f"a row must be an object, not {type(fields).__name__}"
+    if explicit and case_id(fields, field_name) is None:
+        state = "is empty" if field_name in fields else "is missing"
+        return f"case id field '{field_name}' (the suite's id_field) {state}"
+    if explicit and isinstance(fields[field_name], dict | list):
+        return f"case id field '{field_name}' must be a string or a number"
+    return None
+
+
+@dataclass(frozen=True)
+class _BadRow:
+    """A row a reader could not parse, yielded in its place so that the rows after it are still read."""
+
+    message: str
 
 
 # The readers yield rows one by one, so a row cap stops reading at the first row past it.
 def _jsonl_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
-    count = 0
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        value: Any
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})", path, line_no, count + 1) from None
-        count += 1
+            value = _BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})")
         yield line_no, value
 
 
@@ -194,12 +227,13 @@ def _csv_rows(text: str, path: str) -> Iterator[tuple[int, Any]]:
     try:
         start = 2
         for record in reader:
-            if None in record:
-                raise InputError("more values than header columns", path, start, count + 1)
-            if any(value is None for value in record.values()):
-                raise InputError("fewer values than header columns", path, start, count + 1)
             count += 1
-            yield start, dict(record)
+            if None in record:
+                yield start, _BadRow("more values than header columns")
+            elif any(value is None for value in record.values()):
+                yield start, _BadRow("fewer values than header columns")
+            else:
+                yield start, dict(record)
             start = reader.line_num + 1
     except csv.Error as exc:
         raise InputError(f"not valid CSV ({exc})", path, reader.line_num, count + 1) from None

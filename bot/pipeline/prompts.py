@@ -58,6 +58,8 @@ class Prompt:
     warnings: tuple[str, ...]
     # Where `model:` is, to name it when the base's policy refuses the model.
     model_line: int | None = None
+    # Where `version:` is, to point at it when the prompt changed without a version bump.
+    version_line: int | None = None
 
     def messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
         """The chat messages for one dataset row (the row must have every placeholder)."""
@@ -156,5 +158,10 @@ def parse_prompt(text: str, path: str) -> Prompt:
             raise InputError(f"{key}: {exc}", path, line_of(node, [key])) from None
     warnings = tuple(f"{path}: unknown key `{key}` (kept, not used)" for key in spec.unknown_keys())
     return Prompt(
-        path=path, spec=spec, placeholders=tuple(names), warnings=warnings, model_line=line_of(node, ["model"])
+        path=path,
+        spec=spec,
+        placeholders=tuple(names),
+        warnings=warnings,
+        model_line=line_of(node, ["model"]),
+        version_line=line_of(node, ["version"]),
     )

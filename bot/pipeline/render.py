@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -70,6 +71,19 @@ def md_text(value: Any, limit: int = 2000) -> str:
     """Text outside tables (replies, reasons): one line, no HTML, no block start, no @mention pings;
     code spans kept."""
     return _inert(_inline(value, limit))
+
+
+def located(text: Any, blob_url: str | None, limit: int = 500) -> str:
+    """A problem as a list item's text; its `path:line` a link to that line when `blob_url` is given
+    (the file tree at the evaluated revision, e.g. `https://github.com/o/r/blob/<sha>`), else plain."""
+    path, line = getattr(text, "path", None), getattr(text, "line", None)
+    where = f"{path}:{line}"
+    if blob_url is None or not path or not line or not str(text).startswith(where):
+        return md_cell(text, limit)
+    link = f"{blob_url.rstrip('/')}/{quote(path)}#L{line}"
+    rest = str(text).removeprefix(where)
+    # md_cell trims: the space before "(row n)" is put back.
+    return f"[{md_code(where)}]({link}){' ' if rest.startswith(' ') else ''}{md_cell(rest, limit)}"
 
 
 def pct(rate: float | None, digits: int = 1) -> str:
@@ -138,6 +152,7 @@ def _environment() -> jinja2.Environment:
         ref=short_ref,
         utc=utc,
         yaml=yaml_value,
+        located=located,
     )
     return env
 
@@ -147,12 +162,19 @@ def render_template(name: str, **data: Any) -> str:
     return _environment().get_template(name).render(**data)
 
 
-def render_markdown(report: Report, template: str = "report.md.j2", max_chars: int = MAX_MARKDOWN_CHARS) -> str:
-    """The report as Markdown. Detail sections shrink until it fits `max_chars`; the summary never does."""
+def render_markdown(
+    report: Report, template: str = "report.md.j2", max_chars: int = MAX_MARKDOWN_CHARS, blob_url: str | None = None
+) -> str:
+    """The report as Markdown. Detail sections shrink until it fits `max_chars`; the summary never does.
+
+    `blob_url` (plain data, e.g. `https://github.com/o/r/blob/<head sha>`) links each problem's file and
+    line; None (the CLI) names them without links.
+    """
     tpl = _environment().get_template(template)
     text = ""
     for limit in _DETAIL_LIMITS:
-        text = tpl.render(report=report, detail_limit=limit, output_limit=300 if limit >= 20 else 120)
+        output_limit = 300 if limit >= 20 else 120
+        text = tpl.render(report=report, detail_limit=limit, output_limit=output_limit, blob_url=blob_url)
         if len(text) <= max_chars:
             return text
     note = "\n\n…(report cut to fit GitHub's size limit)\n"
@@ -164,6 +186,8 @@ def report_dict(report: Report) -> dict[str, Any]:
     data = dataclasses.asdict(report)
     data["verdict"] = report.verdict
     data["exit_code"] = report.exit_code
+    if report.spend is not None:
+        data["spend"]["per_success_usd"] = report.spend.per_success_usd
     data["inconclusive"] = [dataclasses.asdict(breach) for breach in report.inconclusive]
     for suite_data, suite in zip(data["suites"], report.suites, strict=True):
         suite_data["verdict"] = suite.verdict

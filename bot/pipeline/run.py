@@ -14,7 +14,7 @@ from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant
-from bot.errors import BudgetExhausted, InputError
+from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
 from bot.pipeline.compare import SuiteReport, Variant, compare_suite
@@ -55,6 +55,9 @@ class RunOptions:
     budget_usd: float | None = None
     # Models to compare the head prompt on, beside the suites' `models:` (`--models`, `/eval --models`).
     models: list[str] = field(default_factory=list)
+    # Call the models under test even for answers in the cache (judges still use it): a scheduled
+    # re-evaluation must see what the provider answers today.
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,16 @@ class Spend:
     unpriced_calls: int
     cache_backend: str
     wall_s: float
+    # Answers made by this run (not from the cache) that passed every accuracy grader.
+    passed_answers: int = 0
+
+    @property
+    def per_success_usd(self) -> float | None:
+        """Cost per successful inference: what the calls under test cost, failed and retried ones
+        included, per answer made now that passed. None when nothing passed or a price is unknown."""
+        if not self.passed_answers or self.unpriced_calls:
+            return None
+        return self.under_test_usd / self.passed_answers
 
 
 @dataclass(frozen=True)
@@ -224,15 +237,12 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
             if sp.definition_changes
         ],
     )
+    # The suites that can be read are checked even when others cannot: every problem is listed at once.
+    report.data = await data_checks(source, the_plan, base)
     if the_plan.errors:
-        report.errors = [str(error) for error in the_plan.errors]
+        report.errors = [Problem.of(error) for error in the_plan.errors]
         return report
     if not the_plan.suites:
-        return report
-    try:
-        report.data = await data_checks(source, the_plan, base)
-    except InputError as exc:
-        report.errors = [str(exc)]
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
     prices = _prices(the_plan.config)
@@ -262,8 +272,8 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
         the_plan: the suites to check.
         base: the base revision to compare with; None to check every suite on its own (validate).
 
-    Raises:
-        InputError: when a schema or training data file cannot be read.
+    A schema or training data file that cannot be read is added to `the_plan.errors` (kept sorted by
+    file and line), and its suite left out; the other suites are still checked.
     """
     results = []
     for sp in the_plan.suites:
@@ -273,12 +283,16 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
             continue
         base_dataset = sp.base_dataset if base is not None else None
         # `suite` carries the base's exam, data gates included, so a rename or an edit cannot shed them.
-        schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
-        training = await _file(source, the_plan, the_plan.head, suite.training_data)
-        # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
-        quality = await asyncio.to_thread(
-            check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
-        )
+        try:
+            schema = await _file(source, the_plan, sp.exam_ref or the_plan.head, suite.schema_)
+            training = await _file(source, the_plan, the_plan.head, suite.training_data)
+            # Off the event loop: the checks of a large dataset must not hold up other jobs' progress.
+            quality = await asyncio.to_thread(
+                check, suite.name, sp.dataset, base_dataset, suite.data_gates, sp.head_prompt, schema, training
+            )
+        except InputError as exc:
+            the_plan.errors = sorted_errors(the_plan.errors + unpack(exc))
+            continue
         results.append(quality)
     return results
 
@@ -305,10 +319,10 @@ async def _run_plan(
     # One owner for both clients: the run's calls and its judges' take one turn together, among
     # the other runs sharing the provider's limit in a worker.
     owner = object()
-    args = (options.cache, prices, options.concurrency, options.retry, options.api_base, limit, owner)
-    client = ModelClient(*args)
+    shared = (options.concurrency, options.retry, options.api_base, limit, owner)
+    client = ModelClient(None if options.fresh else options.cache, prices, *shared)
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
-    judge = ModelClient(*args)
+    judge = ModelClient(options.cache, prices, *shared)
     try:
         return await _run_suites(the_plan, options, limit, calls_planned, client, judge)
     finally:
@@ -323,12 +337,13 @@ async def _run_suites(
 
     started = time.perf_counter()
     total = sum(len(sp.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
-    done = cached = 0
+    done = cached = passed = 0
 
     def progress(result: CaseResult) -> None:
-        nonlocal done, cached
+        nonlocal done, cached, passed
         done += 1
         cached += result.cached
+        passed += result.passed is True and not result.cached
         if options.on_progress is not None:
             options.on_progress(done, total, cached)
 
@@ -345,7 +360,11 @@ async def _run_suites(
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+        report.definition_hash = sp.definition_hash(config.judge)
         report.removed_cases = [case.id for case in sp.removed]
+        regressed = {flip.case_id for flip in report.regressions}
+        report.dataset = sp.dataset.path
+        report.regression_lines = {case.id: case.line for case in sp.dataset.cases if case.id in regressed}
         if sp.head_exam is not None:
             report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:
@@ -403,5 +422,6 @@ async def _run_suites(
         unpriced_calls=s.unpriced + j.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
         wall_s=time.perf_counter() - started,
+        passed_answers=passed,
     )
     return suites, spend, stopped

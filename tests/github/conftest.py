@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
+from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
+from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, user_text
@@ -79,7 +81,10 @@ def fake_github(repo: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture
-def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any) -> Settings:
+def settings(
+    fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any, worker_database: str, job_store: Store
+) -> Settings:
+    # Depends on job_store: jobs that open the database themselves find it migrated.
     return Settings(
         APP_ID=APP_ID,
         PRIVATE_KEY=app_keys[0].replace("\n", "\\n"),  # as a PaaS secret store keeps it
@@ -87,6 +92,7 @@ def settings(fake_github: FakeGitHub, app_keys: tuple[str, str], stub: Any) -> S
         GITHUB_API_URL=fake_github.url,
         REDIS_URL=redis_test_url(),
         EVALBOT_API_BASE=stub.base_url,
+        DATABASE_URL=worker_database,
     )
 
 
@@ -99,16 +105,16 @@ async def redis() -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-def run_worker(redis: ArqRedis, settings: Settings) -> Any:
+def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
     """Run queued jobs to completion (arq burst mode), as `evalbot worker` would."""
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command, publish_head],
+            functions=[evaluate_pull_request, handle_command, publish_head, scheduled_evaluation, check_schedules],
             redis_pool=redis,
             burst=True,
             poll_delay=0,
-            ctx={"settings": settings},
+            ctx={"settings": settings, "store": job_store},
             handle_signals=False,
         )
         try:

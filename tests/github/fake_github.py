@@ -47,7 +47,14 @@ class FakeGitHub:
         self.reactions: list[tuple[int, str]] = []
         self.files_status = 200  # answer of the pull request file list (500: always broken)
         self.check_runs: dict[int, dict[str, Any]] = {}
+        # Annotations per check run, in the order received (GitHub appends each update's), and the
+        # size of each request's batch.
+        self.annotations: dict[int, list[dict[str, Any]]] = {}
+        self.annotation_requests: list[int] = []
         self.comments: dict[int, dict[str, Any]] = {}
+        self.default_branch = "main"
+        # Issues the app opened or anyone did (not pull requests), by number.
+        self.issues: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
@@ -174,6 +181,55 @@ class FakeGitHub:
                 entries.append({"path": path, "mode": mode, "type": kind, "sha": blob})
             return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
 
+        @app.get("/repos/{owner}/{repo}")
+        async def repository(owner: str, repo: str) -> JSONResponse:
+            return JSONResponse({"full_name": f"{owner}/{repo}", "default_branch": self.default_branch})
+
+        @app.get("/repos/{owner}/{repo}/issues")
+        async def list_issues(
+            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            # GitHub lists pull requests among issues, marked with a `pull_request` key.
+            pulls = [
+                {
+                    "number": n,
+                    "title": f"pull request {n}",
+                    "state": "open",
+                    "pull_request": {},
+                    "user": {"type": "User"},
+                }
+                for n in sorted(self.pulls)
+            ]
+            found = [i for i in [*self.issues.values(), *pulls] if state == "all" or i["state"] == state]
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+
+        @app.post("/repos/{owner}/{repo}/issues")
+        async def create_issue(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            if not body.get("title"):
+                return JSONResponse({"message": "title wasn't supplied"}, status_code=422)
+            if len(body.get("body") or "") > 65_536:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            number = max([*self.pulls, *self.issues, 0]) + 1
+            # Opened with the installation token: the app's bot user, and the app named.
+            user = {"login": "evalbot[bot]", "type": "Bot"}
+            app = {"id": int(self.app_id), "slug": "evalbot"}
+            issue = {"number": number, "title": body["title"], "body": body.get("body"), "state": "open", "user": user}
+            issue["performed_via_github_app"] = app
+            self.issues[number] = {**issue, "edits": 0}
+            return JSONResponse(issue, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/issues/{number}")
+        async def update_issue(owner: str, repo: str, number: int, request: Request) -> JSONResponse:
+            if number not in self.issues:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            body = await request.json()
+            if len(body.get("body") or "") > 65_536:
+                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            issue = self.issues[number]
+            issue.update({k: v for k, v in body.items() if k in ("title", "body", "state")}, edits=issue["edits"] + 1)
+            return JSONResponse(issue)
+
         @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
         async def permission(owner: str, repo: str, user: str) -> JSONResponse:
             level = self.permissions.get(user, "read")
@@ -222,6 +278,7 @@ class FakeGitHub:
             if body.get("conclusion"):
                 run["status"] = "completed"
             self.check_runs[run["id"]] = run
+            self._keep_annotations(run["id"], body)
             return JSONResponse(run, status_code=201)
 
         @app.patch("/repos/{owner}/{repo}/check-runs/{run_id}")
@@ -234,7 +291,15 @@ class FakeGitHub:
             run.update(body)
             if body.get("conclusion"):
                 run["status"] = "completed"
+            self._keep_annotations(run_id, body)
             return JSONResponse(run)
+
+        @app.get("/repos/{owner}/{repo}/check-runs/{run_id}/annotations")
+        async def list_annotations(
+            owner: str, repo: str, run_id: int, page: int = 1, per_page: int = 30
+        ) -> JSONResponse:
+            found = self.annotations.get(run_id, [])
+            return JSONResponse(found[(page - 1) * per_page : page * per_page])
 
         @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
         async def list_comments(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
@@ -275,8 +340,13 @@ class FakeGitHub:
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any]:
         base, head = self.pulls[number]
         base_ref, head_ref = self.pull_refs.get(number, ("main", "feature"))
-        base_repo = {"full_name": f"{owner}/{repo}"}
-        head_repo = {"full_name": f"fork-owner/{repo}"} if number in self.fork_pulls else base_repo
+        base_repo = {
+            "full_name": f"{owner}/{repo}",
+            "html_url": f"https://github.com/{owner}/{repo}",
+            "default_branch": self.default_branch,
+        }
+        fork = {"full_name": f"fork-owner/{repo}", "html_url": f"https://github.com/fork-owner/{repo}"}
+        head_repo = fork if number in self.fork_pulls else base_repo
         return {
             "number": number,
             "state": "closed" if number in self.closed else "open",
@@ -333,6 +403,12 @@ class FakeGitHub:
         content = base64.b64encode(blob).decode() if inline else ""
         return JSONResponse({**about, "type": "file", "encoding": "base64" if inline else "none", "content": content})
 
+    def _keep_annotations(self, run_id: int, body: dict[str, Any]) -> None:
+        notes = (body.get("output") or {}).get("annotations")
+        if notes:
+            self.annotation_requests.append(len(notes))
+            self.annotations.setdefault(run_id, []).extend(dict(note) for note in notes)
+
     @staticmethod
     def _invalid_run(body: dict[str, Any], creating: bool) -> str | None:
         if creating and (not body.get("name") or not body.get("head_sha")):
@@ -358,6 +434,14 @@ class FakeGitHub:
         for key in ("summary", "text"):
             if len(out.get(key) or "") > 65_535:
                 return f"output.{key} is too long (maximum is 65535 characters)"
+        notes = out.get("annotations") or []
+        if len(notes) > 50:
+            return "output.annotations: no more than 50 items per request"
+        for note in notes:
+            if not all(note.get(k) for k in ("path", "start_line", "end_line", "annotation_level", "message")):
+                return "annotations need path, start_line, end_line, annotation_level and message"
+            if note["annotation_level"] not in ("notice", "warning", "failure"):
+                return f"annotation_level {note['annotation_level']!r} is not one of notice, warning, failure"
         return None
 
     def start(self) -> FakeGitHub:

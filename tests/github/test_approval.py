@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
-from bot.github.state import audit_entries
 from bot.settings import Settings
-from tests.conftest import GitRepo, prompt_file, redis_test_url
+from bot.store import Store
+from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import StubLLM
@@ -95,7 +95,7 @@ async def pr(
 
 
 async def test_approver_approves_the_head_sha_and_a_push_clears_it(
-    pr: Any, repo: GitRepo, fake_github: FakeGitHub, redis: ArqRedis
+    pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store
 ) -> None:
     fake_github.permissions["lead"] = "write"
     pull = await pr(["lead"])
@@ -121,7 +121,7 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     assert pull.head != approved_sha
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
 
-    kinds = [(e["kind"], e["actor"], e["sha"]) for e in await audit_entries(redis, REPO, 2)]
+    kinds = [(e.kind, e.actor, e.sha) for e in job_store.audit_entries(REPO, 2)]
     assert kinds == [
         ("verdict", "evalbot", approved_sha),
         ("refused", "mallory", approved_sha),
@@ -139,7 +139,7 @@ async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None
 
 
 async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
-    pr: Any, fake_github: FakeGitHub, redis: ArqRedis
+    pr: Any, fake_github: FakeGitHub, job_store: Store
 ) -> None:
     pull = await pr(["lead"], head_right=1, base_right=9)  # 90% -> 10%: 8 cases broke, p = 0.008
     await pull.opened()
@@ -152,8 +152,8 @@ async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     approval = pull.check(APPROVAL_CHECK)
     assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
     assert "recorded as an override" in approval["output"]["summary"]
-    (override,) = [e for e in await audit_entries(redis, REPO, 2) if e["kind"] == "override"]
-    assert override["reason"] == "the old cases were mislabelled; tracked in #12"
+    (override,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "override"]
+    assert override.get("reason") == "the old cases were mislabelled; tracked in #12"
 
     await pull.comment("lead", "/approve cancel")
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
@@ -293,11 +293,14 @@ async def test_bots_are_ignored(pr: Any) -> None:
     assert response.json()["outcome"] == "ignored: comment by a bot"
 
 
-async def test_audit_command_prints_json_lines(pr: Any, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_audit_command_prints_json_lines(
+    pr: Any, redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pull = await pr(["lead"])
     await pull.opened()
     await pull.comment("lead", "/approve ship it")
-    monkeypatch.setenv("REDIS_URL", redis_test_url())
+    await redis.flushdb()  # the trail is in the database, not in Redis
+    monkeypatch.setenv("DATABASE_URL", str(settings.DATABASE_URL))
     # In a thread: the command runs its own event loop, as it does from a shell.
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "--repo", REPO])
     assert result.exit_code == 0, result.output

@@ -11,8 +11,8 @@ import yaml
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
-from bot.github.state import audit_entries
 from bot.settings import Settings
+from bot.store import Store
 from tests.conftest import GitRepo
 from tests.github.conftest import answers, build_pr_repo, webhook_client
 from tests.github.fake_github import FakeGitHub
@@ -33,7 +33,7 @@ def rewrite_config(repo: GitRepo, change: Any) -> None:
 
 
 async def test_an_inconclusive_breach_needs_a_reason_to_approve(
-    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, http: httpx.AsyncClient, run_worker: Any
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, job_store: Store, http: httpx.AsyncClient, run_worker: Any
 ) -> None:
     base, head = build_pr_repo(repo, ["lead"])
     # 5/10 → 4/10: -10 pp, past the 2 pp threshold, but one broken case is not significant (one-sided p = 0.5).
@@ -63,8 +63,8 @@ async def test_an_inconclusive_breach_needs_a_reason_to_approve(
     assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
     summary = approval["output"]["summary"]
     assert "The approval of the inconclusive breaches above is recorded as an override." in summary
-    (override,) = [e for e in await audit_entries(redis, REPO, 2) if e["kind"] == "override"]
-    assert override["reason"] == "one case of ten; the new wording is what support asked for"
+    (override,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "override"]
+    assert override.get("reason") == "one case of ten; the new wording is what support asked for"
 
 
 async def test_a_head_that_drops_the_graders_fails_evals_and_says_so(

@@ -1,17 +1,21 @@
-"""Redis stays bounded: refusals rate-limited, audit fields clipped, reads from the end, a TTL on every key."""
+"""Redis and the audit trail stay bounded: refusals rate-limited, audit fields clipped, reads of the
+newest events only, a TTL on every Redis key (the trail itself is in the database)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from arq import ArqRedis
+from sqlalchemy import insert
 
-from bot.github import state
-from bot.github.constants import APPROVAL_CHECK, AUDIT_SCAN_ENTRIES, AUDIT_STREAM, REFUSALS_PER_WINDOW
+from bot.github.constants import APPROVAL_CHECK, REFUSALS_PER_WINDOW
 from bot.settings import Settings
+from bot.store import Store
+from bot.store.tables import AuditEvent
 from tests.conftest import GitRepo
 from tests.github.conftest import answers, build_pr_repo, webhook_client
 from tests.github.fake_github import FakeGitHub
@@ -31,7 +35,9 @@ async def pull(
         yield PullRequest(http, fake_github, run_worker, base, head)
 
 
-async def test_refusals_are_answered_five_times_per_user_and_repository(pull: PullRequest, redis: ArqRedis) -> None:
+async def test_refusals_are_answered_five_times_per_user_and_repository(
+    pull: PullRequest, redis: ArqRedis, job_store: Store
+) -> None:
     for i in range(REFUSALS_PER_WINDOW + 3):
         await pull.comment("mallory", f"/approve please {i}")
     await pull.comment("eve", "/approve me too")
@@ -40,37 +46,38 @@ async def test_refusals_are_answered_five_times_per_user_and_repository(pull: Pu
     assert len(replies) == REFUSALS_PER_WINDOW + 1
     assert sum(r.startswith("@mallory ") for r in replies) == REFUSALS_PER_WINDOW
     assert replies[-1].startswith("@eve `/approve me too`: only approvers")
-    refused = [(e["actor"], e["command"]) for e in await state.audit_entries(redis, REPO, 2)]
+    refused = [(e.actor, e.get("command")) for e in job_store.audit_entries(REPO, 2)]
     assert refused == [("mallory", f"/approve please {i}") for i in range(REFUSALS_PER_WINDOW)] + [
         ("eve", "/approve me too")
     ]
     assert 0 < await redis.ttl("evalbot:refusals:Codertocat/Hello-World:mallory") <= 600
 
 
-async def test_a_huge_command_is_clipped_in_the_audit_stream(pull: PullRequest, redis: ArqRedis) -> None:
+async def test_a_huge_command_is_clipped_in_the_audit_trail(pull: PullRequest, job_store: Store) -> None:
     await pull.comment("mallory", "/approve " + "x" * 60_000)
-    ((_, fields),) = await redis.xrange(AUDIT_STREAM.format(repo=REPO))
-    details = json.loads(fields[b"details"])
-    assert len(details["command"]) == 1_000 and details["command"].endswith("…")
-    assert len(fields[b"details"]) < 2_500
+    (entry,) = job_store.audit_entries(REPO)
+    assert len(entry.get("command")) == 1_000 and entry.get("command").endswith("…")
+    assert len(json.dumps(entry.details)) < 2_500
     (reply,) = pull.replies()
     assert len(reply) < 300
 
 
-async def test_reads_take_the_newest_entries_not_the_whole_stream(redis: ArqRedis) -> None:
-    # Pull request 3's records are older than the newest AUDIT_SCAN_ENTRIES of the repository.
+async def test_reads_take_the_newest_events(job_store: Store) -> None:
     for i in range(3):
-        await state.audit(redis, REPO, "refused", 3, "a" * 40, "old", reason=f"old {i}")
-    async with redis.pipeline(transaction=False) as pipe:
-        for i in range(AUDIT_SCAN_ENTRIES + 10):
-            record = {"kind": "verdict", "pr": "2", "sha": "b" * 40, "actor": "evalbot", "at": f"{i}.000"}
-            pipe.xadd(AUDIT_STREAM.format(repo=REPO), {**record, "details": json.dumps({"n": i})})
-        await pipe.execute()
+        job_store.append_audit(REPO, "refused", "old", pr=3, sha="a" * 40, reason=f"old {i}")
+    at = datetime.now(UTC)
+    rows = [
+        {"repository": REPO, "pr_number": 2, "sha": "b" * 40, "kind": "verdict", "actor": "evalbot", "at": at}
+        | {"details": {"n": i}}
+        for i in range(1_010)
+    ]
+    with job_store.engine.begin() as connection:
+        connection.execute(insert(AuditEvent), rows)
 
-    assert await state.audit_entries(redis, REPO, 3) == []
-    newest = await state.audit_entries(redis, REPO, 2, last=3)
-    assert [e["n"] for e in newest] == [AUDIT_SCAN_ENTRIES + 7, AUDIT_SCAN_ENTRIES + 8, AUDIT_SCAN_ENTRIES + 9]
-    assert len(await state.audit_entries(redis, REPO)) == 1_000
+    # One pull request's events are found however many newer ones the repository has.
+    assert [e.get("reason") for e in job_store.audit_entries(REPO, 3)] == ["old 0", "old 1", "old 2"]
+    assert [e.get("n") for e in job_store.audit_entries(REPO, 2, last=3)] == [1_007, 1_008, 1_009]
+    assert len(job_store.audit_entries(REPO)) == 1_000
 
 
 async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: PullRequest, redis: ArqRedis) -> None:
@@ -81,19 +88,8 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
     keys = sorted(k.decode() for k in await redis.keys("evalbot:*"))
-    # The keys README lists; a new one must be added there, with its owner and bound.
-    assert {k.split(":")[1] for k in keys} <= {
-        "delivery",
-        "head",
-        "approval",
-        "audit",
-        "refusals",
-        "cache",
-        "gate-notes",
-        "verdict",
-    }
+    # The keys README lists; a new one must be added there, with its owner and bound. Approvals and the
+    # audit trail are in the database, not in Redis.
+    assert {k.split(":")[1] for k in keys} <= {"delivery", "head", "refusals", "cache", "gate-notes", "verdict"}
     for key in keys:
-        if key.startswith("evalbot:audit:"):
-            assert await redis.type(key) == b"stream"  # capped by XADD MAXLEN
-        else:
-            assert await redis.ttl(key) > 0, key
+        assert await redis.ttl(key) > 0, key

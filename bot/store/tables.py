@@ -1,0 +1,128 @@
+"""The durable records: repositories, runs, suite results, per-case outcomes and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Mutable JSON documents (audit details, metric tables): JSONB on PostgreSQL, JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 (SQLAlchemy reads it off the class)
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: Document,
+    }
+
+
+class Repository(Base):
+    """A repository evalbot has seen in a job: where nightly schedules are looked for."""
+
+    __tablename__ = "repositories"
+
+    full_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    installation_id: Mapped[int] = mapped_column(Integer)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    # The schedule firing last enqueued: a firing is run once, even if its job crashes.
+    last_fire_at: Mapped[datetime | None]
+
+
+class Run(Base):
+    """One evaluation: a pull request's head, a `/eval`, a scheduled re-run or a CLI run."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(1000), index=True)
+    pr_number: Mapped[int | None]
+    trigger: Mapped[str] = mapped_column(String(20))  # pull_request, eval_command, scheduled, cli
+    base_sha: Mapped[str] = mapped_column(String(200))
+    head_sha: Mapped[str] = mapped_column(String(200))
+    base_branch: Mapped[str | None] = mapped_column(String(255))
+    head_branch: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    verdict: Mapped[str] = mapped_column(String(20))
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    failed_calls: Mapped[int] = mapped_column(Integer, default=0)
+    under_test_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    judge_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    passed_cases: Mapped[int] = mapped_column(Integer, default=0)
+    cost_per_success_usd: Mapped[float | None] = mapped_column(Float)
+
+
+class SuiteResult(Base):
+    """Every metric of one variant of one suite in a run, and (on the head) the comparison rows."""
+
+    __tablename__ = "suite_results"
+    __table_args__ = (Index("ix_suite_results_history", "suite", "branch", "variant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    suite: Mapped[str] = mapped_column(String(255))
+    variant: Mapped[str] = mapped_column(String(255))  # base, head, or a model name
+    # The commit whose prompt this variant ran, and its branch where known (trends read the default branch).
+    sha: Mapped[str] = mapped_column(String(200))
+    branch: Mapped[str | None] = mapped_column(String(255))
+    prompt_version: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(255))
+    # sha256 of the exam: the suite's entry, the judge and the dataset's rows.
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(20))
+    n_cases: Mapped[int] = mapped_column(Integer)
+    n_calls: Mapped[int] = mapped_column(Integer)
+    n_errors: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    latency_p50_s: Mapped[float | None] = mapped_column(Float)
+    latency_p95_s: Mapped[float | None] = mapped_column(Float)
+    latency_p99_s: Mapped[float | None] = mapped_column(Float)
+    cost_per_1k_usd: Mapped[float | None] = mapped_column(Float)
+    cost_per_pct_usd: Mapped[float | None] = mapped_column(Float)
+    hallucination_rate: Mapped[float | None] = mapped_column(Float)
+    # Everything else the report shows: intervals, rubric means, categories; on the head variant the
+    # comparison rows (base, head, delta, interval, p-value, significance, verdict per metric).
+    details: Mapped[dict[str, Any]]
+
+
+class CaseOutcome(Base):
+    """One answer to one case (one sample) of one variant."""
+
+    __tablename__ = "case_outcomes"
+    __table_args__ = (Index("ix_case_outcomes_run_suite", "run_id", "suite", "variant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    suite: Mapped[str] = mapped_column(String(255))
+    variant: Mapped[str] = mapped_column(String(255))
+    case_id: Mapped[str] = mapped_column(String(255))
+    category: Mapped[str | None] = mapped_column(String(255))
+    sample: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[bool | None] = mapped_column(Boolean)
+    hallucinated: Mapped[bool | None] = mapped_column(Boolean)
+    latency_s: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    cached: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Append-only (a database trigger refuses UPDATE and DELETE): who did what, when, on which commit."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_repo_pr", "repository", "pr_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(1000))
+    pr_number: Mapped[int | None]
+    sha: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime]
+    details: Mapped[dict[str, Any]]
