@@ -164,8 +164,10 @@ async def test_a_head_grader_model_cannot_choose_its_judge(repo: GitRepo, stub: 
     assert (suite.base.metrics.accuracy, suite.head.metrics.accuracy) == (1.0, 10 / 30)
     assert {r.grades[0].scores["correctness"] for r in suite.head.results} == {10.0, 2.0}
     # The gate's grades come from the base's judge; the lenient one grades only the head's definition.
-    judged_by = [body["model"] for body in stub.requests if "Criteria:" in user_text(body)]
-    assert judged_by.count("strict") == 2 * N and judged_by.count("lenient") == 2 * N
+    # Counted by distinct request: base and head give the same answer on cases 0-9, and whether such a
+    # pair is sent twice or shared in flight depends on scheduling. 30 base answers + 20 distinct head ones.
+    judged = {(body["model"], user_text(body)) for body in stub.requests if "Criteria:" in user_text(body)}
+    assert sorted(model for model, _ in judged) == ["lenient"] * 50 + ["strict"] * 50
     assert suite.head_definition is not None and suite.head_definition.head.metrics.accuracy == 1.0
     assert report.definition_changes[0].changes == [
         "grader changed: rubric (criteria: ['correctness']) → rubric (criteria: ['correctness'], model: "
