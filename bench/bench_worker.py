@@ -27,14 +27,12 @@ from typing import Any
 import yaml
 from arq import create_pool
 from arq.connections import RedisSettings
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.github.constants import EVALS_CHECK, eval_job_id  # noqa: E402
-from tests.github.fake_github import FakeGitHub  # noqa: E402
+from tests.github.fake_github import FakeGitHub, generate_app_keys  # noqa: E402
 from tests.redis_server import PrivateRedis, _free_port  # noqa: E402
 from tests.stub_llm import Reply, StubLLM, user_text  # noqa: E402
 
@@ -118,19 +116,6 @@ def build_repo(repo: Path, prs: int, cases: int) -> tuple[str, list[str]]:
     return base, heads
 
 
-def app_keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 async def enqueue(redis_url: str, heads: list[str]) -> None:
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
@@ -166,7 +151,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
 
-    private_key, public_key = app_keys()
+    private_key, public_key = generate_app_keys()
     provider = RateLimitedProvider(args.limit, args.delay)
     redis_server = PrivateRedis()
     stub = StubLLM(provider).start()

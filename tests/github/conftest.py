@@ -16,8 +16,6 @@ import pytest
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
 from bot.github.schedule import check_schedules, scheduled_evaluation
@@ -25,7 +23,7 @@ from bot.github.webhook import create_app
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
-from tests.github.fake_github import FakeGitHub
+from tests.github.fake_github import FakeGitHub, generate_app_keys
 from tests.stub_llm import Reply, user_text
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github-webhooks"
@@ -61,16 +59,7 @@ async def webhook_client(settings: Settings, redis: ArqRedis) -> AsyncIterator[h
 
 @pytest.fixture(scope="session")
 def app_keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return generate_app_keys()
 
 
 @pytest.fixture

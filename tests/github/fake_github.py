@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -27,6 +29,20 @@ STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pendi
 # GitHub's caps: the pull request file list, and the file list of a comparison (both documented).
 PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
+
+
+def generate_app_keys() -> tuple[str, str]:
+    """A GitHub App's key pair as PEM text: the private key evalbot signs with, the public one the fake checks."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
 
 
 class FakeGitHub:
