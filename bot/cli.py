@@ -260,16 +260,17 @@ def worker_command() -> None:
 
     import_in_background()
     _configure_logging(verbose=True)
-    from arq import run_worker
+    from arq.worker import get_kwargs
     from prometheus_client import start_http_server
 
     from bot.github.jobs import WorkerSettings
+    from bot.github.liveness import EvalbotWorker
     from bot.settings import get_settings
 
     settings = get_settings()
     # No token check on prometheus_client's own server: it listens on this host only by default.
     start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_HOST)
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    EvalbotWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
 
 
 AUDIT_CSV_COLUMNS = ("id", "at", "repository", "pr", "sha", "kind", "actor", "reason", "verdict", "details")

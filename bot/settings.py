@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: int = 9100
     # Where the worker's metrics server listens: this host only unless a deployment opens it up.
     WORKER_METRICS_HOST: str = "127.0.0.1"
+    # On SIGTERM the worker takes no new job and lets running ones finish for this long, then hands
+    # them back to the queue (their answers stay in the response cache) for another worker.
+    WORKER_SHUTDOWN_GRACE_S: int = 25
+    # A model call's expected latency (retries included), which sizes each evaluation's time cap:
+    # calls x this / EVALBOT_CONCURRENCY, between a floor and a ceiling.
+    EVALBOT_EXPECTED_CALL_S: float = 10.0
     # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise).
     METRICS_TOKEN: str | None = None
 

@@ -37,10 +37,22 @@ MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
 
-# A suite of a few hundred cases on a slow provider takes minutes; a killed job is re-run only after
-# this plus arq's 10 s lock slack, so keep it near the longest real evaluation.
-JOB_TIMEOUT_S = 30 * 60
+# An evaluation's time cap is planned from its calls (bot/github/liveness.py), within these bounds;
+# arq's own timeout is the ceiling plus a margin, so the planned cap always fires first. A killed job
+# is not waited out: the watchdog re-runs it once its heartbeat is older than LOST_AFTER_S.
+JOB_TIMEOUT_FLOOR_S = 10 * 60
+JOB_TIMEOUT_CEILING_S = 3 * 3600
+JOB_TIMEOUT_S = JOB_TIMEOUT_CEILING_S + 60
 JOB_MAX_TRIES = 3
+# Running evaluations (hash: arq job id -> heartbeat record), renewed every HEARTBEAT_INTERVAL_S; a
+# record older than LOST_AFTER_S is a lost worker, looked for every WATCHDOG_EVERY_S.
+HEARTBEATS_KEY = "evalbot:heartbeats"
+HEARTBEAT_INTERVAL_S = 10
+LOST_AFTER_S = 60
+WATCHDOG_EVERY_S = 10
+# A finished report GitHub did not take (5xx, unreachable), published again by its own job with backoff.
+OUTBOX_KEY = "evalbot:outbox:{repo}:{pr}:{sha}"
+OUTBOX_TTL_S = 24 * 3600
 # A job that cannot reach GitHub at all is tried again after this many seconds times its try number.
 RETRY_DEFER_S = 30
 # Seconds between progress updates of the check run while cases run.

@@ -18,7 +18,7 @@ from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
-from bot.github import metrics, state
+from bot.github import liveness, metrics, outbox, state
 from bot.github.client import installation_client
 from bot.github.commands import Command, Refusal
 from bot.github.constants import (
@@ -29,6 +29,7 @@ from bot.github.constants import (
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
     SCHEDULE_TICK_MINUTES,
+    WATCHDOG_EVERY_S,
     eval_job_id,
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
@@ -77,6 +78,8 @@ class _PullRequestJob:
     head_sha: str
     publisher: Publisher
     details_url: str | None
+    # The running job's heartbeat and time cap (None outside a watched job).
+    beat: liveness.Heartbeat | None = None
 
     @staticmethod
     def client(ctx: dict[str, Any], installation_id: int) -> Any:
@@ -106,6 +109,7 @@ class _PullRequestJob:
             head_sha,
             publisher,
             details_url,
+            ctx.get("liveness"),
         )
 
     async def base_policy(self, base_ref: str) -> Config:
@@ -210,9 +214,15 @@ async def evaluate_pull_request(
         trends = await _record(job, report, pull, trigger, started_at)
         await _publish(job, pull, evals_id, report, trends)
     except asyncio.CancelledError:
-        # arq's job timeout cancels the job: close the check run on the way out (shielded, as the
+        if liveness.handing_over(ctx):
+            # SIGTERM: arq puts the job back in the queue; the check run stays open for the next worker.
+            await liveness.hand_over(job.publisher, evals_id)
+            raise
+        # The time cap cancels the job: close the check run on the way out (shielded, as the
         # task itself is being cancelled), then let the cancellation go on.
-        summary = render_template("job_failed.md.j2", reason=f"the evaluation took longer than {JOB_TIMEOUT_S} s")
+        cap_s = job.beat.cap_s if job.beat is not None else JOB_TIMEOUT_S
+        reason = f"the evaluation took longer than its cap of {cap_s:.0f} s"
+        summary = render_template("job_failed.md.j2", reason=reason)
         with contextlib.suppress(Exception):
             await asyncio.shield(job.fail(base_ref, "timed_out", "evalbot timed out", summary, "it timed out"))
             await asyncio.shield(job.publisher.complete(evals_id, "timed_out", "evalbot timed out", summary))
@@ -263,6 +273,8 @@ async def _evaluate(
 
     def on_progress(done: int, total: int, cached: int) -> None:
         nonlocal last_update
+        if job.beat is not None:
+            job.beat.plan(total)
         now = time.monotonic()
         # At most one update in flight and one per interval: GitHub rate-limits check-run writes.
         if updates or now - last_update < PROGRESS_INTERVAL_S:
@@ -328,6 +340,8 @@ async def _record(
 
 
 async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report, trends: str = "") -> None:
+    # Redis restarting: the verdicts go there, so the finished run waits for it.
+    await liveness.wait_for_redis(job.redis)
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     base_ref = pull["base"]["ref"]
     if not report.suites and not report.errors and not report.problems and not report.policy_error:
@@ -336,7 +350,7 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
             job.pr_number, base_ref, "success", "No prompt, config or dataset changed", summary, "not_needed"
         )
         await store_verdict(job.redis, job.repo, job.head_sha, verdict)
-        await publish_sha(job, pull, evals_id)
+        await outbox.deliver(job, pull, evals_id, None)
         return
     markdown = report_markdown(report, blob_url(pull, job.head_sha))
     await state.set_gate_notes(job.redis, job.repo, job.pr_number, job.head_sha, _gate_notes(report))
@@ -356,8 +370,7 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         more_notes=more_notes,
     )
     await store_verdict(job.redis, job.repo, job.head_sha, verdict)
-    await publish_sha(job, pull, evals_id)
-    await job.publisher.upsert_comment(comment_body(markdown, job.head_sha, job.details_url, trends))
+    await outbox.deliver(job, pull, evals_id, comment_body(markdown, job.head_sha, job.details_url, trends))
 
 
 def _gate_notes(report: Report) -> dict[str, Any]:
@@ -606,13 +619,22 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
 
-    functions: ClassVar[list[Any]] = [evaluate_pull_request, handle_command, publish_head, scheduled_evaluation]
-    # Due `schedule:` firings are looked for every few minutes; arq runs a cron job on one worker only.
+    functions: ClassVar[list[Any]] = [
+        liveness.watched(evaluate_pull_request),
+        handle_command,
+        publish_head,
+        scheduled_evaluation,
+        outbox.publish_outbox_job,
+    ]
+    # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds; arq
+    # runs each cron job on one worker only.
     cron_jobs: ClassVar[list[Any]] = [
-        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False)
+        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
+        cron(liveness.watchdog, second=set(range(0, 60, WATCHDOG_EVERY_S)), run_at_startup=True, timeout=60),
     ]
     on_startup = _startup
     on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
+    job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
     redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)
