@@ -41,31 +41,50 @@ def _free_port() -> int:
 
 
 class PrivateRedis:
-    """`redis-server` on 127.0.0.1 and a free port, keeping nothing on disk."""
+    """`redis-server` on 127.0.0.1 and a free port, keeping nothing on disk, or with `appendonly` an
+    append-only file that `restart()` reads back (as the app's deployments should run it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False) -> None:
         self.port = _free_port()
         self._dir = tempfile.mkdtemp(prefix="evalbot-redis-")
-        self._process = subprocess.Popen(
-            [_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+        self._appendonly = appendonly
+        self._process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self._appendonly else ["--appendonly", "no"]
+        process = subprocess.Popen(
+            [_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *aof],
             cwd=self._dir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not answers(self.url(0)):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                shutil.rmtree(Path(self._dir), ignore_errors=True)
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
+        return process
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its port and files: `resume()` starts it again."""
+        self._halt()
+
+    def resume(self) -> None:
+        self._process = self._start()
+
+    def stop(self) -> None:
+        self._halt()
         shutil.rmtree(Path(self._dir), ignore_errors=True)

@@ -57,6 +57,9 @@ class StubLLM:
     def __init__(self, handler: Handler | None = None):
         self.handler: Handler = handler or (lambda body: Reply())
         self.requests: list[dict[str, Any]] = []
+        # Chat requests answered with 200 to a client still connected: what a provider bills. One the
+        # client dropped (killed, cancelled) before its answer was ready is not here.
+        self.answered: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
         self._failures: list[Reply] = []
         # Chat requests being answered now, and the most at once: what a client's concurrency really was.
@@ -99,6 +102,9 @@ class StubLLM:
                     await asyncio.sleep(reply.delay_s)
             finally:
                 self.in_flight -= 1
+            if reply.status == 200 and not await request.is_disconnected():
+                with self._lock:
+                    self.answered.append(body)
             if reply.status != 200:
                 message = reply.error or f"stub error {reply.status}"
                 error = {"error": {"message": message, "type": "stub", "code": reply.status}}

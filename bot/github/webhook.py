@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from githubkit.webhooks import verify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from bot.github import metrics
 from bot.github.commands import Command, Refusal, parse_command
@@ -245,6 +246,12 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             await pool.aclose()
 
     app = FastAPI(title="evalbot", lifespan=lifespan)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        # Nothing was queued: a 5xx marks the delivery failed, and its redelivery goes through.
+        event = request.headers.get("X-GitHub-Event", "unknown")
+        return _answer(503, f"unavailable: Redis does not answer ({type(exc).__name__})", event)
 
     @app.post("/api/github/webhooks")
     async def webhook(request: Request) -> JSONResponse:

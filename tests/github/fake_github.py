@@ -12,6 +12,7 @@ import itertools
 import posixpath
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class FakeGitHub:
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
         self.fail_next: list[int | tuple[int, dict[str, str], str]] = []
+        # An outage: every request is answered 502 until this time (time.monotonic()).
+        self.down_until = 0.0
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self.app = self._make_app()
@@ -119,6 +122,8 @@ class FakeGitHub:
 
         @app.middleware("http")
         async def auth_and_faults(request: Request, call_next: Any) -> Response:
+            if time.monotonic() < self.down_until:
+                return JSONResponse({"message": "Server Error"}, status_code=502)
             with self._lock:
                 self.requests.append((request.method, request.url.path))
                 failure = self.fail_next.pop(0) if self.fail_next and request.url.path.startswith("/repos/") else None
