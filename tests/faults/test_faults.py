@@ -1,0 +1,191 @@
+"""Faults survived, with real worker processes on a real Redis: a killed worker, a deploy, a Redis
+restart and a GitHub outage each end with every check run completed with the right conclusion, one
+sticky comment, and no model call paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.settings import Settings
+from tests.conftest import GitRepo
+from tests.faults.cluster import Cluster, billed_twice, wait_until
+from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
+from tests.stub_llm import Reply, StubLLM
+
+PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
+# 10 cases x base and head; the head ("v2") gets 9 right, the base 5.
+CALLS = 20
+TITLE = "qa: accuracy 50.0% → 90.0% (+40.0 pp)"
+# Each answer takes this long, two at a time per worker: a run lasts about 10 s, long enough to break.
+DELAY_S = 1.0
+
+
+def pr_event(number: int, base: str, head: str, action: str = "opened") -> bytes:
+    payload = fixture(f"pull_request.{action}.json")
+    payload["number"] = payload["pull_request"]["number"] = number
+    payload["pull_request"]["base"].update(sha=base, ref="main")
+    payload["pull_request"]["head"].update(sha=head, ref="feature")
+    payload["pull_request"]["draft"] = False
+    return json.dumps(payload).encode()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubLLM]:
+    score = answers(9)
+    server = StubLLM(lambda body: replace(score(body), delay_s=DELAY_S)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_cluster(repo: GitRepo, stub: StubLLM, tmp_path: Path) -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(**env: str) -> tuple[Cluster, str, str]:
+        base, head = build_pr_repo(repo, ["lead"], prices=PRICES)
+        cluster = Cluster(tmp_path, repo.root, stub, EVALBOT_CONCURRENCY="2", **env)
+        cluster.github.pulls[2] = (base, head)
+        made.append(cluster)
+        return cluster, base, head
+
+    yield make
+    for cluster in made:
+        print(cluster.logs())
+        cluster.close()
+
+
+async def deliver(cluster: Cluster, body: bytes, delivery: str, event: str = "pull_request") -> httpx.Response:
+    """A signed delivery to the web app (in this process, on the cluster's Redis)."""
+    settings = Settings(WEBHOOK_SECRET="webhook-secret", REDIS_URL=cluster.redis_server.url(0))
+    pool = await create_pool(RedisSettings.from_dsn(settings.REDIS_URL))
+    try:
+        async with webhook_client(settings, pool) as http:
+            headers = signed_headers(body, event, delivery)
+            return await http.post("/api/github/webhooks", content=body, headers=headers)
+    finally:
+        await pool.aclose()
+
+
+def assert_published(cluster: Cluster, stub: StubLLM, head: str) -> None:
+    """Both checks completed with the run's verdict, on one run each; one sticky comment; every call paid once."""
+    # The comment follows the checks.
+    wait_until(lambda: bool(cluster.sticky_comments(2)), 30, "the sticky comment")
+    (evals,) = cluster.github.runs_named(EVALS_CHECK, head)
+    (approval,) = cluster.github.runs_named(APPROVAL_CHECK, head)
+    assert (evals["status"], evals["conclusion"], evals["output"]["title"]) == ("completed", "success", TITLE)
+    assert (approval["status"], approval["conclusion"]) == ("completed", "action_required")
+    assert len(cluster.sticky_comments(2)) == 1
+    assert billed_twice(stub) == []
+    assert len(stub.answered) == CALLS
+
+
+def midway(stub: StubLLM) -> None:
+    wait_until(lambda: len(stub.answered) >= 6, 60, "the run to be under way")
+
+
+def test_killed_worker_is_rerun_by_the_watchdog_within_90_s(make_cluster: Any, stub: StubLLM) -> None:
+    cluster, base, head = make_cluster()
+    cluster.start_worker()
+    cluster.start_worker()
+    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    midway(stub)
+    (pid,) = cluster.running_on().values()
+    cluster.worker(pid).send_signal(signal.SIGKILL)
+
+    # The issue's bound, with the default heartbeat (10 s) and lost-after (60 s).
+    took_s = wait_until(lambda: cluster.completed(head) is not None, 90, "the check completed after the kill")
+    print(f"check completed {took_s:.0f} s after the SIGKILL")
+    assert "Worker lost, re-running" in cluster.titles(head)
+    assert_published(cluster, stub, head)
+    assert cluster.running_on() == {}
+
+
+def test_sigterm_hands_the_run_over_to_a_new_worker(make_cluster: Any, stub: StubLLM) -> None:
+    cluster, base, head = make_cluster(WORKER_SHUTDOWN_GRACE_S="1")
+    old = cluster.start_worker()
+    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    midway(stub)
+    new = cluster.start_worker()
+    old.send_signal(signal.SIGTERM)
+    assert old.wait(timeout=60) == 0
+    assert cluster.completed(head) is None
+
+    wait_until(lambda: cluster.completed(head) is not None, 120, "the new worker completed the check")
+    assert "Worker restarting, handed over to another" in cluster.titles(head)
+    assert_published(cluster, stub, head)
+    assert new.poll() is None
+
+
+def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: GitRepo) -> None:
+    cluster, base, head = make_cluster()
+    # Pull request 3 changes no AI file: its delivery arrives while Redis is down.
+    repo.git("checkout", "-q", "-b", "docs", base)
+    repo.write("README.md", "docs only\n")
+    docs = repo.commit("docs")
+    cluster.github.pulls[3] = (base, docs)
+    cluster.github.pull_refs[3] = ("main", "docs")
+    cluster.start_worker()
+    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    midway(stub)
+
+    cluster.redis_server.pause()
+    stopped = time.monotonic()
+    refused = asyncio.run(deliver(cluster, pr_event(3, base, docs), "d-2"))
+    assert refused.status_code == 503
+    assert refused.json()["outcome"].startswith("unavailable: Redis does not answer")
+    health = asyncio.run(health_check(cluster))
+    assert health.status_code == 503 and health.json()["redis"].startswith("unavailable")
+    time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
+    cluster.redis_server.resume()
+
+    # GitHub redelivers the failed delivery (same id): accepted now.
+    assert asyncio.run(deliver(cluster, pr_event(3, base, docs), "d-2")).status_code == 202
+    wait_until(lambda: cluster.completed(head) is not None, 120, "the check completed after the restart")
+    wait_until(lambda: cluster.completed(docs) is not None, 60, "the redelivered pull request's check")
+    assert_published(cluster, stub, head)
+    assert cluster.completed(docs)["conclusion"] == "success"  # type: ignore[index]
+
+
+async def health_check(cluster: Cluster) -> httpx.Response:
+    settings = Settings(REDIS_URL=cluster.redis_server.url(0))
+    pool = await create_pool(RedisSettings.from_dsn(settings.REDIS_URL), retry=0)
+    try:
+        async with webhook_client(settings, pool) as http:
+            return await http.get("/healthz")
+    finally:
+        await pool.aclose()
+
+
+def test_github_outage_at_publish_time(make_cluster: Any, stub: StubLLM) -> None:
+    cluster, base, head = make_cluster()
+    score = answers(9)
+
+    def last_answer_takes_github_down(body: dict[str, Any]) -> Reply:
+        # GitHub answers 502 to everything for 60 s from the moment the last answer is ready.
+        if len(stub.requests) == CALLS:
+            cluster.github.down_until = time.monotonic() + DELAY_S + 60
+        return replace(score(body), delay_s=DELAY_S)
+
+    stub.handler = last_answer_takes_github_down
+    cluster.start_worker()
+    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    wait_until(lambda: cluster.github.down_until > 0, 60, "the last model call")
+    wait_until(lambda: time.monotonic() > cluster.github.down_until, 90, "GitHub back")
+    assert cluster.completed(head) is None
+
+    wait_until(lambda: cluster.completed(head) is not None, 180, "the check published after the outage")
+    assert_published(cluster, stub, head)
+    assert len(stub.requests) == CALLS
