@@ -4,11 +4,11 @@ sticky comment, and no model call paid twice."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -67,16 +67,21 @@ def make_cluster(repo: GitRepo, stub: StubLLM, tmp_path: Path) -> Iterator[Any]:
         cluster.close()
 
 
-async def deliver(cluster: Cluster, body: bytes, delivery: str, event: str = "pull_request") -> httpx.Response:
-    """A signed delivery to the web app (in this process, on the cluster's Redis)."""
+@asynccontextmanager
+async def web(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """The web app (in this process) on the cluster's Redis, with one pool for its life, as `evalbot serve`."""
     settings = Settings(WEBHOOK_SECRET="webhook-secret", REDIS_URL=cluster.redis_server.url(0))
     pool = await create_pool(RedisSettings.from_dsn(settings.REDIS_URL))
     try:
         async with webhook_client(settings, pool) as http:
-            headers = signed_headers(body, event, delivery)
-            return await http.post("/api/github/webhooks", content=body, headers=headers)
+            yield http
     finally:
         await pool.aclose()
+
+
+async def deliver(http: httpx.AsyncClient, body: bytes, delivery: str) -> httpx.Response:
+    headers = signed_headers(body, "pull_request", delivery)
+    return await http.post("/api/github/webhooks", content=body, headers=headers)
 
 
 def assert_published(cluster: Cluster, stub: StubLLM, head: str) -> None:
@@ -96,11 +101,12 @@ def midway(stub: StubLLM) -> None:
     wait_until(lambda: len(stub.answered) >= 6, 60, "the run to be under way")
 
 
-def test_killed_worker_is_rerun_by_the_watchdog_within_90_s(make_cluster: Any, stub: StubLLM) -> None:
+async def test_killed_worker_is_rerun_by_the_watchdog_within_90_s(make_cluster: Any, stub: StubLLM) -> None:
     cluster, base, head = make_cluster()
     cluster.start_worker()
     cluster.start_worker()
-    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    async with web(cluster) as http:
+        assert (await deliver(http, pr_event(2, base, head), "d-1")).status_code == 202
     midway(stub)
     (pid,) = cluster.running_on().values()
     cluster.worker(pid).send_signal(signal.SIGKILL)
@@ -113,10 +119,11 @@ def test_killed_worker_is_rerun_by_the_watchdog_within_90_s(make_cluster: Any, s
     assert cluster.running_on() == {}
 
 
-def test_sigterm_hands_the_run_over_to_a_new_worker(make_cluster: Any, stub: StubLLM) -> None:
+async def test_sigterm_hands_the_run_over_to_a_new_worker(make_cluster: Any, stub: StubLLM) -> None:
     cluster, base, head = make_cluster(WORKER_SHUTDOWN_GRACE_S="1")
     old = cluster.start_worker()
-    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    async with web(cluster) as http:
+        assert (await deliver(http, pr_event(2, base, head), "d-1")).status_code == 202
     midway(stub)
     new = cluster.start_worker()
     old.send_signal(signal.SIGTERM)
@@ -129,7 +136,7 @@ def test_sigterm_hands_the_run_over_to_a_new_worker(make_cluster: Any, stub: Stu
     assert new.poll() is None
 
 
-def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: GitRepo) -> None:
+async def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: GitRepo) -> None:
     cluster, base, head = make_cluster()
     # Pull request 3 changes no AI file: its delivery arrives while Redis is down.
     repo.git("checkout", "-q", "-b", "docs", base)
@@ -138,38 +145,30 @@ def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: GitRepo) 
     cluster.github.pulls[3] = (base, docs)
     cluster.github.pull_refs[3] = ("main", "docs")
     cluster.start_worker()
-    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
-    midway(stub)
+    async with web(cluster) as http:
+        assert (await deliver(http, pr_event(2, base, head), "d-1")).status_code == 202
+        midway(stub)
 
-    cluster.redis_server.pause()
-    stopped = time.monotonic()
-    refused = asyncio.run(deliver(cluster, pr_event(3, base, docs), "d-2"))
-    assert refused.status_code == 503
-    assert refused.json()["outcome"].startswith("unavailable: Redis does not answer")
-    health = asyncio.run(health_check(cluster))
-    assert health.status_code == 503 and health.json()["redis"].startswith("unavailable")
-    time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
-    cluster.redis_server.resume()
+        cluster.redis_server.pause()
+        stopped = time.monotonic()
+        refused = await deliver(http, pr_event(3, base, docs), "d-2")
+        assert refused.status_code == 503
+        assert refused.json()["outcome"].startswith("unavailable: Redis does not answer")
+        health = await http.get("/healthz")
+        assert health.status_code == 503 and health.json()["redis"].startswith("unavailable")
+        time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
+        cluster.redis_server.resume()
 
-    # GitHub redelivers the failed delivery (same id): accepted now.
-    assert asyncio.run(deliver(cluster, pr_event(3, base, docs), "d-2")).status_code == 202
+        # GitHub redelivers the failed delivery (same id): accepted now.
+        assert (await deliver(http, pr_event(3, base, docs), "d-2")).status_code == 202
+        assert (await http.get("/healthz")).status_code == 200
     wait_until(lambda: cluster.completed(head) is not None, 120, "the check completed after the restart")
     wait_until(lambda: cluster.completed(docs) is not None, 60, "the redelivered pull request's check")
     assert_published(cluster, stub, head)
     assert cluster.completed(docs)["conclusion"] == "success"  # type: ignore[index]
 
 
-async def health_check(cluster: Cluster) -> httpx.Response:
-    settings = Settings(REDIS_URL=cluster.redis_server.url(0))
-    pool = await create_pool(RedisSettings.from_dsn(settings.REDIS_URL), retry=0)
-    try:
-        async with webhook_client(settings, pool) as http:
-            return await http.get("/healthz")
-    finally:
-        await pool.aclose()
-
-
-def test_github_outage_at_publish_time(make_cluster: Any, stub: StubLLM) -> None:
+async def test_github_outage_at_publish_time(make_cluster: Any, stub: StubLLM) -> None:
     cluster, base, head = make_cluster()
     score = answers(9)
 
@@ -181,7 +180,8 @@ def test_github_outage_at_publish_time(make_cluster: Any, stub: StubLLM) -> None
 
     stub.handler = last_answer_takes_github_down
     cluster.start_worker()
-    assert asyncio.run(deliver(cluster, pr_event(2, base, head), "d-1")).status_code == 202
+    async with web(cluster) as http:
+        assert (await deliver(http, pr_event(2, base, head), "d-1")).status_code == 202
     wait_until(lambda: cluster.github.down_until > 0, 60, "the last model call")
     wait_until(lambda: time.monotonic() > cluster.github.down_until, 90, "GitHub back")
     assert cluster.completed(head) is None
