@@ -194,9 +194,9 @@ async def _still_queued(redis: Any, job_id: str) -> bool:
     return bool(job) and not result and aborting is None
 
 
-async def _release(redis: Any, job_id: str, raw: bytes, finish: bool) -> bool:
-    """Drop the lost run's record and arq's in-progress key (arq runs the job again), or with `finish`
-    the job itself; only if no beat came in meanwhile. False when one did."""
+async def _release(redis: Any, job_id: str, raw: bytes, rerun: bool, finish: bool = False) -> bool:
+    """Drop a stale record; with `rerun` also arq's in-progress key (arq runs the job again), with
+    `finish` the job itself. Only if no beat came in meanwhile: False when one did."""
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(HEARTBEATS_KEY)
@@ -204,7 +204,8 @@ async def _release(redis: Any, job_id: str, raw: bytes, finish: bool) -> bool:
                 return False
             pipe.multi()
             pipe.hdel(HEARTBEATS_KEY, job_id)
-            pipe.delete(in_progress_key_prefix + job_id)
+            if rerun or finish:
+                pipe.delete(in_progress_key_prefix + job_id)
             if finish:
                 pipe.delete(job_key_prefix + job_id, retry_key_prefix + job_id)
                 pipe.zrem(default_queue_name, job_id)
@@ -256,7 +257,7 @@ async def watchdog(ctx: dict[str, Any]) -> str:
             continue
         if not await _still_queued(redis, job_id):
             # It ended (or was aborted) where its record could not be removed: nothing was lost.
-            await _release(redis, job_id, raw, finish=False)
+            await _release(redis, job_id, raw, rerun=False)
             continue
         last_try = int(record["job_try"]) >= JOB_MAX_TRIES
         bound = log.bind(job_id=job_id, lost_s=lost_s, job_try=record["job_try"])
@@ -265,7 +266,7 @@ async def watchdog(ctx: dict[str, Any]) -> str:
         except GitHubException as exc:
             # The re-run matters more than the note: it goes ahead, and publishes when GitHub answers.
             bound.warning("lost worker not shown on the check run", error=str(exc))
-        if await _release(redis, job_id, raw, finish=last_try):
+        if await _release(redis, job_id, raw, rerun=not last_try, finish=last_try):
             gave_up += last_try
             rerun += not last_try
             bound.warning("worker lost: " + ("gave up" if last_try else "job re-run"))
