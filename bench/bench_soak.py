@@ -69,6 +69,7 @@ def main() -> None:
         arrived: dict[str, float] = {}
         done: dict[str, float] = {}
         kills = 0
+        killed_at: list[float] = []
         try:
             while len(done) < len(heads) and time.monotonic() - started < span_s + args.drain:
                 now = time.monotonic() - started
@@ -79,6 +80,7 @@ def main() -> None:
                 if now >= 60 * (kills + 1) and now <= span_s:
                     victim = workers[kills % 2]
                     victim.send_signal(signal.SIGKILL)
+                    killed_at.append(time.monotonic())
                     victim.wait()
                     workers[kills % 2] = cluster.start_worker()
                     kills += 1
@@ -99,13 +101,18 @@ def main() -> None:
 
     print(f"{args.prs} pull requests over {args.minutes:g} min, 2 workers, {kills} SIGKILLs (one a minute)")
     print(f"checks completed:        {len(done)}/{args.prs} ({right} with the right conclusion, success)")
-    print(f"evals check runs:        {runs} (one per pull request: re-runs reuse theirs)")
+    print(f"evals check runs:        {runs} (a re-run reuses an open one)")
     print(f"sticky comments:         {duplicates} duplicate, {missing} missing")
-    print(f"repeated paid calls:     {len(billed_twice(stub))} (of {len(stub.answered)} answered)")
+    repeated = billed_twice(stub)
+    print(f"repeated paid calls:     {len(repeated)} (of {len(stub.answered)} answered)")
+    if repeated:
+        # How long before the kill that cut it off each repeated call's first answer was made.
+        before = sorted(min((k - t[0] for k in killed_at if k >= t[0]), default=-1.0) for t in repeated.values())
+        print(f"  first answered before its worker's SIGKILL by: {', '.join(f'{b * 1000:.0f} ms' for b in before)}")
     print(f"re-run by the watchdog:  {reruns}")
     if waits:
         print(f"arrival to check:        median {statistics.median(waits):.0f} s, max {waits[-1]:.0f} s")
-    print(json.dumps({"completed": len(done), "duplicates": duplicates, "repeated": len(billed_twice(stub))}))
+    print(json.dumps({"completed": len(done), "duplicates": duplicates, "repeated": len(repeated)}))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class StubLLM:
         # Chat requests answered with 200 to a client still connected: what a provider bills. One the
         # client dropped (killed, cancelled) before its answer was ready is not here.
         self.answered: list[dict[str, Any]] = []
+        self.answered_at: list[float] = []  # time.monotonic() of each of `answered`
         self.embedding_requests: list[dict[str, Any]] = []
         self._failures: list[Reply] = []
         # Chat requests being answered now, and the most at once: what a client's concurrency really was.
@@ -105,6 +106,7 @@ class StubLLM:
             if reply.status == 200 and not await request.is_disconnected():
                 with self._lock:
                     self.answered.append(body)
+                    self.answered_at.append(time.monotonic())
             if reply.status != 200:
                 message = reply.error or f"stub error {reply.status}"
                 error = {"error": {"message": message, "type": "stub", "code": reply.status}}

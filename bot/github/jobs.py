@@ -213,6 +213,8 @@ async def evaluate_pull_request(
         trigger = "eval_command" if trusted else "pull_request"
         trends = await _record(job, report, pull, trigger, started_at)
         await _publish(job, pull, evals_id, report, trends)
+        if job.beat is not None:
+            await job.beat.published()
     except asyncio.CancelledError:
         if liveness.handing_over(ctx):
             # SIGTERM: arq puts the job back in the queue; the check run stays open for the next worker.

@@ -116,6 +116,11 @@ class Heartbeat:
         self.cap_s = planned_cap_s(calls, self.settings)
         self.cap.reschedule(self._started + self.cap_s)
 
+    async def published(self) -> None:
+        """The run's results are on GitHub: if its worker is lost now, nothing needs running again."""
+        self.record["published"] = True
+        await self._beat()
+
     def expired(self) -> bool:
         return self.cap is not None and self.cap.expired()
 
@@ -258,6 +263,10 @@ async def watchdog(ctx: dict[str, Any]) -> str:
         if not await _still_queued(redis, job_id):
             # It ended (or was aborted) where its record could not be removed: nothing was lost.
             await _release(redis, job_id, raw, rerun=False)
+            continue
+        if record.get("published"):
+            # Lost between publishing and arq's bookkeeping: done, not to be run again.
+            await _release(redis, job_id, raw, rerun=False, finish=True)
             continue
         last_try = int(record["job_try"]) >= JOB_MAX_TRIES
         bound = log.bind(job_id=job_id, lost_s=lost_s, job_try=record["job_try"])

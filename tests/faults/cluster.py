@@ -35,13 +35,14 @@ def wait_until(done: Callable[[], bool], within_s: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def billed_twice(stub: StubLLM) -> list[str]:
-    """Requests the stub answered (to a client still there) more than once: paid twice."""
-    seen: dict[str, int] = {}
-    for body in stub.answered:
+def billed_twice(stub: StubLLM) -> dict[str, list[float]]:
+    """Requests the stub answered (to a client still there) more than once, paid twice: when each
+    answer was made (time.monotonic())."""
+    seen: dict[str, list[float]] = {}
+    for body, at in zip(stub.answered, stub.answered_at, strict=True):
         key = json.dumps({"model": body.get("model"), "messages": body.get("messages")}, sort_keys=True)
-        seen[key] = seen.get(key, 0) + 1
-    return [key for key, count in seen.items() if count > 1]
+        seen.setdefault(key, []).append(at)
+    return {key: times for key, times in seen.items() if len(times) > 1}
 
 
 class Cluster:

@@ -26,9 +26,10 @@ def test_outbox_backs_off_doubling_up_to_15_minutes() -> None:
     assert [backoff_s(n) for n in range(1, 10)] == [10, 20, 40, 80, 160, 320, 640, 900, 900]
 
 
-async def _beat(redis: ArqRedis, job_id: str, age_s: float) -> None:
+async def _beat(redis: ArqRedis, job_id: str, age_s: float, **extra: Any) -> None:
     seconds, _ = await redis.time()
     record = {"token": "host:1:1:0", "repo": "o/r", "installation_id": 1, "pr_number": 2, "head_sha": "a" * 40}
+    record |= extra
     await redis.hset(HEARTBEATS_KEY, job_id, json.dumps({**record, "job_try": 1, "beat_at": seconds - age_s}))
     await redis.set(job_key_prefix + job_id, b"job")
     await redis.set(in_progress_key_prefix + job_id, b"1")
@@ -40,6 +41,8 @@ async def test_watchdog_reruns_only_the_lost_job(redis: ArqRedis, settings: Sett
     # Aborted (arq's abort set) after its heartbeat stopped: not lost, so not run again.
     await _beat(redis, "aborted", age_s=300)
     await redis.zadd(abort_jobs_ss, {"aborted": 1})
+    # Lost after publishing its results: finished for arq, not run again.
+    await _beat(redis, "published", age_s=300, published=True)
     ctx: dict[str, Any] = {"redis": redis, "settings": settings}
 
     assert await watchdog(ctx) == "re-ran 1, gave up 0"
@@ -47,3 +50,4 @@ async def test_watchdog_reruns_only_the_lost_job(redis: ArqRedis, settings: Sett
     # arq runs the lost job again as soon as its in-progress key is gone; the others keep theirs.
     assert not await redis.exists(in_progress_key_prefix + "lost")
     assert await redis.exists(in_progress_key_prefix + "live", in_progress_key_prefix + "aborted") == 2
+    assert not await redis.exists(job_key_prefix + "published", in_progress_key_prefix + "published")
