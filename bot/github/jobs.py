@@ -619,7 +619,8 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    """`arq bot.github.jobs.WorkerSettings`, or `evalbot worker`."""
+    """`evalbot worker` runs these in `liveness.EvalbotWorker` (arq's own CLI would run them without the
+    hand-over on SIGTERM and without riding out a Redis restart)."""
 
     functions: ClassVar[list[Any]] = [
         liveness.watched(evaluate_pull_request),
