@@ -43,6 +43,8 @@ DELIVERY_TTL_S = 7 * 24 * 3600
 JOB_TIMEOUT_FLOOR_S = 10 * 60
 JOB_TIMEOUT_CEILING_S = 3 * 3600
 JOB_TIMEOUT_S = JOB_TIMEOUT_CEILING_S + 60
+# Jobs that only talk to GitHub (commands, publishing): a killed one is run again after this plus 10 s.
+SHORT_JOB_TIMEOUT_S = 5 * 60
 JOB_MAX_TRIES = 3
 # Running evaluations (hash: arq job id -> heartbeat record), renewed every HEARTBEAT_INTERVAL_S; a
 # record older than LOST_AFTER_S is a lost worker, looked for every WATCHDOG_EVERY_S.

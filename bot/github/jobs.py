@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
+from arq.worker import func
 from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
@@ -29,6 +30,7 @@ from bot.github.constants import (
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
     SCHEDULE_TICK_MINUTES,
+    SHORT_JOB_TIMEOUT_S,
     WATCHDOG_EVERY_S,
     eval_job_id,
 )
@@ -624,8 +626,8 @@ class WorkerSettings:
 
     functions: ClassVar[list[Any]] = [
         liveness.watched(evaluate_pull_request),
-        handle_command,
-        publish_head,
+        func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
+        func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
         scheduled_evaluation,
         outbox.publish_outbox_job,
     ]

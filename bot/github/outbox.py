@@ -13,7 +13,7 @@ from arq import Retry
 from arq.worker import func
 from githubkit.exception import GitHubException, RequestError, RequestFailed
 
-from bot.github.constants import OUTBOX_KEY, OUTBOX_TTL_S
+from bot.github.constants import OUTBOX_KEY, OUTBOX_TTL_S, SHORT_JOB_TIMEOUT_S
 from bot.github.gate import ShaJob, publish_sha
 from bot.github.source import get_pull_request
 
@@ -97,4 +97,4 @@ async def publish_outbox(ctx: dict[str, Any], repo: str, installation_id: int, p
     return "published"
 
 
-publish_outbox_job = func(publish_outbox, max_tries=MAX_TRIES)
+publish_outbox_job = func(publish_outbox, max_tries=MAX_TRIES, timeout=SHORT_JOB_TIMEOUT_S)
