@@ -31,6 +31,7 @@ from bot.github.constants import (
 )
 from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
+from bot.web import install as install_web
 
 log = structlog.get_logger(__name__)
 
@@ -245,6 +246,8 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             await pool.aclose()
 
     app = FastAPI(title="evalbot", lifespan=lifespan)
+    # The run and suite pages (bot/web), behind GitHub sign-in.
+    install_web(app, settings)
 
     @app.post("/api/github/webhooks")
     async def webhook(request: Request) -> JSONResponse:
