@@ -11,7 +11,7 @@
       scales: { x: { time: false } },
       axes: [{ values: (u, ticks) => ticks.map((i) => (points[i] ? points[i].sha : "")) }, {}],
       series: [{ label: "commit", value: (u, i) => (points[i] ? points[i].sha : "") }, { label: key, stroke: "#0969da", width: 2, points: { size: 8 }, spanGaps: true }],
-      legend: { show: true },
+      legend: { show: false },
     };
     const plot = new uPlot(opts, [xs, ys], el);
     plot.over.addEventListener("click", () => {
