@@ -25,6 +25,8 @@ from bot.settings import Settings
 
 # How long a repository's visibility and a user's read access are trusted before GitHub is asked again.
 ACCESS_TTL_S = 300
+# Answers kept before the expired ones are dropped (a long-running web process meets many users).
+MAX_KEPT = 10_000
 # A sign-in lasts as long as GitHub's expiring user token does (eight hours).
 SESSION_MAX_AGE_S = 8 * 3600
 
@@ -154,6 +156,8 @@ class Access:
             if exc.response.status_code not in (403, 404):
                 raise
             info = None
+        if len(self._repos) >= MAX_KEPT:
+            self._repos = {k: v for k, v in self._repos.items() if v[0] > now}
         self._repos[full_name] = (now + ACCESS_TTL_S, info)
         return info
 
@@ -178,5 +182,7 @@ class Access:
             if exc.response.status_code not in (403, 404):
                 raise
             allowed = False
+        if len(self._readers) >= MAX_KEPT:
+            self._readers = {k: v for k, v in self._readers.items() if v[0] > now}
         self._readers[key] = (now + ACCESS_TTL_S, allowed)
         return allowed
