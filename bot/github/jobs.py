@@ -192,6 +192,7 @@ async def evaluate_pull_request(
             author = pull["user"]["login"]
             if fork or not await has_write_access(job.gh, job.owner, job.name, author):
                 await _wait_for_eval(job, pull, evals_id, fork)
+                await asyncio.to_thread(job.store.end_run, run_id, "untrusted")
                 return "untrusted"
         try:
             base_sha, _ = await read_base(job.gh, job.owner, job.name, base_ref)
@@ -199,6 +200,7 @@ async def evaluate_pull_request(
             summary = render_template("no_policy.md.j2", reason=str(exc))
             await job.fail(base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
             await publish_sha(job, pull, evals_id)
+            await asyncio.to_thread(job.store.end_run, run_id, "no-policy")
             return "no-policy"
     except GitHubException as exc:
         # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
@@ -207,8 +209,10 @@ async def evaluate_pull_request(
         status = getattr(getattr(exc, "response", None), "status_code", 500)
         if status < 500 or ctx.get("job_try", 1) >= JOB_MAX_TRIES:
             bound.error("cannot reach GitHub; giving up", error=str(exc))
+            await asyncio.to_thread(job.store.end_run, run_id, "github-error")
             return "github-error"
         bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
+        await asyncio.to_thread(job.store.end_run, run_id, "retried")
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
@@ -234,6 +238,7 @@ async def evaluate_pull_request(
         await job.fail(base_ref, "failure", title, summary, "the evaluation could not finish")
         await job.publisher.complete(evals_id, "failure", title, summary, rerun_button=True)
         metrics.JOBS.labels(result="crashed").inc()
+        await asyncio.to_thread(job.store.end_run, run_id, "crashed")
         return "crashed"
     finally:
         metrics.JOB_SECONDS.observe(time.perf_counter() - started)

@@ -248,6 +248,14 @@ class Store:
             session.flush()
             return run.id
 
+    def end_run(self, run_id: int, verdict: str, at: float | None = None) -> None:
+        """Close a started run that ends without results (untrusted, no policy, crashed, retried); a run
+        already recorded keeps its verdict."""
+        with self._session() as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.verdict == RUNNING:
+                run.verdict, run.finished_at = verdict, _at(at)
+
     def record_run(
         self,
         report: Report,

@@ -45,6 +45,17 @@ STATUS_LABELS = {
 }
 
 
+# Verdicts of runs without results, as the run page explains them.
+ENDED = {
+    "running": "it is still running, or its worker stopped (the check run says why)",
+    "untrusted": "the pull request waits for a maintainer's /eval (a fork, or an author without write access)",
+    "no-policy": "the base branch's .evalbot.yml cannot be read (the check run says why)",
+    "github-error": "GitHub refused a request the run needed",
+    "retried": "GitHub failed; the job was run again as a new run",
+    "crashed": "the evaluation could not finish (the check run says why)",
+}
+
+
 class Web:
     """What the pages share: settings, the store (opened on first use), access checks, the token box."""
 
@@ -214,6 +225,7 @@ async def run(request: Request, run_id: int, status: str = "", category: str = "
         q=q,
         categories=categories,
         statuses=STATUS_LABELS,
+        ended=ENDED,
     )
 
 

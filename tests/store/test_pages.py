@@ -73,6 +73,7 @@ async def test_a_started_run_is_filled_in_with_every_answer_and_grade(
         blob_url=blob,
     )
     assert again == run_id
+    store.end_run(run_id, "crashed")  # a recorded run keeps its verdict
     page = run_page(store, run_id)
     assert page is not None and page.verdict == report.verdict == "fail"
     assert page.pr_url == "https://github.com/acme/assistant/pull/2" and page.blob_url == blob
@@ -103,6 +104,14 @@ async def test_a_started_run_is_filled_in_with_every_answer_and_grade(
     assert c5.head.cost_usd == pytest.approx(0.0002) and c5.head.latency_s is not None
     c9 = next(c for c in suite.cases if c.case_id == "c9")
     assert c9.head is not None and "HTTP 400" in (c9.head.error or "")
+
+
+def test_a_run_ended_without_results_keeps_why(store: Store) -> None:
+    run_id = store.start_run(repository=REPO, trigger="eval_command", head_sha="h", started_at=1_800_000_000, pr=4)
+    store.end_run(run_id, "crashed", at=1_800_000_060)
+    page = run_page(store, run_id)
+    assert page is not None and page.verdict == "crashed"
+    assert (page.finished_at - page.started_at).total_seconds() == 60
 
 
 def test_the_installation_of_a_repository_is_the_last_one_a_job_ran_with(store: Store) -> None:

@@ -13,9 +13,12 @@ import httpx
 import pytest
 from arq import ArqRedis
 
+from bot.github.constants import EVALS_CHECK
+from bot.github.jobs import evaluate_pull_request
 from bot.settings import Settings
 from bot.store import Store
-from tests.github.conftest import webhook_client
+from tests.conftest import GitRepo
+from tests.github.conftest import build_pr_repo, webhook_client
 from tests.github.fake_github import FakeGitHub
 from tests.github.fake_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.web.fixtures import REPO
@@ -120,3 +123,24 @@ async def test_sign_out_needs_the_sessions_csrf_token(web: httpx.AsyncClient, fa
     out = await web.post("/logout", data={"csrf": csrf})
     assert (out.status_code, out.headers["location"]) == (303, "/")
     assert (await web.get("/runs/1")).status_code == 303
+
+
+async def test_a_run_that_ends_without_results_says_why_on_its_page(
+    web: httpx.AsyncClient,
+    repo: GitRepo,
+    fake_github: FakeGitHub,
+    settings: Settings,
+    redis: ArqRedis,
+    job_store: Store,
+) -> None:
+    base, head = build_pr_repo(repo, ["lead"])
+    fake_github.pulls[2] = (base, head)
+    fake_github.fork_pulls.add(2)
+    settings.PUBLIC_URL = "https://evalbot.example.com"
+    ctx = {"settings": settings, "redis": redis, "store": job_store}
+    assert await evaluate_pull_request(ctx, repo=REPO, installation_id=1, pr_number=2, head_sha=head) == "untrusted"
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert evals["details_url"] == "https://evalbot.example.com/runs/2"  # run 1 is the fixture's
+    page = await web.get("/runs/2")
+    assert page.status_code == 200
+    assert "No result is recorded for this run: the pull request waits for a maintainer&#39;s /eval" in page.text
