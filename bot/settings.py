@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     EVALBOT_EXPECTED_CALL_S: float = 10.0
     # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise).
     METRICS_TOKEN: str | None = None
+    # Run and suite pages: "Sign in with GitHub" through the App's user authorization (OAuth web flow).
+    GITHUB_CLIENT_ID: str | None = None
+    GITHUB_CLIENT_SECRET: str | None = None
+    # Where GitHub's web pages are (the OAuth authorize and access_token endpoints): not the API's host.
+    GITHUB_WEB_URL: str = "https://github.com"
+    # Signs the session cookie and encrypts the user token in it; unset, a random one per process
+    # (sessions then end when the process does, and do not cross processes).
+    SESSION_SECRET: str | None = None
 
     @field_validator("PRIVATE_KEY")
     @classmethod

@@ -47,7 +47,7 @@ from bot.github.publish import (
     report_markdown,
     report_title,
 )
-from bot.github.records import job_store, start_store, stop_store
+from bot.github.records import job_store, run_page_url, start_store, stop_store
 from bot.github.redact import Redactor
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
@@ -183,6 +183,12 @@ async def evaluate_pull_request(
     started_at = time.time()
     # The scheduler re-evaluates repositories evalbot has seen.
     await asyncio.to_thread(job.store.note_repository, repo, installation_id)
+    trigger = "eval_command" if trusted else "pull_request"
+    # The run's page exists from the start: the check runs created now link to it.
+    run_id = await asyncio.to_thread(
+        job.store.start_run, repository=repo, trigger=trigger, head_sha=head_sha, started_at=started_at, pr=pr_number
+    )
+    job.details_url = run_page_url(job.settings, run_id) or job.details_url
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
@@ -192,6 +198,7 @@ async def evaluate_pull_request(
             author = pull["user"]["login"]
             if fork or not await has_write_access(job.gh, job.owner, job.name, author):
                 await _wait_for_eval(job, pull, evals_id, fork)
+                await asyncio.to_thread(job.store.end_run, run_id, "untrusted")
                 return "untrusted"
         try:
             base_sha, _ = await read_base(job.gh, job.owner, job.name, base_ref)
@@ -199,6 +206,7 @@ async def evaluate_pull_request(
             summary = render_template("no_policy.md.j2", reason=str(exc))
             await job.fail(base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
             await publish_sha(job, pull, evals_id)
+            await asyncio.to_thread(job.store.end_run, run_id, "no-policy")
             return "no-policy"
     except GitHubException as exc:
         # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
@@ -207,13 +215,14 @@ async def evaluate_pull_request(
         status = getattr(getattr(exc, "response", None), "status_code", 500)
         if status < 500 or ctx.get("job_try", 1) >= JOB_MAX_TRIES:
             bound.error("cannot reach GitHub; giving up", error=str(exc))
+            await asyncio.to_thread(job.store.end_run, run_id, "github-error")
             return "github-error"
         bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
+        await asyncio.to_thread(job.store.end_run, run_id, "retried")
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
-        trigger = "eval_command" if trusted else "pull_request"
-        trends = await _record(job, report, pull, trigger, started_at)
+        trends = await _record(job, report, pull, trigger, started_at, run_id)
         await _publish(job, pull, evals_id, report, trends)
         if job.beat is not None:
             await job.beat.published()
@@ -243,6 +252,7 @@ async def evaluate_pull_request(
         await job.fail(base_ref, "failure", title, summary, "the evaluation could not finish")
         await job.publisher.complete(evals_id, "failure", title, summary, rerun_button=True)
         metrics.JOBS.labels(result="crashed").inc()
+        await asyncio.to_thread(job.store.end_run, run_id, "crashed")
         return "crashed"
     finally:
         metrics.JOB_SECONDS.observe(time.perf_counter() - started)
@@ -321,10 +331,16 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
 
 
 async def _record(
-    job: _PullRequestJob, report: Report, pull_request: dict[str, Any], trigger: str, started_at: float
+    job: _PullRequestJob,
+    report: Report,
+    pull_request: dict[str, Any],
+    trigger: str,
+    started_at: float,
+    run_id: int | None = None,
 ) -> str:
     """Store the run, then the trend charts of its suites on the default branch (Markdown, or "")."""
     base, head = pull_request.get("base") or {}, pull_request.get("head") or {}
+    repo_url = (base.get("repo") or {}).get("html_url")
     await asyncio.to_thread(
         job.store.record_run,
         report,
@@ -334,6 +350,9 @@ async def _record(
         pr=job.pr_number,
         base_branch=base.get("ref"),
         head_branch=head.get("ref"),
+        run_id=run_id,
+        pr_url=pull_request.get("html_url") or (f"{repo_url}/pull/{job.pr_number}" if repo_url else None),
+        blob_url=blob_url(pull_request, job.head_sha),
     )
     default_branch = (base.get("repo") or {}).get("default_branch")
     if not default_branch or not report.suites:

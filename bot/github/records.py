@@ -13,6 +13,11 @@ from bot.store import Store, database_url, head_revision, migrate, open_store, r
 log = structlog.get_logger(__name__)
 
 
+def run_page_url(settings: Settings, run_id: int) -> str | None:
+    """The run's page on evalbot's web app (check runs' "Details"), when PUBLIC_URL says where it is."""
+    return f"{settings.PUBLIC_URL.rstrip('/')}/runs/{run_id}" if settings.PUBLIC_URL else None
+
+
 def store_url(settings: Settings) -> str:
     return database_url(settings.DATABASE_URL, settings.EVALBOT_CACHE_DIR)
 

@@ -32,6 +32,7 @@ from bot.github.constants import (
 )
 from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
+from bot.web import install as install_web
 
 log = structlog.get_logger(__name__)
 
@@ -246,6 +247,8 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             await pool.aclose()
 
     app = FastAPI(title="evalbot", lifespan=lifespan)
+    # The run and suite pages (bot/web), behind GitHub sign-in.
+    install_web(app, settings)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:

@@ -20,6 +20,9 @@ from bot.pipeline.run import Report
 MAX_MARKDOWN_CHARS = 65_535
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "report_templates"
 _DETAIL_LIMITS = (50, 20, 10, 5, 0)
+# "Every row" and "whole answers" for the untrimmed report (a Jinja slice takes no None).
+_FULL_DETAIL = 1_000_000
+_FULL_OUTPUT_CHARS = 100_000
 _ICONS = {
     "pass": "✅ pass",
     "fail": "❌ fail",
@@ -179,6 +182,13 @@ def render_markdown(
             return text
     note = "\n\n…(report cut to fit GitHub's size limit)\n"
     return text[: max_chars - len(note)] + note
+
+
+def render_full_markdown(report: Report, blob_url: str | None = None) -> str:
+    """The report as Markdown with every detail row and whole answers: no size limit applies (the run
+    page shows it, not GitHub)."""
+    tpl = _environment().get_template("report.md.j2")
+    return tpl.render(report=report, detail_limit=_FULL_DETAIL, output_limit=_FULL_OUTPUT_CHARS, blob_url=blob_url)
 
 
 def report_dict(report: Report) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import SuiteReport, Variant
+from bot.pipeline.render import render_full_markdown
 from bot.pipeline.run import Report
 from bot.store.tables import AuditEvent, CaseOutcome, Repository, Run, SuiteResult
 
@@ -38,6 +39,8 @@ AUDIT_READ_LAST = 1_000
 # Kinds of audit event that decide a pull request's approval; the latest one counts.
 _APPROVAL_KINDS = ("approval", "override", "cancel")
 SQLITE_NAME = "evalbot.db"
+# The verdict of a run whose job has started and not finished (or never will: it crashed).
+RUNNING = "running"
 
 
 def database_url(configured: str | None, cache_dir: Path) -> str:
@@ -114,6 +117,9 @@ class HistoryPoint:
     accuracy: float | None
     cost_per_1k_usd: float | None
     run_id: int
+    latency_p95_s: float | None = None
+    hallucination_rate: float | None = None
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,37 @@ class Store:
 
     # Runs and results
 
+    def start_run(
+        self, *, repository: str, trigger: str, head_sha: str, started_at: float, pr: int | None = None
+    ) -> int:
+        """A run row before its results (verdict "running"): its id is the run page that check runs link
+        to from the moment they are created; `record_run(run_id=...)` fills it in."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
+        when = _at(started_at)
+        run = Run(
+            repository=repository,
+            pr_number=pr,
+            trigger=trigger,
+            base_sha="",
+            head_sha=head_sha,
+            started_at=when,
+            finished_at=when,
+            verdict=RUNNING,
+        )
+        with self._session() as session:
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def end_run(self, run_id: int, verdict: str, at: float | None = None) -> None:
+        """Close a started run that ends without results (untrusted, no policy, crashed, retried); a run
+        already recorded keeps its verdict."""
+        with self._session() as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.verdict == RUNNING:
+                run.verdict, run.finished_at = verdict, _at(at)
+
     def record_run(
         self,
         report: Report,
@@ -230,32 +267,45 @@ class Store:
         pr: int | None = None,
         base_branch: str | None = None,
         head_branch: str | None = None,
+        run_id: int | None = None,
+        pr_url: str | None = None,
+        blob_url: str | None = None,
     ) -> int:
-        """Store a run with every suite's metrics, comparison rows and per-case outcomes; its id."""
+        """Store a run with every suite's metrics, comparison rows, per-case answers and grades, and the
+        untrimmed report; its id. With `run_id`, the row `start_run` made is filled in."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
         spend = report.spend
-        run = Run(
-            repository=repository,
-            pr_number=pr,
-            trigger=trigger,
-            base_sha=report.base_ref,
-            head_sha=report.head_ref,
-            base_branch=base_branch,
-            head_branch=head_branch,
-            started_at=_at(started_at),
-            finished_at=_at(finished_at),
-            verdict=report.verdict,
-            calls=spend.calls if spend else 0,
-            retries=spend.retries if spend else 0,
-            failed_calls=spend.errors if spend else 0,
-            under_test_usd=spend.under_test_usd if spend else 0.0,
-            judge_usd=spend.judge_usd if spend else 0.0,
-            passed_cases=spend.passed_answers if spend else 0,
-            cost_per_success_usd=spend.per_success_usd if spend else None,
-        )
+        values: dict[str, Any] = {
+            "repository": repository,
+            "pr_number": pr,
+            "trigger": trigger,
+            "base_sha": report.base_ref,
+            "head_sha": report.head_ref,
+            "base_branch": base_branch,
+            "head_branch": head_branch,
+            "started_at": _at(started_at),
+            "finished_at": _at(finished_at),
+            "verdict": report.verdict,
+            "calls": spend.calls if spend else 0,
+            "retries": spend.retries if spend else 0,
+            "failed_calls": spend.errors if spend else 0,
+            "under_test_usd": spend.under_test_usd if spend else 0.0,
+            "judge_usd": spend.judge_usd if spend else 0.0,
+            "passed_cases": spend.passed_answers if spend else 0,
+            "cost_per_success_usd": spend.per_success_usd if spend else None,
+            "report_markdown": render_full_markdown(report, blob_url),
+            "pr_url": pr_url,
+            "blob_url": blob_url,
+        }
         with self._session() as session:
-            session.add(run)
+            run = session.get(Run, run_id) if run_id is not None else None
+            if run is None:
+                run = Run(**values)
+                session.add(run)
+            else:
+                for key, value in values.items():
+                    setattr(run, key, value)
             session.flush()
             for suite in report.suites:
                 for name, variant in _variants(suite).items():
@@ -272,7 +322,7 @@ class Store:
         A pull request's base variant counts (it ran the branch's prompt), and so does a scheduled run.
         """
         query = (
-            select(SuiteResult, Run.finished_at)
+            select(SuiteResult, Run.finished_at, Run.trigger)
             .join(Run, Run.id == SuiteResult.run_id)
             .where(
                 Run.repository == repository,
@@ -284,15 +334,22 @@ class Store:
         )
         latest: dict[str, HistoryPoint] = {}
         with self._session() as session:
-            for result, finished_at in session.execute(query).all():
+            for result, finished_at, trigger in session.execute(query).all():
                 latest.pop(result.sha, None)  # re-inserted last: ordered by its latest evaluation
                 latest[result.sha] = HistoryPoint(
-                    result.sha, _utc(finished_at), result.accuracy, result.cost_per_1k_usd, result.run_id
+                    result.sha,
+                    _utc(finished_at),
+                    result.accuracy,
+                    result.cost_per_1k_usd,
+                    result.run_id,
+                    result.latency_p95_s,
+                    result.hallucination_rate,
+                    trigger,
                 )
         return list(latest.values())[-n:]
 
     def last_run(self, repository: str, trigger: str, head_branch: str | None = None) -> StoredRun | None:
-        query = select(Run).where(Run.repository == repository, Run.trigger == trigger)
+        query = select(Run).where(Run.repository == repository, Run.trigger == trigger, Run.verdict != RUNNING)
         if head_branch is not None:
             query = query.where(Run.head_branch == head_branch)
         with self._session() as session:
@@ -460,9 +517,23 @@ def _outcomes(run_id: int, suite: str, variant: str, results: list[CaseResult]) 
             cost_usd=r.cost_usd,
             cached=r.cached,
             error=r.error,
+            output=r.output,
+            grades=[_grade(g) for g in r.grades],
         )
         for r in results
     ]
+
+
+def _grade(grade: Grade) -> dict[str, Any]:
+    return {
+        "grader": grade.grader,
+        "kind": grade.kind,
+        "passed": grade.passed,
+        "score": grade.score,
+        "scores": grade.scores,
+        "reason": grade.reason,
+        "error": grade.error,
+    }
 
 
 def _case_result(outcome: CaseOutcome) -> CaseResult:

@@ -56,6 +56,10 @@ class Run(Base):
     judge_usd: Mapped[float] = mapped_column(Float, default=0.0)
     passed_cases: Mapped[int] = mapped_column(Integer, default=0)
     cost_per_success_usd: Mapped[float | None] = mapped_column(Float)
+    # The run page: the report untrimmed, the pull request and the files at the head (for links).
+    report_markdown: Mapped[str | None] = mapped_column(Text)
+    pr_url: Mapped[str | None] = mapped_column(String(1000))
+    blob_url: Mapped[str | None] = mapped_column(String(1000))
 
 
 class SuiteResult(Base):
@@ -110,6 +114,9 @@ class CaseOutcome(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     cached: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
+    # The answer and each grader's grade (passed, score, the judge's reason), for the run page.
+    output: Mapped[str | None] = mapped_column(Text)
+    grades: Mapped[list[dict[str, Any]] | None] = mapped_column(Document)
 
 
 class AuditEvent(Base):

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.github.fake_oauth import FakeOAuth
 from tests.servers import ThreadedServer
 
 TOKEN = "ghs_fake_installation_token"
@@ -80,6 +81,8 @@ class FakeGitHub:
         self.down_until = 0.0
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
+        # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
+        self.oauth = FakeOAuth()
         self.app = self._make_app()
         self.port = 0
         self._http = ThreadedServer(self.app)
@@ -131,6 +134,14 @@ class FakeGitHub:
                 status, headers, message = failure if isinstance(failure, tuple) else (failure, {}, "Server Error")
                 return JSONResponse({"message": message}, status_code=status, headers=headers)
             header = request.headers.get("authorization", "")
+            # GitHub's web host (OAuth) and user tokens: fake_oauth.py answers them.
+            if request.url.path.startswith("/login/oauth/"):
+                return await call_next(request)
+            request.state.user = self.oauth.user_of(header)
+            if request.state.user is not None:
+                if request.method != "GET" or not request.url.path.startswith(("/user", "/repos/")):
+                    return JSONResponse({"message": "Resource not accessible by integration"}, status_code=403)
+                return await call_next(request)
             if request.url.path.startswith("/app/"):
                 try:
                     claims = jwt.decode(header.removeprefix("Bearer "), self.public_key, algorithms=["RS256"])
@@ -203,8 +214,20 @@ class FakeGitHub:
             return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
 
         @app.get("/repos/{owner}/{repo}")
-        async def repository(owner: str, repo: str) -> JSONResponse:
-            return JSONResponse({"full_name": f"{owner}/{repo}", "default_branch": self.default_branch})
+        async def repository(owner: str, repo: str, request: Request) -> Response:
+            full_name = f"{owner}/{repo}"
+            if request.state.user is not None:
+                refused = self.oauth.repository_as_user(request.state.user, full_name)
+                if refused is not None:
+                    return refused
+            return JSONResponse(
+                {
+                    "full_name": full_name,
+                    "default_branch": self.default_branch,
+                    "private": full_name in self.oauth.private,
+                    "html_url": f"https://github.com/{full_name}",
+                }
+            )
 
         @app.get("/repos/{owner}/{repo}/issues")
         async def list_issues(
@@ -346,6 +369,7 @@ class FakeGitHub:
             comment.update(body=body, edits=comment["edits"] + 1)
             return JSONResponse(comment)
 
+        app.include_router(self.oauth.router())
         return app
 
     def _diff(self, base: str, head: str) -> list[dict[str, Any]]:

@@ -1,0 +1,122 @@
+"""What the run page reads, on the real PostgreSQL server and on SQLite: migration 0002, a run started
+before its results, every answer with its grades, base and head paired."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from bot.store import Store, migrate, open_store, revision
+from bot.store.pages import installation_of, run_page
+from tests.conftest import GitRepo
+from tests.store.test_store import REPO, _fixed_run, database_url_for
+from tests.stub_llm import StubLLM
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(database_url_for(database_url, tmp_path))
+    migrate(opened)
+    yield opened
+    opened.close()
+
+
+def test_migration_0002_adds_the_page_columns_and_keeps_earlier_runs(database_url: str, tmp_path: Path) -> None:
+    store = open_store(database_url_for(database_url, tmp_path))
+    try:
+        migrate(store, "0001")
+        with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (repository, pr_number, trigger, base_sha, head_sha, started_at, finished_at, "
+                    "verdict, calls, retries, failed_calls, under_test_usd, judge_usd, passed_cases) VALUES "
+                    "('acme/a', 3, 'pull_request', 'b', 'h', :at, :at, 'pass', 0, 0, 0, 0, 0, 0)"
+                ),
+                {"at": "2026-12-01T00:00:00+00:00"},
+            )
+        migrate(store)
+        assert revision(store) == "0002"
+        columns = {c["name"] for c in inspect(store.engine).get_columns("case_outcomes")}
+        assert {"output", "grades"} <= columns
+        page = run_page(store, 1)
+        assert page is not None and (page.repository, page.pr, page.verdict, page.markdown) == (
+            "acme/a",
+            3,
+            "pass",
+            None,
+        )
+    finally:
+        store.close()
+
+
+async def test_a_started_run_is_filled_in_with_every_answer_and_grade(
+    repo: GitRepo, stub: StubLLM, store: Store
+) -> None:
+    run_id = store.start_run(repository=REPO, trigger="pull_request", head_sha="h" * 40, started_at=1_800_000_000, pr=2)
+    started = run_page(store, run_id)
+    assert started is not None and (started.verdict, started.suites, started.markdown) == ("running", [], None)
+    assert store.last_run(REPO, "pull_request") is None  # a run without results is no one's last run
+
+    report = await _fixed_run(repo, stub)
+    blob = "https://github.com/acme/assistant/blob/" + report.head_ref
+    again = store.record_run(
+        report,
+        repository=REPO,
+        trigger="pull_request",
+        started_at=1_800_000_000,
+        pr=2,
+        run_id=run_id,
+        pr_url="https://github.com/acme/assistant/pull/2",
+        blob_url=blob,
+    )
+    assert again == run_id
+    store.end_run(run_id, "crashed")  # a recorded run keeps its verdict
+    page = run_page(store, run_id)
+    assert page is not None and page.verdict == report.verdict == "fail"
+    assert page.pr_url == "https://github.com/acme/assistant/pull/2" and page.blob_url == blob
+    assert page.markdown is not None and "| Accuracy | 50.0%" in page.markdown
+    (suite,) = page.suites
+    assert (suite.name, suite.base_model, suite.head_model) == ("qa", "openai/stub", "openai/stub")
+    statuses = {c.case_id: c.status for c in suite.cases}
+    assert statuses == {
+        **{f"c{i}": "both_right" for i in range(5)},
+        **{f"c{i}": "fixed" for i in (5, 6, 7)},
+        "c8": "both_wrong",
+        "c9": "error",
+    }
+    c5 = next(c for c in suite.cases if c.case_id == "c5")
+    assert c5.base is not None and c5.head is not None
+    assert (c5.base.output, c5.head.output) == ("nope", "a5")
+    assert c5.base.grades == [
+        {
+            "grader": "equals",
+            "kind": "accuracy",
+            "passed": False,
+            "score": None,
+            "scores": {},
+            "reason": "expected 'a5'",
+            "error": None,
+        }
+    ]
+    assert c5.head.cost_usd == pytest.approx(0.0002) and c5.head.latency_s is not None
+    c9 = next(c for c in suite.cases if c.case_id == "c9")
+    assert c9.head is not None and "HTTP 400" in (c9.head.error or "")
+
+
+def test_a_run_ended_without_results_keeps_why(store: Store) -> None:
+    run_id = store.start_run(repository=REPO, trigger="eval_command", head_sha="h", started_at=1_800_000_000, pr=4)
+    store.end_run(run_id, "crashed", at=1_800_000_060)
+    page = run_page(store, run_id)
+    assert page is not None and page.verdict == "crashed"
+    assert (page.finished_at - page.started_at).total_seconds() == 60
+
+
+def test_the_installation_of_a_repository_is_the_last_one_a_job_ran_with(store: Store) -> None:
+    assert installation_of(store, REPO) is None
+    store.note_repository(REPO, 7)
+    store.note_repository(REPO, 8)
+    assert installation_of(store, REPO) == 8
+    assert run_page(store, 12345) is None
