@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A model call's expected latency (retries included), which sizes each evaluation's time cap:
     # calls x this / EVALBOT_CONCURRENCY, between a floor and a ceiling.
     EVALBOT_EXPECTED_CALL_S: float = 10.0
+    # Failed webhook deliveries (answered 5xx: Redis down, a deploy) this recent are redelivered by
+    # the worker's cron; GitHub never redelivers by itself. Older ones are left: their news is stale.
+    REDELIVERY_LOOKBACK_S: int = 3600
     # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise).
     METRICS_TOKEN: str | None = None
     # Run and suite pages: "Sign in with GitHub" through the App's user authorization (OAuth web flow).

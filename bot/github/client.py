@@ -22,6 +22,11 @@ def app_auth(settings: Settings) -> AppAuthStrategy:
     return AppAuthStrategy(settings.APP_ID, _private_key(settings))
 
 
+def app_client(settings: Settings) -> GitHub[AppAuthStrategy]:
+    """A client acting as the app itself (JWT): its webhook deliveries, its installations."""
+    return GitHub(app_auth(settings), base_url=settings.GITHUB_API_URL, timeout=30.0, auto_retry=True)
+
+
 def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
     """A client acting as one installation. githubkit retries 5xx (3 times) and rate limits with
     `Retry-After` (RETRY_DEFAULT), and renews the installation token when it expires."""

@@ -53,6 +53,10 @@ HEARTBEAT_INTERVAL_S = 10
 LOST_AFTER_S = 60
 WATCHDOG_EVERY_S = 10
 # A finished report GitHub did not take (5xx, unreachable), published again by its own job with backoff.
+# A failed delivery is asked again at most this many times, and not twice within REDELIVERY_EVERY_S.
+MAX_REDELIVERIES = 3
+REDELIVERY_EVERY_S = 60
+REDELIVERED_KEY = "evalbot:redelivered:{guid}"
 OUTBOX_KEY = "evalbot:outbox:{repo}:{pr}:{sha}"
 OUTBOX_TTL_S = 24 * 3600
 # A job that cannot reach GitHub at all is tried again after this many seconds times its try number.

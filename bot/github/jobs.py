@@ -49,6 +49,7 @@ from bot.github.publish import (
 )
 from bot.github.records import job_store, run_page_url, start_store, stop_store
 from bot.github.redact import Redactor
+from bot.github.redeliver import redeliver_failed
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.pipeline.config import Config, model_refusal
@@ -650,11 +651,12 @@ class WorkerSettings:
         scheduled_evaluation,
         outbox.publish_outbox_job,
     ]
-    # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds; arq
-    # runs each cron job on one worker only.
+    # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds, failed
+    # deliveries every minute; arq runs each cron job on one worker only.
     cron_jobs: ClassVar[list[Any]] = [
         cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
         cron(liveness.watchdog, second=set(range(0, 60, WATCHDOG_EVERY_S)), run_at_startup=True, timeout=60),
+        cron(redeliver_failed, second={30}, run_at_startup=True, timeout=60),
     ]
     on_startup = _startup
     on_shutdown = _shutdown

@@ -14,3 +14,6 @@ JOB_SECONDS = Histogram(
 )
 MODEL_CALLS = Counter("evalbot_model_calls_total", "Model calls under test (cached ones included)")
 SPEND_USD = Counter("evalbot_model_spend_usd_total", "Model spend in USD, calls under test and judges")
+REDELIVERIES = Counter(
+    "evalbot_webhook_redeliveries_total", "Failed webhook deliveries the worker asked GitHub to send again", ["outcome"]
+)

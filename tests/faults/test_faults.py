@@ -97,9 +97,15 @@ async def web(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
         await pool.aclose()
 
 
-async def deliver(http: httpx.AsyncClient, body: bytes, delivery: str) -> httpx.Response:
+async def deliver(
+    http: httpx.AsyncClient, body: bytes, delivery: str, cluster: Cluster | None = None
+) -> httpx.Response:
+    """Send a delivery as GitHub does; with `cluster`, GitHub's record of it gets the answer."""
     headers = signed_headers(body, "pull_request", delivery)
-    return await http.post("/api/github/webhooks", content=body, headers=headers)
+    response = await http.post("/api/github/webhooks", content=body, headers=headers)
+    if cluster is not None:
+        cluster.github.deliveries.record(delivery, "pull_request", body, response.status_code)
+    return response
 
 
 def assert_published(cluster: Cluster, stub: StubLLM, head: str) -> None:
@@ -181,7 +187,7 @@ async def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: Git
 
         cluster.redis_server.pause()
         stopped = time.monotonic()
-        refused = await deliver(http, pr_event(3, base, docs), "d-2")
+        refused = await deliver(http, pr_event(3, base, docs), "d-2", cluster)
         assert refused.status_code == 503
         assert refused.json()["outcome"].startswith("unavailable: Redis does not answer")
         health = await http.get("/healthz")
@@ -189,9 +195,14 @@ async def test_redis_restart_mid_run(make_cluster: Any, stub: StubLLM, repo: Git
         time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
         cluster.redis_server.resume()
 
-        # GitHub redelivers the failed delivery (same id): accepted now.
-        assert (await deliver(http, pr_event(3, base, docs), "d-2")).status_code == 202
         assert (await http.get("/healthz")).status_code == 200
+
+        # GitHub never redelivers by itself: the worker's cron asks it to (within a minute), and
+        # GitHub's attempt (same id) is accepted now.
+        wait_until(lambda: bool(cluster.github.deliveries.requested), 90, "a redelivery")
+        redelivered = cluster.github.deliveries.take_requested()
+        assert [(d.guid, d.body) for d in redelivered] == [("d-2", pr_event(3, base, docs))]
+        assert (await deliver(http, redelivered[0].body, "d-2", cluster)).status_code == 202
     wait_until(lambda: cluster.completed(head) is not None, 120, "the check completed after the restart")
     wait_until(lambda: cluster.completed(docs) is not None, 60, "the redelivered pull request's check")
     assert_published(cluster, stub, head)

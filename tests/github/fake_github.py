@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.github.fake_deliveries import FakeDeliveries
 from tests.github.fake_oauth import FakeOAuth
 from tests.servers import ThreadedServer
 
@@ -83,6 +84,8 @@ class FakeGitHub:
         self._lock = threading.Lock()
         # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
         self.oauth = FakeOAuth()
+        # The app's webhook deliveries (tests/github/fake_deliveries.py).
+        self.deliveries = FakeDeliveries()
         self.app = self._make_app()
         self.port = 0
         self._http = ThreadedServer(self.app)
@@ -370,6 +373,7 @@ class FakeGitHub:
             return JSONResponse(comment)
 
         app.include_router(self.oauth.router())
+        app.include_router(self.deliveries.router())
         return app
 
     def _diff(self, base: str, head: str) -> list[dict[str, Any]]:

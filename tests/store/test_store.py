@@ -240,7 +240,11 @@ async def test_the_worker_runs_pending_migrations_at_start(database_url: str, tm
     await WorkerSettings.on_startup(ctx)
     try:
         assert revision(ctx["store"]) == head_revision()
-        assert [job.name for job in WorkerSettings.cron_jobs] == ["cron:check_schedules", "cron:watchdog"]
+        assert [job.name for job in WorkerSettings.cron_jobs] == [
+            "cron:check_schedules",
+            "cron:watchdog",
+            "cron:redeliver_failed",
+        ]
     finally:
         await WorkerSettings.on_shutdown(ctx)
     assert "store" not in ctx

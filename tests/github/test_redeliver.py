@@ -1,0 +1,49 @@
+"""Failed webhook deliveries are sent again: GitHub never redelivers by itself, so the worker's cron asks
+it to, through the app's delivery list (`/app/hook/deliveries`) on the fake, which pages and keys
+attempts by GUID as GitHub does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import ArqRedis
+
+from bot.github.constants import MAX_REDELIVERIES
+from bot.github.redeliver import redeliver_failed
+from bot.settings import Settings
+from tests.github.fake_github import FakeGitHub
+
+
+async def test_only_deliveries_never_answered_below_500_are_sent_again(
+    redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
+) -> None:
+    record = fake_github.deliveries.record
+    record("stale", "pull_request", b'{"n": 5}', 503, age_s=settings.REDELIVERY_LOOKBACK_S + 60)
+    record("down", "pull_request", b'{"n": 1}', 503)  # Redis down: asked again
+    record("no-answer", "issue_comment", b'{"n": 2}', 0)  # timed out: asked again
+    record("recovered", "pull_request", b'{"n": 3}', 503)
+    record("recovered", "pull_request", b'{"n": 3}', 202)  # redelivered already, and taken
+    record("refused", "pull_request", b'{"n": 4}', 401)  # our own refusal: would be refused again
+    for _ in range(1 + MAX_REDELIVERIES):
+        record("hopeless", "pull_request", b'{"n": 6}', 500)
+    # 150 newer deliveries push the failed ones to the second page of 100.
+    for i in range(150):
+        record(f"ok-{i}", "check_run", b"{}", 202)
+    ctx: dict[str, Any] = {"redis": redis, "settings": settings}
+
+    assert await redeliver_failed(ctx) == 2
+    sent = fake_github.deliveries.take_requested()
+    assert sorted((d.guid, d.body) for d in sent) == [("down", b'{"n": 1}'), ("no-answer", b'{"n": 2}')]
+    pages = [path for method, path in fake_github.requests if path == "/app/hook/deliveries"]
+    assert len(pages) == 2
+
+    # The attempt GitHub makes may not be listed yet: the next run does not ask for it twice.
+    assert await redeliver_failed(ctx) == 0
+    assert fake_github.deliveries.take_requested() == []
+
+
+async def test_github_refusing_the_delivery_list_is_logged_not_raised(
+    redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
+) -> None:
+    fake_github.down_until = float("inf")
+    assert await redeliver_failed({"redis": redis, "settings": settings}) == 0
