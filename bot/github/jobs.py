@@ -20,6 +20,7 @@ from githubkit.exception import GitHubException
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
 from bot.github import liveness, metrics, outbox, state
+from bot.github.merge_queue import merge_group_checks
 from bot.github.client import installation_client
 from bot.github.commands import Command, Refusal
 from bot.github.constants import (
@@ -647,6 +648,7 @@ class WorkerSettings:
         liveness.watched(evaluate_pull_request),
         func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
         func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
+        func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
         scheduled_evaluation,
         outbox.publish_outbox_job,
     ]
