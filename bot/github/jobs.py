@@ -20,7 +20,6 @@ from githubkit.exception import GitHubException
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
 from bot.github import liveness, metrics, outbox, state
-from bot.github.merge_queue import merge_group_checks
 from bot.github.client import installation_client
 from bot.github.commands import Command, Refusal
 from bot.github.constants import (
@@ -36,6 +35,7 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
+from bot.github.merge_queue import merge_group_checks
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import (
     Conclusion,

@@ -64,7 +64,9 @@ class FileCheck:
     ok: bool
 
 
-def check_file(path: str, approved: str | None, group: str | None, parent: str | None, merge_base: str | None) -> FileCheck:
+def check_file(
+    path: str, approved: str | None, group: str | None, parent: str | None, merge_base: str | None
+) -> FileCheck:
     """The module's rule for one file: the approved head's content, or, for a file the pull request did
     not change, the group parent's."""
     changed = approved != merge_base
@@ -180,7 +182,9 @@ async def _check_files(source: GitHubSource, group: MergeGroup, head: str) -> li
         # The parent is often the merge base itself: each tree is read once.
         trees = {sha: await source.tree(sha) for sha in dict.fromkeys((head, group.head_sha, group.base_sha, start))}
     except InputError as exc:
-        raise _Refused("GitHub truncated a commit's file tree (too many files): the AI files cannot be compared") from exc
+        raise _Refused(
+            "GitHub truncated a commit's file tree (too many files): the AI files cannot be compared"
+        ) from exc
     approved, in_group, parent, before = (trees[sha] for sha in (head, group.head_sha, group.base_sha, start))
     return [check_file(p, approved.get(p), in_group.get(p), parent.get(p), before.get(p)) for p in sorted(paths)]
 

@@ -112,10 +112,14 @@ async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_cal
 ) -> None:
     calls = await approved(queue, stub)
     group = fake_github.queue(2)
+    before = len(fake_github.requests)
 
     evals, approval = await queue.checks_requested(group)
 
     assert conclusions(evals, approval) == [("completed", "success")] * 2
+    # The pull request, its two checks, three configs, the merge base, three trees, then two check runs
+    # (look up, create, complete).
+    assert len([r for r in fake_github.requests[before:] if r[1].startswith("/repos/")]) == 16
     head = fake_github.pulls[2][1]
     assert evals["output"]["title"] == f"Matches what was evaluated and approved on #2 ({head[:7]})"
     assert approval["output"]["title"] == evals["output"]["title"]
@@ -153,9 +157,8 @@ async def test_a_tampered_group_fails_naming_the_file(queue: Queue, stub: StubLL
     assert conclusions(evals, approval) == [("completed", "failure")] * 2
     assert approval["output"]["title"] == "Differs from what was approved on #2: evals/qa.jsonl"
     summary = approval["output"]["summary"]
-    assert "**Not passed:** the merge group's content of these files was not evaluated and approved: evals/qa.jsonl" in (
-        summary
-    )
+    reason = "the merge group's content of these files was not evaluated and approved: evals/qa.jsonl"
+    assert f"**Not passed:** {reason}" in summary
 
 
 async def test_a_file_the_base_changed_under_the_pull_request_passes_with_the_base_content(
@@ -222,7 +225,9 @@ async def test_a_group_whose_pull_request_cannot_be_told_fails_with_the_reason(
 
 
 def _no_retries(settings: Settings, installation_id: int) -> GitHub[Any]:
-    return GitHub(app_auth(settings).as_installation(installation_id), base_url=settings.GITHUB_API_URL, auto_retry=False)
+    return GitHub(
+        app_auth(settings).as_installation(installation_id), base_url=settings.GITHUB_API_URL, auto_retry=False
+    )
 
 
 async def test_github_failing_is_retried_then_fails_the_group_closed(
@@ -242,8 +247,9 @@ async def test_github_failing_is_retried_then_fails_the_group_closed(
     for check in (EVALS_CHECK, APPROVAL_CHECK):
         (run,) = fake_github.runs_named(check, group["head_sha"])
         assert (run["conclusion"], run["output"]["title"]) == ("failure", "evalbot could not check this merge group")
-        assert "GitHub answered 502 while evalbot read the merge group's pull request and files" in (
-            run["output"]["summary"]
+        assert (
+            "GitHub answered 502 while evalbot read the merge group's pull request and files"
+            in (run["output"]["summary"])
         )
 
 
