@@ -17,7 +17,7 @@ from arq import ArqRedis, Retry
 from githubkit import GitHub
 
 from bot.github.client import app_auth
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, SHORT_JOB_TIMEOUT_S
 from bot.github.merge_queue import check_file, merge_group_checks, queued_pull
 from bot.github.webhook import Job, route
 from bot.settings import Settings
@@ -310,3 +310,10 @@ def test_queued_pull_reads_the_queue_ref(head_ref: str, base_ref: str, pr: int |
 )
 def test_the_file_rule(approved_blob: str | None, group: str | None, parent: str, merge_base: str, ok: bool) -> None:
     assert check_file("f", approved_blob, group, parent, merge_base).ok is ok
+
+
+def test_the_worker_runs_merge_group_checks_as_a_short_job() -> None:
+    from bot.github.jobs import WorkerSettings
+
+    (job,) = [f for f in WorkerSettings.functions if getattr(f, "name", None) == "merge_group_checks"]
+    assert job.timeout_s == SHORT_JOB_TIMEOUT_S
