@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from bot.web import install as install_web
 log = structlog.get_logger(__name__)
 
 PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _answer(status: int, outcome: str, event: str, **extra: Any) -> JSONResponse:
@@ -164,6 +166,10 @@ def _merge_group_job(payload: dict[str, Any]) -> Job:
         "base_ref": str(group["base_ref"]),
         "head_ref": str(group["head_ref"]),
     }
+    # The SHAs go into API paths: commit SHAs, or the delivery is refused (400).
+    for key in ("head_sha", "base_sha"):
+        if not _SHA.fullmatch(kwargs[key]):
+            raise ValueError(f"merge_group.{key} as a commit SHA")
     return Job("merge_group_checks", merge_group_job_id(kwargs["repo"], kwargs["head_sha"]), kwargs)
 
 

@@ -272,6 +272,9 @@ def test_route_enqueues_checks_requested_from_the_real_payload() -> None:
         ),
     )
     assert route("merge_group", {**payload, "action": "destroyed"}) == ("ignored: merge_group.destroyed", None)
+    forged = {**payload, "merge_group": {**payload["merge_group"], "base_sha": "../../pulls"}}
+    with pytest.raises(ValueError, match=r"merge_group\.base_sha as a commit SHA"):
+        route("merge_group", forged)
 
 
 def test_the_app_subscribes_to_merge_groups() -> None:
