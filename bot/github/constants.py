@@ -79,3 +79,8 @@ def scheduled_job_id(repo: str, fire_at: float) -> str:
 def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:
     """One evaluation per (repository, pull request, head SHA): arq drops a second enqueue."""
     return f"evalbot:eval:{repo}:{pr_number}:{head_sha}"
+
+
+def merge_group_job_id(repo: str, head_sha: str) -> str:
+    """One check of a merge group's commit: a redelivery of `checks_requested` is dropped."""
+    return f"evalbot:merge-group:{repo}:{head_sha}"

@@ -35,6 +35,7 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
+from bot.github.merge_queue import merge_group_checks
 from bot.github.permissions import has_write_access, is_approver
 from bot.github.publish import (
     Conclusion,
@@ -648,6 +649,7 @@ class WorkerSettings:
         liveness.watched(evaluate_pull_request),
         func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
         func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
+        func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
         scheduled_evaluation,
         outbox.publish_outbox_job,
     ]

@@ -73,11 +73,15 @@ class GitHubSource:
             return sorted({f["filename"] for f in files} | renamed)
         # Three dots: the head's changes since the merge base, as the pull request's diff shows them.
         merge_base = compare["merge_base_commit"]["sha"]
-        before, after = await self._tree(merge_base), await self._tree(head)
+        before, after = await self.tree(merge_base), await self.tree(head)
         return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
 
-    async def _tree(self, sha: str) -> dict[str, str]:
-        """Every file of commit `sha`: path -> blob SHA."""
+    async def tree(self, sha: str) -> dict[str, str]:
+        """Every file of commit `sha`: path -> blob SHA.
+
+        Raises:
+            InputError: GitHub truncated the tree (too many files to list whole).
+        """
         response = await self.gh.arequest("GET", f"{self._base}/git/trees/{sha}", params={"recursive": "1"})
         tree = response.json()
         if tree.get("truncated"):
@@ -86,6 +90,12 @@ class GitHubSource:
                 "whole: which suites changed is unknown"
             )
         return {entry["path"]: entry["sha"] for entry in tree["tree"] if entry["type"] != "tree"}
+
+
+async def merge_base(gh: GitHub[Any], owner: str, repo: str, base: str, head: str) -> str:
+    """The commit `base...head` is compared from: where the head's changes start."""
+    response = await gh.arequest("GET", f"/repos/{owner}/{repo}/compare/{base}...{head}")
+    return str(response.json()["merge_base_commit"]["sha"])
 
 
 async def get_pull_request(gh: GitHub[Any], owner: str, repo: str, number: int) -> dict[str, Any]:

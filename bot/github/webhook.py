@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from bot.github.constants import (
     HEAD_KEY,
     MAX_WEBHOOK_BODY_BYTES,
     eval_job_id,
+    merge_group_job_id,
 )
 from bot.github.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
@@ -37,6 +39,7 @@ from bot.web import install as install_web
 log = structlog.get_logger(__name__)
 
 PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _answer(status: int, outcome: str, event: str, **extra: Any) -> JSONResponse:
@@ -153,6 +156,23 @@ def _command_job(
     return Job("handle_command", f"evalbot:cmd:{repo}:{key}:{digest}", kwargs)
 
 
+def _merge_group_job(payload: dict[str, Any]) -> Job:
+    group = payload["merge_group"]
+    kwargs = {
+        "repo": payload["repository"]["full_name"],
+        "installation_id": int(payload["installation"]["id"]),
+        "head_sha": str(group["head_sha"]),
+        "base_sha": str(group["base_sha"]),
+        "base_ref": str(group["base_ref"]),
+        "head_ref": str(group["head_ref"]),
+    }
+    # The SHAs go into API paths: commit SHAs, or the delivery is refused (400).
+    for key in ("head_sha", "base_sha"):
+        if not _SHA.fullmatch(kwargs[key]):
+            raise ValueError(f"merge_group.{key} as a commit SHA")
+    return Job("merge_group_checks", merge_group_job_id(kwargs["repo"], kwargs["head_sha"]), kwargs)
+
+
 def _is_bot(user: dict[str, Any]) -> bool:
     return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
 
@@ -219,6 +239,11 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         # An edit is a new request: what it saw is the pull request as of the edit.
         when = comment.get("updated_at") if action == "edited" else comment.get("created_at")
         return "enqueued", _command_job(payload, int(issue["number"]), actor, parsed, key, int(comment["id"]), when)
+    if event == "merge_group":
+        # `destroyed` (merged, dequeued, invalidated) needs no answer: its checks no longer count.
+        if action != "checks_requested":
+            return f"ignored: merge_group.{action}", None
+        return "enqueued", _merge_group_job(payload)
     if event.startswith("installation"):
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None

@@ -18,6 +18,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
+from bot.github.merge_queue import merge_group_checks
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
@@ -99,7 +100,14 @@ def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command, publish_head, scheduled_evaluation, check_schedules],
+            functions=[
+                evaluate_pull_request,
+                handle_command,
+                publish_head,
+                merge_group_checks,
+                scheduled_evaluation,
+                check_schedules,
+            ],
             redis_pool=redis,
             burst=True,
             poll_delay=0,

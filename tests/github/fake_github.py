@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
 import posixpath
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -122,6 +124,41 @@ class FakeGitHub:
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(self.repo_root), *args], capture_output=True, text=True)
+
+    def _git_out(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(self.repo_root), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **(env or {})},
+        )
+        return done.stdout.strip()
+
+    def queue(self, number: int, parent: str | None = None, edits: dict[str, str] | None = None) -> dict[str, str]:
+        """What GitHub's merge queue makes when pull request `number` is queued: a merge commit of its head
+        onto `parent` (the base branch's tip by default, or the commit of the group queued ahead) on the
+        branch `gh-readonly-queue/<base>/pr-<number>-<parent>`, with `edits` (path -> text) written on top
+        (a tampered group). Returns the `merge_group` object of the `checks_requested` delivery."""
+        base_ref = self.pull_refs.get(number, ("main", "feature"))[0]
+        head = self.pulls[number][1]
+        parent = parent or self._git_out("rev-parse", base_ref)
+        tree = self._git_out("merge-tree", "--write-tree", parent, head).splitlines()[0]
+        if edits:
+            with tempfile.TemporaryDirectory() as tmp:
+                index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                self._git_out("read-tree", tree, env=index)
+                for path, text in edits.items():
+                    blob = self._git_out("hash-object", "-w", "--stdin", stdin=text)
+                    self._git_out("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
+                tree = self._git_out("write-tree", env=index)
+        commit = self._git_out(
+            "commit-tree", tree, "-p", parent, "-p", head, "-m", f"Merge pull request #{number}", "-m", "queued"
+        )
+        ref = f"refs/heads/gh-readonly-queue/{base_ref}/pr-{number}-{parent}"
+        self._git_out("update-ref", ref, commit)
+        return {"head_sha": commit, "head_ref": ref, "base_sha": parent, "base_ref": f"refs/heads/{base_ref}"}
 
     def _make_app(self) -> FastAPI:
         app = FastAPI()

@@ -1,0 +1,322 @@
+"""Merge queues (issue 11): the merge group's commit gets both checks, from what was evaluated and approved,
+end to end through the webhook, arq and the fake GitHub, with no model call."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from arq import ArqRedis, Retry
+from githubkit import GitHub
+
+from bot.github.client import app_auth
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, SHORT_JOB_TIMEOUT_S
+from bot.github.merge_queue import check_file, merge_group_checks, queued_pull
+from bot.github.webhook import Job, route
+from bot.settings import Settings
+from tests.conftest import GitRepo, prompt_file
+from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
+from tests.github.fake_github import FakeGitHub
+from tests.stub_llm import StubLLM
+
+REPO = "Codertocat/Hello-World"
+_deliveries = itertools.count(1)
+_comments = itertools.count(900)
+
+
+class Queue:
+    """One pull request through evalbot, then through GitHub's merge queue."""
+
+    def __init__(self, http: httpx.AsyncClient, fake: FakeGitHub, run_worker: Any, repo: GitRepo):
+        self.http, self.fake, self.run_worker, self.repo = http, fake, run_worker, repo
+
+    async def deliver(self, event: str, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        headers = signed_headers(body, event, f"mq-{next(_deliveries)}")
+        response = await self.http.post("/api/github/webhooks", content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        await self.run_worker()
+
+    async def open(self, number: int = 2) -> None:
+        """Pull request `number`, feature into main, as the branches are now; evaluated by the worker."""
+        base, head = (self.repo.git("rev-parse", ref).strip() for ref in ("main", "feature"))
+        self.fake.pulls[number] = (base, head)
+        payload = fixture("pull_request.opened.json")
+        payload["pull_request"].update(number=number, draft=False)
+        payload["pull_request"]["base"].update(sha=base, ref="main")
+        payload["pull_request"]["head"].update(sha=head, ref="feature")
+        await self.deliver("pull_request", payload)
+
+    async def comment(self, body: str, number: int = 2, login: str = "lead") -> None:
+        payload = fixture("issue_comment.created.on-pr.DERIVED.json")
+        payload["issue"]["number"] = number
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        payload["comment"].update(id=next(_comments), body=body, created_at=now, updated_at=now)
+        payload["comment"]["user"].update(login=login, type="User")
+        payload["sender"].update(login=login, type="User")
+        await self.deliver("issue_comment", payload)
+
+    async def checks_requested(self, group: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Deliver `merge_group.checks_requested` for `group`; the group commit's two check runs after it."""
+        payload = fixture("merge_group.checks_requested.json")
+        payload["merge_group"].update(group)
+        payload["repository"]["full_name"] = REPO
+        await self.deliver("merge_group", payload)
+        (evals,) = self.fake.runs_named(EVALS_CHECK, group["head_sha"])
+        (approval,) = self.fake.runs_named(APPROVAL_CHECK, group["head_sha"])
+        return evals, approval
+
+
+@pytest.fixture
+async def queue(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
+) -> AsyncIterator[Queue]:
+    fake_github.permissions["lead"] = "write"
+    stub.handler = answers(9)  # head 90%, base 50%: evals pass, a lead must still approve
+    build_pr_repo(repo, ["lead"])
+    async with webhook_client(settings, redis) as http:
+        yield Queue(http, fake_github, run_worker, repo)
+
+
+async def approved(queue: Queue, stub: StubLLM) -> int:
+    """Pull request 2 evaluated (passing) and approved; the model calls that took."""
+    await queue.open()
+    await queue.comment("/approve")
+    head = queue.fake.pulls[2][1]
+    assert queue.fake.runs_named(APPROVAL_CHECK, head)[-1]["conclusion"] == "success"
+    return len(stub.requests)
+
+
+def on_branch(repo: GitRepo, branch: str, start: str, path: str, content: Any) -> str:
+    """A commit changing `path` on `branch` (made from `start`); the working copy goes back to `feature`."""
+    repo.git("checkout", "-q", "-B", branch, start)
+    repo.write(path, content)
+    sha = repo.commit(f"{branch}: {path}")
+    repo.git("checkout", "-q", "feature")
+    return sha
+
+
+def conclusions(*runs: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(r["status"], r["conclusion"]) for r in runs]
+
+
+async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_call(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub
+) -> None:
+    calls = await approved(queue, stub)
+    group = fake_github.queue(2)
+    before = len(fake_github.requests)
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "success")] * 2
+    # The pull request, its two checks, three configs, the merge base, three trees, then two check runs
+    # (look up, create, complete).
+    assert len([r for r in fake_github.requests[before:] if r[1].startswith("/repos/")]) == 16
+    head = fake_github.pulls[2][1]
+    assert evals["output"]["title"] == f"Matches what was evaluated and approved on #2 ({head[:7]})"
+    assert approval["output"]["title"] == evals["output"]["title"]
+    summary = approval["output"]["summary"]
+    assert f"## evalbot: ✅ merge group {group['head_sha'][:7]} (evalbot/approval)" in summary
+    assert "| `prompts/qa.yaml` |" in summary and "| yes | ✅ |" in summary
+    assert len(stub.requests) == calls  # not one model call for the merge group
+
+
+async def test_a_queued_pull_request_ahead_that_changed_the_same_prompt_fails_the_group(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
+) -> None:
+    await approved(queue, stub)
+    # Another pull request, queued ahead, changed another line of the same prompt: the merge is clean,
+    # and the prompt that would land (both changes) was never evaluated.
+    ahead = on_branch(repo, "ahead", "main", "prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1", max_tokens=60))
+    group = fake_github.queue(2, parent=ahead)
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert evals["output"]["title"] == "Differs from what was approved on #2: prompts/qa.yaml"
+    assert "| `prompts/qa.yaml` |" in evals["output"]["summary"]
+    assert "| yes | ❌ not approved |" in evals["output"]["summary"]
+
+
+async def test_a_tampered_group_fails_naming_the_file(queue: Queue, stub: StubLLM, fake_github: FakeGitHub) -> None:
+    await approved(queue, stub)
+    # A dataset the pull request did not change, rewritten in the group: neither the approved head's
+    # nor the parent's content.
+    group = fake_github.queue(2, edits={"evals/qa.jsonl": '{"id": "c0", "question": "q0", "expected": "x"}\n'})
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert approval["output"]["title"] == "Differs from what was approved on #2: evals/qa.jsonl"
+    summary = approval["output"]["summary"]
+    reason = "the merge group's content of these files was not evaluated and approved: evals/qa.jsonl"
+    assert f"**Not passed:** {reason}" in summary
+
+
+async def test_a_file_the_base_changed_under_the_pull_request_passes_with_the_base_content(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
+) -> None:
+    calls = await approved(queue, stub)
+    # After the approval, main took another change of the dataset, which the pull request never touched:
+    # the group has main's dataset, which main's own gate let in.
+    rows = [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(11)]
+    main = on_branch(repo, "main", "main", "evals/qa.jsonl", rows)
+    group = fake_github.queue(2)
+    assert group["base_sha"] == main
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "success")] * 2
+    assert "| `evals/qa.jsonl` |" in evals["output"]["summary"] and "| no | ✅ |" in evals["output"]["summary"]
+    assert len(stub.requests) == calls
+
+
+async def test_a_pull_request_not_approved_fails_its_group(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub
+) -> None:
+    await queue.open()
+    head = fake_github.pulls[2][1]
+    group = fake_github.queue(2)
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert evals["output"]["title"] == f"#2 cannot merge: evalbot/approval is action_required on its head {head[:7]}"
+
+
+async def test_failed_evals_fail_the_group_even_when_overridden(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub
+) -> None:
+    stub.handler = answers(1, base_right=9)  # head 10%, base 90%: the gate fails
+    await queue.open()
+    await queue.comment("/approve the drop is expected")
+    head = fake_github.pulls[2][1]
+    assert fake_github.runs_named(APPROVAL_CHECK, head)[-1]["conclusion"] == "success"  # an override
+    group = fake_github.queue(2)
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert evals["output"]["title"] == f"#2 cannot merge: evalbot/evals did not pass on its head {head[:7]} (failure)"
+
+
+async def test_a_group_whose_pull_request_cannot_be_told_fails_with_the_reason(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub
+) -> None:
+    await approved(queue, stub)
+    group = {**fake_github.queue(2), "head_ref": "refs/heads/gh-readonly-queue/main/feature"}
+
+    evals, approval = await queue.checks_requested(group)
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert evals["output"]["title"] == "Cannot tell which pull request this merge group holds"
+    assert (
+        "the merge group's ref 'refs/heads/gh-readonly-queue/main/feature' is not of the form "
+        "refs/heads/gh-readonly-queue/main/pr-{number}-{sha}: which pull request it holds is unknown"
+    ) in evals["output"]["summary"]
+
+
+def _no_retries(settings: Settings, installation_id: int) -> GitHub[Any]:
+    return GitHub(
+        app_auth(settings).as_installation(installation_id), base_url=settings.GITHUB_API_URL, auto_retry=False
+    )
+
+
+async def test_github_failing_is_retried_then_fails_the_group_closed(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    await approved(queue, stub)
+    group = fake_github.queue(2)
+    args = {"repo": REPO, "installation_id": 1, **group}
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis, "github_factory": _no_retries}
+
+    fake_github.fail_next = [502]
+    with pytest.raises(Retry):
+        await merge_group_checks({**ctx, "job_try": 1}, **args)
+    fake_github.fail_next = [502]
+    assert await merge_group_checks({**ctx, "job_try": 3}, **args) == "failure"
+
+    for check in (EVALS_CHECK, APPROVAL_CHECK):
+        (run,) = fake_github.runs_named(check, group["head_sha"])
+        assert (run["conclusion"], run["output"]["title"]) == ("failure", "evalbot could not check this merge group")
+        assert (
+            "GitHub answered 502 while evalbot read the merge group's pull request and files"
+            in (run["output"]["summary"])
+        )
+
+
+def test_route_enqueues_checks_requested_from_the_real_payload() -> None:
+    payload = fixture("merge_group.checks_requested.json")
+    sha = "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d"
+    assert route("merge_group", payload, "d-1") == (
+        "enqueued",
+        Job(
+            "merge_group_checks",
+            f"evalbot:merge-group:octo-org/octo-repo:{sha}",
+            {
+                "repo": "octo-org/octo-repo",
+                "installation_id": 1,
+                "head_sha": sha,
+                "base_sha": "380387fbc80638b734a49e1be1c4dfec1c01b33c",
+                "base_ref": "refs/heads/main",
+                "head_ref": "refs/heads/gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64",
+            },
+        ),
+    )
+    assert route("merge_group", {**payload, "action": "destroyed"}) == ("ignored: merge_group.destroyed", None)
+    forged = {**payload, "merge_group": {**payload["merge_group"], "base_sha": "../../pulls"}}
+    with pytest.raises(ValueError, match=r"merge_group\.base_sha as a commit SHA"):
+        route("merge_group", forged)
+
+
+def test_the_app_subscribes_to_merge_groups() -> None:
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "app.yml").read_text())
+    assert "merge_group" in manifest["default_events"]
+    # GitHub sends `merge_group` only to an app with read access to merge queues.
+    assert manifest["default_permissions"]["merge_queues"] == "read"
+
+
+@pytest.mark.parametrize(
+    ("head_ref", "base_ref", "pr"),
+    [
+        ("refs/heads/gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64", "refs/heads/main", 104),
+        ("refs/heads/gh-readonly-queue/release/v2/pr-7-" + "a" * 40, "refs/heads/release/v2", 7),
+        ("refs/heads/gh-readonly-queue/main/pr-7-" + "a" * 40, "refs/heads/release", None),  # another branch
+        ("refs/heads/gh-readonly-queue/main/pr-7", "refs/heads/main", None),
+        ("refs/heads/gh-readonly-queue/main/pr-07-" + "a" * 40, "refs/heads/main", None),
+        ("refs/heads/feature/pr-7-" + "a" * 40, "refs/heads/main", None),
+    ],
+)
+def test_queued_pull_reads_the_queue_ref(head_ref: str, base_ref: str, pr: int | None) -> None:
+    assert queued_pull(head_ref, base_ref) == pr
+
+
+@pytest.mark.parametrize(
+    ("approved_blob", "group", "parent", "merge_base", "ok"),
+    [
+        ("h", "h", "b", "m", True),  # the approved content lands
+        ("h", "b", "b", "m", False),  # the pull request's change is not in the group
+        ("h", "x", "b", "m", False),  # merged with another change
+        ("m", "b", "b", "m", True),  # untouched by the pull request: the parent's content
+        ("m", "x", "b", "m", False),  # untouched, and neither the parent's nor the approved content
+        (None, None, "b", "m", True),  # deleted by the pull request, absent from the group
+        (None, "m", "m", "m", False),  # deleted by the pull request, back in the group
+    ],
+)
+def test_the_file_rule(approved_blob: str | None, group: str | None, parent: str, merge_base: str, ok: bool) -> None:
+    assert check_file("f", approved_blob, group, parent, merge_base).ok is ok
+
+
+def test_the_worker_runs_merge_group_checks_as_a_short_job() -> None:
+    from bot.github.jobs import WorkerSettings
+
+    (job,) = [f for f in WorkerSettings.functions if getattr(f, "name", None) == "merge_group_checks"]
+    assert job.timeout_s == SHORT_JOB_TIMEOUT_S
