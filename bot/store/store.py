@@ -358,6 +358,13 @@ class Store:
             return None
         return StoredRun(run.id, run.repository, run.trigger, run.head_sha, _utc(run.finished_at), run.verdict)
 
+    def latest_run_id(self, repository: str, pr: int, head_sha: str) -> int | None:
+        """The newest run of pull request `pr` on `head_sha`, finished or not: where checks published
+        later (an approval, a re-run of the approval check) link to."""
+        query = select(Run.id).where(Run.repository == repository, Run.pr_number == pr, Run.head_sha == head_sha)
+        with self._session() as session:
+            return session.scalars(query.order_by(Run.id.desc()).limit(1)).first()
+
     def stored_variant(self, run_id: int, suite: str, variant: str = "head") -> Variant | None:
         """A variant of a stored run rebuilt for `compare_suite`: the same paired statistics apply."""
         with self._session() as session:

@@ -120,3 +120,14 @@ def test_the_installation_of_a_repository_is_the_last_one_a_job_ran_with(store: 
     store.note_repository(REPO, 8)
     assert installation_of(store, REPO) == 8
     assert run_page(store, 12345) is None
+
+
+def test_the_latest_run_of_a_pull_request_head_is_what_later_checks_link_to(store: Store) -> None:
+    start = store.start_run
+    first = start(repository=REPO, trigger="pull_request", head_sha="h", started_at=1_800_000_000, pr=4)
+    store.end_run(first, "pass")
+    rerun = start(repository=REPO, trigger="eval_command", head_sha="h", started_at=1_800_000_100, pr=4)
+    start(repository=REPO, trigger="pull_request", head_sha="h", started_at=1_800_000_200, pr=5)
+    start(repository=REPO, trigger="pull_request", head_sha="other", started_at=1_800_000_300, pr=4)
+    assert store.latest_run_id(REPO, 4, "h") == rerun
+    assert store.latest_run_id(REPO, 4, "nothing") is None
