@@ -17,7 +17,8 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
+from bot.github.cancel import cancel_checks
+from bot.github.jobs import evaluate_pull_request, handle_command, publish_head, rerun_head
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
 from bot.settings import Settings
@@ -99,8 +100,17 @@ def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
 
     async def run() -> int:
         worker = Worker(
-            functions=[evaluate_pull_request, handle_command, publish_head, scheduled_evaluation, check_schedules],
+            functions=[
+                evaluate_pull_request,
+                handle_command,
+                publish_head,
+                rerun_head,
+                cancel_checks,
+                scheduled_evaluation,
+                check_schedules,
+            ],
             redis_pool=redis,
+            allow_abort_jobs=True,
             burst=True,
             poll_delay=0,
             ctx={"settings": settings, "store": job_store},
