@@ -149,3 +149,42 @@ def build_pr_repo(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[s
     repo.git("checkout", "-q", "-b", "feature")
     repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
     return base, repo.commit("head")
+
+
+def pull_ref(number: int, base: str, head: str) -> dict[str, Any]:
+    """A pull request as a check run or suite payload lists it (same repository only)."""
+    return {"number": number, "head": {"ref": "feature", "sha": head}, "base": {"ref": "main", "sha": base}}
+
+
+def check_run_event(
+    action: str, run: dict[str, Any], sender: str, pull_requests: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A `check_run` delivery (`rerequested`, `requested_action` of the Re-run evals button) about `run`
+    as the fake GitHub keeps it, built from GitHub's example. `pull_requests` stays empty unless given:
+    GitHub lists none when the head is in a fork."""
+    payload = fixture(f"check_run.{action}.json")
+    payload["check_run"].update(
+        id=run["id"],
+        name=run["name"],
+        head_sha=run["head_sha"],
+        status=run["status"],
+        conclusion=run["conclusion"],
+        external_id=run.get("external_id") or "",
+        pull_requests=pull_requests or [],
+    )
+    payload["repository"].update(full_name="Codertocat/Hello-World", name="Hello-World")
+    payload["sender"].update(login=sender, type="User")
+    if action == "requested_action":
+        payload["requested_action"] = {"identifier": "rerun"}
+    return payload
+
+
+def check_suite_event(
+    head_sha: str, sender: str, pull_requests: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A `check_suite.rerequested` delivery for `head_sha` from GitHub's example; `pull_requests` empty
+    unless given (a fork's head)."""
+    payload = fixture("check_suite.rerequested.json")
+    payload["check_suite"].update(head_sha=head_sha, head_branch=None, pull_requests=pull_requests or [])
+    payload["sender"].update(login=sender, type="User")
+    return payload
