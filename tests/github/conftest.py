@@ -179,9 +179,7 @@ def check_run_event(
     return payload
 
 
-def check_suite_event(
-    head_sha: str, sender: str, pull_requests: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def check_suite_event(head_sha: str, sender: str, pull_requests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A `check_suite.rerequested` delivery for `head_sha` from GitHub's example; `pull_requests` empty
     unless given (a fork's head)."""
     payload = fixture("check_suite.rerequested.json")

@@ -86,6 +86,12 @@ def rerun_payload(kind: str, fake: FakeGitHub, head: str, sender: str) -> tuple[
 
 
 KINDS = ["rerequested", "requested_action", "check_suite"]
+# How the refusal quotes what was clicked.
+CLICKED = {
+    "rerequested": "Re-run (Checks tab)",
+    "requested_action": "Re-run evals (button)",
+    "check_suite": "Re-run (Checks tab)",
+}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -121,7 +127,7 @@ async def test_a_non_writers_rerun_of_a_fork_pull_request_is_refused(
     await deliver(webhook, event, payload)
     await run_worker()
     replies = [c["body"] for c in fake_github.comments.values() if "evalbot:sticky" not in c["body"]]
-    assert replies == ["@mallory `Re-run (Checks tab)`: `/eval` needs write access to the repository\n"]
+    assert replies == [f"@mallory `{CLICKED[kind]}`: `/eval` needs write access to the repository\n"]
     assert fake_github.runs_named(EVALS_CHECK, head)[-1]["conclusion"] == "action_required"
     assert stub.requests == []
 
