@@ -11,6 +11,7 @@ never started, or a lost worker left its run open).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,15 +131,26 @@ async def abort_reason(redis: Any, job_id: str) -> Reason | None:
     return None if raw is None else Reason(**json.loads(raw))
 
 
-async def complete_cancelled(publisher: Publisher, reason: Reason, check_id: int | None = None) -> bool:
-    """Complete the evals check run on `publisher`'s SHA `cancelled`, unless it is completed already or
-    another open pull request has that head (its own evaluation publishes the SHA's checks).
+async def complete_cancelled(
+    redis: Any, installation_id: int, publisher: Publisher, reason: Reason, check_id: int | None = None
+) -> bool:
+    """Complete the evals check run on `publisher`'s SHA `cancelled`, unless it is completed already.
+    When another open pull request has that head, the SHA's checks are published from its verdict
+    instead (`publish_head`, which also has it evaluated if it was not).
 
     Returns:
-        Whether the check run was completed here.
+        Whether the check run was completed `cancelled` here.
     """
-    pulls = await open_pulls_with_head(publisher.gh, publisher.owner, publisher.repo, publisher.head_sha)
+    repo, sha = f"{publisher.owner}/{publisher.repo}", publisher.head_sha
+    pulls = await open_pulls_with_head(publisher.gh, publisher.owner, publisher.repo, sha)
     if any(int(p["number"]) != publisher.pr_number for p in pulls):
+        await redis.enqueue_job(
+            "publish_head",
+            _job_id=f"evalbot:publish:{repo}:{sha}:cancelled:{publisher.pr_number}:{time.time_ns()}",
+            repo=repo,
+            installation_id=installation_id,
+            head_sha=sha,
+        )
         return False
     if check_id is None:
         run = await publisher.check_run(EVALS_CHECK)
@@ -164,7 +176,7 @@ async def cancel_checks(
     done = 0
     for sha in shas:
         publisher = Publisher(gh, owner, name, pr_number, sha, settings.APP_ID, redact)
-        done += await complete_cancelled(publisher, Reason(by=by))
+        done += await complete_cancelled(ctx["redis"], installation_id, publisher, Reason(by=by))
     return f"cancelled {done}"
 
 

@@ -289,7 +289,8 @@ async def _aborted(
     with contextlib.suppress(Exception):
         if base_ref is not None:
             await asyncio.shield(job.fail(base_ref, "cancelled", reason.title, summary, reason.title))
-        await asyncio.shield(cancel.complete_cancelled(job.publisher, reason, evals_id))
+        closing = cancel.complete_cancelled(job.redis, job.installation_id, job.publisher, reason, evals_id)
+        await asyncio.shield(closing)
         await asyncio.shield(asyncio.to_thread(job.store.end_run, run_id, "cancelled"))
     metrics.JOBS.labels(result="cancelled").inc()
     log.info("evaluation cancelled", repo=job.repo, pr=job.pr_number, sha=job.head_sha[:7], reason=reason.title)
