@@ -33,7 +33,9 @@ _deliveries = itertools.count(1)
 CALLS = 20  # 10 cases, base and head
 CONCURRENCY = 2
 # While `hold` is set, calls after the first FREE_CALLS are answered only after HOLD_S: the old run is
-# then exactly FREE_CALLS answers in, with CONCURRENCY calls waiting, when the push arrives.
+# then exactly FREE_CALLS answers in, with CONCURRENCY calls waiting (and no room to make another),
+# when the push arrives. HOLD_S is past `until`'s timeout: without the abort the test fails, it does
+# not wait the old run out.
 FREE_CALLS = 6
 HOLD_S = 30.0
 TITLE = "qa: accuracy 50.0% → 90.0% (+40.0 pp)"
@@ -141,8 +143,9 @@ async def test_a_push_cancels_the_old_heads_run_and_evaluates_the_new_head(
     repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
     new = repo.commit("push")
     fake_github.pulls[2] = (base, new)
-    await pull_request(webhook, "synchronize", base, new)
+    # The held calls stay held; the new head's are answered at once.
     hold.clear()
+    await pull_request(webhook, "synchronize", base, new)
     await until(completed(fake_github, old), "the old head's check run to complete")
     # Stopped early: the held calls were dropped unanswered, no other call of the old run was made.
     assert len(stub.answered) == FREE_CALLS < CALLS
@@ -175,8 +178,8 @@ async def test_closing_the_pull_request_cancels_its_run_and_no_call_follows(
     await held_midway(stub, hold)
 
     fake_github.closed.add(2)
-    await pull_request(webhook, "closed", base, head)
     hold.clear()
+    await pull_request(webhook, "closed", base, head)
     await until(completed(fake_github, head), "the check run to complete")
     asked = len(stub.requests)
     await idle(worker, redis)
@@ -234,8 +237,8 @@ async def test_a_reopened_pull_request_evaluates_the_head_whose_run_was_cancelle
     await pull_request(webhook, "opened", base, head)
     await held_midway(stub, hold)
     fake_github.closed.add(2)
-    await pull_request(webhook, "closed", base, head)
     hold.clear()
+    await pull_request(webhook, "closed", base, head)
     await until(completed(fake_github, head), "the check run to complete")
     await idle(worker, redis)
 
