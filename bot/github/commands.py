@@ -9,6 +9,9 @@ from typing import Literal
 
 CommandName = Literal["eval", "approve", "approve_cancel", "help"]
 
+# A "Re-run" of evalbot/evals or of the check suite in the Checks tab: the clicker's `/eval`, as replies quote it.
+RERUN_RAW = "Re-run (Checks tab)"
+
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # `/approve 1a2b3c4 [reason]`: a commit as GitHub abbreviates it (7 hex digits) up to the full SHA.
 _SHA_PREFIX = re.compile(r"[0-9a-f]{7,40}")

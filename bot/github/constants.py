@@ -52,6 +52,13 @@ HEARTBEATS_KEY = "evalbot:heartbeats"
 HEARTBEAT_INTERVAL_S = 10
 LOST_AFTER_S = 60
 WATCHDOG_EVERY_S = 10
+# Each pull request's queued and running evaluations (hash: arq job id -> head SHA), so that a push or a
+# close can abort those of older heads; and why a job was aborted (read by the job as it stops, and
+# by the watchdog, which must not run it again). Both outlive any evaluation and arq's kept result.
+PR_JOBS_KEY = "evalbot:pr-jobs:{repo}:{pr}"
+PR_JOBS_TTL_S = 7 * 24 * 3600
+SUPERSEDED_KEY = "evalbot:superseded:{job_id}"
+SUPERSEDED_TTL_S = 7 * 24 * 3600
 # A finished report GitHub did not take (5xx, unreachable), published again by its own job with backoff.
 # A failed delivery is asked again at most this many times, and not twice within REDELIVERY_EVERY_S.
 MAX_REDELIVERIES = 3

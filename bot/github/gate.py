@@ -16,7 +16,7 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import BasePolicyError, InputError
-from bot.github import state
+from bot.github import cancel, state
 from bot.github.constants import (
     APPROVAL_CHECK,
     VERDICT_KEY,
@@ -187,9 +187,11 @@ async def _row(
                 "or close it and comment /eval here"
             )
             return _Row(number, base_ref, None, "action_required", title, False, title)
+        job_id = eval_job_id(job.repo, number, job.head_sha) + f":base:{base_ref}"
+        await cancel.track(job.redis, job.repo, number, job_id, job.head_sha)
         await job.redis.enqueue_job(
             "evaluate_pull_request",
-            _job_id=eval_job_id(job.repo, number, job.head_sha) + f":base:{base_ref}",
+            _job_id=job_id,
             repo=job.repo,
             installation_id=job.installation_id,
             pr_number=number,

@@ -19,9 +19,9 @@ from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
-from bot.github import liveness, metrics, outbox, state
+from bot.github import cancel, liveness, metrics, outbox, state
 from bot.github.client import installation_client
-from bot.github.commands import Command, Refusal
+from bot.github.commands import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
     EVALS_CHECK,
     HEAD_KEY,
@@ -191,6 +191,11 @@ async def evaluate_pull_request(
         job.store.start_run, repository=repo, trigger=trigger, head_sha=head_sha, started_at=started_at, pr=pr_number
     )
     job.details_url = run_page_url(job.settings, run_id) or job.details_url
+    evals_id: int | None = None
+    base_ref: str | None = None
+    if await _aborted(ctx, job, evals_id, base_ref, run_id):
+        # Aborted, yet run again (its worker was lost after the abort): nothing of it is wanted.
+        return "cancelled"
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
@@ -222,6 +227,10 @@ async def evaluate_pull_request(
         bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
         await asyncio.to_thread(job.store.end_run, run_id, "retried")
         raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
+    except asyncio.CancelledError:
+        if not liveness.handing_over(ctx):
+            await _aborted(ctx, job, evals_id, base_ref, run_id)
+        raise
     try:
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
         trends = await _record(job, report, pull, trigger, started_at, run_id)
@@ -232,6 +241,8 @@ async def evaluate_pull_request(
         if liveness.handing_over(ctx):
             # SIGTERM: arq puts the job back in the queue; the check run stays open for the next worker.
             await liveness.hand_over(job.publisher, evals_id)
+            raise
+        if await _aborted(ctx, job, evals_id, base_ref, run_id):
             raise
         # The time cap cancels the job: close the check run on the way out (shielded, as the
         # task itself is being cancelled), then let the cancellation go on.
@@ -265,6 +276,27 @@ async def evaluate_pull_request(
         metrics.SPEND_USD.inc(report.spend.under_test_usd + report.spend.judge_usd)
     bound.info("evaluation published", verdict=report.verdict)
     return report.verdict
+
+
+async def _aborted(
+    ctx: dict[str, Any], job: _PullRequestJob, evals_id: int | None, base_ref: str | None, run_id: int
+) -> bool:
+    """Whether the job was aborted (a push superseded its head, or its pull request was closed); if so,
+    its check run is completed `cancelled` with the reason and its verdict on the SHA blocks: the run
+    did not finish, so nothing on this SHA may pass on it. Shielded: the task is being cancelled."""
+    reason = await asyncio.shield(cancel.abort_reason(job.redis, ctx.get("job_id", "")))
+    if reason is None:
+        return False
+    summary = reason.summary(job.head_sha)
+    with contextlib.suppress(Exception):
+        if base_ref is not None:
+            await asyncio.shield(job.fail(base_ref, "cancelled", reason.title, summary, reason.title))
+        closing = cancel.complete_cancelled(job.redis, job.installation_id, job.publisher, reason, evals_id)
+        await asyncio.shield(closing)
+        await asyncio.shield(asyncio.to_thread(job.store.end_run, run_id, "cancelled"))
+    metrics.JOBS.labels(result="cancelled").inc()
+    log.info("evaluation cancelled", repo=job.repo, pr=job.pr_number, sha=job.head_sha[:7], reason=reason.title)
+    return True
 
 
 async def _wait_for_eval(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, fork: bool) -> None:
@@ -599,6 +631,7 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
             )
     await job.audit("eval_requested", actor, reason=command.raw)
     job_id = f"{eval_job_id(job.repo, job.pr_number, job.head_sha)}:by:{actor}:{time.time_ns()}"
+    await cancel.track(job.redis, job.repo, job.pr_number, job_id, job.head_sha)
     await job.redis.enqueue_job(
         "evaluate_pull_request",
         _job_id=job_id,
@@ -631,6 +664,24 @@ async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, hea
     return "published"
 
 
+async def rerun_head(ctx: dict[str, Any], repo: str, installation_id: int, head_sha: str, actor: str) -> str:
+    """A check suite's "Re-run" on a commit whose payload names no pull request (GitHub leaves
+    `pull_requests` empty for a fork's head): `actor`'s `/eval` on the open pull request with that head.
+
+    Returns:
+        What `handle_command` returned, or "no open pull request".
+    """
+    gh = _PullRequestJob.client(ctx, installation_id)
+    owner, name = repo.split("/", 1)
+    pulls = await open_pulls_with_head(gh, owner, name, head_sha)
+    if not pulls:
+        return "no open pull request"
+    command = {"name": "eval"}
+    return await handle_command(
+        ctx, repo, installation_id, int(pulls[0]["number"]), actor, command, raw=RERUN_RAW, head_sha=head_sha
+    )
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("settings", get_settings())
     # Pending migrations run before the first job: every job may write to the store.
@@ -650,6 +701,8 @@ class WorkerSettings:
         func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
         func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
         func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
+        func(rerun_head, timeout=SHORT_JOB_TIMEOUT_S),
+        func(cancel.cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
         scheduled_evaluation,
         outbox.publish_outbox_job,
     ]
@@ -664,5 +717,7 @@ class WorkerSettings:
     on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
+    # A push or a close aborts the pull request's older evaluations (bot/github/cancel.py).
+    allow_abort_jobs = True
     job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
     redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

@@ -41,6 +41,7 @@ from bot.github.constants import (
     JOB_TIMEOUT_CEILING_S,
     JOB_TIMEOUT_FLOOR_S,
     LOST_AFTER_S,
+    SUPERSEDED_KEY,
 )
 from bot.github.publish import Publisher
 from bot.github.redact import Redactor
@@ -190,13 +191,15 @@ async def hand_over(publisher: Publisher, check_id: int) -> None:
 
 
 async def _still_queued(redis: Any, job_id: str) -> bool:
-    """The job is still arq's to run: not finished, failed or aborted."""
+    """The job is still arq's to run: not finished, failed or aborted (arq drops its abort request as
+    it cancels the task, so evalbot's own record of the abort is asked too)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.exists(job_key_prefix + job_id)
         pipe.exists(result_key_prefix + job_id)
         pipe.zscore(abort_jobs_ss, job_id)
-        job, result, aborting = await pipe.execute()
-    return bool(job) and not result and aborting is None
+        pipe.exists(SUPERSEDED_KEY.format(job_id=job_id))
+        job, result, aborting, superseded = await pipe.execute()
+    return bool(job) and not result and aborting is None and not superseded
 
 
 async def _release(redis: Any, job_id: str, raw: bytes, rerun: bool, finish: bool = False) -> bool:

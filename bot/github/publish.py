@@ -166,6 +166,9 @@ class Publisher:
         if existing is not None and existing.get("status") != "completed":
             return int(existing["id"])
         payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": "queued"}
+        if self.pr_number:
+            # GitHub's re-run payloads list no pull request for a fork's head: this names it.
+            payload["external_id"] = str(self.pr_number)
         if details_url:
             payload["details_url"] = details_url
         created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import structlog
@@ -21,9 +21,10 @@ from githubkit.webhooks import verify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from bot.github import metrics
-from bot.github.commands import Command, Refusal, parse_command
+from bot.github import cancel, metrics
+from bot.github.commands import RERUN_RAW, Command, Refusal, parse_command
 from bot.github.constants import (
+    APPROVAL_CHECK,
     DELIVERY_KEY_PREFIX,
     DELIVERY_TTL_S,
     EVALS_CHECK,
@@ -106,11 +107,43 @@ def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None 
     return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
 
 
-def _publish_head_job(payload: dict[str, Any], pr: dict[str, Any], delivery: str | None) -> Job:
-    # The closed pull request's verdict no longer counts on its head: the others with it may pass now.
-    repo, sha = payload["repository"]["full_name"], pr["head"]["sha"]
+def _publish_head_job(payload: dict[str, Any], sha: str, key: str) -> Job:
+    repo = payload["repository"]["full_name"]
     kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha}
-    return Job("publish_head", f"evalbot:publish:{repo}:{sha}:{delivery or pr['number']}", kwargs)
+    return Job("publish_head", f"evalbot:publish:{repo}:{sha}:{key}", kwargs)
+
+
+def _pull_number(item: dict[str, Any]) -> int | None:
+    """The pull request a check run (or suite) belongs to: GitHub's list, empty for a fork's head, else
+    the number evalbot put in the check run's `external_id` when it created it."""
+    prs = item.get("pull_requests") or []
+    if prs:
+        return int(prs[0]["number"])
+    external = str(item.get("external_id") or "")
+    return int(external) if external.isdigit() else None
+
+
+def _rerun_job(event: str, payload: dict[str, Any], delivery: str | None) -> tuple[str, Job | None]:
+    """A "Re-run" in the Checks tab: the clicker's `/eval` of the commit (write access needed, as for a
+    comment), or on evalbot/approval its state published again (no evaluation)."""
+    item = payload.get(event) or {}
+    sha, actor = str(item["head_sha"]), payload["sender"]["login"]
+    key = f"rerun:{delivery or item.get('id')}"
+    if event == "check_run" and item.get("name") == APPROVAL_CHECK:
+        return "enqueued", _publish_head_job(payload, sha, key)
+    if event == "check_run" and item.get("name") != EVALS_CHECK:
+        return f"ignored: check_run.rerequested of {item.get('name')!r}", None
+    number = _pull_number(item)
+    if number is None and event == "check_suite":
+        # The web process does not call GitHub: the job finds the pull request by its head.
+        repo = payload["repository"]["full_name"]
+        kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha, "actor": actor}
+        return "enqueued", Job("rerun_head", f"evalbot:rerun:{repo}:{sha}:{key}", kwargs)
+    if number is None:
+        return f"ignored: {event}.rerequested without a pull request", None
+    job = _command_job(payload, number, actor, Command("eval", raw=RERUN_RAW), key, None)
+    job.kwargs["head_sha"] = sha
+    return "enqueued", job
 
 
 def _retargeted(payload: dict[str, Any]) -> bool:
@@ -190,7 +223,8 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         pr = payload.get("pull_request") or {}
         retarget = _retargeted(payload)
         if action == "closed":
-            return "enqueued", _publish_head_job(payload, pr, delivery)
+            # The closed pull request's verdict no longer counts on its head: the others with it may pass now.
+            return "enqueued", _publish_head_job(payload, pr["head"]["sha"], delivery or str(pr["number"]))
         if action not in PR_ACTIONS and not retarget:
             return f"ignored: pull_request.{action}", None
         if pr.get("draft"):
@@ -199,21 +233,16 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         rerun_of = f"base:{delivery or pr['base']['ref']}" if retarget else None
         return "enqueued", _eval_job(payload, pr, rerun_of)
     if event in ("check_run", "check_suite") and action == "rerequested":
-        item = payload.get(event) or {}
-        prs = item.get("pull_requests") or []
-        if not prs:
-            return f"ignored: {event}.rerequested without a pull request", None
-        pr = {**prs[0], "head": {"sha": item.get("head_sha") or prs[0]["head"]["sha"]}}
-        return "enqueued", _eval_job(payload, pr, rerun_of=delivery or "rerequested")
+        return _rerun_job(event, payload, delivery)
     if event == "check_run" and action == "requested_action":
         run = payload.get("check_run") or {}
         identifier = (payload.get("requested_action") or {}).get("identifier")
-        prs = run.get("pull_requests") or []
-        if run.get("name") != EVALS_CHECK or identifier != RERUN_ACTION["identifier"] or not prs:
+        number = _pull_number(run)
+        if run.get("name") != EVALS_CHECK or identifier != RERUN_ACTION["identifier"] or number is None:
             return f"ignored: requested action {identifier!r} on {run.get('name')!r}", None
         command = Command("eval", raw="Re-run evals (button)")
         key = f"button:{delivery or run.get('id')}"
-        job = _command_job(payload, int(prs[0]["number"]), payload["sender"]["login"], command, key, None)
+        job = _command_job(payload, number, payload["sender"]["login"], command, key, None)
         # The button belongs to its check run's commit: it runs only while that is the head.
         job.kwargs["head_sha"] = run["head_sha"]
         return "enqueued", job
@@ -248,6 +277,23 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
         account = (payload.get("installation") or {}).get("account") or {}
         return f"noted: {event}.{action} for {account.get('login', '?')}", None
     return f"ignored: {event}.{action}" if action else f"ignored: {event}", None
+
+
+async def _supersede(pool: ArqRedis, superseded: cancel.Supersede, delivery: str | None) -> None:
+    """Abort the pull request's evaluations of older heads; a job closes the check runs they leave open."""
+    aborted = await cancel.supersede(pool, superseded)
+    if not aborted:
+        return
+    log.info("evaluations aborted", jobs=sorted(aborted), reason=superseded.reason.title)
+    await pool.enqueue_job(
+        "cancel_checks",
+        _job_id=f"evalbot:cancel:{superseded.repo}:{superseded.pr}:{delivery or time.time_ns()}",
+        repo=superseded.repo,
+        installation_id=superseded.installation_id,
+        pr_number=superseded.pr,
+        shas=sorted(set(aborted.values())),
+        by=superseded.reason.by,
+    )
 
 
 async def _record_head(pool: ArqRedis, key: str, head: dict[str, str]) -> None:
@@ -307,14 +353,21 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
             return _answer(200, "duplicate delivery", event)
         try:
             outcome, job = route(event, payload, delivery)
+            superseded = cancel.superseding(event, payload)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
             return _answer(400, f"rejected: payload lacks {exc}", event)
         record = head_record(event, payload)
         if record is not None:
             await _record_head(pool, *record)
+        if superseded is not None:
+            await _supersede(pool, superseded, delivery)
         if job is None:
             return _answer(202, outcome, event)
+        if job.function == "evaluate_pull_request":
+            job = replace(job, job_id=await cancel.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
+            kwargs = job.kwargs
+            await cancel.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])
         try:
             enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
         except Exception:

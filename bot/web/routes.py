@@ -53,6 +53,7 @@ ENDED = {
     "github-error": "GitHub refused a request the run needed",
     "retried": "GitHub failed; the job was run again as a new run",
     "crashed": "the evaluation could not finish (the check run says why)",
+    "cancelled": "a newer push or the pull request's close stopped it (the check run says why)",
 }
 
 

@@ -17,7 +17,8 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from bot.github.jobs import evaluate_pull_request, handle_command, publish_head
+from bot.github.cancel import cancel_checks
+from bot.github.jobs import evaluate_pull_request, handle_command, publish_head, rerun_head
 from bot.github.merge_queue import merge_group_checks
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.webhook import create_app
@@ -105,10 +106,13 @@ def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
                 handle_command,
                 publish_head,
                 merge_group_checks,
+                rerun_head,
+                cancel_checks,
                 scheduled_evaluation,
                 check_schedules,
             ],
             redis_pool=redis,
+            allow_abort_jobs=True,
             burst=True,
             poll_delay=0,
             ctx={"settings": settings, "store": job_store},
@@ -147,3 +151,40 @@ def build_pr_repo(repo: GitRepo, approvers: list[str], **policy: Any) -> tuple[s
     repo.git("checkout", "-q", "-b", "feature")
     repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
     return base, repo.commit("head")
+
+
+def pull_ref(number: int, base: str, head: str) -> dict[str, Any]:
+    """A pull request as a check run or suite payload lists it (same repository only)."""
+    return {"number": number, "head": {"ref": "feature", "sha": head}, "base": {"ref": "main", "sha": base}}
+
+
+def check_run_event(
+    action: str, run: dict[str, Any], sender: str, pull_requests: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A `check_run` delivery (`rerequested`, `requested_action` of the Re-run evals button) about `run`
+    as the fake GitHub keeps it, built from GitHub's example. `pull_requests` stays empty unless given:
+    GitHub lists none when the head is in a fork."""
+    payload = fixture(f"check_run.{action}.json")
+    payload["check_run"].update(
+        id=run["id"],
+        name=run["name"],
+        head_sha=run["head_sha"],
+        status=run["status"],
+        conclusion=run["conclusion"],
+        external_id=run.get("external_id") or "",
+        pull_requests=pull_requests or [],
+    )
+    payload["repository"].update(full_name="Codertocat/Hello-World", name="Hello-World")
+    payload["sender"].update(login=sender, type="User")
+    if action == "requested_action":
+        payload["requested_action"] = {"identifier": "rerun"}
+    return payload
+
+
+def check_suite_event(head_sha: str, sender: str, pull_requests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A `check_suite.rerequested` delivery for `head_sha` from GitHub's example; `pull_requests` empty
+    unless given (a fork's head)."""
+    payload = fixture("check_suite.rerequested.json")
+    payload["check_suite"].update(head_sha=head_sha, head_branch=None, pull_requests=pull_requests or [])
+    payload["sender"].update(login=sender, type="User")
+    return payload

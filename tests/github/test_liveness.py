@@ -9,7 +9,7 @@ from typing import Any
 from arq import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 
-from bot.github.constants import HEARTBEATS_KEY
+from bot.github.constants import HEARTBEATS_KEY, SUPERSEDED_KEY
 from bot.github.liveness import planned_cap_s, watchdog
 from bot.github.outbox import backoff_s
 from bot.settings import Settings
@@ -41,6 +41,10 @@ async def test_watchdog_reruns_only_the_lost_job(redis: ArqRedis, settings: Sett
     # Aborted (arq's abort set) after its heartbeat stopped: not lost, so not run again.
     await _beat(redis, "aborted", age_s=300)
     await redis.zadd(abort_jobs_ss, {"aborted": 1})
+    # Superseded by a push: arq dropped its abort request as it cancelled the task, and the worker was
+    # lost before the job ended. evalbot's record of the abort keeps it from running again.
+    await _beat(redis, "superseded", age_s=300)
+    await redis.set(SUPERSEDED_KEY.format(job_id="superseded"), json.dumps({"by": "b" * 40}))
     # Lost after publishing its results: finished for arq, not run again.
     await _beat(redis, "published", age_s=300, published=True)
     ctx: dict[str, Any] = {"redis": redis, "settings": settings}
@@ -49,5 +53,6 @@ async def test_watchdog_reruns_only_the_lost_job(redis: ArqRedis, settings: Sett
     assert await redis.hkeys(HEARTBEATS_KEY) == [b"live"]
     # arq runs the lost job again as soon as its in-progress key is gone; the others keep theirs.
     assert not await redis.exists(in_progress_key_prefix + "lost")
-    assert await redis.exists(in_progress_key_prefix + "live", in_progress_key_prefix + "aborted") == 2
+    keys = ("live", "aborted", "superseded")
+    assert await redis.exists(*(in_progress_key_prefix + key for key in keys)) == 3
     assert not await redis.exists(job_key_prefix + "published", in_progress_key_prefix + "published")

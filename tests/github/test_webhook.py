@@ -105,9 +105,9 @@ def test_routing_of_real_payloads() -> None:
         "evalbot:head:Codertocat/Hello-World:2",
         {"sha": draft["pull_request"]["head"]["sha"], "base": draft["pull_request"]["base"]["ref"]},
     )
-    # The example check_run payload belongs to no pull request: nothing to re-run.
+    # The example check_run payload is another app's check: nothing of evalbot's to re-run.
     assert route("check_run", fixture("check_run.rerequested.json")) == (
-        "ignored: check_run.rerequested without a pull request",
+        "ignored: check_run.rerequested of 'randscape'",
         None,
     )
     assert (
