@@ -116,6 +116,13 @@ class _PullRequestJob:
             ctx.get("liveness"),
         )
 
+    async def link_latest_run(self) -> None:
+        """Checks published after the run (an approval, a closed pull request's head) link to the
+        page of the head's latest run rather than to evalbot's front page."""
+        run_id = await asyncio.to_thread(self.store.latest_run_id, self.repo, self.pr_number, self.head_sha)
+        if run_id is not None:
+            self.details_url = run_page_url(self.settings, run_id) or self.details_url
+
     async def base_policy(self, base_ref: str) -> Config:
         """`.evalbot.yml` of the base branch as it is now: who approves is never read from the pull request.
 
@@ -472,6 +479,7 @@ async def handle_command(
     owner, name = repo.split("/", 1)
     pull = await get_pull_request(gh, owner, name, pr_number)
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, pull["head"]["sha"], gh)
+    await job.link_latest_run()
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     result = await _decide(job, parsed, actor, pull, created_at, head_sha)
     if isinstance(result, Refusal):
@@ -659,6 +667,7 @@ async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, hea
     if not pulls:
         return "no open pull request"
     job = _PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
+    await job.link_latest_run()
     evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
     await publish_sha(job, pulls[0], evals_id)
     return "published"

@@ -95,8 +95,9 @@ async def pr(
 
 
 async def test_approver_approves_the_head_sha_and_a_push_clears_it(
-    pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store
+    pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store, settings: Settings
 ) -> None:
+    settings.PUBLIC_URL = "https://evalbot.example.com"
     fake_github.permissions["lead"] = "write"
     pull = await pr(["lead"])
     await pull.opened()
@@ -115,6 +116,9 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     assert approval["output"]["title"] == "Approved by lead"
     assert "`" + pull.head[:7] + "` approved by @lead: “numbers look right”" in approval["output"]["summary"]
     assert (comment_id, "eyes") in fake_github.reactions
+    # Published by the command, after the run: "Details" still leads to the head's run page.
+    run_page = f"https://evalbot.example.com/runs/{job_store.latest_run_id(REPO, 2, pull.head)}"
+    assert approval["details_url"] == pull.check(EVALS_CHECK)["details_url"] == run_page
 
     approved_sha = pull.head
     await pull.push(repo, "1.2.0")
