@@ -116,6 +116,13 @@ class Heartbeat:
         self.cap_s = planned_cap_s(calls, self.settings)
         self.cap.reschedule(self._started + self.cap_s)
 
+    def left_s(self) -> float:
+        """Seconds until the run's time cap (the whole cap before the run started)."""
+        deadline = self.cap.when() if self.cap is not None else None
+        if deadline is None:
+            return self.cap_s
+        return deadline - asyncio.get_running_loop().time()
+
     async def published(self) -> None:
         """The run's results are on GitHub: if its worker is lost now, nothing needs running again."""
         self.record["published"] = True

@@ -14,3 +14,11 @@ JOB_SECONDS = Histogram(
 )
 MODEL_CALLS = Counter("evalbot_model_calls_total", "Model calls under test (cached ones included)")
 SPEND_USD = Counter("evalbot_model_spend_usd_total", "Model spend in USD, calls under test and judges")
+# GitHub's quota is per installation and hour: what evalbot spends of it, and what one evaluation costs.
+GITHUB_REQUESTS = Counter(
+    "evalbot_github_requests_total", "Requests to GitHub's API, by kind (get, post, patch, token)", ["kind"]
+)
+GITHUB_RATE_LIMITED = Counter("evalbot_github_rate_limited_total", "GitHub answers refusing a request for a rate limit")
+GITHUB_REQUESTS_PER_RUN = Histogram(
+    "evalbot_github_requests_per_run", "GitHub requests one evaluation made", buckets=(5, 10, 15, 20, 30, 50, 100, 200)
+)

@@ -53,6 +53,7 @@ ENDED = {
     "github-error": "GitHub refused a request the run needed",
     "retried": "GitHub failed; the job was run again as a new run",
     "crashed": "the evaluation could not finish (the check run says why)",
+    "rate-limited": "GitHub's rate limit for the installation stopped it (the check run says until when)",
 }
 
 
