@@ -113,6 +113,7 @@ class FakeGitHub:
         self.issues: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
+        self.write_times: list[float] = []  # time.monotonic() of each of `bodies`
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
         self.fail_next: list[int | tuple[int, dict[str, str], str]] = []
         # An outage: every request is answered 502 until this time (time.monotonic()).
@@ -130,6 +131,7 @@ class FakeGitHub:
         # A secondary limit: the next `secondary_hits` installation requests get a 403 with `retry-after`.
         self.secondary_hits = 0
         self.secondary_retry_after_s = 1
+        self.rate_limited = 0  # requests refused for a primary or secondary rate limit
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
@@ -178,6 +180,16 @@ class FakeGitHub:
             for token, (installation, _) in list(_TOKENS.items()):
                 _TOKENS[token] = (installation, time.time() - 1)
 
+    def exhaust_quota(self, installation_id: int, reset_in_s: float) -> None:
+        """Spend the installation's whole quota, its window resetting in `reset_in_s` seconds."""
+        with self._lock:
+            self._rate[installation_id] = (self.rate_limit, time.time() + reset_in_s)
+
+    def spend_quota(self, installation_id: int, used: int) -> None:
+        """Count `used` requests in the installation's window (a window of `rate_window_s` from now)."""
+        with self._lock:
+            self._rate[installation_id] = (used, time.time() + self.rate_window_s)
+
     def _installation_of(self, header: str) -> int | None:
         """The installation a live token belongs to; None for an unknown or expired token."""
         issued = _TOKENS.get(header.removeprefix("token ").removeprefix("Bearer "))
@@ -208,6 +220,8 @@ class FakeGitHub:
         used, reset = self._rate.get(installation_id, (0, 0.0))
         over = used >= self.rate_limit and time.time() < reset
         headers = self._rate_headers(installation_id, counted=not over)
+        if over or self.secondary_hits > 0:
+            self.rate_limited += 1
         if over:
             message = f"API rate limit exceeded for installation ID {installation_id}."
             return JSONResponse({"message": message}, status_code=403, headers=headers), headers
@@ -273,6 +287,7 @@ class FakeGitHub:
                 return refusal
             if request.method in ("POST", "PATCH") and request.url.path.startswith("/repos/"):
                 self.bodies.append((request.method, request.url.path, await request.json()))
+                self.write_times.append(time.monotonic())
             answer: Response = await call_next(request)
             answer.headers.update(rate)
             return answer
