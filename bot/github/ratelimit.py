@@ -63,6 +63,11 @@ def observe(installation_id: int, headers: httpx.Headers) -> None:
     _QUOTAS[installation_id] = quota
 
 
+def forget_quotas() -> None:
+    """Forget every installation's quota (tests: each fake GitHub starts full)."""
+    _QUOTAS.clear()
+
+
 def quota(installation_id: int) -> Quota | None:
     """The installation's quota now; None when unknown or its window has reset since (a full quota)."""
     known = _QUOTAS.get(installation_id)
