@@ -56,7 +56,9 @@ def observe(installation_id: int, headers: httpx.Headers) -> None:
     """Keep the quota an answer reports (answers without the headers change nothing)."""
     try:
         quota = Quota(
-            int(headers["x-ratelimit-limit"]), int(headers["x-ratelimit-remaining"]), float(headers["x-ratelimit-reset"])
+            int(headers["x-ratelimit-limit"]),
+            int(headers["x-ratelimit-remaining"]),
+            float(headers["x-ratelimit-reset"]),
         )
     except (KeyError, ValueError):
         return

@@ -132,6 +132,7 @@ class FakeGitHub:
         self.secondary_hits = 0
         self.secondary_retry_after_s = 1
         self.rate_limited = 0  # requests refused for a primary or secondary rate limit
+        self.secondary_hits_served = 0
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
@@ -174,11 +175,12 @@ class FakeGitHub:
         """The requests made with `installation_id`'s tokens (`method` only), as (method, path)."""
         return [(m, p) for i, m, p in self.installation_requests if i == installation_id and method in (None, m)]
 
-    def expire_tokens(self) -> None:
-        """Every token issued so far expires now (a token GitHub no longer takes before its holder knows)."""
+    def expire_tokens(self, installation_id: int) -> None:
+        """The installation's tokens issued so far expire now (GitHub no longer takes them)."""
         with self._lock:
             for token, (installation, _) in list(_TOKENS.items()):
-                _TOKENS[token] = (installation, time.time() - 1)
+                if installation == installation_id:
+                    _TOKENS[token] = (installation, time.time() - 1)
 
     def exhaust_quota(self, installation_id: int, reset_in_s: float) -> None:
         """Spend the installation's whole quota, its window resetting in `reset_in_s` seconds."""
@@ -227,6 +229,7 @@ class FakeGitHub:
             return JSONResponse({"message": message}, status_code=403, headers=headers), headers
         if self.secondary_hits > 0:
             self.secondary_hits -= 1
+            self.secondary_hits_served += 1
             message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
             retry = {**headers, "retry-after": str(self.secondary_retry_after_s)}
             return JSONResponse({"message": message}, status_code=403, headers=retry), headers

@@ -12,12 +12,12 @@ import pytest
 from arq import ArqRedis
 from arq.jobs import Job
 from arq.worker import Worker
+from prometheus_client import REGISTRY
 
 from bot.github import jobs, ratelimit
 from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
 from bot.github.jobs import WorkerSettings
-from prometheus_client import REGISTRY
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
@@ -192,8 +192,9 @@ async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_re
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert evals["output"]["title"] == "evalbot stopped at GitHub's rate limit"
     at = time.strftime("%H:%M", time.gmtime(time.time() + 3600))
-    assert f"GitHub's rate limit for this installation resets at {at} UTC, after this run's time cap" in (
-        evals["output"]["summary"]
+    assert (
+        f"GitHub's rate limit for this installation resets at {at} UTC, after this run's time cap"
+        in (evals["output"]["summary"])
     )
     assert stub.requests == []
 
@@ -246,17 +247,18 @@ async def test_a_burst_of_20_pull_requests_never_leaves_a_check_in_progress(
         heads.append(repo.commit(f"head {number}"))
         fake_github.pulls[number] = (base, heads[-1])
     stub.handler = answers(9)
-    # 60 requests every 2 s for the installation, and a secondary limit on the way: 20 pull requests
-    # need about six windows.
-    fake_github.rate_limit, fake_github.rate_window_s = 60, 2.0
+    # 150 requests every 15 s for the installation, and a secondary limit on the way: the 20 pull
+    # requests (about 380 requests) run out of the quota twice and wait for its reset.
+    fake_github.rate_limit, fake_github.rate_window_s = 150, 15.0
     fake_github.secondary_hits = 3
     for number, head in enumerate(heads, 1):
         await enqueue(redis, number, head)
     started = time.monotonic()
     assert await run_jobs(redis, settings.model_copy(update={"WORKER_MAX_JOBS": 4}), job_store) >= 20
 
-    assert fake_github.rate_limited > 0
-    assert time.monotonic() - started < 50
+    assert fake_github.rate_limited > fake_github.secondary_hits_served
+    # Limits of 2 s are waited out, never a run's whole cap (a loaded machine still stays far below it).
+    assert time.monotonic() - started < 120
     for head in heads:
         runs = fake_github.runs_named(EVALS_CHECK, head)
         assert runs and all(run["status"] == "completed" for run in runs), runs
@@ -274,7 +276,7 @@ async def test_an_expired_token_is_refused_and_renewed(fake_github: FakeGitHub, 
     old_token = first.raw_request.headers["authorization"]
     await asyncio.sleep(1.5)
     # GitHub no longer takes the first token: the client does not send it again.
-    fake_github.expire_tokens()
+    fake_github.expire_tokens(7)
     async with httpx.AsyncClient(base_url=fake_github.url) as http:
         refused = await http.get(f"/repos/{REPO}", headers={"Authorization": old_token})
     assert (refused.status_code, refused.json()["message"]) == (401, "Bad credentials")
