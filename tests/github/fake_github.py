@@ -128,9 +128,11 @@ class FakeGitHub:
         self._rate: dict[int, tuple[int, float]] = {}  # installation -> (used, reset epoch seconds)
         # Requests made with an installation token, in order: (installation, method, path).
         self.installation_requests: list[tuple[int, str, str]] = []
-        # A secondary limit: the next `secondary_hits` installation requests get a 403 with `retry-after`.
+        # A secondary limit: the next `secondary_hits` installation requests (to paths containing
+        # `secondary_path`: GitHub limits per endpoint) get a 403 with `retry-after`.
         self.secondary_hits = 0
         self.secondary_retry_after_s = 1
+        self.secondary_path = ""
         self.rate_limited = 0  # requests refused for a primary or secondary rate limit
         self.secondary_hits_served = 0
         self._ids = itertools.count(1000)
@@ -222,12 +224,13 @@ class FakeGitHub:
         used, reset = self._rate.get(installation_id, (0, 0.0))
         over = used >= self.rate_limit and time.time() < reset
         headers = self._rate_headers(installation_id, counted=not over)
-        if over or self.secondary_hits > 0:
+        secondary = self.secondary_hits > 0 and self.secondary_path in path
+        if over or secondary:
             self.rate_limited += 1
         if over:
             message = f"API rate limit exceeded for installation ID {installation_id}."
             return JSONResponse({"message": message}, status_code=403, headers=headers), headers
-        if self.secondary_hits > 0:
+        if secondary:
             self.secondary_hits -= 1
             self.secondary_hits_served += 1
             message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
