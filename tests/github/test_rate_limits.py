@@ -291,3 +291,9 @@ async def test_an_expired_token_is_refused_and_renewed(fake_github: FakeGitHub, 
     assert second.status_code == 200
     assert second.raw_request.headers["authorization"] != old_token
     assert fake_github.tokens_issued == 2
+
+
+def test_worker_max_jobs_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings.max_jobs == Settings().WORKER_MAX_JOBS == 10
+    monkeypatch.setenv("WORKER_MAX_JOBS", "3")
+    assert Settings().WORKER_MAX_JOBS == 3
