@@ -281,11 +281,13 @@ async def _rate_limited(
     summary = render_template("rate_limited.md.j2", reason=reason)
     if base_ref is not None:
         await job.fail(base_ref, "failure", title, summary, reason)
+    check_id = evals_id
     try:
-        check_id = evals_id if evals_id is not None else await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+        if check_id is None:
+            check_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
     except RateLimitExceeded as again:
-        check = {"title": title, "summary": summary}
+        check = {"title": title, "summary": summary, "check_id": check_id}
         await ratelimit.complete_later(
             job.redis, again, job.repo, job.installation_id, job.pr_number, job.head_sha, **check
         )

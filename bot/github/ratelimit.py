@@ -175,10 +175,12 @@ def reason(exc: RateLimitExceeded, left_s: float | None) -> str:
 async def complete_later(
     redis: Any, exc: RateLimitExceeded, repo: str, installation_id: int, pr_number: int, head_sha: str, **check: Any
 ) -> None:
-    """Queue `complete_rate_limited` for when GitHub takes requests again (a few seconds after)."""
+    """Queue `complete_rate_limited` (`check`: its title, summary and check_id) for when GitHub takes
+    requests again (a few seconds after)."""
     await redis.enqueue_job(
         "complete_rate_limited",
-        _job_id=f"evalbot:rate-limited:{repo}:{pr_number}:{head_sha}",
+        # One per stopped run: a later run on the same commit may stop at a later reset.
+        _job_id=f"evalbot:rate-limited:{repo}:{pr_number}:{head_sha}:{time.time_ns()}",
         _defer_until=reset_at(exc) + timedelta(seconds=5),
         repo=repo,
         installation_id=installation_id,
@@ -189,23 +191,32 @@ async def complete_later(
 
 
 async def complete_rate_limited(
-    ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, head_sha: str, title: str, summary: str
+    ctx: dict[str, Any],
+    repo: str,
+    installation_id: int,
+    pr_number: int,
+    head_sha: str,
+    title: str,
+    summary: str,
+    check_id: int | None = None,
 ) -> str:
-    """Complete `evalbot/evals` on `head_sha` as failed, with the rate limit as its reason: the run that
-    stopped at the limit could not (its quota was 0). Still limited: again at the next reset.
+    """Complete the stopped run's `evalbot/evals` (`check_id`; None: it could not even be created) as
+    failed, with the rate limit as its reason: the run could not (its quota was 0). A run started since
+    on the same commit owns the check and is left alone. Still limited: again after the next reset.
 
     Returns:
-        "completed", or "already completed".
+        "completed", or "left to a newer run".
     """
     # The job context and client live in jobs.py, which queues this job.
     from bot.github.jobs import _PullRequestJob
 
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     try:
-        run = await job.publisher.check_run(EVALS_CHECK)
-        if run is not None and run.get("status") == "completed":
-            return "already completed"
-        check_id = int(run["id"]) if run is not None else await job.publisher.ensure_check(EVALS_CHECK)
+        latest = await job.publisher.check_run(EVALS_CHECK)
+        if latest is None:
+            check_id = await job.publisher.ensure_check(EVALS_CHECK)
+        elif int(latest["id"]) != check_id or latest.get("status") == "completed":
+            return "left to a newer run"
         await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
     except RateLimitExceeded as exc:
         raise Retry(defer=reset_at(exc) - datetime.now(UTC) + timedelta(seconds=5)) from exc

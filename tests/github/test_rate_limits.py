@@ -216,9 +216,10 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
 
     # Nothing could be written: no check run exists, none is left in progress; a job waits for the reset.
     assert fake_github.check_runs == {}
-    job_id = f"evalbot:rate-limited:{REPO}:2:{head}"
-    score = await redis.zscore("arq:queue", job_id)
-    assert score is not None and abs(score / 1000 - (time.time() + 3605)) < 5
+    ((job_id, score),) = await redis.zrange("arq:queue", 0, -1, withscores=True)
+    job_id = job_id.decode()
+    assert job_id.startswith(f"evalbot:rate-limited:{REPO}:2:{head}:")
+    assert abs(score / 1000 - (time.time() + 3605)) < 5
     info = await Job(job_id, redis).info()
     assert info is not None and info.function == "complete_rate_limited"
 
@@ -229,6 +230,8 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert "after this run's time cap" in evals["output"]["summary"]
+    # A run since on the same commit owns its check: a late completion leaves it alone.
+    assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
 
 
 async def test_a_burst_of_20_pull_requests_never_leaves_a_check_in_progress(
