@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     EVALBOT_API_BASE: str | None = None
     # Model calls in flight per provider in one worker process, shared fairly by the jobs it runs.
     EVALBOT_CONCURRENCY: int = 8
+    # Jobs one worker process runs at once (arq's `max_jobs`). Every running evaluation polls GitHub
+    # from one installation's hourly quota: more jobs per worker do not make that quota larger.
+    WORKER_MAX_JOBS: int = 10
     # The worker serves its own Prometheus metrics here (jobs, model calls, spend).
     WORKER_METRICS_PORT: int = 9100
     # Where the worker's metrics server listens: this host only unless a deployment opens it up.

@@ -1,10 +1,11 @@
-"""githubkit clients: the app (JWT) and an installation (token); retries are githubkit's own."""
+"""githubkit clients: the app (JWT) and an installation (token), metered and retried per ratelimit.py."""
 
 from __future__ import annotations
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 
 from bot.errors import EvalbotError
+from bot.github import ratelimit
 from bot.settings import Settings
 
 
@@ -28,11 +29,13 @@ def app_client(settings: Settings) -> GitHub[AppAuthStrategy]:
 
 
 def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
-    """A client acting as one installation. githubkit retries 5xx (3 times) and rate limits with
-    `Retry-After` (RETRY_DEFAULT), and renews the installation token when it expires."""
+    """A client acting as one installation. githubkit retries 5xx (3 times) and waits out a rate limit
+    only while the job has time for it (`ratelimit.retry`); it renews the installation token a minute
+    before it expires. Every answer feeds the installation's quota tracker and the request counts."""
     return GitHub(
         app_auth(settings).as_installation(installation_id),
         base_url=settings.GITHUB_API_URL,
         timeout=30.0,
-        auto_retry=True,
+        auto_retry=ratelimit.retry,
+        async_event_hooks={"response": [ratelimit.response_hook(installation_id)]},
     )

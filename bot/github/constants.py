@@ -68,8 +68,15 @@ OUTBOX_KEY = "evalbot:outbox:{repo}:{pr}:{sha}"
 OUTBOX_TTL_S = 24 * 3600
 # A job that cannot reach GitHub at all is tried again after this many seconds times its try number.
 RETRY_DEFER_S = 30
-# Seconds between progress updates of the check run while cases run.
-PROGRESS_INTERVAL_S = 2.0
+# Progress updates of the check run while cases run: at least this many seconds apart, and at most
+# this many per run (each is a PATCH: GitHub's secondary limits count it five times).
+PROGRESS_INTERVAL_S = 10.0
+PROGRESS_MAX_UPDATES = 2
+# A rate-limited request is retried (up to this many times) while the wait leaves the job this much
+# time to finish; a job without a time cap (commands, publishing) waits at most UNCAPPED_WAIT_S.
+RATE_LIMIT_RETRIES = 5
+RATE_LIMIT_MARGIN_S = 60
+UNCAPPED_WAIT_S = 60
 # GitHub's limit on a check run's output.summary / output.text and on a comment body.
 MAX_TEXT_CHARS = 65_535
 

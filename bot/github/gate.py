@@ -270,10 +270,9 @@ async def _publish_approval(job: ShaJob, rows: list[_Row]) -> None:
     blocking = [r for r in rows if not r.approved]
     shown = blocking[0] if blocking else rows[0]
     summary = shown.approval_summary or render_template("pending.md.j2", title=shown.approval_title)
-    approval_id = await job.publisher.ensure_check(APPROVAL_CHECK, job.details_url)
     conclusion: Conclusion = "action_required" if blocking else "success"
     title = _named(shown, shown.approval_title, job.pr_number)
-    await job.publisher.complete(approval_id, conclusion, title, _table(rows) + summary)
+    await job.publisher.post_completed(APPROVAL_CHECK, conclusion, title, _table(rows) + summary, job.details_url)
 
 
 def _table(rows: list[_Row]) -> str:

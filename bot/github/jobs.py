@@ -15,11 +15,11 @@ import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
 from arq.worker import func
-from githubkit.exception import GitHubException
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
-from bot.github import cancel, liveness, metrics, outbox, state
+from bot.github import cancel, liveness, metrics, outbox, ratelimit, state
 from bot.github.client import installation_client
 from bot.github.commands import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
@@ -28,6 +28,7 @@ from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
+    PROGRESS_MAX_UPDATES,
     RETRY_DEFER_S,
     SCHEDULE_TICK_MINUTES,
     SHORT_JOB_TIMEOUT_S,
@@ -36,7 +37,7 @@ from bot.github.constants import (
 )
 from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
 from bot.github.merge_queue import merge_group_checks
-from bot.github.permissions import has_write_access, is_approver
+from bot.github.permissions import has_write_access, is_approver, missing_permissions
 from bot.github.publish import (
     Conclusion,
     Publisher,
@@ -222,6 +223,8 @@ async def evaluate_pull_request(
             await publish_sha(job, pull, evals_id)
             await asyncio.to_thread(job.store.end_run, run_id, "no-policy")
             return "no-policy"
+    except RateLimitExceeded as exc:
+        return await _rate_limited(job, exc, run_id, evals_id)
     except GitHubException as exc:
         # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
         # the whole job again later rather than lose the pull request's check — unless GitHub refused
@@ -261,6 +264,8 @@ async def evaluate_pull_request(
             await asyncio.shield(job.publisher.complete(evals_id, "timed_out", "evalbot timed out", summary))
         metrics.JOBS.labels(result="timed_out").inc()
         raise
+    except RateLimitExceeded as exc:
+        return await _rate_limited(job, exc, run_id, evals_id, base_ref)
     except Exception as exc:
         # Whatever broke, the check run must not stay in progress: say why and stop (no silent retry
         # that would spend the model budget again).
@@ -306,6 +311,32 @@ async def _aborted(
     return True
 
 
+async def _rate_limited(
+    job: _PullRequestJob, exc: RateLimitExceeded, run_id: int, evals_id: int | None, base_ref: str | None = None
+) -> str:
+    """Stopped at a rate limit it had no time to wait out: the check run completes as failed with the
+    reason, never left in progress; with no quota left even for that, a job completes it after the reset."""
+    reason = ratelimit.reason(exc, job.beat.left_s() if job.beat is not None else None)
+    title = "evalbot stopped at GitHub's rate limit"
+    summary = render_template("rate_limited.md.j2", reason=reason)
+    if base_ref is not None:
+        await job.fail(base_ref, "failure", title, summary, reason)
+    check_id = evals_id
+    try:
+        if check_id is None:
+            check_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+        await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
+    except RateLimitExceeded as again:
+        check = {"title": title, "summary": summary, "check_id": check_id}
+        await ratelimit.complete_later(
+            job.redis, again, job.repo, job.installation_id, job.pr_number, job.head_sha, **check
+        )
+    log.warning("stopped at GitHub's rate limit", repo=job.repo, pr=job.pr_number, reason=reason)
+    metrics.JOBS.labels(result="rate-limited").inc()
+    await asyncio.to_thread(job.store.end_run, run_id, "rate-limited")
+    return "rate-limited"
+
+
 async def _wait_for_eval(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, fork: bool) -> None:
     summary = render_template("untrusted.md.j2", fork=fork, head_sha=job.head_sha)
     await job.audit("awaiting_eval", "evalbot", reason="fork" if fork else "author without write access")
@@ -324,25 +355,30 @@ async def _evaluate(
     models: list[str],
 ) -> Report:
     updates: set[asyncio.Task[None]] = set()
-    last_update = 0.0
+    last_update = float("-inf")
+    posted = 0
 
-    def on_progress(done: int, total: int, cached: int) -> None:
-        nonlocal last_update
-        if job.beat is not None:
-            job.beat.plan(total)
-        now = time.monotonic()
-        # At most one update in flight and one per interval: GitHub rate-limits check-run writes.
-        if updates or now - last_update < PROGRESS_INTERVAL_S:
+    def post(title: str, **progress: Any) -> None:
+        """Post a progress update unless it would be one too many: every update spends the
+        installation's quota, shared by all its pull requests. One in flight, one per interval,
+        PROGRESS_MAX_UPDATES per run, fewer or none when the quota runs low."""
+        nonlocal last_update, posted
+        budget = min(PROGRESS_MAX_UPDATES, ratelimit.progress_budget(job.installation_id))
+        if updates or posted >= budget or time.monotonic() - last_update < PROGRESS_INTERVAL_S:
             return
-        last_update = now
-        summary = render_template("progress.md.j2", done=done, total=total, cached=cached)
-        title = f"{done} / {total} calls, {cached} from cache"
+        last_update, posted = time.monotonic(), posted + 1
+        summary = render_template("progress.md.j2", **progress)
         task = asyncio.create_task(job.publisher.progress(evals_id, title, summary))
         updates.add(task)
         task.add_done_callback(updates.discard)
 
-    summary = render_template("progress.md.j2", done=0, total="?", cached=0)
-    await job.publisher.progress(evals_id, "Evaluating", summary)
+    def on_progress(done: int, total: int, cached: int) -> None:
+        if job.beat is not None:
+            job.beat.plan(total)
+        if done < total:
+            post(f"{done} / {total} calls, {cached} from cache", done=done, total=total, cached=cached)
+
+    post("Evaluating", done=0, total="?", cached=0)
     options = RunOptions(
         only=only or None,
         api_base=job.settings.EVALBOT_API_BASE,
@@ -481,7 +517,22 @@ async def handle_command(
     job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, pull["head"]["sha"], gh)
     await job.link_latest_run()
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
-    result = await _decide(job, parsed, actor, pull, created_at, head_sha)
+    try:
+        result = await _decide(job, parsed, actor, pull, created_at, head_sha)
+    except RequestFailed as exc:
+        # The installation lacks a permission the command needs (Members, for `@org/team` approvers):
+        # say which and where to grant it, rather than end without a word.
+        missing = missing_permissions(exc)
+        if missing is None:
+            raise
+        if not await state.refusal_allowed(job.redis, repo, actor):
+            return "refused"
+        needed = ", ".join(f"{p.name}={p.level}" for p in missing) or "not named"
+        await job.audit("refused", actor, command=raw, reason=f"the installation lacks a permission ({needed})")
+        await job.publisher.reply(
+            render_template("missing_permission.md.j2", actor=actor, command=raw, permissions=missing)
+        )
+        return "refused"
     if isinstance(result, Refusal):
         if not await state.refusal_allowed(job.redis, repo, actor):
             log.warning("refusal over the rate limit: not answered", repo=repo, pr=pr_number, actor=actor)
@@ -706,7 +757,8 @@ class WorkerSettings:
     hand-over on SIGTERM and without riding out a Redis restart)."""
 
     functions: ClassVar[list[Any]] = [
-        liveness.watched(evaluate_pull_request),
+        liveness.watched(ratelimit.metered(evaluate_pull_request)),
+        ratelimit.complete_rate_limited_job,
         func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
         func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
         func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
@@ -728,5 +780,6 @@ class WorkerSettings:
     max_tries = JOB_MAX_TRIES
     # A push or a close aborts the pull request's older evaluations (bot/github/cancel.py).
     allow_abort_jobs = True
+    max_jobs = get_settings().WORKER_MAX_JOBS
     job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
     redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

@@ -117,6 +117,16 @@ class Heartbeat:
         self.cap_s = planned_cap_s(calls, self.settings)
         self.cap.reschedule(self._started + self.cap_s)
 
+    def left_s(self) -> float:
+        """Seconds until the run's time cap. Before its calls are known, the cap may still be planned down
+        to the floor: until then the time left is counted to the floor."""
+        deadline = self.cap.when() if self.cap is not None else None
+        if deadline is None:
+            return self.cap_s if self._planned else float(JOB_TIMEOUT_FLOOR_S)
+        if not self._planned:
+            deadline = min(deadline, self._started + JOB_TIMEOUT_FLOOR_S)
+        return deadline - asyncio.get_running_loop().time()
+
     async def published(self) -> None:
         """The run's results are on GitHub: if its worker is lost now, nothing needs running again."""
         self.record["published"] = True

@@ -17,3 +17,11 @@ SPEND_USD = Counter("evalbot_model_spend_usd_total", "Model spend in USD, calls 
 REDELIVERIES = Counter(
     "evalbot_webhook_redeliveries_total", "Failed webhook deliveries the worker asked GitHub to send again", ["outcome"]
 )
+# GitHub's quota is per installation and hour: what evalbot spends of it, and what one evaluation costs.
+GITHUB_REQUESTS = Counter(
+    "evalbot_github_requests_total", "Requests to GitHub's API, by kind (get, post, patch, token)", ["kind"]
+)
+GITHUB_RATE_LIMITED = Counter("evalbot_github_rate_limited_total", "GitHub answers refusing a request for a rate limit")
+GITHUB_REQUESTS_PER_RUN = Histogram(
+    "evalbot_github_requests_per_run", "GitHub requests one evaluation made", buckets=(5, 10, 15, 20, 30, 50, 100, 200)
+)

@@ -165,14 +165,28 @@ class Publisher:
         existing = await self.check_run(name)
         if existing is not None and existing.get("status") != "completed":
             return int(existing["id"])
-        payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": "queued"}
+        created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=self._new_run(name, details_url))
+        return int(created.json()["id"])
+
+    async def post_completed(
+        self, name: str, conclusion: Conclusion, title: str, summary: str, details_url: str | None = None
+    ) -> int:
+        """A new check run `name`, completed as it is created: one request where finding, creating and
+        completing a run takes three. For a check that is never left open (the approval check): the
+        newest run of a name is the one GitHub shows and branch protection reads."""
+        payload = self._new_run(name, details_url, "completed")
+        payload |= {"conclusion": conclusion, "output": self._output(title, summary)}
+        created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
+        return int(created.json()["id"])
+
+    def _new_run(self, name: str, details_url: str | None, status: str = "queued") -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": status}
         if self.pr_number:
             # GitHub's re-run payloads list no pull request for a fork's head: this names it.
             payload["external_id"] = str(self.pr_number)
         if details_url:
             payload["details_url"] = details_url
-        created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
-        return int(created.json()["id"])
+        return payload
 
     async def progress(self, check_id: int, title: str, summary: str) -> None:
         await self.gh.arequest(

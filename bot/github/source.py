@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+import weakref
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +23,12 @@ COMPARE_MAX_FILES = 300
 _OBJECT = "application/vnd.github.object+json"
 _RAW = "application/vnd.github.raw+json"
 _KINDS = {"dir": "directory", "symlink": "symbolic link", "submodule": "submodule"}
+# A file at a commit SHA never changes: one job's client reads it once (the base's `.evalbot.yml` is
+# read for the policy, for the plan and again when publishing). Small files only, kept as long as the
+# client, which is one job's.
+_SHA = re.compile(r"[0-9a-f]{40}")
+_CACHED_MAX_BYTES = 1_000_000
+_READS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
 
 
 class GitHubSource:
@@ -34,6 +42,21 @@ class GitHubSource:
         # The pipeline checked the path already; checked again here because this request carries a
         # token that reads every repository of the installation.
         check_path(path)
+        if not _SHA.fullmatch(ref):
+            return await self._read_text(ref, path, max_bytes)
+        reads = _READS.setdefault(self.gh, {})
+        key = (f"{self._base}@{ref}", path)
+        if key in reads:
+            text = reads[key]
+            if text is not None and len(text.encode()) > max_bytes:
+                raise FileTooLargeError(path, len(text.encode()), max_bytes)
+            return text
+        text = await self._read_text(ref, path, max_bytes)
+        if text is None or len(text) <= _CACHED_MAX_BYTES:
+            reads[key] = text
+        return text
+
+    async def _read_text(self, ref: str, path: str, max_bytes: int) -> str | None:
         url = f"{self._base}/contents/" + "/".join(quote(s, safe="") for s in path.split("/"))
         try:
             response = await self.gh.arequest("GET", url, params={"ref": ref}, headers={"Accept": _OBJECT})

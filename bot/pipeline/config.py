@@ -258,6 +258,11 @@ class Suite(_Strict):
         return self.model_copy(update={name: getattr(other, name) for name in EXAM_FIELDS})
 
 
+# A team's slug as GitHub makes it from the team's name: lower case, runs of anything else one "-".
+_TEAM_SLUG = regex.compile(r"[a-z0-9_]+(?:-[a-z0-9_]+)*")
+_TEAM_SLUG_SEPARATORS = regex.compile(r"[^a-z0-9_]+")
+
+
 class Config(_Strict):
     approvers: list[str] = Field(default_factory=list)
     # Whether a pull request's author may approve it when listed in `approvers`.
@@ -273,6 +278,20 @@ class Config(_Strict):
     suites: list[Suite] = Field(default_factory=list)
     # The parsed YAML, to name the line of a value found wrong after validation (a refused model).
     _node: yaml.Node | None = PrivateAttr(default=None)
+
+    @field_validator("approvers")
+    @classmethod
+    def _team_slugs(cls, approvers: list[str]) -> list[str]:
+        # GitHub's team API takes a team's slug; a team written by its display name never matches
+        # anyone, and would look like a working approver list.
+        for entry in approvers:
+            org, slash, team = entry.strip().lstrip("@").partition("/")
+            if slash and not _TEAM_SLUG.fullmatch(team):
+                slug = _TEAM_SLUG_SEPARATORS.sub("-", team.casefold()).strip("-")
+                raise ValueError(
+                    f"{entry!r} names a team by its name; approvers name teams by their slug: '@{org}/{slug}'"
+                )
+        return approvers
 
     @model_validator(mode="after")
     def _unique_suite_names(self) -> Config:

@@ -54,6 +54,7 @@ ENDED = {
     "retried": "GitHub failed; the job was run again as a new run",
     "crashed": "the evaluation could not finish (the check run says why)",
     "cancelled": "a newer push or the pull request's close stopped it (the check run says why)",
+    "rate-limited": "GitHub's rate limit for the installation stopped it (the check run says until when)",
 }
 
 

@@ -17,6 +17,7 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
+from bot.github import ratelimit
 from bot.github.cancel import cancel_checks
 from bot.github.jobs import evaluate_pull_request, handle_command, publish_head, rerun_head
 from bot.github.merge_queue import merge_group_checks
@@ -66,9 +67,12 @@ def app_keys() -> tuple[str, str]:
 
 @pytest.fixture
 def fake_github(repo: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
+    # A new GitHub, with full quotas: what the worker process learnt of the last one's does not apply.
+    ratelimit.forget_quotas()
     server = FakeGitHub(repo.root, app_keys[1], APP_ID).start()
     yield server
     server.stop()
+    ratelimit.forget_quotas()
 
 
 @pytest.fixture

@@ -2,7 +2,14 @@
 
 It checks the app JWT and the installation token, and refuses what GitHub refuses (422 on an output
 over 65,535 characters, an unknown conclusion, more than 3 actions, a title over 255 characters).
-Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison.
+Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison, 100 per page.
+
+Installations are limited as GitHub documents ("Rate limits for the REST API", "Troubleshooting the
+REST API"): every answer carries the `x-ratelimit-*` headers of the installation's hourly quota; past
+it, 403 "API rate limit exceeded for installation ID …" with `x-ratelimit-remaining: 0`; a secondary
+limit is a 403 with `retry-after`. Installation tokens expire (`expires_at`, an hour by default) and an
+expired one is answered 401 "Bad credentials". An endpoint needing a permission the installation lacks
+is answered 403 "Resource not accessible by integration" with `x-accepted-github-permissions`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import base64
 import itertools
 import os
 import posixpath
+import re
 import subprocess
 import tempfile
 import threading
@@ -28,12 +36,42 @@ from tests.github.fake_deliveries import FakeDeliveries
 from tests.github.fake_oauth import FakeOAuth
 from tests.servers import ThreadedServer
 
-TOKEN = "ghs_fake_installation_token"
 CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"}
 STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
 # GitHub's caps: the pull request file list, and the file list of a comparison (both documented).
 PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
+# Most list endpoints take `per_page` up to 100.
+PER_PAGE_MAX = 100
+# The permissions app.yml asks for: what an installation has unless a test takes one away.
+APP_PERMISSIONS = {
+    "checks": "write",
+    "pull_requests": "write",
+    "issues": "write",
+    "contents": "read",
+    "metadata": "read",
+    "members": "read",
+}
+# The permission each endpoint family needs (GitHub's "Permissions required for GitHub Apps"); writes
+# need "write". Pull-request comments go through the issues API.
+_NEEDS = [
+    (re.compile(r"^/orgs/[^/]+/teams/"), "members"),
+    (re.compile(r"^/repos/[^/]+/[^/]+/(check-runs|commits/[^/]+/check-runs)"), "checks"),
+    (re.compile(r"^/repos/[^/]+/[^/]+/pulls"), "pull_requests"),
+    (re.compile(r"^/repos/[^/]+/[^/]+/issues"), "issues"),
+    (re.compile(r"^/repos/[^/]+/[^/]+/(contents|compare|git)/"), "contents"),
+    (re.compile(r"^/repos/"), "metadata"),
+]
+# Tokens GitHub issued (token -> installation id, expiry in epoch seconds): one GitHub for every fake in
+# the process, as githubkit keeps a token for the whole process.
+_TOKENS: dict[str, tuple[int, float]] = {}
+_token_ids = itertools.count(1)
+
+
+def _page(items: list[Any], page: int, per_page: int) -> list[Any]:
+    """One page of a list, `per_page` capped at GitHub's 100."""
+    size = min(per_page, PER_PAGE_MAX)
+    return items[(page - 1) * size : page * size]
 
 
 def generate_app_keys() -> tuple[str, str]:
@@ -78,10 +116,28 @@ class FakeGitHub:
         self.issues: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # every JSON write, in order
+        self.write_times: list[float] = []  # time.monotonic() of each of `bodies`
         # Answers for the next repository requests, in order: a status (502), or (status, headers, message).
         self.fail_next: list[int | tuple[int, dict[str, str], str]] = []
         # An outage: every request is answered 502 until this time (time.monotonic()).
         self.down_until = 0.0
+        # Installation tokens: lifetime (GitHub: one hour) and what the installation may do.
+        self.token_lifetime_s = 3600.0
+        self.installation_permissions: dict[str, str] = dict(APP_PERMISSIONS)
+        self.tokens_issued = 0
+        # The primary rate limit per installation: requests per window (GitHub: 5,000 an hour).
+        self.rate_limit = 5000
+        self.rate_window_s = 3600.0
+        self._rate: dict[int, tuple[int, float]] = {}  # installation -> (used, reset epoch seconds)
+        # Requests made with an installation token, in order: (installation, method, path).
+        self.installation_requests: list[tuple[int, str, str]] = []
+        # A secondary limit: the next `secondary_hits` installation requests (to paths containing
+        # `secondary_path`: GitHub limits per endpoint) get a 403 with `retry-after`.
+        self.secondary_hits = 0
+        self.secondary_retry_after_s = 1
+        self.secondary_path = ""
+        self.rate_limited = 0  # requests refused for a primary or secondary rate limit
+        self.secondary_hits_served = 0
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
@@ -121,6 +177,83 @@ class FakeGitHub:
         }
         self.comments[comment["id"]] = comment
         return comment
+
+    def requests_to(self, installation_id: int, method: str | None = None) -> list[tuple[str, str]]:
+        """The requests made with `installation_id`'s tokens (`method` only), as (method, path)."""
+        return [(m, p) for i, m, p in self.installation_requests if i == installation_id and method in (None, m)]
+
+    def expire_tokens(self, installation_id: int) -> None:
+        """The installation's tokens issued so far expire now (GitHub no longer takes them)."""
+        with self._lock:
+            for token, (installation, _) in list(_TOKENS.items()):
+                if installation == installation_id:
+                    _TOKENS[token] = (installation, time.time() - 1)
+
+    def exhaust_quota(self, installation_id: int, reset_in_s: float) -> None:
+        """Spend the installation's whole quota, its window resetting in `reset_in_s` seconds."""
+        with self._lock:
+            self._rate[installation_id] = (self.rate_limit, time.time() + reset_in_s)
+
+    def spend_quota(self, installation_id: int, used: int) -> None:
+        """Count `used` requests in the installation's window (a window of `rate_window_s` from now)."""
+        with self._lock:
+            self._rate[installation_id] = (used, time.time() + self.rate_window_s)
+
+    def _installation_of(self, header: str) -> int | None:
+        """The installation a live token belongs to; None for an unknown or expired token."""
+        issued = _TOKENS.get(header.removeprefix("token ").removeprefix("Bearer "))
+        if issued is None or issued[1] <= time.time():
+            return None
+        return issued[0]
+
+    def _rate_headers(self, installation_id: int, counted: bool) -> dict[str, str]:
+        """Count one request against the installation's window (when `counted`) and say where it stands."""
+        now = time.time()
+        used, reset = self._rate.get(installation_id, (0, now + self.rate_window_s))
+        if now >= reset:
+            used, reset = 0, now + self.rate_window_s
+        if counted:
+            used += 1
+        self._rate[installation_id] = (used, reset)
+        return {
+            "x-ratelimit-limit": str(self.rate_limit),
+            "x-ratelimit-remaining": str(max(0, self.rate_limit - used)),
+            "x-ratelimit-used": str(min(used, self.rate_limit)),
+            # Epoch seconds, rounded up as GitHub's reset is never before the window ends.
+            "x-ratelimit-reset": str(int(reset) + (reset % 1 > 0)),
+            "x-ratelimit-resource": "core",
+        }
+
+    def _limited(self, installation_id: int, method: str, path: str) -> tuple[Response | None, dict[str, str]]:
+        """A rate-limit or permission refusal for this installation request, or None; and its rate headers."""
+        used, reset = self._rate.get(installation_id, (0, 0.0))
+        over = used >= self.rate_limit and time.time() < reset
+        headers = self._rate_headers(installation_id, counted=not over)
+        secondary = self.secondary_hits > 0 and self.secondary_path in path
+        if over or secondary:
+            self.rate_limited += 1
+        if over:
+            message = f"API rate limit exceeded for installation ID {installation_id}."
+            return JSONResponse({"message": message}, status_code=403, headers=headers), headers
+        if secondary:
+            self.secondary_hits -= 1
+            self.secondary_hits_served += 1
+            message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+            retry = {**headers, "retry-after": str(self.secondary_retry_after_s)}
+            return JSONResponse({"message": message}, status_code=403, headers=retry), headers
+        needed = next((name for pattern, name in _NEEDS if pattern.match(path)), None)
+        level = "read" if method in ("GET", "HEAD") else "write"
+        granted = self.installation_permissions.get(needed or "")
+        if needed is not None and (granted is None or (level == "write" and granted != "write")):
+            refusal = {**headers, "x-accepted-github-permissions": f"{needed}={level}"}
+            body = {
+                "message": "Resource not accessible by integration",
+                "documentation_url": "https://docs.github.com/rest",
+                "status": "403",
+            }
+            return JSONResponse(body, status_code=403, headers=refusal), headers
+        self.installation_requests.append((installation_id, method, path))
+        return None, headers
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(self.repo_root), *args], capture_output=True, text=True)
@@ -189,18 +322,37 @@ class FakeGitHub:
                     return JSONResponse({"message": f"bad JWT: {exc}"}, status_code=401)
                 if str(claims.get("iss")) != self.app_id:
                     return JSONResponse({"message": "wrong app"}, status_code=401)
-            elif header not in (f"token {TOKEN}", f"Bearer {TOKEN}"):
+                response: Response = await call_next(request)
+                return response
+            installation = self._installation_of(header)
+            if installation is None:
                 return JSONResponse({"message": "Bad credentials"}, status_code=401)
+            with self._lock:
+                refusal, rate = self._limited(installation, request.method, request.url.path)
+            if refusal is not None:
+                return refusal
             if request.method in ("POST", "PATCH") and request.url.path.startswith("/repos/"):
                 self.bodies.append((request.method, request.url.path, await request.json()))
-            response: Response = await call_next(request)
-            return response
+                self.write_times.append(time.monotonic())
+            answer: Response = await call_next(request)
+            answer.headers.update(rate)
+            return answer
 
         @app.post("/app/installations/{installation_id}/access_tokens")
         async def token(installation_id: int) -> JSONResponse:
-            return JSONResponse(
-                {"token": TOKEN, "expires_at": "2099-01-01T00:00:00Z", "permissions": {}}, status_code=201
-            )
+            expires = time.time() + self.token_lifetime_s
+            with self._lock:
+                token = f"ghs_fake{next(_token_ids):06d}"
+                _TOKENS[token] = (installation_id, expires)
+                self.tokens_issued += 1
+            body = {
+                "token": token,
+                # GitHub's format, to the second.
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+                "permissions": dict(self.installation_permissions),
+                "repository_selection": "all",
+            }
+            return JSONResponse(body, status_code=201)
 
         @app.get("/repos/{owner}/{repo}/contents/{path:path}")
         async def contents(owner: str, repo: str, path: str, ref: str, request: Request) -> Response:
@@ -212,7 +364,7 @@ class FakeGitHub:
         ) -> JSONResponse:
             found = [self._pull(owner, repo, n) for n in sorted(self.pulls)]
             found = [p for p in found if state == "all" or p["state"] == state]
-            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+            return JSONResponse(_page(found, page, per_page))
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
         async def pull(owner: str, repo: str, number: int) -> JSONResponse:
@@ -285,7 +437,7 @@ class FakeGitHub:
                 for n in sorted(self.pulls)
             ]
             found = [i for i in [*self.issues.values(), *pulls] if state == "all" or i["state"] == state]
-            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+            return JSONResponse(_page(found, page, per_page))
 
         @app.post("/repos/{owner}/{repo}/issues")
         async def create_issue(owner: str, repo: str, request: Request) -> JSONResponse:
@@ -337,7 +489,7 @@ class FakeGitHub:
                 return JSONResponse({"message": "Server Error"}, status_code=self.files_status)
             base, head = self.pulls[number]
             files = self._diff(base, head)[:PULL_FILES_MAX]
-            return JSONResponse(files[(page - 1) * per_page : page * per_page])
+            return JSONResponse(_page(files, page, per_page))
 
         @app.get("/repos/{owner}/{repo}/commits/{sha}/check-runs")
         async def list_runs(
@@ -383,12 +535,12 @@ class FakeGitHub:
             owner: str, repo: str, run_id: int, page: int = 1, per_page: int = 30
         ) -> JSONResponse:
             found = self.annotations.get(run_id, [])
-            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+            return JSONResponse(_page(found, page, per_page))
 
         @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
         async def list_comments(owner: str, repo: str, number: int, page: int = 1, per_page: int = 30) -> JSONResponse:
             found = [c for c in self.comments.values() if c["issue"] == number]
-            return JSONResponse(found[(page - 1) * per_page : page * per_page])
+            return JSONResponse(_page(found, page, per_page))
 
         @app.post("/repos/{owner}/{repo}/issues/{number}/comments")
         async def create_comment(owner: str, repo: str, number: int, request: Request) -> JSONResponse:

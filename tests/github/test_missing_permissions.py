@@ -1,0 +1,79 @@
+"""An installation without a permission a command needs gets told which and where; a team written by
+its name is a config error naming its slug."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq import ArqRedis
+
+from bot.errors import InputError
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.pipeline.config import parse_config
+from bot.settings import Settings
+from bot.store import Store
+from tests.conftest import GitRepo
+from tests.github.conftest import answers, build_pr_repo, webhook_client
+from tests.github.fake_github import FakeGitHub
+from tests.github.test_approval import REPO, PullRequest
+from tests.stub_llm import StubLLM
+
+
+@pytest.fixture
+async def pull(
+    repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
+) -> AsyncIterator[PullRequest]:
+    """Pull request 2, evaluated, with `@acme/ai-leads` as the base's approvers."""
+    base, head = build_pr_repo(repo, ["@acme/ai-leads"])
+    stub.handler = answers(9)
+    async with webhook_client(settings, redis) as http:
+        pull = PullRequest(http, fake_github, run_worker, base, head)
+        await pull.opened()
+        yield pull
+
+
+async def test_team_approver_without_members_permission_gets_a_reply_naming_it(
+    pull: PullRequest, fake_github: FakeGitHub, job_store: Store
+) -> None:
+    assert pull.check(EVALS_CHECK)["conclusion"] == "success"
+    fake_github.teams["acme/ai-leads"] = {"tess"}
+    # The app was installed before it asked for Members, or the owner never accepted the request.
+    del fake_github.installation_permissions["members"]
+
+    await pull.comment("tess", "/approve")
+
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    (reply,) = pull.replies()
+    assert reply.startswith(
+        "@tess `/approve`: evalbot cannot do this, GitHub refused it: the app's installation lacks the "
+        "**Members** permission (`members=read`)."
+    )
+    assert "**Permissions & events** → **Organization permissions** → **Members**: *Read-only*" in reply
+    assert "accepts the new permission" in reply
+    (refused,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "refused"]
+    assert refused.actor == "tess"
+
+
+async def test_members_permission_granted_lets_the_team_approve(pull: PullRequest, fake_github: FakeGitHub) -> None:
+    fake_github.teams["acme/ai-leads"] = {"tess"}
+    await pull.comment("tess", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
+    assert pull.replies() == []
+
+
+@pytest.mark.parametrize(
+    ("written", "slug"),
+    [("@acme/AI Leads", "@acme/ai-leads"), ("@acme/Platform & ML", "@acme/platform-ml"), ("@acme/QA", "@acme/qa")],
+)
+def test_a_team_written_by_its_name_is_a_config_error_naming_the_slug(written: str, slug: str) -> None:
+    with pytest.raises(InputError) as raised:
+        parse_config(f'approvers: [alice, "{written}"]\n')
+    assert f"'{slug}'" in str(raised.value)
+    assert raised.value.line == 1
+
+
+def test_team_slugs_and_logins_are_accepted() -> None:
+    config = parse_config('approvers: [alice, "@acme/ai-leads", "@acme/ml_ops"]\n')
+    assert config.approvers == ["alice", "@acme/ai-leads", "@acme/ml_ops"]
