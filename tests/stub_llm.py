@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -152,6 +152,19 @@ class StubLLM:
 
     def stop(self) -> None:
         self._http.stop()
+
+
+def held_stub(score: Handler, hold: threading.Event, free_calls: int, hold_s: float, delay_s: float = 0.0) -> StubLLM:
+    """A started stub answering as `score` after `delay_s`; while `hold` is set, calls after the first
+    `free_calls` are answered only after `hold_s`, so a test breaks or stops a run while no answer is a
+    few milliseconds from arriving."""
+
+    def handler(body: dict[str, Any]) -> Reply:
+        held = hold.is_set() and len(server.requests) > free_calls
+        return replace(score(body), delay_s=hold_s if held else delay_s)
+
+    server = StubLLM(handler).start()
+    return server
 
 
 def main() -> None:

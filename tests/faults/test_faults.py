@@ -24,7 +24,7 @@ from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.faults.cluster import Cluster, billed_twice, wait_until
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
-from tests.stub_llm import Reply, StubLLM
+from tests.stub_llm import Reply, StubLLM, held_stub
 
 PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
 # 10 cases x base and head; the head ("v2") gets 9 right, the base 5.
@@ -57,13 +57,7 @@ def hold() -> threading.Event:
 
 @pytest.fixture
 def stub(hold: threading.Event) -> Iterator[StubLLM]:
-    score = answers(9)
-
-    def handler(body: dict[str, Any]) -> Reply:
-        held = hold.is_set() and len(server.requests) > FREE_CALLS
-        return replace(score(body), delay_s=HOLD_S if held else DELAY_S)
-
-    server = StubLLM(handler).start()
+    server = held_stub(answers(9), hold, FREE_CALLS, HOLD_S, DELAY_S)
     yield server
     server.stop()
 

@@ -99,34 +99,44 @@ async def redis() -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
+# The jobs the test worker runs (the real worker wraps evaluations in heartbeats and time caps).
+TEST_FUNCTIONS = [
+    evaluate_pull_request,
+    handle_command,
+    publish_head,
+    merge_group_checks,
+    rerun_head,
+    cancel_checks,
+    scheduled_evaluation,
+    check_schedules,
+]
+
+
+async def run_burst(redis: ArqRedis, settings: Settings, store: Store, functions: Any = None, **options: Any) -> int:
+    """Run queued jobs to completion (arq burst mode), as `evalbot worker` would; how many completed."""
+    worker = Worker(
+        functions=functions or TEST_FUNCTIONS,
+        redis_pool=redis,
+        allow_abort_jobs=True,
+        burst=True,
+        poll_delay=0,
+        ctx={"settings": settings, "store": store},
+        handle_signals=False,
+        **options,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return int(worker.jobs_complete)
+
+
 @pytest.fixture
 def run_worker(redis: ArqRedis, settings: Settings, job_store: Store) -> Any:
-    """Run queued jobs to completion (arq burst mode), as `evalbot worker` would."""
+    """Run queued jobs to completion, as `evalbot worker` would."""
 
     async def run() -> int:
-        worker = Worker(
-            functions=[
-                evaluate_pull_request,
-                handle_command,
-                publish_head,
-                merge_group_checks,
-                rerun_head,
-                cancel_checks,
-                scheduled_evaluation,
-                check_schedules,
-            ],
-            redis_pool=redis,
-            allow_abort_jobs=True,
-            burst=True,
-            poll_delay=0,
-            ctx={"settings": settings, "store": job_store},
-            handle_signals=False,
-        )
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
-        return int(worker.jobs_complete)
+        return await run_burst(redis, settings, job_store)
 
     return run
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from arq import ArqRedis
 from arq.jobs import Job
-from arq.worker import Worker
 from prometheus_client import REGISTRY
 
 from bot.github import jobs, ratelimit
@@ -21,7 +21,7 @@ from bot.github.jobs import WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
-from tests.github.conftest import answers, build_pr_repo
+from tests.github.conftest import answers, build_pr_repo, run_burst
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, StubLLM
 
@@ -33,21 +33,8 @@ INSTALLATION = 1
 async def run_jobs(redis: ArqRedis, settings: Settings, job_store: Store, max_jobs: int = -1) -> int:
     """Run the queued jobs as `evalbot worker` does (heartbeat, time cap, request counts) to the end,
     or to `max_jobs` of them."""
-    worker = Worker(
-        max_burst_jobs=max_jobs,
-        functions=WorkerSettings.functions,
-        redis_pool=redis,
-        burst=True,
-        poll_delay=0,
-        max_jobs=settings.WORKER_MAX_JOBS,
-        ctx={"settings": settings, "store": job_store},
-        handle_signals=False,
-    )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-    return int(worker.jobs_complete)
+    options = {"max_burst_jobs": max_jobs, "max_jobs": settings.WORKER_MAX_JOBS}
+    return await run_burst(redis, settings, job_store, WorkerSettings.functions, **options)
 
 
 async def enqueue(redis: ArqRedis, pr: int, head: str) -> None:
@@ -67,6 +54,29 @@ def progress_updates(fake: FakeGitHub) -> list[tuple[float, dict[str, Any]]]:
         for (method, path, body), at in zip(fake.bodies, fake.write_times, strict=True)
         if method == "PATCH" and "/check-runs/" in path and body.get("status") == "in_progress"
     ]
+
+
+Evaluate = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def head(repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM) -> str:
+    """The head of pull request 2, which changes the qa prompt (9 of 10 right, the base 5)."""
+    base, head = build_pr_repo(repo, ["lead"])
+    fake_github.pulls[2] = (base, head)
+    stub.handler = answers(9)
+    return head
+
+
+@pytest.fixture
+def evaluate(redis: ArqRedis, settings: Settings, job_store: Store) -> Evaluate:
+    """Queue pull request 2's evaluation of `head` and run the worker; how many jobs completed."""
+
+    async def run(head: str, max_jobs: int = -1) -> int:
+        await enqueue(redis, 2, head)
+        return await run_jobs(redis, settings, job_store, max_jobs)
+
+    return run
 
 
 async def test_progress_at_most_once_per_interval_and_twice_per_run(
@@ -149,21 +159,10 @@ async def test_a_200_case_pull_request_costs_19_requests(
     assert fake_github.runs_named(APPROVAL_CHECK, head)[0]["status"] == "completed"
 
 
-async def test_low_remaining_quota_posts_no_progress(
-    repo: GitRepo,
-    fake_github: FakeGitHub,
-    stub: StubLLM,
-    redis: ArqRedis,
-    settings: Settings,
-    job_store: Store,
-) -> None:
-    base, head = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answers(9)
+async def test_low_remaining_quota_posts_no_progress(fake_github: FakeGitHub, head: str, evaluate: Evaluate) -> None:
     # A tenth of the hour's quota left: every request goes to the result, none to progress.
     fake_github.spend_quota(INSTALLATION, 4_500)
-    await enqueue(redis, 2, head)
-    assert await run_jobs(redis, settings, job_store) == 1
+    assert await evaluate(head) == 1
 
     assert progress_updates(fake_github) == []
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
@@ -171,21 +170,12 @@ async def test_low_remaining_quota_posts_no_progress(
 
 
 async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_reason(
-    repo: GitRepo,
-    fake_github: FakeGitHub,
-    stub: StubLLM,
-    redis: ArqRedis,
-    settings: Settings,
-    job_store: Store,
+    fake_github: FakeGitHub, stub: StubLLM, head: str, evaluate: Evaluate
 ) -> None:
-    base, head = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answers(9)
     # A secondary limit asking for an hour's wait: past the run's 10-minute cap.
     fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, 3600
     started = time.monotonic()
-    await enqueue(redis, 2, head)
-    assert await run_jobs(redis, settings, job_store) == 1
+    assert await evaluate(head) == 1
 
     assert time.monotonic() - started < 30  # no wait for the reset
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
@@ -200,19 +190,10 @@ async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_re
 
 
 async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
-    repo: GitRepo,
-    fake_github: FakeGitHub,
-    stub: StubLLM,
-    redis: ArqRedis,
-    settings: Settings,
-    job_store: Store,
+    fake_github: FakeGitHub, redis: ArqRedis, settings: Settings, job_store: Store, head: str, evaluate: Evaluate
 ) -> None:
-    base, head = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, head)
-    stub.handler = answers(9)
     fake_github.exhaust_quota(INSTALLATION, reset_in_s=3600)
-    await enqueue(redis, 2, head)
-    assert await run_jobs(redis, settings, job_store, max_jobs=1) == 1
+    assert await evaluate(head, max_jobs=1) == 1
 
     # Nothing could be written: no check run exists, none is left in progress; a job waits for the reset.
     assert fake_github.check_runs == {}

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from bot.store import Store
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
-from tests.stub_llm import Reply, StubLLM
+from tests.stub_llm import StubLLM, held_stub
 
 _deliveries = itertools.count(1)
 CALLS = 20  # 10 cases, base and head
@@ -53,13 +53,7 @@ def hold() -> threading.Event:
 
 @pytest.fixture
 def stub(hold: threading.Event) -> Iterator[StubLLM]:
-    score = answers(9)
-
-    def handler(body: dict[str, Any]) -> Reply:
-        held = hold.is_set() and len(server.requests) > FREE_CALLS
-        return replace(score(body), delay_s=HOLD_S if held else 0.0)
-
-    server = StubLLM(handler).start()
+    server = held_stub(answers(9), hold, FREE_CALLS, HOLD_S)
     yield server
     server.stop()
 
@@ -162,7 +156,15 @@ async def test_a_push_cancels_the_old_heads_run_and_evaluates_the_new_head(
     assert [r["conclusion"] for r in fake_github.runs_named(EVALS_CHECK, old)] == ["cancelled"]
 
 
-async def test_closing_the_pull_request_cancels_its_run_and_no_call_follows(
+@dataclass(frozen=True)
+class Closed:
+    base: str
+    head: str
+    asked: int  # calls the run had asked for when its check run completed
+
+
+@pytest.fixture
+async def closed_midway(
     repo: GitRepo,
     fake_github: FakeGitHub,
     stub: StubLLM,
@@ -170,7 +172,8 @@ async def test_closing_the_pull_request_cancels_its_run_and_no_call_follows(
     webhook: httpx.AsyncClient,
     worker: Worker,
     redis: ArqRedis,
-) -> None:
+) -> Closed:
+    """Pull request 2 opened, then closed with its run under way (FREE_CALLS answered, CONCURRENCY held)."""
     base, head = build_pr_repo(repo, ["lead"])
     fake_github.pulls[2] = (base, head)
     hold.set()
@@ -183,11 +186,17 @@ async def test_closing_the_pull_request_cancels_its_run_and_no_call_follows(
     await until(completed(fake_github, head), "the check run to complete")
     asked = len(stub.requests)
     await idle(worker, redis)
+    return Closed(base, head, asked)
 
+
+async def test_closing_the_pull_request_cancels_its_run_and_no_call_follows(
+    closed_midway: Closed, fake_github: FakeGitHub, stub: StubLLM
+) -> None:
+    head = closed_midway.head
     (run,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (run["conclusion"], run["output"]["title"]) == ("cancelled", "pull request closed")
     assert "The pull request was closed" in run["output"]["summary"]
-    assert len(stub.requests) == asked == FREE_CALLS + CONCURRENCY
+    assert len(stub.requests) == closed_midway.asked == FREE_CALLS + CONCURRENCY
     assert len(stub.answered) == FREE_CALLS
 
 
@@ -223,25 +232,9 @@ async def test_a_queued_run_of_an_old_head_never_starts_and_its_open_check_run_i
 
 
 async def test_a_reopened_pull_request_evaluates_the_head_whose_run_was_cancelled(
-    repo: GitRepo,
-    fake_github: FakeGitHub,
-    stub: StubLLM,
-    hold: threading.Event,
-    webhook: httpx.AsyncClient,
-    worker: Worker,
-    redis: ArqRedis,
+    closed_midway: Closed, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient
 ) -> None:
-    base, head = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, head)
-    hold.set()
-    await pull_request(webhook, "opened", base, head)
-    await held_midway(stub, hold)
-    fake_github.closed.add(2)
-    hold.clear()
-    await pull_request(webhook, "closed", base, head)
-    await until(completed(fake_github, head), "the check run to complete")
-    await idle(worker, redis)
-
+    base, head = closed_midway.base, closed_midway.head
     fake_github.closed.discard(2)
     # The same head as the aborted job: not taken for a duplicate of it.
     assert await pull_request(webhook, "reopened", base, head) == "enqueued"
