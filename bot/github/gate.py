@@ -25,7 +25,7 @@ from bot.github.constants import (
     VERDICT_TTL_S,
     eval_job_id,
 )
-from bot.github.permissions import is_approver
+from bot.github.permissions import is_approver, missing_permissions
 from bot.github.publish import Conclusion, Publisher
 from bot.github.source import GitHubSource, branch_tip, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config
@@ -219,7 +219,20 @@ async def _row(
         return row
     approval = await state.get_approval(job.store, job.repo, number, job.head_sha, base_ref)
     # Re-checked when used: an approver removed from the base since the approval no longer counts.
-    if approval is not None and await is_approver(job.gh, policy.approvers, approval.approver):
+    try:
+        counts = approval is not None and await is_approver(job.gh, policy.approvers, approval.approver)
+    except RequestFailed as exc:
+        missing = missing_permissions(exc)
+        if approval is None or not missing:
+            raise
+        # The installation lost a permission since the approval (Members, for `@org/team` approvers):
+        # the approval cannot be checked, so it does not count, and the check says what to grant.
+        needed = ", ".join(f"{p.label}: {p.level_label}" for p in missing)
+        row.approval_title = f"Approval by {approval.approver} cannot be checked: the app lacks {needed}"
+        reason = row.approval_title + " (the app's settings → Permissions & events; the owner then accepts it)"
+        row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=reason)
+        return row
+    if approval is not None and counts:
         row.approved = True
         row.approval_title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
         row.approval_summary = await job.approval_summary("approved", policy.approvers, pr=number, approval=approval)

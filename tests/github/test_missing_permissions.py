@@ -20,6 +20,8 @@ from tests.github.fake_github import FakeGitHub
 from tests.github.test_approval import REPO, PullRequest
 from tests.stub_llm import StubLLM
 
+INSTALLATION = 1  # the installation of the webhook fixtures
+
 
 @pytest.fixture
 async def pull(
@@ -77,3 +79,21 @@ def test_a_team_written_by_its_name_is_a_config_error_naming_the_slug(written: s
 def test_team_slugs_and_logins_are_accepted() -> None:
     config = parse_config('approvers: [alice, "@acme/ai-leads", "@acme/ml_ops"]\n')
     assert config.approvers == ["alice", "@acme/ai-leads", "@acme/ml_ops"]
+
+
+async def test_an_approval_that_cannot_be_checked_any_more_does_not_count_and_says_why(
+    pull: PullRequest, fake_github: FakeGitHub, redis: ArqRedis
+) -> None:
+    fake_github.teams["acme/ai-leads"] = {"tess"}
+    await pull.comment("tess", "/approve")
+    assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
+
+    # The permission is withdrawn; then the approval check is published again (its Re-run button).
+    del fake_github.installation_permissions["members"]
+    await redis.enqueue_job("publish_head", repo=REPO, installation_id=INSTALLATION, head_sha=pull.head)
+    await pull.run_worker()
+
+    approval = pull.check(APPROVAL_CHECK)
+    assert approval["conclusion"] == "action_required"
+    assert approval["output"]["title"] == "Approval by tess cannot be checked: the app lacks Members: Read-only"
+    assert "the owner then accepts it" in approval["output"]["summary"]
