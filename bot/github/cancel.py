@@ -25,6 +25,7 @@ from bot.github.constants import (
     PR_JOBS_TTL_S,
     SUPERSEDED_KEY,
     SUPERSEDED_TTL_S,
+    eval_job_id,
 )
 from bot.github.publish import Publisher
 from bot.github.redact import Redactor
@@ -136,13 +137,28 @@ async def complete_cancelled(
 ) -> bool:
     """Complete the evals check run on `publisher`'s SHA `cancelled`, unless it is completed already.
     When another open pull request has that head, the SHA's checks are published from its verdict
-    instead (`publish_head`, which also has it evaluated if it was not).
+    instead (`publish_head`, which also has it evaluated if it was not); when it is still this pull
+    request's head, it is evaluated again.
 
     Returns:
         Whether the check run was completed `cancelled` here.
     """
     repo, sha = f"{publisher.owner}/{publisher.repo}", publisher.head_sha
     pulls = await open_pulls_with_head(publisher.gh, publisher.owner, publisher.repo, sha)
+    if any(int(p["number"]) == publisher.pr_number for p in pulls):
+        # Still this open pull request's head: what aborted it was an older push delivered late (or
+        # delivered again). Its evaluation starts again, answers already made coming from the cache.
+        job_id = f"{eval_job_id(repo, publisher.pr_number, sha)}:again:{time.time_ns()}"
+        await track(redis, repo, publisher.pr_number, job_id, sha)
+        await redis.enqueue_job(
+            "evaluate_pull_request",
+            _job_id=job_id,
+            repo=repo,
+            installation_id=installation_id,
+            pr_number=publisher.pr_number,
+            head_sha=sha,
+        )
+        return False
     if any(int(p["number"]) != publisher.pr_number for p in pulls):
         await redis.enqueue_job(
             "publish_head",

@@ -208,6 +208,12 @@ async def evaluate_pull_request(
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
         base_ref = pull["base"]["ref"]
+        if pull.get("state") == "closed" or pull["head"]["sha"] != head_sha:
+            # A delivery older than the pull request as it is now (late, or redelivered): nothing to
+            # evaluate, and nothing to spend.
+            closed = pull.get("state") == "closed"
+            await _cancel(job, cancel.Reason(by=None if closed else pull["head"]["sha"]), evals_id, base_ref, run_id)
+            return "cancelled"
         if not trusted:
             fork = is_fork(pull)
             author = pull["user"]["login"]
@@ -294,11 +300,19 @@ async def _aborted(
     ctx: dict[str, Any], job: _PullRequestJob, evals_id: int | None, base_ref: str | None, run_id: int
 ) -> bool:
     """Whether the job was aborted (a push superseded its head, or its pull request was closed); if so,
-    its check run is completed `cancelled` with the reason and its verdict on the SHA blocks: the run
-    did not finish, so nothing on this SHA may pass on it. Shielded: the task is being cancelled."""
+    it is cancelled (`_cancel`)."""
     reason = await asyncio.shield(cancel.abort_reason(job.redis, ctx.get("job_id", "")))
     if reason is None:
         return False
+    await _cancel(job, reason, evals_id, base_ref, run_id)
+    return True
+
+
+async def _cancel(
+    job: _PullRequestJob, reason: cancel.Reason, evals_id: int | None, base_ref: str | None, run_id: int
+) -> None:
+    """Complete the check run `cancelled` with the reason and make the verdict on the SHA block: the run
+    did not finish, so nothing on this SHA may pass on it. Shielded: the task may be being cancelled."""
     summary = reason.summary(job.head_sha)
     with contextlib.suppress(Exception):
         if base_ref is not None:
@@ -308,7 +322,6 @@ async def _aborted(
         await asyncio.shield(asyncio.to_thread(job.store.end_run, run_id, "cancelled"))
     metrics.JOBS.labels(result="cancelled").inc()
     log.info("evaluation cancelled", repo=job.repo, pr=job.pr_number, sha=job.head_sha[:7], reason=reason.title)
-    return True
 
 
 async def _rate_limited(

@@ -156,6 +156,40 @@ async def test_a_push_cancels_the_old_heads_run_and_evaluates_the_new_head(
     assert [r["conclusion"] for r in fake_github.runs_named(EVALS_CHECK, old)] == ["cancelled"]
 
 
+async def test_an_older_push_delivered_late_neither_stops_the_head_nor_evaluates_the_old_commit(
+    repo: GitRepo,
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    hold: threading.Event,
+    webhook: httpx.AsyncClient,
+    worker: Worker,
+    redis: ArqRedis,
+) -> None:
+    base, older = build_pr_repo(repo, ["lead"])
+    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
+    head = repo.commit("push")
+    fake_github.pulls[2] = (base, head)
+    hold.set()
+    await pull_request(webhook, "synchronize", base, head)
+    await held_midway(stub, hold)
+
+    # GitHub delivers the push of `older` after the push of `head` (or delivers it again).
+    hold.clear()
+    await pull_request(webhook, "synchronize", base, older)
+    await until(completed(fake_github, older), "the older commit's check run")
+    await until(lambda: completed_last(fake_github, head), "the head's check run")
+    await idle(worker, redis)
+
+    (stale,) = fake_github.runs_named(EVALS_CHECK, older)
+    assert (stale["conclusion"], stale["output"]["title"]) == ("cancelled", f"superseded by {head[:7]}")
+    # The head's run was aborted by the late delivery, then started again: it passes, and every call
+    # was paid once (the held answers dropped by the abort were asked again, none twice).
+    assert fake_github.runs_named(EVALS_CHECK, head)[-1]["conclusion"] == "success"
+    assert len(stub.answered) == CALLS
+    # Nothing of the older commit was asked: its prompt is not among those sent.
+    assert {body["messages"][0]["content"] for body in stub.requests} == {"v1", "v2 again"}
+
+
 @dataclass(frozen=True)
 class Closed:
     base: str
