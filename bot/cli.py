@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +112,16 @@ def eval_command(
     from bot.settings import get_settings
 
     settings = get_settings()
-    progress = _LazyProgress()
+    bar = _LazyProgress()
+
+    def progress(done: int, total: int, cached: int) -> None:
+        if done == 1:
+            # The run is recorded at the end: SQLAlchemy and alembic (~0.9 s of CPU) load meanwhile,
+            # not before the first request nor after the last answer.
+            store = threading.Thread(target=importlib.import_module, args=("bot.store",), name="import-store")
+            store.daemon = True
+            store.start()
+        bar(done, total, cached)
 
     async def run() -> Any:
         source = GitSource(repo)
@@ -121,7 +132,7 @@ def eval_command(
             options.models = [m.strip() for m in (models or "").split(",") if m.strip()]
             report = await evaluate(source, base_sha, head_sha, options)
         finally:
-            progress.stop()
+            bar.stop()
             if cache is not None:
                 await cache.close()
         _record_cli_run(report, repo, started, base, head)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -25,7 +26,9 @@ BOOTSTRAP_SEED = 20_240_601
 
 def load_in_background() -> None:
     """Import scipy.stats (about 1 s and 70 MiB) in a thread, while a run waits on its model calls:
-    the paired tests after them need it, and then find it loaded."""
+    the intervals and paired tests after them need it, and then find it loaded."""
+    if "scipy.stats" in sys.modules:
+        return
     threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="import-scipy", daemon=True).start()
 
 
