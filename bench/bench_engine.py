@@ -82,6 +82,9 @@ class Row:
 def run_evalbot(base_url: str, repo: Path, tmp: Path, args: argparse.Namespace) -> Row:
     """`evalbot eval` of this checkout (python -m bot, not whatever `evalbot` is installed) as a subprocess."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "EVALBOT_CACHE_DIR": str(tmp / "cache")}
+    # The run is recorded in a fresh SQLite file in the temporary cache directory, wherever the benchmark
+    # runs: a DATABASE_URL of the environment (a shared PostgreSQL) would be measured too.
+    env.pop("DATABASE_URL", None)
     command = [sys.executable, "-m", "bot", "eval", "--repo", str(repo), "--base", "base", "--format", "json"]
     command += ["--no-cache", "--concurrency", str(args.concurrency), "--api-base", base_url]
     out_path = tmp / "report.json"

@@ -172,6 +172,7 @@ def main() -> None:
             "OPENAI_API_KEY": "sk-bench",
             "WORKER_METRICS_PORT": str(_free_port()),
         }
+        env.pop("DATABASE_URL", None)  # runs recorded in SQLite in the temporary cache directory, as everywhere
         worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         asyncio.run(enqueue(redis_server.url(0), heads))

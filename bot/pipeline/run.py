@@ -344,6 +344,10 @@ async def _run_suites(
         done += 1
         cached += result.cached
         passed += result.passed is True and not result.cached
+        if done == 1:
+            # The metrics and paired tests after the calls need scipy.stats: loaded while the rest are
+            # answered, not on the way to the first request (its ~1 s of CPU would delay the first wave).
+            stats.load_in_background()
         if options.on_progress is not None:
             options.on_progress(done, total, cached)
 
@@ -400,8 +404,6 @@ async def _run_suites(
         base_again = await again(base, sp.base_prompt) if base is not None and sp.base_prompt is not None else None
         return compare_suite(sp.head_exam.name, list(sp.reasons), base_again, head_again, config.thresholds)
 
-    if any(sp.base_prompt is not None for sp in the_plan.suites):
-        stats.load_in_background()  # for the paired tests once the calls are answered
     stopped = None
     try:
         suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.engine import stats
 from bot.engine.stats import (
     mcnemar_power,
     paired_delta,
@@ -131,3 +132,19 @@ def test_relative_change() -> None:
     assert relative_change_pct(2.0, 2.5) == pytest.approx(25.0)
     assert relative_change_pct(0.0, 1.0) is None
     assert relative_change_pct(None, 1.0) is None
+
+
+@pytest.mark.parametrize("chunk_values", [1, 999, 1_000_000_000])
+def test_the_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
+    chunk_values: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    values = [(-1.0, 0.0, 0.5, 1.0)[(i * 7) % 4] * (i % 3) for i in range(300)]
+    # Every resample at once, as an unchunked bootstrap would draw them.
+    data = np.asarray(values)
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+    means = data[rng.integers(0, len(data), size=(stats.BOOTSTRAP_RESAMPLES, len(data)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_VALUES", chunk_values)
+    assert stats._bootstrap_mean(values) == stats.Interval(float(low), float(high))
