@@ -26,6 +26,9 @@ VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
 # Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
 VERDICT_TTL_S = 90 * 24 * 3600
 VERDICT_LOCK_TIMEOUT_S = 120
+# How long a job asks GitHub again for its pull request when the head it reports is not the job's:
+# the API can lag a push by a moment; a head still different after these is a late or repeated delivery.
+HEAD_SETTLE_DELAYS_S = (1.0, 2.0, 4.0)
 # Refused commands answered per user and repository in a window; past it, a refusal is only logged
 # (no reply, no audit record): anyone who can comment could otherwise make the bot write without end.
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"

@@ -25,6 +25,7 @@ from bot.github.commands import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
     EVALS_CHECK,
     HEAD_KEY,
+    HEAD_SETTLE_DELAYS_S,
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
@@ -206,7 +207,7 @@ async def evaluate_pull_request(
         return "cancelled"
     try:
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
-        pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
+        pull = await _settled_pull(job, pr_number)
         base_ref = pull["base"]["ref"]
         if pull.get("state") == "closed" or pull["head"]["sha"] != head_sha:
             # A delivery older than the pull request as it is now (late, or redelivered): nothing to
@@ -294,6 +295,19 @@ async def evaluate_pull_request(
         metrics.SPEND_USD.inc(report.spend.under_test_usd + report.spend.judge_usd)
     bound.info("evaluation published", verdict=report.verdict)
     return report.verdict
+
+
+async def _settled_pull(job: _PullRequestJob, pr_number: int) -> dict[str, Any]:
+    """The pull request as GitHub gives it; asked again for a few seconds while it is closed or its head
+    is not the job's commit: GitHub's API can lag a push or a reopen by a moment, and a job must not
+    take its own fresh head for a stale one."""
+    pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
+    for delay_s in HEAD_SETTLE_DELAYS_S:
+        if pull.get("state") != "closed" and pull["head"]["sha"] == job.head_sha:
+            break
+        await asyncio.sleep(delay_s)
+        pull = await get_pull_request(job.gh, job.owner, job.name, pr_number)
+    return pull
 
 
 async def _aborted(

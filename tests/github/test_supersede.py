@@ -38,6 +38,7 @@ CONCURRENCY = 2
 # not wait the old run out.
 FREE_CALLS = 6
 HOLD_S = 30.0
+REPO = "Codertocat/Hello-World"
 TITLE = "qa: accuracy 50.0% → 90.0% (+40.0 pp)"
 
 
@@ -188,6 +189,34 @@ async def test_an_older_push_delivered_late_neither_stops_the_head_nor_evaluates
     assert len(stub.answered) == CALLS
     # Nothing of the older commit was asked: its prompt is not among those sent.
     assert {body["messages"][0]["content"] for body in stub.requests} == {"v1", "v2 again"}
+
+
+async def test_an_api_lagging_behind_the_push_does_not_cancel_the_new_head(
+    repo: GitRepo,
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    webhook: httpx.AsyncClient,
+    worker: Worker,
+    redis: ArqRedis,
+) -> None:
+    base, older = build_pr_repo(repo, ["lead"])
+    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
+    head = repo.commit("push")
+    # The push is delivered while GitHub's API still shows the pull request at the older commit.
+    fake_github.pulls[2] = (base, older)
+    await pull_request(webhook, "synchronize", base, head)
+    pull_path = f"/repos/{REPO}/pulls/2"
+    await until(lambda: ("GET", pull_path) in fake_github.requests, "the job to read the pull request")
+    fake_github.pulls[2] = (base, head)
+
+    await until(completed(fake_github, head), "the head's check run")
+    await idle(worker, redis)
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert (evals["conclusion"], evals["output"]["title"]) == ("success", TITLE)
+    assert fake_github.requests.count(("GET", pull_path)) >= 2
+    # The job waited for the API rather than taking its head for a stale delivery: never stopped and
+    # started again.
+    assert await redis.keys("arq:result:*:again:*") == []
 
 
 @dataclass(frozen=True)
