@@ -79,6 +79,23 @@ async def track(redis: Any, repo: str, pr: int, job_id: str, head_sha: str) -> N
         await pipe.execute()
 
 
+async def enqueue_evaluation(
+    redis: Any, job_id: str, repo: str, installation_id: int, pr_number: int, head_sha: str, **options: Any
+) -> None:
+    """Queue `evaluate_pull_request` of pull request `pr_number` at `head_sha` (`options`: `trusted`,
+    `only`, ...), noted so that a push or a close can abort it."""
+    await track(redis, repo, pr_number, job_id, head_sha)
+    await redis.enqueue_job(
+        "evaluate_pull_request",
+        _job_id=job_id,
+        repo=repo,
+        installation_id=installation_id,
+        pr_number=pr_number,
+        head_sha=head_sha,
+        **options,
+    )
+
+
 async def fresh_id(redis: Any, job_id: str, suffix: str) -> str:
     """`job_id`, or a new one when a job of that id was aborted: arq keeps the aborted job's result
     (and may keep its abort request), which would drop or abort the same head evaluated again."""
@@ -149,15 +166,7 @@ async def complete_cancelled(
         # Still this open pull request's head: what aborted it was an older push delivered late (or
         # delivered again). Its evaluation starts again, answers already made coming from the cache.
         job_id = f"{eval_job_id(repo, publisher.pr_number, sha)}:again:{time.time_ns()}"
-        await track(redis, repo, publisher.pr_number, job_id, sha)
-        await redis.enqueue_job(
-            "evaluate_pull_request",
-            _job_id=job_id,
-            repo=repo,
-            installation_id=installation_id,
-            pr_number=publisher.pr_number,
-            head_sha=sha,
-        )
+        await enqueue_evaluation(redis, job_id, repo, installation_id, publisher.pr_number, sha)
         return False
     if any(int(p["number"]) != publisher.pr_number for p in pulls):
         await redis.enqueue_job(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
 from bot.github import ratelimit
+from bot.github.constants import JOB_MAX_TRIES
 from bot.settings import Settings
 
 
@@ -39,3 +43,15 @@ def installation_client(settings: Settings, installation_id: int) -> GitHub[AppI
         auto_retry=ratelimit.retry,
         async_event_hooks={"response": [ratelimit.response_hook(installation_id)]},
     )
+
+
+def status_of(exc: GitHubException) -> int:
+    """GitHub's HTTP status for a failed request; 500 when there was no answer (a timeout, a refused
+    connection)."""
+    return int(getattr(getattr(exc, "response", None), "status_code", 500))
+
+
+def retry_later(exc: GitHubException, ctx: dict[str, Any]) -> bool:
+    """Whether arq should run the job again later: GitHub still failing (5xx, or no answer) after
+    githubkit's own retries, and tries left. A refusal (4xx) or the last try: a retry cannot help."""
+    return status_of(exc) >= 500 and ctx.get("job_try", 1) < JOB_MAX_TRIES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # Fixed for branch protection: users mark these as required checks.
 EVALS_CHECK = "evalbot/evals"
 APPROVAL_CHECK = "evalbot/approval"
@@ -22,6 +24,8 @@ GATE_NOTES_TTL_S = 90 * 24 * 3600
 # Each open pull request's verdict on a head SHA (hash: pull request number -> verdict), and the lock
 # that lets one job at a time publish that SHA's checks from them.
 VERDICT_KEY = "evalbot:verdict:{repo}:{sha}"
+# A full commit SHA (SHA-1, or SHA-256 in repositories that use it).
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
 # Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
 VERDICT_TTL_S = 90 * 24 * 3600

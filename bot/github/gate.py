@@ -188,15 +188,7 @@ async def _row(
             )
             return _Row(number, base_ref, None, "action_required", title, False, title)
         job_id = eval_job_id(job.repo, number, job.head_sha) + f":base:{base_ref}"
-        await cancel.track(job.redis, job.repo, number, job_id, job.head_sha)
-        await job.redis.enqueue_job(
-            "evaluate_pull_request",
-            _job_id=job_id,
-            repo=job.repo,
-            installation_id=job.installation_id,
-            pr_number=number,
-            head_sha=job.head_sha,
-        )
+        await cancel.enqueue_evaluation(job.redis, job_id, job.repo, job.installation_id, number, job.head_sha)
         title = f"waiting for pull request #{number} to be evaluated"
         return _Row(number, base_ref, None, None, title, False, title)
     policy = await _policy(job, base_ref, policies)

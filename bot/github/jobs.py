@@ -20,7 +20,7 @@ from githubkit.exception import GitHubException, RateLimitExceeded, RequestFaile
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
 from bot.github import cancel, liveness, metrics, outbox, ratelimit, state
-from bot.github.client import installation_client
+from bot.github.client import installation_client, retry_later
 from bot.github.commands import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
     EVALS_CHECK,
@@ -29,7 +29,6 @@ from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
-    PROGRESS_MAX_UPDATES,
     RETRY_DEFER_S,
     SCHEDULE_TICK_MINUTES,
     SHORT_JOB_TIMEOUT_S,
@@ -50,7 +49,7 @@ from bot.github.publish import (
     report_markdown,
     report_title,
 )
-from bot.github.records import job_store, run_page_url, start_store, stop_store
+from bot.github.records import job_store, page_url, run_page_url, start_store, stop_store
 from bot.github.redact import Redactor
 from bot.github.redeliver import redeliver_failed
 from bot.github.schedule import check_schedules, scheduled_evaluation
@@ -99,7 +98,7 @@ class _PullRequestJob:
         settings: Settings = ctx["settings"]
         owner, name = repo.split("/", 1)
         gh = gh or cls.client(ctx, installation_id)
-        details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
+        details_url = page_url(settings)
         publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID, Redactor.for_settings(settings))
         store = job_store(ctx)
         return cls(
@@ -236,8 +235,7 @@ async def evaluate_pull_request(
         # GitHub still failing after githubkit's own retries, before anything is posted: ask arq to try
         # the whole job again later rather than lose the pull request's check — unless GitHub refused
         # (4xx: permissions, a deleted repository) or the tries are spent, where a retry cannot help.
-        status = getattr(getattr(exc, "response", None), "status_code", 500)
-        if status < 500 or ctx.get("job_try", 1) >= JOB_MAX_TRIES:
+        if not retry_later(exc, ctx):
             bound.error("cannot reach GitHub; giving up", error=str(exc))
             await asyncio.to_thread(job.store.end_run, run_id, "github-error")
             return "github-error"
@@ -390,7 +388,7 @@ async def _evaluate(
         installation's quota, shared by all its pull requests. One in flight, one per interval,
         PROGRESS_MAX_UPDATES per run, fewer or none when the quota runs low."""
         nonlocal last_update, posted
-        budget = min(PROGRESS_MAX_UPDATES, ratelimit.progress_budget(job.installation_id))
+        budget = ratelimit.progress_budget(job.installation_id)
         if updates or posted >= budget or time.monotonic() - last_update < PROGRESS_INTERVAL_S:
             return
         last_update, posted = time.monotonic(), posted + 1
@@ -552,27 +550,27 @@ async def handle_command(
         missing = missing_permissions(exc)
         if missing is None:
             raise
-        if not await state.refusal_allowed(job.redis, repo, actor):
-            return "refused"
         needed = ", ".join(f"{p.name}={p.level}" for p in missing) or "not named"
-        await job.audit("refused", actor, command=raw, reason=f"the installation lacks a permission ({needed})")
-        await job.publisher.reply(
-            render_template("missing_permission.md.j2", actor=actor, command=raw, permissions=missing)
-        )
-        return "refused"
+        reply = render_template("missing_permission.md.j2", actor=actor, command=raw, permissions=missing)
+        return await _refuse(job, actor, raw, f"the installation lacks a permission ({needed})", reply)
     if isinstance(result, Refusal):
-        if not await state.refusal_allowed(job.redis, repo, actor):
-            log.warning("refusal over the rate limit: not answered", repo=repo, pr=pr_number, actor=actor)
-            return "refused"
-        await job.audit("refused", actor, command=raw, reason=result.reason)
         reply = render_template(
             "command_reply.md.j2", actor=actor, command=raw, reason=result.reason, show_help=result.show_help
         )
-        await job.publisher.reply(reply)
-        return "refused"
+        return await _refuse(job, actor, raw, result.reason, reply)
     if comment_id is not None:
         await job.publisher.react(comment_id, "eyes")
     return "accepted"
+
+
+async def _refuse(job: _PullRequestJob, actor: str, raw: str, reason: str, reply: str) -> str:
+    """Record the refusal and reply with it, unless `actor` is past the refusal rate limit."""
+    if not await state.refusal_allowed(job.redis, job.repo, actor):
+        log.warning("refusal over the rate limit: not answered", repo=job.repo, pr=job.pr_number, actor=actor)
+        return "refused"
+    await job.audit("refused", actor, command=raw, reason=reason)
+    await job.publisher.reply(reply)
+    return "refused"
 
 
 async def _decide(
@@ -717,14 +715,13 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
             )
     await job.audit("eval_requested", actor, reason=command.raw)
     job_id = f"{eval_job_id(job.repo, job.pr_number, job.head_sha)}:by:{actor}:{time.time_ns()}"
-    await cancel.track(job.redis, job.repo, job.pr_number, job_id, job.head_sha)
-    await job.redis.enqueue_job(
-        "evaluate_pull_request",
-        _job_id=job_id,
-        repo=job.repo,
-        installation_id=job.installation_id,
-        pr_number=job.pr_number,
-        head_sha=job.head_sha,
+    await cancel.enqueue_evaluation(
+        job.redis,
+        job_id,
+        job.repo,
+        job.installation_id,
+        job.pr_number,
+        job.head_sha,
         trusted=True,
         only=list(command.suites) or None,
         budget_usd=command.budget_usd,

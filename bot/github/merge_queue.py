@@ -25,10 +25,11 @@ from arq import Retry
 from githubkit.exception import GitHubException
 
 from bot.errors import InputError
-from bot.github.client import installation_client
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, JOB_MAX_TRIES, RETRY_DEFER_S
+from bot.github.client import installation_client, retry_later, status_of
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, RETRY_DEFER_S
 from bot.github.gate import verdict_of
 from bot.github.publish import Conclusion, Publisher
+from bot.github.records import page_url
 from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, get_pull_request, merge_base
 from bot.pipeline.config import CONFIG_PATH, Config
@@ -223,7 +224,7 @@ async def merge_group_checks(
     owner, name = repo.split("/", 1)
     group = MergeGroup(repo, head_sha, base_sha, base_ref, head_ref)
     publisher = Publisher(gh, owner, name, 0, head_sha, settings.APP_ID, Redactor.for_settings(settings))
-    details_url = f"{settings.PUBLIC_URL.rstrip('/')}/" if settings.PUBLIC_URL else None
+    details_url = page_url(settings)
     bound = log.bind(repo=repo, merge_group=head_sha[:7], job_try=ctx.get("job_try", 1))
     try:
         result = await judge(gh, ctx["redis"], group, settings.APP_ID)
@@ -231,11 +232,12 @@ async def merge_group_checks(
     except GitHubException as exc:
         # As for evaluations: GitHub failing after githubkit's retries is tried again later; a refusal
         # (4xx) or the last try fails the group closed, with the reason, rather than leave it waiting.
-        status = getattr(getattr(exc, "response", None), "status_code", 500)
-        if status >= 500 and ctx.get("job_try", 1) < JOB_MAX_TRIES:
+        if retry_later(exc, ctx):
             bound.warning("cannot reach GitHub; retrying the job", error=str(exc))
             raise Retry(defer=RETRY_DEFER_S * ctx.get("job_try", 1)) from exc
-        result = _failed(f"GitHub answered {status} while evalbot read the merge group's pull request and files")
+        result = _failed(
+            f"GitHub answered {status_of(exc)} while evalbot read the merge group's pull request and files"
+        )
         try:
             await _publish(publisher, group, result, details_url)
         except GitHubException:

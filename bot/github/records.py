@@ -13,9 +13,15 @@ from bot.store import Store, database_url, head_revision, migrate, open_store, r
 log = structlog.get_logger(__name__)
 
 
+def page_url(settings: Settings, path: str = "") -> str | None:
+    """A page of evalbot's web app (check runs' "Details": its front page, `runs/<id>`), when PUBLIC_URL
+    says where it is."""
+    return f"{settings.PUBLIC_URL.rstrip('/')}/{path}" if settings.PUBLIC_URL else None
+
+
 def run_page_url(settings: Settings, run_id: int) -> str | None:
-    """The run's page on evalbot's web app (check runs' "Details"), when PUBLIC_URL says where it is."""
-    return f"{settings.PUBLIC_URL.rstrip('/')}/runs/{run_id}" if settings.PUBLIC_URL else None
+    """The run's page."""
+    return page_url(settings, f"runs/{run_id}")
 
 
 def store_url(settings: Settings) -> str:

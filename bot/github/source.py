@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import weakref
 from typing import Any
 from urllib.parse import quote
@@ -12,6 +11,7 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import FileTooLargeError, InputError
+from bot.github.constants import COMMIT_SHA
 from bot.pipeline.source import check_path, not_a_file
 
 # GitHub's compare API lists at most 300 changed files for the whole comparison; at that many the list
@@ -26,7 +26,6 @@ _KINDS = {"dir": "directory", "symlink": "symbolic link", "submodule": "submodul
 # A file at a commit SHA never changes: one job's client reads it once (the base's `.evalbot.yml` is
 # read for the policy, for the plan and again when publishing). Small files only, kept as long as the
 # client, which is one job's.
-_SHA = re.compile(r"[0-9a-f]{40}")
 _CACHED_MAX_BYTES = 1_000_000
 _READS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
 
@@ -42,7 +41,7 @@ class GitHubSource:
         # The pipeline checked the path already; checked again here because this request carries a
         # token that reads every repository of the installation.
         check_path(path)
-        if not _SHA.fullmatch(ref):
+        if not COMMIT_SHA.fullmatch(ref):
             return await self._read_text(ref, path, max_bytes)
         reads = _READS.setdefault(self.gh, {})
         key = (f"{self._base}@{ref}", path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from bot.github import cancel, metrics
 from bot.github.commands import RERUN_RAW, Command, Refusal, parse_command
 from bot.github.constants import (
     APPROVAL_CHECK,
+    COMMIT_SHA,
     DELIVERY_KEY_PREFIX,
     DELIVERY_TTL_S,
     EVALS_CHECK,
@@ -40,7 +40,6 @@ from bot.web import install as install_web
 log = structlog.get_logger(__name__)
 
 PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _answer(status: int, outcome: str, event: str, **extra: Any) -> JSONResponse:
@@ -201,7 +200,7 @@ def _merge_group_job(payload: dict[str, Any]) -> Job:
     }
     # The SHAs go into API paths: commit SHAs, or the delivery is refused (400).
     for key in ("head_sha", "base_sha"):
-        if not _SHA.fullmatch(kwargs[key]):
+        if not COMMIT_SHA.fullmatch(kwargs[key]):
             raise ValueError(f"merge_group.{key} as a commit SHA")
     return Job("merge_group_checks", merge_group_job_id(kwargs["repo"], kwargs["head_sha"]), kwargs)
 

@@ -115,6 +115,22 @@ def completed(fake: FakeGitHub, sha: str) -> Callable[[], bool]:
     return lambda: any(r["status"] == "completed" for r in fake.runs_named(EVALS_CHECK, sha))
 
 
+def push(repo: GitRepo) -> str:
+    """A new head for pull request 2: its prompt changed again ("v2 again")."""
+    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
+    return repo.commit("push")
+
+
+async def under_way(
+    webhook: httpx.AsyncClient, fake: FakeGitHub, stub: StubLLM, hold: threading.Event, action: str, base: str, sha: str
+) -> None:
+    """Pull request 2 at `sha`, its `action` delivered and its run under way (`held_midway`)."""
+    fake.pulls[2] = (base, sha)
+    hold.set()
+    await pull_request(webhook, action, base, sha)
+    await held_midway(stub, hold)
+
+
 async def held_midway(stub: StubLLM, hold: threading.Event) -> None:
     """The first FREE_CALLS answered, the next CONCURRENCY held."""
     await until(lambda: len(stub.answered) == FREE_CALLS and stub.in_flight == CONCURRENCY, "the run to be under way")
@@ -130,13 +146,9 @@ async def test_a_push_cancels_the_old_heads_run_and_evaluates_the_new_head(
     redis: ArqRedis,
 ) -> None:
     base, old = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, old)
-    hold.set()
-    await pull_request(webhook, "opened", base, old)
-    await held_midway(stub, hold)
+    await under_way(webhook, fake_github, stub, hold, "opened", base, old)
 
-    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
-    new = repo.commit("push")
+    new = push(repo)
     fake_github.pulls[2] = (base, new)
     # The held calls stay held; the new head's are answered at once.
     hold.clear()
@@ -167,12 +179,8 @@ async def test_an_older_push_delivered_late_neither_stops_the_head_nor_evaluates
     redis: ArqRedis,
 ) -> None:
     base, older = build_pr_repo(repo, ["lead"])
-    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
-    head = repo.commit("push")
-    fake_github.pulls[2] = (base, head)
-    hold.set()
-    await pull_request(webhook, "synchronize", base, head)
-    await held_midway(stub, hold)
+    head = push(repo)
+    await under_way(webhook, fake_github, stub, hold, "synchronize", base, head)
 
     # GitHub delivers the push of `older` after the push of `head` (or delivers it again).
     hold.clear()
@@ -200,8 +208,7 @@ async def test_an_api_lagging_behind_the_push_does_not_cancel_the_new_head(
     redis: ArqRedis,
 ) -> None:
     base, older = build_pr_repo(repo, ["lead"])
-    repo.write("prompts/qa.yaml", prompt_file("1.2.0", system_prompt="v2 again"))
-    head = repo.commit("push")
+    head = push(repo)
     # The push is delivered while GitHub's API still shows the pull request at the older commit.
     fake_github.pulls[2] = (base, older)
     await pull_request(webhook, "synchronize", base, head)
@@ -238,10 +245,7 @@ async def closed_midway(
 ) -> Closed:
     """Pull request 2 opened, then closed with its run under way (FREE_CALLS answered, CONCURRENCY held)."""
     base, head = build_pr_repo(repo, ["lead"])
-    fake_github.pulls[2] = (base, head)
-    hold.set()
-    await pull_request(webhook, "opened", base, head)
-    await held_midway(stub, hold)
+    await under_way(webhook, fake_github, stub, hold, "opened", base, head)
 
     fake_github.closed.add(2)
     hold.clear()
