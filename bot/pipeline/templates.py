@@ -506,6 +506,7 @@ def _mustache(source: str) -> Template:
                 elif not empty:
                     items = value if isinstance(value, list | tuple) else [value]
                     for item in items:
+                        budget.step()
                         emit(node.children, [*scopes, item], out, size)
                 continue
             size[0] += len(text)

@@ -63,6 +63,19 @@ def edit(repo: GitRepo, path: str, old: str, new: str) -> None:
     (repo.root / path).write_text(text.replace(old, new))
 
 
+def evaluate_edits(repo: GitRepo, stub: StubLLM, edits: list[tuple[str, str, str]], answers: dict[str, str]) -> str:
+    """Commit the repository as base, `edits` (path, old, new) as head, and evaluate with the stub answering
+    `answers`: every answer is graded right on both sides."""
+    repo.commit("base", tag="base")
+    for path, old, new in edits:
+        edit(repo, path, old, new)
+    repo.commit("head", tag="head")
+    stub.handler = oracle(answers)
+    code, report = evaluate(repo, stub)
+    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+    return report
+
+
 def test_a_prompty_file_and_its_jsonl_eval_set(tmp_path: Path, stub: StubLLM) -> None:
     repo = from_fixture("prompty", tmp_path)
     output, text = init(repo)
@@ -79,15 +92,12 @@ def test_a_prompty_file_and_its_jsonl_eval_set(tmp_path: Path, stub: StubLLM) ->
     (repo.root / ".evalbot.yml").write_text(
         text.replace("    id_field: id\n", "    id_field: id\n    watch: [src/support/retrieval.yaml]\n")
     )
-    repo.commit("base", tag="base")
-    edit(repo, "src/support/chat.prompty", "Answer with one word", "Reply with a single word")
-    edit(repo, "src/support/retrieval.yaml", "top_k: 4", "top_k: 8")
-    repo.commit("head", tag="head")
-
     labels = {row["question"]: row["ground_truth"].title() for row in rows(repo.root / "evals/support_eval.jsonl")}
-    stub.handler = oracle(labels)
-    code, report = evaluate(repo, stub)
-    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+    edits = [
+        ("src/support/chat.prompty", "Answer with one word", "Reply with a single word"),
+        ("src/support/retrieval.yaml", "top_k: 4", "top_k: 8"),
+    ]
+    report = evaluate_edits(repo, stub, edits, labels)
     assert "src/support/chat.prompty changed; src/support/retrieval.yaml changed (watched). 24 cases." in report
     # Front matter and role markers: the system section with the input's default, the user section with the row.
     first = next(r for r in stub.requests if "charged twice for my subscription" in user_text(r))
@@ -115,19 +125,13 @@ def test_an_openai_evals_registry_with_chat_input_and_ideal(tmp_path: Path, stub
         ["evals/registry/evals/capitals.yaml"],
     )
     assert [g.type for g in suite.graders] == ["starts_with"]  # OpenAI evals' Match
-    repo.commit("base", tag="base")
     samples = "evals/registry/data/capitals/samples.jsonl"
-    edit(repo, samples, '"ideal": "Lima"', '"ideal": ["Lima", "Ciudad de los Reyes"]')
-    repo.commit("head", tag="head")
-
     cities = {}
     for row in rows(repo.root / samples):
-        question = row["input"][-1]["content"]
         ideal = row["ideal"] if isinstance(row["ideal"], str) else row["ideal"][-1]
-        cities[question] = f"{ideal}."  # Match: the answer starts with an acceptable one
-    stub.handler = oracle(cities)
-    code, report = evaluate(repo, stub)
-    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+        cities[row["input"][-1]["content"]] = f"{ideal}."  # Match: the answer starts with an acceptable one
+    edits = [(samples, '"ideal": "Lima"', '"ideal": ["Lima", "Ciudad de los Reyes"]')]
+    report = evaluate_edits(repo, stub, edits, cities)
     assert f"{samples} changed. 24 cases." in report
     # The chat `input` is sent as those messages, system role kept, never as a Python repr.
     request = next(r for r in stub.requests if "capital of France" in user_text(r))
@@ -144,15 +148,10 @@ def test_a_langchain_prompt_file_and_a_csv(tmp_path: Path, stub: StubLLM) -> Non
     assert "  suite sentiment: prompts/sentiment.yaml on data/reviews.csv (ids from review_id)\n" in output
     (suite,) = parse_config(text).suites
     assert (suite.model, suite.expected_field) == ("openai/gpt-4o-mini", "label")
-    repo.commit("base", tag="base")
-    edit(repo, "prompts/sentiment.yaml", "Answer with the one word.", "Answer with one lower-case word.")
-    repo.commit("head", tag="head")
-
     with (repo.root / "data/reviews.csv").open() as handle:
         labels = {row["review"]: row["label"] for row in csv.DictReader(handle)}
-    stub.handler = oracle(labels)
-    code, report = evaluate(repo, stub)
-    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+    edits = [("prompts/sentiment.yaml", "Answer with the one word.", "Answer with one lower-case word.")]
+    report = evaluate_edits(repo, stub, edits, labels)
     assert "prompts/sentiment.yaml changed. 24 cases." in report
     request = next(r for r in stub.requests if "Battery lasts" in user_text(r))
     assert request["messages"] == [
@@ -172,14 +171,8 @@ def test_a_plain_text_prompt_written_with_double_braces(tmp_path: Path, stub: St
     # `{{ story }}` in a .txt file: rendered as Jinja2, never sent literally.
     assert (suite.template_format, suite.model, suite.expected_field) == ("jinja2", "openai/gpt-4o-mini", "reference")
     assert [g.type for g in suite.graders] == ["similarity"]
-    repo.commit("base", tag="base")
-    edit(repo, "prompts/headline.txt", "one-line headline", "short headline")
-    repo.commit("head", tag="head")
-
     headlines = {row["story"]: row["reference"] for row in rows(repo.root / "evals/headlines.jsonl")}
-    stub.handler = oracle(headlines)
-    code, report = evaluate(repo, stub)
-    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+    report = evaluate_edits(repo, stub, [("prompts/headline.txt", "one-line headline", "short headline")], headlines)
     assert "prompts/headline.txt changed. 22 cases." in report
     assert len({json.dumps(r["messages"]) for r in stub.requests}) == 44  # 22 rows, base and head
     assert all("{{" not in m["content"] for r in stub.requests for m in r["messages"])
@@ -190,15 +183,13 @@ def test_evalbot_chat_prompt_with_few_shot_turns(tmp_path: Path, stub: StubLLM) 
     _output, text = init(repo)
     (suite,) = parse_config(text).suites
     assert (suite.prompt, suite.expected_field) == ("prompts/triage.yaml", "label")
-    repo.commit("base", tag="base")
-    edit(repo, "prompts/triage.yaml", 'version: "1.0.0"', 'version: "1.1.0"')
-    edit(repo, "prompts/triage.yaml", "p1, p2 or p3.", "p1, p2 or p3. Nothing else.")
-    repo.commit("head", tag="head")
-
     labels = {row["ticket"]: row["label"].upper() for row in rows(repo.root / "evals/triage.jsonl")}
-    stub.handler = oracle(labels)
-    code, report = evaluate(repo, stub)
-    assert code in (0, 1) and ACCURACY_ALL_PASS.search(report), report
+    edits = [
+        ("prompts/triage.yaml", 'version: "1.0.0"', 'version: "1.1.0"'),
+        ("prompts/triage.yaml", "p1, p2 or p3.", "p1, p2 or p3. Nothing else."),
+    ]
+    report = evaluate_edits(repo, stub, edits, labels)
+    assert "prompts/triage.yaml changed. 22 cases." in report
     request = next(r for r in stub.requests if "Production database" in user_text(r) and "Nothing else" in str(r))
     assert request["messages"] == [
         {"role": "system", "content": "You label IT tickets with their priority: p1, p2 or p3. Nothing else.\n"},

@@ -196,6 +196,27 @@ def test_prompt_files_are_read_by_their_format() -> None:
         parse_prompt_file(prompty.replace("{{q}}", "{{q}}\n{% include 'x' %}"), "p.prompty", None, "openai/m")
 
 
+async def test_a_suite_without_prompt_compares_the_model_change_on_the_rows(repo: GitRepo, stub: StubLLM) -> None:
+    prices = {**STUB_PRICES, "openai/stub-2": STUB_PRICES["openai/stub"]}
+    entry = {"name": "capitals", "dataset": "evals/samples.jsonl", "model": "openai/stub"}
+    entry["graders"] = [{"type": "starts_with"}]
+    entry["expected_field"] = "ideal"
+    chat = [{"role": "system", "content": "City only."}]
+    samples = [{"input": [*chat, {"role": "user", "content": f"q{i}"}], "ideal": f"a{i}"} for i in range(20)]
+    repo.write(".evalbot.yml", {"prices": prices, "suites": [entry]})
+    repo.write("evals/samples.jsonl", samples)
+    repo.commit("base", tag="base")
+    repo.write(".evalbot.yml", {"prices": prices, "suites": [{**entry, "model": "openai/stub-2"}]})
+    repo.commit("head", tag="head")
+    stub.handler = answer_q
+    report = await run(repo, stub)
+    (result,) = report.suites
+    assert result.reasons == ["its entry in .evalbot.yml changed"]
+    assert result.model_change == ("openai/stub", "openai/stub-2")
+    assert {r["model"] for r in stub.requests} == {"stub", "stub-2"}
+    assert result.head.metrics.accuracy == 1.0
+
+
 def test_eval_without_head_reads_the_working_tree_and_names_uncommitted_files(repo: GitRepo, stub: StubLLM) -> None:
     repo.write(".evalbot.yml", suite())
     repo.write("prompts/qa.yaml", prompt_file("1.0.0"))

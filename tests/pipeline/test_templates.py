@@ -156,3 +156,10 @@ def test_the_sole_variable_of_a_template_is_found_in_each_format() -> None:
     assert compile_template("{{- input }}", "jinja2").sole_variable == "input"
     assert compile_template("{{{input}}}", "mustache").sole_variable == "input"
     assert compile_template("Q: {input}", "fstring").sole_variable is None
+
+
+def test_nested_mustache_sections_over_a_long_list_stop_at_the_budget() -> None:
+    # No output at all: the steps (or the time) are what stop it.
+    template = compile_template("{{#xs}}{{#xs}}{{#xs}}{{!x}}{{/xs}}{{/xs}}{{/xs}}", "mustache")
+    with pytest.raises(TemplateLimitError, match="to render one row"):
+        template.render({"xs": list(range(1000))})
