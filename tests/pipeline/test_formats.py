@@ -220,6 +220,20 @@ def test_init_names_a_promptfoo_config_and_what_it_walked_past(tmp_path: Path) -
     assert result.exit_code == 2
 
 
+def test_init_says_a_dataset_is_a_git_lfs_pointer(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "openai_evals", root)
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "4d" * 32 + "\nsize 5120\n"
+    (root / "evals/registry/data/capitals/samples.jsonl").write_text(pointer)
+    result = CliRunner().invoke(cli, ["init", "--repo", str(root)])
+    assert result.exit_code == 2
+    assert (
+        "evals/registry/data/capitals/samples.jsonl: a Git LFS pointer, not the file: fetch it with `git lfs pull`"
+        in result.output
+    )
+    assert "eval capitals.dev.v0: its samples evals/registry/data/capitals/samples.jsonl were not" in result.output
+
+
 def test_graders_empty_is_written_only_with_the_fields_seen(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     (root / "prompts").mkdir(parents=True)
