@@ -247,6 +247,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        # Joins a `{% set %}` block's or a macro's output: its parts may be the same long text many times.
+        texts = list(parts)
+        _budget().check_length(sum(len(text) for text in texts), "a block of text")
+        return "".join(texts)
+
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         _budget().step()
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
@@ -280,11 +287,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             # Jinja wraps str.format for safety, not size: `'{:>999999999}'.format(1)` is a gigabyte.
             raise TemplateLimitError(f"the method .{attribute}() is not available in templates (use ~ to join text)")
-        return super().getattr(obj, attribute)
+        # `~` joins text without an operator hook: a value grown by it is caught where it is read again.
+        return _budget().check_size(super().getattr(obj, attribute), "a value")
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         _budget().step()
-        return super().getitem(obj, argument)
+        return _budget().check_size(super().getitem(obj, argument), "a value")
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:

@@ -95,6 +95,16 @@ def test_a_chat_list_prints_as_text_never_as_a_python_repr(fmt: str) -> None:
             "a concatenation",
             1,
         ),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            "a value would be over",
+            1,
+        ),
+        (
+            "{% set s %}ab{% endset %}" + "{% set s %}{{ s }}{{ s }}{% endset %}" * 40 + "{{ s|length }}",
+            "a block of text would be over",
+            1,
+        ),
         ("{{ 'x'|center(1000000000) }}", "an argument of 1,000,000,000 is over", 1),
         ("{{ ('a' * 90000)|replace('a', 'b' * 9000) }}", "the replaced text would be over", 1),
         ("{{ (['y' * 90000] * 90)|join }}", "the joined text would be over", 1),
