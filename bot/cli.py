@@ -144,10 +144,12 @@ def eval_command(
                 await cache.close()
         if isinstance(source, GitWorkingTreeSource):
             read = sorted(source.read_uncommitted)
-            report.warnings.append(
+            # First: what was evaluated is the first thing to know about the report.
+            report.warnings.insert(
+                0,
                 f"evaluated the working tree: uncommitted files read: {', '.join(read)}"
                 if read
-                else "evaluated the working tree: every file read is as committed"
+                else "evaluated the working tree: every file read is as committed",
             )
         _record_cli_run(report, repo, started, base, head or WORKING_TREE)
         report.base_ref, report.head_ref = base, head or WORKING_TREE

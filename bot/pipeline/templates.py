@@ -16,7 +16,7 @@ import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import jinja2
 from jinja2 import meta, nodes
@@ -24,7 +24,6 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TemplateFormat = Literal["fstring", "jinja2", "mustache"]
-TEMPLATE_FORMATS: tuple[str, ...] = get_args(TemplateFormat)
 
 # One rendered message (and any string or list a template builds on the way): a prompt is far smaller.
 MAX_RENDER_CHARS = 100_000
@@ -216,7 +215,7 @@ def _budget() -> _Budget:
     return _BUDGET.get()
 
 
-def printed_size(value: Any, limit: int) -> int:
+def _printed_size(value: Any, limit: int) -> int:
     """About how many characters `value` prints as, counted only up to just past `limit`: cheap even for
     a list that holds the same list many times over (each level multiplies what it prints)."""
     total, stack = 0, [value]
@@ -237,7 +236,7 @@ def printed_size(value: Any, limit: int) -> int:
 
 def _printable(value: Any, limit: int = MAX_RENDER_CHARS) -> Any:
     """`value` when it prints within `limit` characters (containers are measured before they are printed)."""
-    if isinstance(value, list | tuple | dict | set | frozenset) and printed_size(value, limit) > limit:
+    if isinstance(value, list | tuple | dict | set | frozenset) and _printed_size(value, limit) > limit:
         raise TemplateLimitError(f"a value would print as over {limit:,} characters")
     return value
 
@@ -356,7 +355,7 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             _budget().check_length(len(value) + (value.count("\n") + 1) * width)
         elif name == "join" and isinstance(value, list | tuple):
             separator = len(str(params[0])) if params else 0
-            joined = printed_size(value, MAX_RENDER_CHARS) + separator * max(len(value) - 1, 0)
+            joined = _printed_size(value, MAX_RENDER_CHARS) + separator * max(len(value) - 1, 0)
             _budget().check_length(joined, "the joined text")
         elif name == "wordwrap" and isinstance(value, str):
             _budget().check_length(len(value) * (1 + sum(len(p) for p in params if isinstance(p, str))), "the text")

@@ -99,6 +99,9 @@ def test_a_prompty_file_and_its_jsonl_eval_set(tmp_path: Path, stub: StubLLM) ->
     ]
     report = evaluate_edits(repo, stub, edits, labels)
     assert "src/support/chat.prompty changed; src/support/retrieval.yaml changed (watched). 24 cases." in report
+    # A format without a version is told apart by a hash of its content (the drift check relies on it).
+    header = re.search(r"\| Metric \| base \((sha256:[0-9a-f]{8})\) \| head \((sha256:[0-9a-f]{8})\) \|", report)
+    assert header is not None and header.group(1) != header.group(2)
     # Front matter and role markers: the system section with the input's default, the user section with the row.
     first = next(r for r in stub.requests if "charged twice for my subscription" in user_text(r))
     assert first["messages"][0] == {
