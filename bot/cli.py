@@ -222,8 +222,11 @@ def _validate(repo: Path) -> int:
     for suite_plan in result.suites:
         prompt = suite_plan.head_prompt
         version = f" v{prompt.version}" if prompt.version else ""
+        what = (
+            f"{prompt.path}{version}" if suite_plan.suite.prompt is not None else f"each row's input to {prompt.model}"
+        )
         click.echo(
-            f"ok: suite {suite_plan.suite.name}: {prompt.path}{version}, "
+            f"ok: suite {suite_plan.suite.name}: {what}, "
             f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"
         )
     for quality in data:

@@ -120,6 +120,10 @@ def test_an_openai_evals_registry_with_chat_input_and_ideal(tmp_path: Path, stub
         "  suite capitals-dev: each row's input on evals/registry/data/capitals/samples.jsonl (no id field found)\n"
         in output
     )
+    assert (
+        "ok: suite capitals-dev: each row's input to openai/gpt-4o-mini, 24 cases in "
+        "evals/registry/data/capitals/samples.jsonl\n" in output
+    )
     (suite,) = parse_config(text).suites
     assert (suite.prompt, suite.model, suite.expected_field, suite.watch) == (
         None,
