@@ -26,6 +26,9 @@ from tests.faults.cluster import Cluster, billed_twice, wait_until
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.stub_llm import Reply, StubLLM, held_stub
 
+# Real worker processes, each run tens of seconds: outside `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
 # 10 cases x base and head; the head ("v2") gets 9 right, the base 5.
 CALLS = 20
