@@ -27,8 +27,6 @@ from tests.github.conftest import answers, build_pr_repo, fixture, signed_header
 from tests.stub_llm import Reply, StubLLM, held_stub
 
 # Real worker processes, each run tens of seconds: outside `-m "not slow"`.
-pytestmark = pytest.mark.slow
-
 PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
 # 10 cases x base and head; the head ("v2") gets 9 right, the base 5.
 CALLS = 20
@@ -54,7 +52,7 @@ HOLD_S = 60.0
 
 # Each test waits on its own bounds (a hold of 60 s, up to 180 s for a check): the per-test timeout
 # covers the longest chain of them, so a slow machine fails on the bound that names what was late.
-pytestmark = pytest.mark.timeout(480)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 @pytest.fixture
