@@ -228,7 +228,9 @@ RUBRIC_SYSTEM = (
 )
 
 
-def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_score: float = 7.0) -> Grader:
+def rubric(
+    client: ModelClient, judge_model: str, criteria: list[str], pass_score: float = 7.0, field: str = "expected"
+) -> Grader:
     """A judge model scores each criterion 0-10; pass when every criterion reaches `pass_score`.
 
     Args:
@@ -236,10 +238,11 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
         judge_model: the litellm model name of the judge.
         criteria: what to score, e.g. correctness, tone, safety.
         pass_score: the lowest score a criterion may get in a passing answer.
+        field: the row field shown to the judge as the reference answer, when the row has one.
     """
 
     async def grade(sample: Sample) -> Grade:
-        messages = rubric_messages(criteria, sample.request, sample.output, sample.fields)
+        messages = rubric_messages(criteria, sample.request, sample.output, sample.fields, field)
         answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
         data = parse_judge_json(answer.text)
         table = data.get("scores", data) if isinstance(data.get("scores", data), dict) else {}
@@ -260,10 +263,12 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
     return Grader("rubric", "accuracy", grade)
 
 
-def rubric_messages(criteria: list[str], request: str, output: str, fields: dict[str, Any]) -> list[dict[str, str]]:
+def rubric_messages(
+    criteria: list[str], request: str, output: str, fields: dict[str, Any], field: str = "expected"
+) -> list[dict[str, str]]:
     """What the rubric judge is sent: the criteria, the request, the answer and the row's reference answer."""
     user = f"Criteria: {', '.join(criteria)}\n\nREQUEST:\n{request}\n\nANSWER:\n{output}\n\n" + (
-        f"REFERENCE ANSWER:\n{fields['expected']}\n" if fields.get("expected") else ""
+        f"REFERENCE ANSWER:\n{fields[field]}\n" if fields.get(field) else ""
     )
     return [{"role": "system", "content": RUBRIC_SYSTEM}, {"role": "user", "content": user}]
 

@@ -72,7 +72,7 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
                 # The head's own exam, when it differs, grades the same answers again.
                 for grader in [*sp.suite.graders, *(sp.head_exam.graders if sp.head_exam else [])]:
                     if isinstance(grader, RubricGrader):
-                        judged = rubric_messages(grader.criteria, request, "", case.fields)
+                        judged = rubric_messages(grader.criteria, request, "", case.fields, grader.field)
                         judge_in = _message_tokens(judged) + output_tokens
                         result.add(grader.model or judge_model, judge_in, JUDGE_MAX_TOKENS, price, repeats)
                     elif isinstance(grader, HallucinationGrader) and grader.method == "judge":

@@ -161,6 +161,8 @@ class JsonSchemaGrader(_Strict):
 class RubricGrader(_Strict):
     type: Literal["rubric"]
     criteria: list[str] = Field(min_length=1)
+    # The row field shown to the judge as the reference answer, when a row has one.
+    field: str = "expected"
     pass_score: float = Field(default=7.0, ge=0, le=10)
     model: str | None = None
 
@@ -242,7 +244,7 @@ class Limits(_Strict):
 # The fields of a suite that define its exam (DESIGN.md §6, trust model).
 EXAM_FIELDS = frozenset({"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field"})
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
-REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match")
+REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
 
 
 class PromptParams(_Strict):

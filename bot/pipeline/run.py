@@ -191,7 +191,7 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
             case JsonSchemaGrader():
                 built.append(g.json_schema(spec.schema_))
             case RubricGrader():
-                built.append(g.rubric(judge, spec.model or judge_model, spec.criteria, spec.pass_score))
+                built.append(g.rubric(judge, spec.model or judge_model, spec.criteria, spec.pass_score, spec.field))
             case SimilarityGrader():
                 built.append(g.similarity(judge, spec.model, spec.field, spec.threshold))
             case HallucinationGrader():

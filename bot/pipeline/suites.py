@@ -230,8 +230,6 @@ def fields_used(prompt_variables: Iterable[str], graders: list[GraderSpec]) -> s
     """Row fields read by the prompts' templates or by graders."""
     used = set(prompt_variables)
     for grader in graders:
-        if grader.type == "rubric":
-            used.add("expected")  # shown to the judge as the reference answer (graders.rubric_messages)
         for attr in ("field", "context_field"):
             value = getattr(grader, attr, None)
             if isinstance(value, str):

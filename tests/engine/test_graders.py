@@ -64,6 +64,13 @@ async def test_rubric_parses_scores_and_applies_pass_score(stub: StubLLM) -> Non
     assert stub.requests[0]["temperature"] == 0
 
 
+async def test_rubric_shows_the_judge_the_reference_under_its_own_name(stub: StubLLM) -> None:
+    stub.handler = lambda body: Reply(text='{"scores": {"correctness": 9}}')
+    grade = await g.rubric(client(stub), "openai/judge", ["correctness"], field="ideal")(sample("Paris", ideal="Paris"))
+    assert grade.passed is True
+    assert "REFERENCE ANSWER:\nParis\n" in stub.requests[0]["messages"][1]["content"]
+
+
 async def test_unparseable_judge_answer_is_a_judge_error(stub: StubLLM) -> None:
     stub.handler = lambda body: Reply(text="I think it is pretty good, maybe 8/10.")
     grade = await g.rubric(client(stub), "openai/judge", ["correctness"])(sample("ok"))
