@@ -94,6 +94,7 @@ async def pr(
         yield make
 
 
+@pytest.mark.slow
 async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store, settings: Settings
 ) -> None:
@@ -134,6 +135,7 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     ]
 
 
+@pytest.mark.slow
 async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None:
     fake_github.teams["acme/ai-leads"] = {"tess"}
     pull = await pr(["@acme/ai-leads"])
@@ -142,6 +144,7 @@ async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     pr: Any, fake_github: FakeGitHub, job_store: Store
 ) -> None:
@@ -186,6 +189,7 @@ async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
     assert "Approvers (from the base branch's `.evalbot.yml`): lead." in pull.check(APPROVAL_CHECK)["output"]["summary"]
 
 
+@pytest.mark.slow
 async def test_fork_pull_request_waits_for_a_writers_eval(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     fake_github.fork_pulls.add(2)
@@ -227,6 +231,7 @@ async def test_author_without_write_access_waits_too(pr: Any, fake_github: FakeG
     assert stub.requests == []
 
 
+@pytest.mark.slow
 async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     fake_github.permissions["lead"] = "maintain"
     pull = await pr(
@@ -247,6 +252,7 @@ async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_githu
     assert pull.check(EVALS_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: FakeGitHub) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -262,6 +268,7 @@ async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: 
     assert pull.replies()[-1].startswith("@lead `/deploy`: `/deploy` is not an evalbot command\n\n**evalbot commands**")
 
 
+@pytest.mark.slow
 async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -316,6 +323,7 @@ async def test_audit_command_prints_json_lines(
     assert lines[0]["verdict"] == "pass" and lines[0]["metrics"]["qa"]["accuracy"]["head"] == 0.9
 
 
+@pytest.mark.slow
 async def test_a_model_change_waits_for_a_lead_with_the_tradeoff(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
 ) -> None:

@@ -57,6 +57,7 @@ async def deliver(webhook: httpx.AsyncClient, event: str, body: bytes, delivery:
     return await webhook.post("/api/github/webhooks", content=body, headers=signed_headers(body, event, delivery))
 
 
+@pytest.mark.slow
 async def test_pull_request_gets_both_checks_and_one_sticky_comment(
     repo: GitRepo,
     pr: tuple[str, str],
@@ -135,6 +136,7 @@ async def test_no_ai_change_gives_success_at_once_without_model_calls(
     assert stub.requests == [] and fake_github.comments == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "failures",
     [
@@ -210,6 +212,7 @@ async def test_progress_is_posted_while_cases_run(
     assert (updates[-1]["status"], updates[-1]["conclusion"]) == ("completed", "success")
 
 
+@pytest.mark.slow
 async def test_a_crash_still_completes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:

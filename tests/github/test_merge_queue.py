@@ -107,6 +107,7 @@ def conclusions(*runs: dict[str, Any]) -> list[tuple[str, str]]:
     return [(r["status"], r["conclusion"]) for r in runs]
 
 
+@pytest.mark.slow
 async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_call(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:
