@@ -166,6 +166,7 @@ async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
 
 
+@pytest.mark.slow
 async def test_author_cannot_approve_own_pull_request_unless_allowed(pr: Any) -> None:
     pull = await pr(["Codertocat"])
     await pull.opened()
@@ -288,6 +289,7 @@ async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub,
     assert len(stub.requests) == 20  # the re-run's answers came from the cache
 
 
+@pytest.mark.slow
 async def test_an_approvers_comment_edited_by_someone_else_does_not_approve(pr: Any) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -304,6 +306,7 @@ async def test_bots_are_ignored(pr: Any) -> None:
     assert response.json()["outcome"] == "ignored: comment by a bot"
 
 
+@pytest.mark.slow
 async def test_audit_command_prints_json_lines(
     pr: Any, redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -157,6 +157,7 @@ async def test_github_errors_are_retried_and_the_run_completes(
     assert fake_github.fail_next == []
 
 
+@pytest.mark.slow
 async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -174,6 +175,7 @@ async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     assert len(fake_github.comments) == 1
 
 
+@pytest.mark.slow
 async def test_a_completed_run_is_not_reopened_and_other_apps_runs_are_not_ours(
     pr: tuple[str, str], fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -272,6 +274,7 @@ async def test_github_refusing_before_any_check_run_is_not_retried(
     assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)) == "github-error"
 
 
+@pytest.mark.slow
 async def test_a_job_timeout_closes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
