@@ -15,11 +15,11 @@ from bot.pipeline.config import (
     CONFIG_PATH,
     Config,
     GraderSpec,
-    HallucinationGrader,
     Limits,
-    RubricGrader,
     Suite,
     model_refusal,
+    unwrapped,
+    uses_judge,
 )
 from bot.pipeline.datasets import Case, Dataset, id_field_candidates
 from bot.pipeline.files import read_config, read_dataset, read_prompt
@@ -313,11 +313,7 @@ def _unrunnable_removed(suite_plan: SuitePlan) -> list[str]:
 
 def _uses_judge(graders: list[GraderSpec]) -> bool:
     """Whether a grader falls back on the config's `judge` (a judge-graded grader with no `model:`)."""
-    return any(
-        (isinstance(g, RubricGrader) and g.model is None)
-        or (isinstance(g, HallucinationGrader) and g.model is None and g.method == "judge")
-        for g in graders
-    )
+    return any(uses_judge(g) and getattr(unwrapped(g), "model", None) is None for g in graders)
 
 
 def _describe(grader: GraderSpec) -> str:
@@ -402,10 +398,10 @@ def _apply_model_policy(
     head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
     graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
     for grader, (judge, judge_line), line in graders:
-        model = getattr(grader, "model", None)
+        model = getattr(unwrapped(grader), "model", None)
         if model is not None:
             found.append((model, CONFIG_PATH, line))
-        elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
+        elif uses_judge(grader):
             found.append((judge, CONFIG_PATH, judge_line))
     errors = []
     for model, path, line in found:

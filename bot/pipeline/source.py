@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +51,60 @@ def check_path(path: str) -> None:
     problem = path_problem(path)
     if problem is not None:
         raise InputError(f"not a path inside the repository: {problem}", path)
+
+
+# The first line of every Git LFS pointer file (git-lfs spec v1); a pointer is under 1024 bytes.
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1"
+_LFS_POINTER_MAX_BYTES = 1024
+_LFS_OID = re.compile(r"^oid sha256:([0-9a-f]{64})$", re.MULTILINE)
+_LFS_SIZE = re.compile(r"^size (\d+)$", re.MULTILINE)
+LFS_INSTALL = (
+    "install git-lfs (Debian/Ubuntu: `apt-get install git-lfs`; macOS: `brew install git-lfs`), then `git lfs install`"
+)
+
+
+@dataclass(frozen=True)
+class LfsPointer:
+    """A Git LFS pointer: the stored object's SHA-256 and its size in bytes."""
+
+    oid: str
+    size: int
+
+
+def lfs_pointer(text: str) -> LfsPointer | None:
+    """The LFS object a file's text points at, or None when the text is not an LFS pointer."""
+    if not text.startswith(LFS_POINTER) or len(text.encode()) > _LFS_POINTER_MAX_BYTES:
+        return None
+    oid, size = _LFS_OID.search(text), _LFS_SIZE.search(text)
+    return LfsPointer(oid.group(1), int(size.group(1))) if oid and size else None
+
+
+def git_lfs_smudge(repo: Path, path: str, pointer_text: str, max_bytes: int) -> str:
+    """The content of the LFS object `pointer_text` points at, through the `git lfs` command
+    (from the clone's LFS store, fetched from its remote when missing).
+
+    Raises:
+        FileTooLargeError: the object is over `max_bytes` (from the pointer, before it is fetched).
+        InputError: git-lfs is not installed (naming the install step), or the object cannot be had.
+    """
+    pointer = lfs_pointer(pointer_text)
+    if pointer is None:
+        return pointer_text
+    if pointer.size > max_bytes:
+        raise FileTooLargeError(path, pointer.size, max_bytes)
+    result = subprocess.run(
+        ["git", "-C", str(repo), "lfs", "smudge", "--", path], input=pointer_text.encode(), capture_output=True
+    )
+    error = result.stderr.decode("utf-8", "replace").strip()
+    if result.returncode != 0 and "is not a git command" in error:
+        raise InputError(f"stored in Git LFS, and the `git lfs` command is missing: {LFS_INSTALL}", path)
+    if result.returncode != 0 or len(result.stdout) != pointer.size:
+        lines = error.splitlines() or ["no content"]
+        detail = next((line for line in lines if "rror" in line), lines[0])
+        raise InputError(
+            f"stored in Git LFS, and `git lfs` could not give its object ({detail}): run `git lfs pull`", path
+        )
+    return result.stdout.decode("utf-8", errors="replace")
 
 
 class Source(Protocol):
@@ -110,7 +166,8 @@ class GitSource:
             raise not_a_file(path, "symbolic link")
         if int(size) > max_bytes:
             raise FileTooLargeError(path, int(size), max_bytes)
-        return self._git("cat-file", "blob", sha)
+        text = self._git("cat-file", "blob", sha)
+        return git_lfs_smudge(self.repo, path, text, max_bytes) if text is not None else None
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         # Three dots: what the head branch changed since it forked, as a pull request's diff shows it.
@@ -152,7 +209,9 @@ class WorkTreeSource:
             raise not_a_file(path, "special file")
         if info.st_size > max_bytes:
             raise FileTooLargeError(path, info.st_size, max_bytes)
-        return file.read_text(encoding="utf-8", errors="replace")
+        text = file.read_text(encoding="utf-8", errors="replace")
+        # A checkout made without git-lfs holds pointers: read the objects as `git lfs` would have.
+        return git_lfs_smudge(self.root, path, text, max_bytes) if lfs_pointer(text) else text
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         return []
