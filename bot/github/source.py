@@ -141,6 +141,12 @@ class GitHubSource:
         before, after = await self.tree(merge_base), await self.tree(head)
         return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
 
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        if directory:
+            check_path(directory)
+        prefix = f"{directory}/" if directory else ""
+        return sorted(path for path in await self.tree(ref) if path.startswith(prefix))
+
     async def tree(self, sha: str) -> dict[str, str]:
         """Every file of commit `sha`: path -> blob SHA.
 

@@ -122,6 +122,10 @@ class Source(Protocol):
     async def changed_paths(self, base: str, head: str) -> list[str]:
         """Paths added, modified, deleted or renamed (both names) between `base` and `head`."""
 
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        """Every file under `directory` ('' for the root) at `ref`, as paths from the repository root
+        (for globs such as promptfoo's `file://prompts/*.txt`)."""
+
 
 def not_a_file(path: str, kind: str) -> InputError:
     """The error for a suite path that names a directory, a symbolic link or a submodule."""
@@ -175,6 +179,13 @@ class GitSource:
         fields = (out or "").split("\0")
         return sorted({fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i]})
 
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        if directory:
+            check_path(directory)
+        args = ["ls-tree", "-r", "-z", "--name-only", ref, "--", directory or "."]
+        out = await asyncio.to_thread(self._git, "--literal-pathspecs", *args, check=False)
+        return [path for path in (out or "").split("\0") if path]
+
     def _git(self, *args: str, check: bool = True) -> str | None:
         result = subprocess.run(
             ["git", "-C", str(self.repo), *args], capture_output=True, text=True, encoding="utf-8", errors="replace"
@@ -215,3 +226,18 @@ class WorkTreeSource:
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         return []
+
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        if directory:
+            check_path(directory)
+        return await asyncio.to_thread(self._walk, directory)
+
+    def _walk(self, directory: str) -> list[str]:
+        found = []
+        # os.walk does not follow linked directories; linked files are left out (read_text refuses them).
+        for top, dirs, files in os.walk(self.root / directory):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            for name in files:
+                if stat.S_ISREG(os.lstat(os.path.join(top, name)).st_mode):
+                    found.append(Path(top, name).relative_to(self.root).as_posix())
+        return sorted(found)

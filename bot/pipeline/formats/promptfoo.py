@@ -16,7 +16,6 @@ import posixpath
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import yaml
@@ -223,6 +222,30 @@ def resolve(config_path: str, ref: str) -> str:
 _CODE_FILE = re.compile(r"\.(?:js|cjs|mjs|ts|py|rb)(?::[\w.]*)?$", re.IGNORECASE)
 
 
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether `path` matches a glob as promptfoo's globs do: `*` and `?` within one directory, `**`
+    across any number of them, `[abc]` a character class."""
+    parts = []
+    for token in re.split(r"(\*\*/|\*\*|\*|\?|\[[^\]/]*\])", pattern):
+        if token in ("**/", "**"):
+            parts.append("(?:.*/)?" if token == "**/" else ".*")
+        elif token == "*":
+            parts.append("[^/]*")
+        elif token == "?":
+            parts.append("[^/]")
+        elif token.startswith("[") and token.endswith("]") and len(token) > 2:
+            parts.append(token)
+        else:
+            parts.append(re.escape(token))
+    return re.fullmatch("".join(parts), path) is not None
+
+
+def glob_root(pattern: str) -> str:
+    """The directory a glob's matches are all under ('' for the repository root)."""
+    fixed = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return fixed.rpartition("/")[0]
+
+
 def _is_glob(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
@@ -255,7 +278,7 @@ class _Reader:
             return [path]
         if self._glob is None:
             raise self.error(f"{ref}: globs cannot be listed here", *loc)
-        found = sorted(p for p in await self._glob(path) if fnmatchcase(p, path))
+        found = sorted(p for p in await self._glob(path) if glob_match(path, p))
         if not found:
             raise self.error(f"{ref} matches no file", *loc)
         return found

@@ -262,3 +262,32 @@ async def test_a_missing_file_and_a_latency_without_threshold_are_errors() -> No
 async def test_repeated_prompt_labels_are_refused() -> None:
     with pytest.raises(InputError, match="distinct labels"):
         await parse("prompts:\n  - {raw: a, label: x}\n  - {raw: b, label: x}\nproviders: [openai:o]\n")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("evals/p/*.txt", "evals/p/a.txt", True),
+        ("evals/p/*.txt", "evals/p/sub/a.txt", False),
+        ("evals/**/*.txt", "evals/p/sub/a.txt", True),
+        ("evals/**/*.txt", "evals/a.txt", True),
+        ("evals/p/?.txt", "evals/p/ab.txt", False),
+        ("evals/[ab].csv", "evals/b.csv", True),
+    ],
+)
+def test_globs_match_within_a_directory_unless_doubled(pattern: str, path: str, matches: bool) -> None:
+    assert pf.glob_match(pattern, path) is matches
+
+
+async def test_sources_list_the_files_under_a_directory(tmp_path: Path) -> None:
+    from bot.pipeline.source import GitSource, WorkTreeSource
+    from tests.conftest import GitRepo
+
+    repo = GitRepo(tmp_path / "repo")
+    for path in ("evals/p/a.txt", "evals/p/sub/b.txt", "evals/q.txt", "README.md"):
+        repo.write(path, "x")
+    repo.commit("files", tag="head")
+    expected = ["evals/p/a.txt", "evals/p/sub/b.txt"]
+    assert await GitSource(repo.root).list_files("head", "evals/p") == expected
+    assert await WorkTreeSource(repo.root).list_files("", "evals/p") == expected
+    assert len(await GitSource(repo.root).list_files("head", "")) == 4
