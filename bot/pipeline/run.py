@@ -17,7 +17,7 @@ from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_v
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
-from bot.pipeline.compare import SuiteReport, Variant, compare_suite
+from bot.pipeline.compare import SuiteReport, Variant, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
     ClosedQaGrader,
@@ -398,6 +398,9 @@ async def _run_suites(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
+        if any(isinstance(spec, PromptfooAssertionGrader) for spec in sp.suite.graders):
+            report.assertions_head = assertion_counts(head_variant.results)
+            report.assertions_base = assertion_counts(base_variant.results) if base_variant is not None else []
         report.removed_cases = [case.id for case in sp.removed]
         regressed = {flip.case_id for flip in report.regressions}
         report.dataset = sp.dataset.path
