@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 
 import pytest
+from arq import ArqRedis
 
 from bot.errors import FileTooLargeError, InputError
 from bot.github.client import installation_client
+from bot.github.constants import EVALS_CHECK
+from bot.github.jobs import evaluate_pull_request
 from bot.github.source import GitHubSource
 from bot.settings import Settings
-from tests.conftest import GitRepo
-from tests.github.conftest import APP_ID
+from tests.conftest import GitRepo, prompt_file, suite_config
+from tests.github.conftest import APP_ID, answers
 from tests.github.fake_github import FakeGitHub
 from tests.github.fake_lfs import FakeLfs
+from tests.stub_llm import StubLLM
 
 ROWS = b'{"id": "1", "question": "What is 2+2?", "expected": "4"}\n'
 OWNER, NAME = "octo-org", "hotel-bot"
@@ -80,3 +85,30 @@ async def test_a_missing_or_tampered_object_is_an_input_error(
     assert str(caught.value) == (
         "evals/qa.jsonl: stored in Git LFS, and GitHub's LFS server has no such object: Object does not exist"
     )
+
+
+async def test_a_pull_request_whose_dataset_is_in_lfs_is_evaluated_on_its_rows(
+    repo: GitRepo, fake_github: FakeGitHub, fake_lfs: FakeLfs, settings: Settings, redis: ArqRedis, stub: StubLLM
+) -> None:
+    stub.handler = answers(9)
+    rows = "".join(json.dumps({"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"}) + "\n" for i in range(10))
+    policy = {"thresholds": {"min_cases": 10, "latency_p95_increase_pct": 1000}, "limits": {"max_file_mb": 1}}
+    repo.write(
+        ".evalbot.yml", {**policy, **suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])}
+    )
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
+    repo.write("evals/qa.jsonl", fake_lfs.store(rows.encode()))
+    base = repo.commit("base")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.write("prompts/qa.yaml", prompt_file("1.1.0", system_prompt="v2"))
+    head = repo.commit("head")
+    fake_github.pulls[2] = (base, head)
+
+    args = {"repo": "Codertocat/Hello-World", "installation_id": 1, "pr_number": 2, "head_sha": head}
+    await evaluate_pull_request({"settings": settings, "redis": redis}, **args)
+
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert "10 cases" in evals["output"]["summary"], evals["output"]["summary"]
+    # Ten rows answered by both prompts: the object's rows, not a pointer's three lines.
+    assert len(stub.answered) == 20
+    assert len(fake_lfs.batch_requests) >= 1
