@@ -93,29 +93,84 @@ def equals(field: str = "expected", ignore_case: bool = False) -> Grader:
     """
 
     async def grade(sample: Sample) -> Grade:
-        expected = str(_field(sample, field))
-        passed = _norm(sample.output, ignore_case) == _norm(expected, ignore_case)
+        accepted = _references(sample, field)
+        answer = _norm(sample.output, ignore_case)
+        passed = any(answer == _norm(reference, ignore_case) for reference in accepted)
+        expected = accepted[0] if len(accepted) == 1 else accepted
         return Grade("equals", "accuracy", passed, "" if passed else f"expected {expected!r}")
 
     return Grader("equals", "accuracy", grade)
 
 
-def contains(field: str = "expected", ignore_case: bool = True) -> Grader:
-    """Pass when the answer contains the row's `field` (every item, when it is a list).
+def _references(sample: Sample, field: str) -> list[str]:
+    """The row's reference answer, or its list of acceptable answers."""
+    value = _field(sample, field)
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def contains(field: str = "expected", ignore_case: bool = True, match: Literal["all", "any"] = "all") -> Grader:
+    """Pass when the answer contains the row's `field` (every item, or any one, when it is a list).
 
     Args:
         field: the row field holding the text (or texts) the answer must contain.
         ignore_case: compare case-insensitively.
+        match: "all": every item of a list; "any": one of them (OpenAI evals' Includes).
     """
 
     async def grade(sample: Sample) -> Grade:
-        value = _field(sample, field)
-        needles = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        needles = _references(sample, field)
         haystack = _norm(sample.output, ignore_case)
         missing = [n for n in needles if _norm(n, ignore_case) not in haystack]
-        return Grade("contains", "accuracy", not missing, f"missing {missing!r}" if missing else "")
+        passed = not missing if match == "all" else len(missing) < len(needles)
+        return Grade("contains", "accuracy", passed, "" if passed else f"missing {missing!r}")
 
     return Grader("contains", "accuracy", grade)
+
+
+def starts_with(field: str = "expected", ignore_case: bool = False) -> Grader:
+    """Pass when the answer starts with the row's `field`, or one of its list (OpenAI evals' Match).
+
+    Args:
+        field: the row field holding the reference answer (or acceptable answers).
+        ignore_case: compare case-insensitively.
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        accepted = _references(sample, field)
+        answer = sample.output.strip()
+        answer = answer.casefold() if ignore_case else answer
+        passed = any(answer.startswith(r.strip().casefold() if ignore_case else r.strip()) for r in accepted)
+        return Grade("starts_with", "accuracy", passed, "" if passed else f"does not start with {accepted!r}")
+
+    return Grader("starts_with", "accuracy", grade)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def fuzzy_normalise(text: str) -> str:
+    """OpenAI evals' normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", _PUNCTUATION.sub("", text.lower())).split())
+
+
+def fuzzy_match(field: str = "expected") -> Grader:
+    """Pass when the normalised answer contains a normalised reference or is contained in one (OpenAI
+    evals' FuzzyMatch); the row's `field` may list several acceptable answers.
+
+    Args:
+        field: the row field holding the reference answer (or acceptable answers).
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        answer = fuzzy_normalise(sample.output)
+        for reference in _references(sample, field):
+            wanted = fuzzy_normalise(reference)
+            if (answer == wanted) if not answer or not wanted else (wanted in answer or answer in wanted):
+                return Grade("fuzzy_match", "accuracy", True)
+        return Grade("fuzzy_match", "accuracy", False, f"no fuzzy match with {_references(sample, field)!r}")
+
+    return Grader("fuzzy_match", "accuracy", grade)
 
 
 def regex(pattern: str | None = None, field: str | None = None, ignore_case: bool = False) -> Grader:

@@ -77,9 +77,12 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
     for sp in the_plan.suites:
         repeats = sp.suite.repeats
         for _name, prompt, model in sp.variants(models or []):
-            output_tokens = prompt.spec.output_tokens
-            for case in sp.cases:
-                messages = prompt.messages(case.fields)
+            output_tokens = prompt.output_tokens
+            requests = sp.requests(prompt)
+            for case in sp.evaluated_cases:
+                if case.id not in requests:
+                    continue
+                messages = requests[case.id]
                 result.add(model, _message_tokens(messages), output_tokens, price, repeats)
                 request = messages[-1]["content"]
                 # The head's own exam, when it differs, grades the same answers again.

@@ -7,7 +7,6 @@ import asyncio
 from bot.errors import InputError
 from bot.pipeline.config import CONFIG_PATH, Config, Limits, parse_config
 from bot.pipeline.datasets import Dataset, parse_dataset
-from bot.pipeline.prompts import Prompt, parse_prompt
 from bot.pipeline.source import LFS_POINTER, Source
 
 
@@ -36,12 +35,6 @@ async def read_config(source: Source, ref: str) -> Config | None:
     """`.evalbot.yml` at `ref`, or None when there is none; read under the default limits (it sets them)."""
     text = await read_file(source, ref, CONFIG_PATH, Limits())
     return None if text is None else await asyncio.to_thread(parse_config, text)
-
-
-async def read_prompt(source: Source, ref: str, path: str, limits: Limits) -> Prompt | None:
-    """The prompt file at `ref`, or None when it does not exist there; parsed off the event loop."""
-    text = await read_file(source, ref, path, limits)
-    return None if text is None else await asyncio.to_thread(parse_prompt, text, path)
 
 
 async def read_dataset(

@@ -29,6 +29,7 @@ from bot.pipeline.config import (
     CostGrader,
     EqualsGrader,
     FactualityGrader,
+    FuzzyMatchGrader,
     GraderSpec,
     HallucinationGrader,
     IsJsonGrader,
@@ -40,6 +41,7 @@ from bot.pipeline.config import (
     RegexGrader,
     RubricGrader,
     SimilarityGrader,
+    StartsWithGrader,
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
@@ -191,7 +193,11 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
             case EqualsGrader():
                 built.append(g.equals(spec.field, spec.ignore_case))
             case ContainsGrader():
-                built.append(g.contains(spec.field, spec.ignore_case))
+                built.append(g.contains(spec.field, spec.ignore_case, spec.match))
+            case StartsWithGrader():
+                built.append(g.starts_with(spec.field, spec.ignore_case))
+            case FuzzyMatchGrader():
+                built.append(g.fuzzy_match(spec.field))
             case RegexGrader():
                 built.append(g.regex(spec.pattern, spec.field, spec.ignore_case))
             case JsonSchemaGrader():
@@ -227,18 +233,19 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
 
 
 def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
-    # Removed rows a prompt cannot be filled from are a plan problem (the gate fails): skip them here.
-    cases = [c for c in suite_plan.cases if not prompt.missing_fields(c.fields)]
-    return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in cases]
+    # Each distinct request once (a repeated one is one sample); removed rows a prompt cannot render are
+    # a plan problem (the gate fails): skipped here.
+    requests = suite_plan.requests(prompt)
+    cases = [c for c in suite_plan.evaluated_cases if c.id in requests]
+    return [CaseInput(c.id, c.category, c.fields, requests[c.id]) for c in cases]
 
 
 def _without_model(prompt: Prompt) -> dict[str, Any]:
-    return {k: v for k, v in prompt.spec.content().items() if k != "model"}
+    return {k: v for k, v in prompt.content.items() if k != "model"}
 
 
 def _spec(name: str, prompt: Prompt, model: str) -> VariantSpec:
-    s = prompt.spec
-    return VariantSpec(name, model, s.temperature, s.output_tokens, s.tools)
+    return VariantSpec(name, model, prompt.temperature, prompt.output_tokens, prompt.tools)
 
 
 async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
@@ -311,7 +318,7 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
     results = []
     for sp in the_plan.suites:
         suite = sp.suite
-        data_paths = [path for path in suite.paths() if path != suite.prompt]
+        data_paths = [path for path in (suite.dataset, suite.schema_, suite.training_data) if path]
         if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
             continue
         base_dataset = sp.base_dataset if base is not None else None
@@ -369,7 +376,7 @@ async def _run_suites(
     config: Config = the_plan.config
 
     started = time.perf_counter()
-    total = sum(len(sp.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
+    total = sum(len(sp.evaluated_cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
     done = cached = passed = 0
 
     def progress(result: CaseResult) -> None:
@@ -390,7 +397,7 @@ async def _run_suites(
         async def variant(name: str, prompt: Prompt, model: str) -> Variant:
             spec = _spec(name, prompt, model)
             results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
-            return Variant(name, prompt.spec.version, model, results)
+            return Variant(name, prompt.version or "", model, results)
 
         others = sp.other_models(options.models)
         head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))
@@ -409,14 +416,14 @@ async def _run_suites(
             report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:
             reference = sp.current_model
-            variants = {**model_variants, sp.head_prompt.spec.model: head_variant}
-            ordered = {m: variants[m] for m in [reference, *others, sp.head_prompt.spec.model] if m in variants}
+            variants = {**model_variants, sp.head_prompt.model: head_variant}
+            ordered = {m: variants[m] for m in [reference, *others, sp.head_prompt.model] if m in variants}
             report.models = compare_models(reference, ordered, config.thresholds.accuracy_drop_pp)
-        if sp.base_prompt is not None and base_variant is not None and sp.base_prompt.spec.model != head_variant.model:
+        if sp.base_prompt is not None and base_variant is not None and sp.base_prompt.model != head_variant.model:
             # A model change: the seed's rule replaces the thresholds — fail only when the new model is
             # worse on every metric; the trade-off goes to a lead through evalbot/approval either way.
-            old = model_variants.get(sp.base_prompt.spec.model, base_variant)
-            report.model_change = (sp.base_prompt.spec.model, head_variant.model)
+            old = model_variants.get(sp.base_prompt.model, base_variant)
+            report.model_change = (sp.base_prompt.model, head_variant.model)
             prompt_changed = _without_model(sp.base_prompt) != _without_model(sp.head_prompt)
             # When the prompt changed too, its thresholds still apply: a model switch is no free pass.
             threshold_failed = prompt_changed and report.verdict == "fail"

@@ -241,3 +241,51 @@ class WorkTreeSource:
                 if stat.S_ISREG(os.lstat(os.path.join(top, name)).st_mode):
                     found.append(Path(top, name).relative_to(self.root).as_posix())
         return sorted(found)
+
+
+# The head revision of `evalbot eval` without `--head`: the checkout's files as they are on disk.
+WORKING_TREE = "working tree"
+
+
+class GitWorkingTreeSource(GitSource):
+    """The base from git, the head from the working tree (committed or not, untracked files included)."""
+
+    def __init__(self, repo: Path):
+        super().__init__(repo)
+        top = self._git("rev-parse", "--show-toplevel")
+        assert top is not None  # check=True raises instead
+        self.files = WorkTreeSource(Path(top.strip()))
+        status = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames") or ""
+        # Each entry is "XY path"; a path that differs from HEAD in the index or on disk is uncommitted.
+        self.uncommitted = {entry[3:] for entry in status.split("\0") if len(entry) > 3}
+        # The uncommitted files this run read, for the report to name.
+        self.read_uncommitted: set[str] = set()
+
+    async def read_text(self, ref: str, path: str, max_bytes: int) -> str | None:
+        if ref != WORKING_TREE:
+            return await super().read_text(ref, path, max_bytes)
+        text = await self.files.read_text(ref, path, max_bytes)
+        if text is not None and path in self.uncommitted:
+            self.read_uncommitted.add(path)
+        return text
+
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        if ref != WORKING_TREE:
+            return await super().list_files(ref, directory)
+        return await self.files.list_files(ref, directory)
+
+    async def changed_paths(self, base: str, head: str) -> list[str]:
+        if head != WORKING_TREE:
+            return await super().changed_paths(base, head)
+        return await asyncio.to_thread(self._working_tree_changes, base)
+
+    def _working_tree_changes(self, base: str) -> list[str]:
+        # As a pull request from this checkout would show it: since the fork point, what is committed,
+        # staged, modified on disk, or new and not ignored.
+        fork = self._git("merge-base", base, "HEAD")
+        assert fork is not None
+        out = self._git("diff", "--name-status", "-z", "--no-renames", fork.strip()) or ""
+        fields = out.split("\0")
+        changed = {fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i]}
+        untracked = self._git("ls-files", "--others", "--exclude-standard", "-z") or ""
+        return sorted(changed | {path for path in untracked.split("\0") if path})

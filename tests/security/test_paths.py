@@ -194,7 +194,9 @@ async def test_github_sizes_a_file_before_downloading_it(
 ) -> None:
     stub.handler = answers(9)
     padding = "x" * 12_000
-    big_rows = [*ROWS, *({"id": f"p{i}", "question": "q1", "expected": "a1", "note": padding} for i in range(90))]
+    # Distinct questions: rows sending the same request would count as one case.
+    padded = ({"id": f"p{i}", "question": f"q{10 + i}", "expected": f"a{10 + i}", "note": padding} for i in range(90))
+    big_rows = [*ROWS, *padded]
     # Latency of a stub in this process is noise: this test gates on what was read.
     limits = {"limits": {"max_file_mb": max_file_mb}, "thresholds": {"latency_p95_increase_pct": 1000}}
     repo.write(".evalbot.yml", {**limits, **CONFIG})

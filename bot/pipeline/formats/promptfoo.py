@@ -9,12 +9,13 @@ entries, by type and line, for the report to list.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
 import posixpath
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -25,7 +26,10 @@ from bot.engine.graders import Grade, Grader, Sample, split_values
 from bot.engine.models import ModelClient
 from bot.errors import InputError, JudgeError
 from bot.pipeline.config import DEFAULT_EMBEDDING_MODEL, PromptfooAssertionGrader
+from bot.pipeline.datasets import Case, Dataset
+from bot.pipeline.prompts import Messages, Prompt, compile_messages
 from bot.pipeline.source import path_problem
+from bot.pipeline.templates import TemplateError, compile_template
 from bot.pipeline.yamlio import line_of, load_yaml
 
 # Reads a repository file (a path from the repository root) at the config's commit; None when absent.
@@ -710,22 +714,29 @@ def _assertion(reader: _Reader, raw: Any, variables: dict[str, Any], path: str, 
         raise InputError(f"{kind}: threshold is a number", path, line)
     if base in {"latency", "cost"} and threshold is None:
         raise InputError(f"{kind} needs a threshold", path, line)
-    return Assertion(kind, render_value(raw.get("value"), variables), threshold, path, line)
+    try:
+        value = render_value(raw.get("value"), variables)
+    except TemplateError as exc:
+        message = f"{kind}: its value cannot be rendered with the test's vars: {exc.message}"
+        raise InputError(message, path, line) from None
+    return Assertion(kind, value, threshold, path, line)
 
 
 _TEMPLATE = re.compile(r"\{\{|\{%")
 
 
 def render_value(value: Any, variables: dict[str, Any]) -> Any:
-    """An assertion's value with the test's vars filled in, as promptfoo renders it (Nunjucks; a
-    missing var renders empty)."""
+    """An assertion's value with the test's vars filled in, as promptfoo renders it (Nunjucks, here
+    evalbot's bounded Jinja2 sandbox; a missing var is an error, where Nunjucks renders it empty).
+
+    Raises:
+        TemplateError: the value does not compile or render within the template budget.
+    """
     if isinstance(value, list):
         return [render_value(v, variables) for v in value]
     if not isinstance(value, str) or not _TEMPLATE.search(value):
         return value
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    return ImmutableSandboxedEnvironment(autoescape=False).from_string(value).render(variables)
+    return compile_template(value, "jinja2").render(variables)
 
 
 # --- assertions as evalbot graders
@@ -849,3 +860,105 @@ def _schema(value: Any) -> dict[str, Any] | bool | None:
     if not isinstance(value, dict | bool):
         raise JudgeError("the value of is-json or contains-json is a JSON Schema")
     return value
+
+
+# --- the suite the pipeline runs
+
+# The row field naming the promptfoo prompt a case is sent with: a case is a (prompt, test) pair, as
+# one cell of promptfoo's result matrix, and its id pairs it with the same cell of the other revision.
+PROMPT_FIELD = "promptfoo_prompt"
+
+
+@dataclass(frozen=True)
+class PromptfooPrompt(Prompt):
+    """Every prompt of a config as one: a row is rendered with the prompt its `PROMPT_FIELD` names."""
+
+    by_label: Mapping[str, Prompt] = field(default_factory=dict)
+
+    def renders(self, row: Mapping[str, Any]) -> bool:
+        return str(row.get(PROMPT_FIELD)) in self.by_label
+
+    def render(self, row: Mapping[str, Any]) -> Messages:
+        return self.by_label[str(row[PROMPT_FIELD])].render(row)
+
+
+@dataclass(frozen=True)
+class PromptfooSuite:
+    """What a promptfoo config makes a suite: its prompt(s), rows, graders, other models, files read."""
+
+    prompt: Prompt
+    dataset: Dataset
+    graders: tuple[PromptfooAssertionGrader, ...]
+    models: tuple[str, ...]
+    files: tuple[str, ...]
+    not_run: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def as_suite(config: PromptfooConfig) -> PromptfooSuite:
+    """The config as the pipeline runs it.
+
+    The first provider is the model under test and the others are compared side by side with it; each
+    case is one prompt on one test, its id made of the prompt's label and the test's vars (so that a
+    reordered or re-asserted test still pairs with its base), its category the prompt's label.
+
+    Raises:
+        InputError: a template that does not compile, naming its file and line.
+    """
+    provider = config.providers[0]
+    by_label = {prompt.label: _compiled(prompt, provider) for prompt in config.prompts}
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for label in by_label:
+        for test, row in zip(config.tests, rows(config), strict=True):
+            key = hashlib.sha256(json.dumps([label, test.vars], sort_keys=True, default=str).encode()).hexdigest()[:12]
+            seen[key] = seen.get(key, 0) + 1
+            case_id = f"{label}:{key}" + (f"-{seen[key]}" if seen[key] > 1 else "")
+            fields = {**row, PROMPT_FIELD: label}
+            fields.setdefault("category", label)
+            cases.append(Case(case_id, len(cases) + 1, test.line or 1, fields))
+    content = {
+        "model": provider.model,
+        "temperature": provider.temperature,
+        "max_tokens": provider.max_tokens,
+        "prompts": {p.label: [list(m) for m in p.messages] for p in config.prompts},
+    }
+    # Always one dispatching prompt, even for one label: a row of a label the other revision lacks
+    # must make no request there rather than be sent with another prompt.
+    prompt = PromptfooPrompt(
+        config.path,
+        provider.model,
+        tuple(m for p in by_label.values() for m in p.messages),
+        temperature=provider.temperature,
+        max_tokens=provider.max_tokens,
+        content=content,
+        model_line=provider.line,
+        by_label=by_label,
+    )
+    warnings = list(config.warnings)
+    if provider.api_base or any(p.api_base for p in config.providers):
+        warnings.append(
+            f"{config.path}: a provider's apiBaseUrl is not followed: calls go to the deployment's model endpoint"
+        )
+    not_run = [
+        f"{entry.path}:{entry.line}: {entry.type} assertion not run ({entry.reason}); "
+        f"{entry.tests} test{'s' if entry.tests != 1 else ''}"
+        for entry in config.not_run
+    ]
+    return PromptfooSuite(
+        prompt,
+        Dataset(config.path, tuple(cases), id_field=PROMPT_FIELD),
+        tuple(grader_specs(config)),
+        tuple(dict.fromkeys(p.model for p in config.providers[1:] if p.model != provider.model)),
+        tuple(config.files),
+        tuple(not_run),
+        tuple(warnings),
+    )
+
+
+def _compiled(prompt: ConfigPrompt, provider: Provider) -> Prompt:
+    parts = [(role, content, prompt.line, f"prompt {prompt.label!r}") for role, content in prompt.messages]
+    messages = compile_messages(prompt.path, parts, "jinja2")
+    return Prompt(
+        prompt.path, provider.model, messages, temperature=provider.temperature, max_tokens=provider.max_tokens
+    )

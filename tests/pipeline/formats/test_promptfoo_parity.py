@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from tests.conftest import GitRepo
+from tests.conftest import STUB_PRICES, GitRepo
 from tests.stub_llm import Reply, StubLLM
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "formats" / "promptfoo" / "support-bot"
@@ -91,7 +91,7 @@ def test_evalbot_counts_the_same_passes_per_assertion_as_promptfoo(
     # The project as it is in a repository, with a suite pointing at its config.
     shutil.copytree(FIXTURE, repo.root / "evals")
     suite = {"name": "support-bot", "promptfoo": "evals/promptfooconfig.yaml"}
-    repo.write(".evalbot.yml", {"thresholds": {"min_cases": 1}, "suites": [suite]})
+    repo.write(".evalbot.yml", {"thresholds": {"min_cases": 1}, "prices": STUB_PRICES, "suites": [suite]})
     repo.commit("base", tag="base")
     repo.commit("head", tag="head")
 
@@ -102,7 +102,7 @@ def test_evalbot_counts_the_same_passes_per_assertion_as_promptfoo(
     assert report["errors"] == [], result.output
     counted = evalbot_counts(report)
     # javascript is promptfoo's to run, never evalbot's: it is listed as not run instead.
-    ran = {key: n for key, n in expected.items() if key[0] != "javascript"}
+    ran = Counter({key: n for key, n in expected.items() if key[0] != "javascript"})
     assert counted == ran
     # The fixture exercises every outcome: a check that only ever passed would prove little.
     assert ran[("not-icontains", False)] == 1 and ran[("levenshtein", False)] == 2 and ran[("is-json", False)] == 2
