@@ -899,8 +899,9 @@ def as_suite(config: PromptfooConfig) -> PromptfooSuite:
     """The config as the pipeline runs it.
 
     The first provider is the model under test and the others are compared side by side with it; each
-    case is one prompt on one test, its id made of the prompt's label and the test's vars (so that a
-    reordered or re-asserted test still pairs with its base), its category the prompt's label.
+    case is one prompt on one test, its id the prompt's label and the test's description (else a hash
+    of its vars), so that a reordered, edited or re-asserted test still pairs with its base; its
+    category is the prompt's label.
 
     Raises:
         InputError: a template that does not compile, naming its file and line.
@@ -908,12 +909,10 @@ def as_suite(config: PromptfooConfig) -> PromptfooSuite:
     provider = config.providers[0]
     by_label = {prompt.label: _compiled(prompt, provider) for prompt in config.prompts}
     cases: list[Case] = []
-    seen: dict[str, int] = {}
+    keys = _test_keys(config.tests)
     for label in by_label:
-        for test, row in zip(config.tests, rows(config), strict=True):
-            key = hashlib.sha256(json.dumps([label, test.vars], sort_keys=True, default=str).encode()).hexdigest()[:12]
-            seen[key] = seen.get(key, 0) + 1
-            case_id = f"{label}:{key}" + (f"-{seen[key]}" if seen[key] > 1 else "")
+        for key, test, row in zip(keys, config.tests, rows(config), strict=True):
+            case_id = f"{label}:{key}"
             fields = {**row, PROMPT_FIELD: label}
             fields.setdefault("category", label)
             cases.append(Case(case_id, len(cases) + 1, test.line or 1, fields))
@@ -954,6 +953,22 @@ def as_suite(config: PromptfooConfig) -> PromptfooSuite:
         tuple(not_run),
         tuple(warnings),
     )
+
+
+def _test_keys(tests: list[Test]) -> list[str]:
+    """What names each test across revisions: its description when no other test shares it (an edited
+    question or var file then stays the same case), else a hash of its vars; repeats numbered."""
+    descriptions = [t.description for t in tests]
+    keys = []
+    seen: dict[str, int] = {}
+    for test in tests:
+        if test.description and descriptions.count(test.description) == 1:
+            key = test.description
+        else:
+            key = hashlib.sha256(json.dumps(test.vars, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return keys
 
 
 def _compiled(prompt: ConfigPrompt, provider: Provider) -> Prompt:
