@@ -144,10 +144,12 @@ def eval_command(
                 await cache.close()
         if isinstance(source, GitWorkingTreeSource):
             read = sorted(source.read_uncommitted)
-            report.warnings.append(
+            # First: what was evaluated is the first thing to know about the report.
+            report.warnings.insert(
+                0,
                 f"evaluated the working tree: uncommitted files read: {', '.join(read)}"
                 if read
-                else "evaluated the working tree: every file read is as committed"
+                else "evaluated the working tree: every file read is as committed",
             )
         _record_cli_run(report, repo, started, base, head or WORKING_TREE)
         report.base_ref, report.head_ref = base, head or WORKING_TREE
@@ -220,8 +222,11 @@ def _validate(repo: Path) -> int:
     for suite_plan in result.suites:
         prompt = suite_plan.head_prompt
         version = f" v{prompt.version}" if prompt.version else ""
+        what = (
+            f"{prompt.path}{version}" if suite_plan.suite.prompt is not None else f"each row's input to {prompt.model}"
+        )
         click.echo(
-            f"ok: suite {suite_plan.suite.name}: {prompt.path}{version}, "
+            f"ok: suite {suite_plan.suite.name}: {what}, "
             f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"
         )
     for quality in data:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +104,15 @@ class Prompt:
     def output_tokens(self) -> int:
         """The `max_tokens` every call of this prompt sends (and the budget estimate assumes)."""
         return self.max_tokens or DEFAULT_MAX_TOKENS
+
+    @property
+    def revision(self) -> str:
+        """The version, or for a format without one a hash of the content (`sha256:1a2b3c4d`): what the
+        report and the drift check tell prompts apart by."""
+        if self.version is not None:
+            return self.version
+        canonical = json.dumps(self.content, sort_keys=True, ensure_ascii=False, default=str)
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
     @property
     def variables(self) -> tuple[str, ...]:

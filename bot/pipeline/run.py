@@ -397,7 +397,7 @@ async def _run_suites(
         async def variant(name: str, prompt: Prompt, model: str) -> Variant:
             spec = _spec(name, prompt, model)
             results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
-            return Variant(name, prompt.version or "", model, results)
+            return Variant(name, prompt.revision, model, results)
 
         others = sp.other_models(options.models)
         head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))

@@ -13,6 +13,7 @@ from typing import Any
 from bot.errors import InputError
 from bot.pipeline.config import CONFIG_PATH
 from bot.pipeline.datasets import dataset_format, id_field_candidates, parse_dataset
+from bot.pipeline.files import LFS_POINTER
 from bot.pipeline.langchain import is_langchain
 from bot.pipeline.suites import INPUT_FIELD, TEXT_PROMPT_FORMATS, parse_prompt_file
 from bot.pipeline.templates import TemplateFormat, chat_messages, compile_template
@@ -148,7 +149,7 @@ def _classify(file: Path, path: str, found: Scan) -> None:
     if file.name in _PROMPTFOO_CONFIGS:
         found.promptfoo.append(path)
         return
-    if suffix == ".prompty" or (suffix in TEXT_PROMPT_FORMATS and _looks_like_a_prompt(path, suffix)):
+    if suffix == ".prompty" or (suffix in TEXT_PROMPT_FORMATS and _looks_like_a_prompt(path)):
         prompt = _prompt(file, path)
         if prompt is not None:
             found.prompts.append(prompt)
@@ -184,10 +185,10 @@ def _walk_into(directory: Path, depth: int) -> bool:
     return not (directory / "pyvenv.cfg").exists()  # a virtualenv under any name
 
 
-def _looks_like_a_prompt(path: str, suffix: str) -> bool:
-    # Text and Markdown files are prompts only in a directory named for them (README.md is not one);
-    # a template extension says it whatever the directory.
-    return TEXT_PROMPT_FORMATS[suffix] != "fstring" or "prompt" in path.lower().rsplit("/", 1)[0]
+def _looks_like_a_prompt(path: str) -> bool:
+    # Text, Markdown and template files are prompts only where their path says so (`prompts/`,
+    # `x.prompt.j2`): a README or a web page template is not one.
+    return "prompt" in path.lower()
 
 
 def _structured(file: Path, path: str) -> Any:
@@ -274,6 +275,9 @@ def _dataset(file: Path, path: str) -> FoundDataset | None:
     fmt = dataset_format(path)
     with file.open("rb") as handle:
         data = handle.read(SAMPLE_BYTES + 1)
+    if data.startswith(LFS_POINTER.encode()):
+        # OpenAI-evals registries keep their samples in Git LFS: a clone without `git lfs` has pointers.
+        raise InputError("a Git LFS pointer, not the file: fetch it with `git lfs pull`, then run init again", path)
     if fmt in ("jsonl", "csv"):
         # Whole lines only, and no more than the sample needs (a CSV header is one line more).
         whole = data[: data.rfind(b"\n") + 1] if len(data) > SAMPLE_BYTES else data

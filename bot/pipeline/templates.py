@@ -16,7 +16,7 @@ import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import jinja2
 from jinja2 import meta, nodes
@@ -24,7 +24,6 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TemplateFormat = Literal["fstring", "jinja2", "mustache"]
-TEMPLATE_FORMATS: tuple[str, ...] = get_args(TemplateFormat)
 
 # One rendered message (and any string or list a template builds on the way): a prompt is far smaller.
 MAX_RENDER_CHARS = 100_000
@@ -32,6 +31,9 @@ MAX_RENDER_CHARS = 100_000
 RENDER_TIMEOUT_S = 1.0
 # Loop iterations, calls, attribute look-ups and operators of one render.
 MAX_RENDER_STEPS = 200_000
+# A list or mapping a filter is given (row data, or one a template built): past this it is refused, as a
+# template can build a list holding the same list many times over, which prints as all of them.
+MAX_DATA_CHARS = 1_000_000
 # Width and count arguments (`center(n)`, `indent(n)`, `'x'.ljust(n)`): past this, a template is only
 # trying to allocate.
 MAX_INT_ARGUMENT = 10_000
@@ -213,6 +215,32 @@ def _budget() -> _Budget:
     return _BUDGET.get()
 
 
+def _printed_size(value: Any, limit: int) -> int:
+    """About how many characters `value` prints as, counted only up to just past `limit`: cheap even for
+    a list that holds the same list many times over (each level multiplies what it prints)."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += 8
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 8
+            stack += item
+        else:
+            total += 8  # a number, None, a short repr
+    return total
+
+
+def _printable(value: Any, limit: int = MAX_RENDER_CHARS) -> Any:
+    """`value` when it prints within `limit` characters (containers are measured before they are printed)."""
+    if isinstance(value, list | tuple | dict | set | frozenset) and _printed_size(value, limit) > limit:
+        raise TemplateLimitError(f"a value would print as over {limit:,} characters")
+    return value
+
+
 def _check_int_arguments(args: Iterable[Any]) -> None:
     for arg in args:
         if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_INT_ARGUMENT:
@@ -247,6 +275,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        # Joins a `{% set %}` block's or a macro's output: its parts may be the same long text many times.
+        texts = list(parts)
+        _budget().check_length(sum(len(text) for text in texts), "a block of text")
+        return "".join(texts)
+
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         _budget().step()
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
@@ -256,6 +291,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             for count, value in ((left, right), (right, left)):
                 if isinstance(count, int) and isinstance(value, str | list | tuple):
                     _budget().check_length(max(count, 0) * len(value), "a repeated string or list")
+                    _printable(value, MAX_RENDER_CHARS // max(count, 1))
             if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > 4096:
                 raise TemplateLimitError("a product too large for a prompt")
         elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
@@ -280,11 +316,22 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             # Jinja wraps str.format for safety, not size: `'{:>999999999}'.format(1)` is a gigabyte.
             raise TemplateLimitError(f"the method .{attribute}() is not available in templates (use ~ to join text)")
-        return super().getattr(obj, attribute)
+        # `~` joins text without an operator hook: a value grown by it is caught where it is read again.
+        return _budget().check_size(super().getattr(obj, attribute), "a value")
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         _budget().step()
-        return super().getitem(obj, argument)
+        return _budget().check_size(super().getitem(obj, argument), "a value")
+
+
+# Filters that print their value: a list or mapping is measured against the rendered text's cap.
+_TEXT_FILTERS = frozenset(
+    {
+        "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "join", "lower", "pprint",
+        "replace", "string", "striptags", "title", "tojson", "trim", "truncate", "upper", "urlencode", "urlize",
+        "wordcount", "wordwrap", "xmlattr",
+    }
+)  # fmt: skip
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -292,21 +339,39 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _budget().step()
         passed = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+        if name == "join" and len(args) > passed and not isinstance(args[passed], str | list | tuple):
+            # A range or a generator is listed first (at most MAX_RENDER_STEPS items), so it can be measured.
+            args = (*args[:passed], _listed(args[passed]), *args[passed + 1 :])
         value, params = (args[passed] if len(args) > passed else None), [*args[passed + 1 :], *kwargs.values()]
         _check_int_arguments(params)
+        _printable(value, MAX_RENDER_CHARS if name in _TEXT_FILTERS else MAX_DATA_CHARS)
         if name == "replace" and isinstance(value, str) and len(params) >= 2:
             old, new = str(params[0]), str(params[1])
             grown = len(value) + (value.count(old) if old else len(value) + 1) * max(len(new) - len(old), 0)
             _budget().check_length(grown, "the replaced text")
         elif name == "indent" and isinstance(value, str):
-            _budget().check_length(len(value) + (value.count("\n") + 1) * (params[0] if params else 4))
+            width = params[0] if params else 4
+            width = len(width) if isinstance(width, str) else width
+            _budget().check_length(len(value) + (value.count("\n") + 1) * width)
         elif name == "join" and isinstance(value, list | tuple):
-            _budget().check_length(sum(len(v) if isinstance(v, str) else 1 for v in value), "the joined text")
+            separator = len(str(params[0])) if params else 0
+            joined = _printed_size(value, MAX_RENDER_CHARS) + separator * max(len(value) - 1, 0)
+            _budget().check_length(joined, "the joined text")
+        elif name == "wordwrap" and isinstance(value, str):
+            _budget().check_length(len(value) * (1 + sum(len(p) for p in params if isinstance(p, str))), "the text")
         elif name == "format":
             _percent_widths_ok(value)
         return _budget().check_size(func(*args, **kwargs))
 
     return bounded
+
+
+def _listed(iterable: Iterable[Any]) -> list[Any]:
+    items = []
+    for item in iterable:
+        _budget().step()
+        items.append(item)
+    return items
 
 
 def _loop_budget(iterable: Iterable[Any]) -> Iterator[Any]:
@@ -317,6 +382,7 @@ def _loop_budget(iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 _LOOP_FILTER = "__evalbot_loop_budget"
+_PRINTABLE_FILTER = "__evalbot_printable"
 # Directives that load another template: there is no loader, and a pull request's template may not
 # read any file, even one of the commit.
 _LOADING_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
@@ -324,11 +390,13 @@ _LOADING_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 @functools.cache
 def _environment() -> _Sandbox:
-    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    # `finalize` sees every `{{ value }}` before it is printed.
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_printable)
     # lipsum(n) makes text from nothing; the other globals are Jinja's usual ones.
     del env.globals["lipsum"]
     env.filters = {name: _bounded_filter(name, func) for name, func in env.filters.items()}
     env.filters[_LOOP_FILTER] = _loop_budget
+    env.filters[_PRINTABLE_FILTER] = _printable
     return env
 
 
@@ -347,6 +415,9 @@ def _jinja(source: str) -> Template:
         )
     for loop in tree.find_all(nodes.For):
         loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.lineno)
+    for concat in tree.find_all(nodes.Concat):
+        # `~` prints its operands with str(), out of any hook's reach: each is measured first.
+        concat.nodes = [nodes.Filter(n, _PRINTABLE_FILTER, [], [], None, None, lineno=n.lineno) for n in concat.nodes]
     variables = tuple(sorted(meta.find_undeclared_variables(tree) - set(env.globals)))
     compiled = env.from_string(tree)
 

@@ -99,6 +99,9 @@ def test_a_prompty_file_and_its_jsonl_eval_set(tmp_path: Path, stub: StubLLM) ->
     ]
     report = evaluate_edits(repo, stub, edits, labels)
     assert "src/support/chat.prompty changed; src/support/retrieval.yaml changed (watched). 24 cases." in report
+    # A format without a version is told apart by a hash of its content (the drift check relies on it).
+    header = re.search(r"\| Metric \| base \((sha256:[0-9a-f]{8})\) \| head \((sha256:[0-9a-f]{8})\) \|", report)
+    assert header is not None and header.group(1) != header.group(2)
     # Front matter and role markers: the system section with the input's default, the user section with the row.
     first = next(r for r in stub.requests if "charged twice for my subscription" in user_text(r))
     assert first["messages"][0] == {
@@ -116,6 +119,10 @@ def test_an_openai_evals_registry_with_chat_input_and_ideal(tmp_path: Path, stub
     assert (
         "  suite capitals-dev: each row's input on evals/registry/data/capitals/samples.jsonl (no id field found)\n"
         in output
+    )
+    assert (
+        "ok: suite capitals-dev: each row's input to openai/gpt-4o-mini, 24 cases in "
+        "evals/registry/data/capitals/samples.jsonl\n" in output
     )
     (suite,) = parse_config(text).suites
     assert (suite.prompt, suite.model, suite.expected_field, suite.watch) == (
@@ -222,6 +229,20 @@ def test_init_names_a_promptfoo_config_and_what_it_walked_past(tmp_path: Path) -
     config = "evals/promptfoo/promptfooconfig.yaml"
     assert f"ok: suite promptfoo: {config}, 25 cases in {config}\n" in result.output
     assert result.exit_code == 0, result.output
+
+
+def test_init_says_a_dataset_is_a_git_lfs_pointer(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "openai_evals", root)
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "4d" * 32 + "\nsize 5120\n"
+    (root / "evals/registry/data/capitals/samples.jsonl").write_text(pointer)
+    result = CliRunner().invoke(cli, ["init", "--repo", str(root)])
+    assert result.exit_code == 2
+    assert (
+        "evals/registry/data/capitals/samples.jsonl: a Git LFS pointer, not the file: fetch it with `git lfs pull`"
+        in result.output
+    )
+    assert "eval capitals.dev.v0: its samples evals/registry/data/capitals/samples.jsonl were not" in result.output
 
 
 def test_graders_empty_is_written_only_with_the_fields_seen(tmp_path: Path) -> None:

@@ -183,6 +183,12 @@ def test_prompt_files_are_read_by_their_format() -> None:
     ]
     with pytest.raises(InputError, match=r"p.yaml:1: LangChain `_type: few_shot` files are not read"):
         parse_prompt_file("_type: few_shot\nexamples: []\n", "p.yaml", None, "openai/m")
+    with pytest.raises(InputError, match=r"p.yaml:2: `template_path` is not read: put the template in this file"):
+        parse_prompt_file("_type: prompt\ntemplate_path: prompt.txt\n", "p.yaml", None, "openai/m")
+    langchain_json = '{"_type": "prompt", "input_variables": ["q"], "template": "Q: {q}"}'
+    assert parse_prompt_file(langchain_json, "p.json", None, "openai/m").variables == ("q",)
+    with pytest.raises(InputError, match=r"the template uses q, not in `input_variables`"):
+        parse_prompt_file('{"_type": "prompt", "input_variables": [], "template": "Q: {q}"}', "p.json", None, "m/m")
     with pytest.raises(InputError, match=r"a plain-text prompt carries no model: set `model:` on its suite"):
         parse_prompt_file("Q: {q}", "p.txt", None, None)
     configuration = "  configuration:\n    type: azure_openai\n    azure_deployment: ${env:DEPLOYMENT}\n"

@@ -15,6 +15,11 @@ from bot.pipeline.templates import (
     compile_template,
 )
 
+# Ten lists of ten references to the level below, 12 levels deep: 10^12 items when printed.
+NESTED = "{% set a = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1] %}" + "".join(
+    f"{{% set {b} = [{a}, {a}, {a}, {a}, {a}, {a}, {a}, {a}, {a}, {a}] %}}"
+    for a, b in zip("abcdefghijkl", "bcdefghijklz", strict=True)
+)
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
 
 
@@ -95,9 +100,25 @@ def test_a_chat_list_prints_as_text_never_as_a_python_repr(fmt: str) -> None:
             "a concatenation",
             1,
         ),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            "a value would be over",
+            1,
+        ),
+        (
+            "{% set s %}ab{% endset %}" + "{% set s %}{{ s }}{{ s }}{% endset %}" * 40 + "{{ s|length }}",
+            "a block of text would be over",
+            1,
+        ),
         ("{{ 'x'|center(1000000000) }}", "an argument of 1,000,000,000 is over", 1),
+        (NESTED + "{{ z }}", "a value would print as over 100,000 characters", 1),
+        (NESTED + "{{ z ~ '' }}", "a value would print as over 100,000 characters", 1),
+        (NESTED + "{{ z|string }}", "a value would print as over 100,000 characters", 1),
+        (NESTED + "{{ z|sum(start=[])|length }}", "a value would print as over 1,000,000 characters", 1),
+        (NESTED + "{{ [z] * 2 }}", "a value would print as over 50,000 characters", 1),
+        ("{{ range(9999)|join('x' * 9999) }}", "the joined text would be over", 1),
         ("{{ ('a' * 90000)|replace('a', 'b' * 9000) }}", "the replaced text would be over", 1),
-        ("{{ (['y' * 90000] * 90)|join }}", "the joined text would be over", 1),
+        ("{{ (['y' * 90000] * 90)|join }}", "a value would print as over", 1),
         ("{{ ('\\t' * 9000).expandtabs(9000) }}", "the method .expandtabs() is not available", 1),
         ("{{ '{:>999999999}'.format(1) }}", "the method .format() is not available", 1),
         ("{{ '%0999999999d' % 1 }}", "an argument of 999,999,999 is over", 1),
