@@ -96,9 +96,14 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
                         context = context_text(case.fields.get(grader.context_field, ""))
                         judge_in = _message_tokens(hallucination_messages(context, "")) + output_tokens
                         result.add(grader.model or judge_model, judge_in, JUDGE_MAX_TOKENS, price, repeats)
+                    elif isinstance(grader, PromptfooAssertionGrader) and grader.field not in case.fields:
+                        continue  # a promptfoo assertion slot this case's test does not have
+                    elif isinstance(grader, PromptfooAssertionGrader) and grader.embedding_model is not None:
+                        reference = str(case.fields[grader.field].get("value"))
+                        result.add(grader.embedding_model, output_tokens + _tokens(reference), 0, price, repeats)
                     elif isinstance(grader, ClosedQaGrader | FactualityGrader | PromptfooAssertionGrader):
-                        if not uses_judge(grader) or (grader.field is not None and grader.field not in case.fields):
-                            continue  # a promptfoo assertion slot this case's test does not have
+                        if not uses_judge(grader):
+                            continue
                         # The closedqa or factuality prompt (bounded by the longer), the request, the answer
                         # and the reference or criterion.
                         judged = [{"role": "system", "content": FACTUALITY_SYSTEM + FACTUALITY_USER + request}]

@@ -18,6 +18,7 @@ from bot.pipeline.config import (
     GraderSpec,
     HallucinationGrader,
     Limits,
+    PromptfooAssertionGrader,
     Suite,
     model_refusal,
     unwrapped,
@@ -498,13 +499,18 @@ def _apply_model_policy(
     found += [(m, head_prompt.path, None) for m in suite_plan.suite.models if m not in suite.models]
     base_judge = (config.judge, base_config.line(["judge"]) if base_config else None)
     # (grader, the judge it falls back on with its line, the line of its own `model:`)
+    # The exam's graders, when it differs from the head's own, or when the suite's files define them
+    # (promptfoo's assertions, whose judge and embedding models are the base's).
     graders: list[tuple[GraderSpec, tuple[str, int | None], int | None]] = [
-        (grader, base_judge, None) for grader in suite_plan.suite.graders if suite_plan.head_exam is not None
+        (grader, base_judge, None)
+        for grader in suite_plan.suite.graders
+        if suite_plan.head_exam is not None or isinstance(grader, PromptfooAssertionGrader)
     ]
     head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
     graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
     for grader, (judge, judge_line), line in graders:
-        model = getattr(unwrapped(grader), "model", None)
+        inner = unwrapped(grader)
+        model = inner.embedding_model if isinstance(inner, PromptfooAssertionGrader) else getattr(inner, "model", None)
         if model is not None:
             found.append((model, CONFIG_PATH, line))
         elif uses_judge(grader):

@@ -281,6 +281,12 @@ class PromptfooAssertionGrader(_Strict):
     assertion: str = Field(min_length=1)
     field: str = Field(min_length=1)
 
+    @property
+    def embedding_model(self) -> str | None:
+        """The embedding model `similar` calls (None for other assertions)."""
+        similar = self.assertion.removeprefix("not-") in {"similar", "similar:cosine"}
+        return DEFAULT_EMBEDDING_MODEL if similar else None
+
 
 class NotGrader(_Strict):
     """Passes when `grader` fails (promptfoo's `not-` forms)."""

@@ -25,7 +25,7 @@ from bot.engine import graders as g
 from bot.engine.graders import Grade, Grader, Sample, split_values
 from bot.engine.models import ModelClient
 from bot.errors import InputError, JudgeError
-from bot.pipeline.config import DEFAULT_EMBEDDING_MODEL, PromptfooAssertionGrader
+from bot.pipeline.config import PromptfooAssertionGrader
 from bot.pipeline.datasets import Case, Dataset
 from bot.pipeline.prompts import Messages, Prompt, compile_messages
 from bot.pipeline.source import path_problem
@@ -788,13 +788,15 @@ def assertion_grader(spec: PromptfooAssertionGrader, judge: ModelClient, judge_m
 
     async def grade(sample: Sample) -> Grade:
         slot = sample.fields[spec.field]
-        built = _grader(base, slot["value"], slot["threshold"], judge, judge_model)
+        built = _grader(base, slot["value"], slot["threshold"], judge, judge_model, spec.embedding_model)
         return await (g.negate(built) if spec.assertion.startswith("not-") else built)(sample)
 
     return g.renamed(Grader(spec.assertion, "accuracy", grade), spec.assertion, applies)
 
 
-def _grader(base: str, value: Any, threshold: float | None, judge: ModelClient, judge_model: str) -> Grader:
+def _grader(
+    base: str, value: Any, threshold: float | None, judge: ModelClient, judge_model: str, embedding_model: str | None
+) -> Grader:
     """The engine grader for one assertion's base type, value and threshold."""
     if base in {"contains", "icontains"}:
         return g.contains_texts([_js_string(value)], ignore_case=base == "icontains")
@@ -818,7 +820,8 @@ def _grader(base: str, value: Any, threshold: float | None, judge: ModelClient, 
     if base == "cost":
         return g.cost(float(threshold or 0))
     if base in {"similar", "similar:cosine"}:
-        similar = g.similarity(judge, DEFAULT_EMBEDDING_MODEL, _VALUE, 0.75 if threshold is None else threshold)
+        assert embedding_model is not None  # PromptfooAssertionGrader.embedding_model of a `similar`
+        similar = g.similarity(judge, embedding_model, _VALUE, 0.75 if threshold is None else threshold)
         return _with_value(similar, _js_string(value))
     if base == "llm-rubric":
         return g.rubric(judge, judge_model, [_js_string(value)], 7.0 if threshold is None else threshold * 10)

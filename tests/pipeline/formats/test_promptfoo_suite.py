@@ -124,3 +124,20 @@ def test_a_file_outside_the_repository_is_an_input_error_naming_the_line(repo: G
         f"{CONFIG}:7: file:// '/home/ana/prompts/chat.json' is an absolute path: write it relative to {CONFIG}"
     ]
     assert stub.requests == []
+
+
+def test_a_similar_assertion_calls_an_embedding_model_the_bases_policy_must_allow(repo: GitRepo, stub: StubLLM) -> None:
+    shutil.copytree(FIXTURE, repo.root / "evals")
+    similar = "      - type: similar\n        value: Hello there\n      - type: starts-with\n"
+    edit(repo, CONFIG, "      - type: starts-with\n", similar)
+    suites = [{"name": "support-bot", "promptfoo": CONFIG}]
+    repo.write(".evalbot.yml", {"prices": STUB_PRICES, "allowed_models": ["openai/stub"], "suites": suites})
+    repo.commit("base", tag="base")
+    repo.commit("head", tag="head")
+    code, report = evaluate(repo, stub, "--all")
+    assert code == 2
+    assert report["errors"] == [
+        ".evalbot.yml: model 'openai/text-embedding-3-small' is not allowed: it matches no pattern of "
+        "`allowed_models` in the base branch's .evalbot.yml"
+    ]
+    assert stub.requests == []
