@@ -291,3 +291,13 @@ async def test_sources_list_the_files_under_a_directory(tmp_path: Path) -> None:
     assert await GitSource(repo.root).list_files("head", "evals/p") == expected
     assert await WorkTreeSource(repo.root).list_files("", "evals/p") == expected
     assert len(await GitSource(repo.root).list_files("head", "")) == 4
+
+
+async def test_a_hostile_assertion_value_ends_in_an_input_error_within_the_template_budget() -> None:
+    loop = "{% for i in range(99999999) %}{{ q }}{% endfor %}"
+    config = "prompts: ['{{q}}']\nproviders: [openai:o]\ntests:\n  - vars: {q: a}\n    assert:\n"
+    config += f"      - type: contains\n        value: '{loop}'\n"
+    with pytest.raises(InputError) as caught:
+        await parse(config)
+    assert caught.value.line == 6
+    assert caught.value.message.startswith("contains: its value cannot be rendered with the test's vars: ")
