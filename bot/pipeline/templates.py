@@ -31,9 +31,6 @@ MAX_RENDER_CHARS = 100_000
 RENDER_TIMEOUT_S = 1.0
 # Loop iterations, calls, attribute look-ups and operators of one render.
 MAX_RENDER_STEPS = 200_000
-# A list or mapping a filter is given (row data, or one a template built): past this it is refused, as a
-# template can build a list holding the same list many times over, which prints as all of them.
-MAX_DATA_CHARS = 1_000_000
 # Width and count arguments (`center(n)`, `indent(n)`, `'x'.ljust(n)`): past this, a template is only
 # trying to allocate.
 MAX_INT_ARGUMENT = 10_000
@@ -344,7 +341,9 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             args = (*args[:passed], _listed(args[passed]), *args[passed + 1 :])
         value, params = (args[passed] if len(args) > passed else None), [*args[passed + 1 :], *kwargs.values()]
         _check_int_arguments(params)
-        _printable(value, MAX_RENDER_CHARS if name in _TEXT_FILTERS else MAX_DATA_CHARS)
+        if name in _TEXT_FILTERS:
+            # A template can build a list holding the same list many times over: it prints as all of them.
+            _printable(value)
         if name == "replace" and isinstance(value, str) and len(params) >= 2:
             old, new = str(params[0]), str(params[1])
             grown = len(value) + (value.count(old) if old else len(value) + 1) * max(len(new) - len(old), 0)
