@@ -222,9 +222,8 @@ def _validate(repo: Path) -> int:
     for suite_plan in result.suites:
         prompt = suite_plan.head_prompt
         version = f" v{prompt.version}" if prompt.version else ""
-        what = (
-            f"{prompt.path}{version}" if suite_plan.suite.prompt is not None else f"each row's input to {prompt.model}"
-        )
+        reads_rows_only = suite_plan.suite.prompt is None and suite_plan.suite.promptfoo is None
+        what = f"each row's input to {prompt.model}" if reads_rows_only else f"{prompt.path}{version}"
         click.echo(
             f"ok: suite {suite_plan.suite.name}: {what}, "
             f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"

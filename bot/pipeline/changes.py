@@ -18,9 +18,11 @@ from bot.pipeline.config import (
     GraderSpec,
     HallucinationGrader,
     Limits,
-    RubricGrader,
+    PromptfooAssertionGrader,
     Suite,
     model_refusal,
+    unwrapped,
+    uses_judge,
 )
 from bot.pipeline.datasets import Case, Dataset, id_field_candidates
 from bot.pipeline.files import read_config
@@ -296,6 +298,8 @@ async def _load_suite(
     base_dataset = base_input.dataset if base_input is not None else None
     if head_input.graders is not None:
         suite = suite.model_copy(update={"graders": list(head_input.graders)})
+    if head_input.models:
+        suite = suite.model_copy(update={"models": list(dict.fromkeys([*suite.models, *head_input.models]))})
     if base_suite is not None and base_input is not None and base_input.graders is not None:
         base_suite = base_suite.model_copy(update={"graders": list(base_input.graders)})
     removed: tuple[Case, ...] = ()
@@ -384,11 +388,7 @@ def _unrunnable_removed(suite_plan: SuitePlan) -> list[str]:
 
 def _uses_judge(graders: list[GraderSpec]) -> bool:
     """Whether a grader falls back on the config's `judge` (a judge-graded grader with no `model:`)."""
-    return any(
-        (isinstance(g, RubricGrader) and g.model is None)
-        or (isinstance(g, HallucinationGrader) and g.model is None and g.method == "judge")
-        for g in graders
-    )
+    return any(uses_judge(g) and getattr(unwrapped(g), "model", None) is None for g in graders)
 
 
 def _describe(grader: GraderSpec) -> str:
@@ -495,18 +495,25 @@ def _apply_model_policy(
         # The suite's `model:` is what the prompt is sent to: name its line in .evalbot.yml.
         found = [(suite.model, CONFIG_PATH, head_config.line([*at, "model"]))]
     found += [(m, CONFIG_PATH, head_config.line([*at, "models", i])) for i, m in enumerate(suite.models)]
+    # Models the suite's files name besides (promptfoo's other providers), at those files.
+    found += [(m, head_prompt.path, None) for m in suite_plan.suite.models if m not in suite.models]
     base_judge = (config.judge, base_config.line(["judge"]) if base_config else None)
     # (grader, the judge it falls back on with its line, the line of its own `model:`)
+    # The exam's graders, when it differs from the head's own, or when the suite's files define them
+    # (promptfoo's assertions, whose judge and embedding models are the base's).
     graders: list[tuple[GraderSpec, tuple[str, int | None], int | None]] = [
-        (grader, base_judge, None) for grader in suite_plan.suite.graders if suite_plan.head_exam is not None
+        (grader, base_judge, None)
+        for grader in suite_plan.suite.graders
+        if suite_plan.head_exam is not None or isinstance(grader, PromptfooAssertionGrader)
     ]
     head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
     graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
     for grader, (judge, judge_line), line in graders:
-        model = getattr(grader, "model", None)
+        inner = unwrapped(grader)
+        model = inner.embedding_model if isinstance(inner, PromptfooAssertionGrader) else getattr(inner, "model", None)
         if model is not None:
             found.append((model, CONFIG_PATH, line))
-        elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
+        elif uses_judge(grader):
             found.append((judge, CONFIG_PATH, judge_line))
     errors = []
     for model, path, line in found:

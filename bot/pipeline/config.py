@@ -167,11 +167,14 @@ class RubricGrader(_Strict):
     model: str | None = None
 
 
+DEFAULT_EMBEDDING_MODEL = "openai/text-embedding-3-small"
+
+
 class SimilarityGrader(_Strict):
     type: Literal["similarity"]
     field: str = "expected"
     threshold: float = Field(default=0.8, ge=-1, le=1)
-    model: str = "openai/text-embedding-3-small"
+    model: str = DEFAULT_EMBEDDING_MODEL
 
 
 class HallucinationGrader(_Strict):
@@ -179,6 +182,119 @@ class HallucinationGrader(_Strict):
     context_field: str = "context"
     method: Literal["judge", "overlap"] = "judge"
     model: str | None = None
+
+
+class _ValueOrField(_Strict):
+    """A grader whose reference is inline (`value`/`values`) or each row's `field`, exactly one."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _ValueOrField:
+        inline = getattr(self, "values", getattr(self, "value", None))
+        if (inline is None) == (getattr(self, "field", None) is None):
+            raise ValueError(f"a {getattr(self, 'type', '')} grader takes exactly one of an inline value or `field`")
+        return self
+
+
+class ContainsAnyGrader(_ValueOrField):
+    type: Literal["contains_any"]
+    values: list[str] | None = Field(default=None, min_length=1)
+    field: str | None = None
+    ignore_case: bool = False
+
+
+class ContainsAllGrader(_ValueOrField):
+    type: Literal["contains_all"]
+    values: list[str] | None = Field(default=None, min_length=1)
+    field: str | None = None
+    ignore_case: bool = False
+
+
+def _check_schema(schema: dict[str, Any] | None) -> None:
+    if schema is None:
+        return
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+
+
+class IsJsonGrader(_Strict):
+    type: Literal["is_json"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> IsJsonGrader:
+        _check_schema(self.schema_)
+        return self
+
+
+class ContainsJsonGrader(_Strict):
+    type: Literal["contains_json"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> ContainsJsonGrader:
+        _check_schema(self.schema_)
+        return self
+
+
+class LevenshteinGrader(_ValueOrField):
+    type: Literal["levenshtein"]
+    value: str | None = None
+    field: str | None = None
+    max_distance: int = Field(default=5, ge=0)
+
+
+class LatencyGrader(_Strict):
+    type: Literal["latency"]
+    max_ms: float = Field(gt=0)
+
+
+class CostGrader(_Strict):
+    type: Literal["cost"]
+    max_usd: float = Field(ge=0)
+
+
+class ClosedQaGrader(_ValueOrField):
+    type: Literal["closed_qa"]
+    value: str | None = Field(default=None, min_length=1)
+    field: str | None = None
+    model: str | None = None
+
+
+class FactualityGrader(_Strict):
+    type: Literal["factuality"]
+    field: str = "expected"
+    model: str | None = None
+
+
+# promptfoo assertions graded by the judge model.
+PROMPTFOO_JUDGED = frozenset({"llm-rubric", "model-graded-closedqa", "factuality", "model-graded-factuality"})
+
+
+class PromptfooAssertionGrader(_Strict):
+    """One promptfoo assertion slot (a promptfoo suite's graders): each row's `field` holds its test's
+    value and threshold for it; a row without that field is not judged by it."""
+
+    type: Literal["promptfoo_assertion"]
+    assertion: str = Field(min_length=1)
+    field: str = Field(min_length=1)
+
+    @property
+    def embedding_model(self) -> str | None:
+        """The embedding model `similar` calls (None for other assertions)."""
+        similar = self.assertion.removeprefix("not-") in {"similar", "similar:cosine"}
+        return DEFAULT_EMBEDDING_MODEL if similar else None
+
+
+class NotGrader(_Strict):
+    """Passes when `grader` fails (promptfoo's `not-` forms)."""
+
+    type: Literal["not"]
+    grader: GraderSpec
 
 
 GraderSpec = Annotated[
@@ -190,9 +306,38 @@ GraderSpec = Annotated[
     | JsonSchemaGrader
     | RubricGrader
     | SimilarityGrader
-    | HallucinationGrader,
+    | HallucinationGrader
+    | ContainsAnyGrader
+    | ContainsAllGrader
+    | IsJsonGrader
+    | ContainsJsonGrader
+    | LevenshteinGrader
+    | LatencyGrader
+    | CostGrader
+    | ClosedQaGrader
+    | FactualityGrader
+    | PromptfooAssertionGrader
+    | NotGrader,
     Field(discriminator="type"),
 ]
+NotGrader.model_rebuild()
+
+
+def unwrapped(grader: GraderSpec) -> GraderSpec:
+    """The grader a `not` grader inverts (itself for any other)."""
+    while isinstance(grader, NotGrader):
+        grader = grader.grader
+    return grader
+
+
+def uses_judge(grader: GraderSpec) -> bool:
+    """Whether the grader calls a judge model (its own `model:`, else the config's `judge`)."""
+    inner = unwrapped(grader)
+    if isinstance(inner, PromptfooAssertionGrader):
+        return inner.assertion.removeprefix("not-") in PROMPTFOO_JUDGED
+    return isinstance(inner, RubricGrader | ClosedQaGrader | FactualityGrader) or (
+        isinstance(inner, HallucinationGrader) and inner.method == "judge"
+    )
 
 
 Severity = Literal["fail", "warn", "off"]

@@ -119,6 +119,11 @@ class Prompt:
         """The top-level names the templates read, in order, without repeats."""
         return tuple(dict.fromkeys(name for m in self.messages for name in m.template.variables))
 
+    def renders(self, row: Mapping[str, Any]) -> bool:
+        """Whether this prompt makes a request for `row` at all (a promptfoo config's prompt that is not
+        in the other revision makes none there)."""
+        return True
+
     def render(self, row: Mapping[str, Any]) -> Messages:
         """The chat messages for one dataset row. A message that is one variable whose value is a chat list
         (`[{role, content}]`) becomes those messages, system ones included; empty messages are left out.

@@ -17,16 +17,27 @@ from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_v
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
-from bot.pipeline.compare import SuiteReport, Variant, compare_suite
+from bot.pipeline.compare import SuiteReport, Variant, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
+    ClosedQaGrader,
     Config,
+    ContainsAllGrader,
+    ContainsAnyGrader,
     ContainsGrader,
+    ContainsJsonGrader,
+    CostGrader,
     EqualsGrader,
+    FactualityGrader,
     FuzzyMatchGrader,
     GraderSpec,
     HallucinationGrader,
+    IsJsonGrader,
     JsonSchemaGrader,
+    LatencyGrader,
+    LevenshteinGrader,
+    NotGrader,
+    PromptfooAssertionGrader,
     RegexGrader,
     RubricGrader,
     SimilarityGrader,
@@ -34,6 +45,7 @@ from bot.pipeline.config import (
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
+from bot.pipeline.formats.promptfoo import assertion_grader
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -196,6 +208,27 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
                 built.append(g.similarity(judge, spec.model, spec.field, spec.threshold))
             case HallucinationGrader():
                 built.append(g.hallucination(judge, spec.model or judge_model, spec.context_field, spec.method))
+            case ContainsAnyGrader() | ContainsAllGrader():
+                mode: Literal["any", "all"] = "any" if isinstance(spec, ContainsAnyGrader) else "all"
+                built.append(g.contains_texts(spec.values, spec.field, mode, spec.ignore_case))
+            case IsJsonGrader():
+                built.append(g.is_json(spec.schema_))
+            case ContainsJsonGrader():
+                built.append(g.contains_json(spec.schema_))
+            case LevenshteinGrader():
+                built.append(g.levenshtein(spec.value, spec.field, spec.max_distance))
+            case LatencyGrader():
+                built.append(g.latency(spec.max_ms))
+            case CostGrader():
+                built.append(g.cost(spec.max_usd))
+            case ClosedQaGrader():
+                built.append(g.closed_qa(judge, spec.model or judge_model, spec.value, spec.field))
+            case FactualityGrader():
+                built.append(g.factuality(judge, spec.model or judge_model, spec.field))
+            case PromptfooAssertionGrader():
+                built.append(assertion_grader(spec, judge, judge_model))
+            case NotGrader():
+                built += [g.negate(inner) for inner in build_graders([spec.grader], judge, judge_model)]
     return built
 
 
@@ -372,6 +405,9 @@ async def _run_suites(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
+        if any(isinstance(spec, PromptfooAssertionGrader) for spec in sp.suite.graders):
+            report.assertions_head = assertion_counts(head_variant.results)
+            report.assertions_base = assertion_counts(base_variant.results) if base_variant is not None else []
         report.removed_cases = [case.id for case in sp.removed]
         regressed = {flip.case_id for flip in report.regressions}
         report.dataset = sp.dataset.path

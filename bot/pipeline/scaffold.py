@@ -13,8 +13,8 @@ from typing import Any
 from bot.errors import InputError
 from bot.pipeline.config import CONFIG_PATH
 from bot.pipeline.datasets import dataset_format, id_field_candidates, parse_dataset
-from bot.pipeline.files import LFS_POINTER
 from bot.pipeline.langchain import is_langchain
+from bot.pipeline.source import LFS_POINTER
 from bot.pipeline.suites import INPUT_FIELD, TEXT_PROMPT_FORMATS, parse_prompt_file
 from bot.pipeline.templates import TemplateFormat, chat_messages, compile_template
 from bot.pipeline.yamlio import load_yaml

@@ -17,6 +17,7 @@ from bot.errors import InputError
 from bot.pipeline.config import GraderSpec, Limits, Suite
 from bot.pipeline.datasets import Case, Dataset
 from bot.pipeline.files import read_dataset, read_file
+from bot.pipeline.formats import promptfoo
 from bot.pipeline.langchain import is_langchain, parse_langchain
 from bot.pipeline.prompts import Messages, MessageTemplate, Prompt, parse_prompt
 from bot.pipeline.prompty import parse_prompty
@@ -57,6 +58,8 @@ class SuiteInput:
     # What the format asks for that evalbot does not run, each naming its file and line (listed in the report).
     not_run: tuple[str, ...] = ()
     errors: tuple[InputError, ...] = ()
+    # Models the format compares side by side with the prompt's own (promptfoo's other providers).
+    models: tuple[str, ...] = ()
 
 
 SuiteReader = Callable[[Source, str, Suite, Limits], Awaitable[SuiteInput]]
@@ -91,13 +94,38 @@ async def read_files_suite(source: Source, ref: str, suite: Suite, limits: Limit
     return SuiteInput(prompt, dataset, files=tuple(suite.paths()), errors=tuple(errors))
 
 
-async def _promptfoo_not_supported(source: Source, ref: str, suite: Suite, limits: Limits) -> SuiteInput:
-    error = InputError("promptfoo configs are not supported yet by this evalbot version", suite.promptfoo)
-    return SuiteInput(None, None, files=tuple(suite.paths()), errors=(error,))
+async def read_promptfoo_suite(source: Source, ref: str, suite: Suite, limits: Limits) -> SuiteInput:
+    """A promptfoo config and every file it names, read in place (`bot.pipeline.formats.promptfoo`)."""
+    assert suite.promptfoo is not None  # Suite.kind
+    path = suite.promptfoo
+
+    async def read(other: str) -> str | None:
+        return await read_file(source, ref, other, limits)
+
+    async def glob(pattern: str) -> list[str]:
+        return await source.list_files(ref, promptfoo.glob_root(pattern))
+
+    try:
+        text = await read(path)
+        if text is None:
+            raise InputError(f"promptfoo config of suite {suite.name!r} does not exist", path)
+        config = await promptfoo.parse_promptfoo(text, path, read, glob)
+        built = await asyncio.to_thread(promptfoo.as_suite, config)
+    except InputError as exc:
+        return SuiteInput(None, None, files=(path,), errors=(exc,))
+    errors: tuple[InputError, ...] = ()
+    if len(built.dataset.cases) > limits.max_cases:
+        message = (
+            f"{len(built.dataset.cases)} cases ({len(config.prompts)} prompts × {len(config.tests)} tests), "
+            f"more than `limits.max_cases` ({limits.max_cases})"
+        )
+        errors = (InputError(message, path),)
+    notes = (*built.not_run, *built.warnings)
+    return SuiteInput(built.prompt, built.dataset, built.graders, built.files, notes, errors, built.models)
 
 
-# One reader per `Suite.kind`. The promptfoo reader replaces its entry here.
-READERS: dict[str, SuiteReader] = {"files": read_files_suite, "promptfoo": _promptfoo_not_supported}
+# One reader per `Suite.kind`.
+READERS: dict[str, SuiteReader] = {"files": read_files_suite, "promptfoo": read_promptfoo_suite}
 
 
 async def read_suite(source: Source, ref: str, suite: Suite, limits: Limits) -> SuiteInput:
@@ -197,6 +225,8 @@ def render_cases(prompt: Prompt, cases: tuple[Case, ...], dataset: str, which: s
     result = Rendered()
     started = time.monotonic()
     for case in cases:
+        if not prompt.renders(case.fields):
+            continue
         try:
             result.requests[case.id] = prompt.render(case.fields)
         except TemplateError as exc:

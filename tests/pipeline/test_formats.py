@@ -211,8 +211,11 @@ def test_init_names_a_promptfoo_config_and_what_it_walked_past(tmp_path: Path) -
     shutil.copytree(FIXTURES / "plain", root)
     (root / "evals/promptfoo").mkdir(parents=True)
     (root / "evals/promptfoo/promptfooconfig.yaml").write_text(
-        "prompts: [file://prompt.txt]\nproviders: [openai:gpt-4o-mini]\n"
+        "prompts: [file://prompt.txt]\nproviders: [openai:gpt-4o-mini]\ntests: file://cases.csv\n"
     )
+    (root / "evals/promptfoo/prompt.txt").write_text("Answer: {{question}}\n")
+    rows = "".join(f"q{i},contains:a{i}\n" for i in range(25))
+    (root / "evals/promptfoo/cases.csv").write_text("question,__expected\n" + rows)
     (root / "prompts/STYLE.md").write_text("House style: short sentences.\n")
     (root / "data").mkdir()
     (root / "data/metrics.csv").write_text("day,visits\nmon,3\n")
@@ -222,9 +225,10 @@ def test_init_names_a_promptfoo_config_and_what_it_walked_past(tmp_path: Path) -
     assert "  walked past data/metrics.csv: no prompt found reads its rows' fields (day, visits)\n" in result.output
     text = (root / ".evalbot.yml").read_text()
     assert "  - name: promptfoo\n    promptfoo: evals/promptfoo/promptfooconfig.yaml\n" in text
-    # The promptfoo reader is not in this version: validate says so, by the file.
-    assert "error: evals/promptfoo/promptfooconfig.yaml: promptfoo configs are not supported yet" in result.output
-    assert result.exit_code == 2
+    # The suite init wrote reads the config in place and validates.
+    config = "evals/promptfoo/promptfooconfig.yaml"
+    assert f"ok: suite promptfoo: {config}, 25 cases in {config}\n" in result.output
+    assert result.exit_code == 0, result.output
 
 
 def test_init_says_a_dataset_is_a_git_lfs_pointer(tmp_path: Path) -> None:

@@ -141,14 +141,12 @@ async def test_a_row_field_holding_a_chat_is_sent_as_messages(repo: GitRepo, stu
     assert sp.head_requests["c7"] == [{"role": "system", "content": "You are a helpful agent."}, *chat]
 
 
-async def test_a_promptfoo_suite_is_refused_by_name_until_its_reader_exists(repo: GitRepo) -> None:
+async def test_a_promptfoo_suite_is_read_by_its_reader_which_names_what_is_wrong(repo: GitRepo) -> None:
     repo.write(".evalbot.yml", {"suites": [{"name": "pf", "promptfoo": "evals/promptfooconfig.yaml"}]})
     repo.write("evals/promptfooconfig.yaml", "prompts: [hi]\n")
     repo.commit("base", tag="base")
     the_plan = await plan(GitSource(repo.root), "base", "base", run_all=True)
-    assert [str(e) for e in the_plan.errors] == [
-        "evals/promptfooconfig.yaml: promptfoo configs are not supported yet by this evalbot version"
-    ]
+    assert [str(e) for e in the_plan.errors] == ["evals/promptfooconfig.yaml:1: no `providers:`"]
 
 
 @pytest.mark.parametrize(
