@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.engine import graders as g
-from bot.engine import stats
 from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
@@ -344,10 +343,6 @@ async def _run_suites(
         done += 1
         cached += result.cached
         passed += result.passed is True and not result.cached
-        if done == 1:
-            # The metrics and paired tests after the calls need scipy.stats: loaded while the rest are
-            # answered, not on the way to the first request (its ~1 s of CPU would delay the first wave).
-            stats.load_in_background()
         if options.on_progress is not None:
             options.on_progress(done, total, cached)
 
