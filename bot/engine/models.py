@@ -34,6 +34,9 @@ class Completion:
     completion_tokens: int
     cost_usd: float | None  # None: no price known for the model
     cached: bool = False
+    # The answer took more than one attempt (a retry after a 429, a 5xx, a timeout): its latency is the
+    # last attempt's, but a retried call says the provider was struggling then.
+    retried: bool = False
 
 
 @dataclass
@@ -245,7 +248,7 @@ class ModelClient:
 
         async def call() -> dict[str, Any]:
             request = {k: v for k, v in params.items() if k != "sample"}
-            response, latency_s = await self._with_retries(model, self._litellm.acompletion, request)
+            response, latency_s, attempts = await self._with_retries(model, self._litellm.acompletion, request)
             message = response.choices[0].message
             text = message.content or ""
             if not text and getattr(message, "tool_calls", None):
@@ -256,6 +259,7 @@ class ModelClient:
                 "latency_s": latency_s,
                 "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                 "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+                "retried": attempts > 1,
             }
 
         data, cached = await self._cached("chat", model, params, call)
@@ -263,7 +267,13 @@ class ModelClient:
         cost = self._account(model, data["prompt_tokens"], data["completion_tokens"], cached)
         self.stats.answered += 1
         return Completion(
-            data["text"], data["latency_s"], data["prompt_tokens"], data["completion_tokens"], cost, cached
+            data["text"],
+            data["latency_s"],
+            data["prompt_tokens"],
+            data["completion_tokens"],
+            cost,
+            cached,
+            bool(data.get("retried", False)),
         )
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -274,7 +284,7 @@ class ModelClient:
         """
 
         async def call() -> dict[str, Any]:
-            response, latency_s = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
+            response, latency_s, _ = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
             vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
             usage = getattr(response, "usage", None)
             return {"vectors": vectors, "latency_s": latency_s, "prompt_tokens": getattr(usage, "prompt_tokens", 0)}
@@ -384,7 +394,8 @@ class ModelClient:
 
     async def _with_retries(
         self, model: str, method: Callable[..., Awaitable[Any]], request: dict[str, Any]
-    ) -> tuple[Any, float]:
+    ) -> tuple[Any, float, int]:
+        """The response, the latency of the attempt that gave it, and the attempts it took."""
         model_args = self._model_args(model)
         last: BaseException | None = None
         billed = 0
@@ -406,7 +417,7 @@ class ModelClient:
                         **model_args,
                         **request,
                     )
-                    return response, time.perf_counter() - started
+                    return response, time.perf_counter() - started, attempt + 1
                 except BudgetExhausted:
                     raise
                 except Exception as exc:

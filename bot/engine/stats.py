@@ -291,3 +291,105 @@ def _mcnemar_cases_needed(p_worse: float, p_better: float, alpha: float, approx:
 
 def _z_sum(alpha: float) -> float:
     return normal_ppf(1 - alpha) + normal_ppf(POWER)
+
+
+RatioStatistic = Literal["p95", "mean"]
+
+
+@dataclass(frozen=True)
+class RatioTest:
+    """A paired bootstrap of head / base for a statistic of the calls (p95 latency, mean cost), with the
+    one-sided question the gate asks: is the ratio above `limit` (1 + the threshold)?
+
+    Cases are resampled together (a case's base and head calls stay paired, its samples stay together).
+    `bound` is the one-sided lower (1 − alpha) bound of the ratio; `p_above` the share of resamples at
+    or below `limit` (at least one), the p-value that bound comes from: bound > limit exactly when
+    p_above < alpha (for alpha above 1 / resamples).
+    """
+
+    n: int
+    statistic: RatioStatistic
+    ratio: float
+    interval: Interval
+    bound: float
+    limit: float
+    p_above: float
+    # Against no change (ratio 1), both ways: what may call it an improvement.
+    p_two_sided: float
+    # Standard deviation of the log ratio over the resamples: its standard error at these cases.
+    log_spread: float
+    alpha: float
+
+    def cases_needed(self) -> int | None:
+        """Paired cases for a ratio of the observed size to clear `limit` one-sided at `alpha` with 80%
+        power (the log ratio's standard error shrinking as 1/√n); None when the ratio is not above it."""
+        if self.ratio <= self.limit or self.log_spread == 0:
+            return None
+        effect = math.log(self.ratio / self.limit)
+        return max(math.ceil(self.n * (_z_sum(self.alpha) * self.log_spread / effect) ** 2), 1)
+
+
+def paired_ratio(
+    base: Sequence[Sequence[float]],
+    head: Sequence[Sequence[float]],
+    statistic: RatioStatistic,
+    limit: float,
+    alpha: float = ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> RatioTest | None:
+    """The paired bootstrap of `statistic`(head calls) / `statistic`(base calls).
+
+    Args:
+        base: per case, the base's values of its samples (every case the same number of samples).
+        head: the head's, same cases in the same order.
+        statistic: "p95" (numpy's linear interpolation, as the report's percentiles) or "mean".
+        limit: the ratio the gate asks about (1 + threshold / 100).
+        alpha: the one-sided level.
+        resamples: bootstrap resamples (fixed seed: the same calls give the same report).
+
+    Returns:
+        None when there is no case or the base's statistic is 0 (no ratio).
+    """
+    import numpy as np
+
+    b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
+    if b.size == 0 or b.shape != h.shape:
+        if b.shape != h.shape:
+            raise ValueError("paired samples must have the same shape")
+        return None
+    n, samples = b.shape
+
+    def stat(values: Any) -> Any:
+        return np.percentile(values, 95, axis=-1) if statistic == "p95" else values.mean(axis=-1)
+
+    observed_base = float(stat(b.reshape(-1)))
+    if observed_base == 0:
+        return None
+    ratio = float(stat(h.reshape(-1))) / observed_base
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    ratios = np.empty(resamples)
+    rows = max(1, BOOTSTRAP_CHUNK_VALUES // (n * samples))
+    for start in range(0, resamples, rows):
+        stop = min(start + rows, resamples)
+        picks = rng.integers(0, n, size=(stop - start, n))
+        sb = stat(b[picks].reshape(stop - start, n * samples))
+        sh = stat(h[picks].reshape(stop - start, n * samples))
+        # A resample whose base statistic is 0 has no finite ratio: any rise is infinitely worse.
+        ratios[start:stop] = np.where(sb > 0, sh / np.where(sb > 0, sb, 1), np.where(sh > 0, np.inf, 1.0))
+    low, high = np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    finite = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
+    return RatioTest(
+        n=n,
+        statistic=statistic,
+        ratio=ratio,
+        interval=Interval(float(low), float(high)),
+        # "inverted_cdf": the smallest resampled ratio with at least alpha of them at or below it, so
+        # that bound > limit and p_above < alpha are the same decision.
+        bound=float(np.quantile(ratios, alpha, method="inverted_cdf")),
+        limit=limit,
+        # Resolved to 1 / resamples at best: none at or below the limit reads p = 1e-4, not 0.
+        p_above=max(int(np.sum(ratios <= limit)), 1) / resamples,
+        p_two_sided=min(1.0, 2 * float(min(np.mean(ratios <= 1), np.mean(ratios >= 1)))),
+        log_spread=float(finite.std(ddof=1)) if len(finite) > 1 else 0.0,
+        alpha=alpha,
+    )
