@@ -37,6 +37,9 @@ class Completion:
     # The answer took more than one attempt (a retry after a 429, a 5xx, a timeout): its latency is the
     # last attempt's, but a retried call says the provider was struggling then.
     retried: bool = False
+    # Read from the response cache: its latency was measured when it was made, another day. (An answer
+    # shared with an identical call in flight is `cached` too, but measured now.)
+    stored: bool = False
 
 
 @dataclass
@@ -262,7 +265,7 @@ class ModelClient:
                 "retried": attempts > 1,
             }
 
-        data, cached = await self._cached("chat", model, params, call)
+        data, cached, stored = await self._cached("chat", model, params, call)
         # Priced now, not when cached: prices may have changed since, and are the caller's to set.
         cost = self._account(model, data["prompt_tokens"], data["completion_tokens"], cached)
         self.stats.answered += 1
@@ -274,6 +277,7 @@ class ModelClient:
             cost,
             cached,
             bool(data.get("retried", False)),
+            stored,
         )
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -289,7 +293,7 @@ class ModelClient:
             usage = getattr(response, "usage", None)
             return {"vectors": vectors, "latency_s": latency_s, "prompt_tokens": getattr(usage, "prompt_tokens", 0)}
 
-        data, cached = await self._cached("embedding", model, {"input": texts}, call)
+        data, cached, _ = await self._cached("embedding", model, {"input": texts}, call)
         self._account(model, int(data.get("prompt_tokens") or 0), 0, cached)
         self.stats.answered += 1
         return list(data["vectors"])
@@ -312,19 +316,21 @@ class ModelClient:
 
     async def _cached(
         self, kind: str, model: str, params: dict[str, Any], call: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[dict[str, Any], bool, bool]:
+        """The answer, whether this client did not call for it (`cached`), and whether it came from the
+        response cache rather than from an identical call in flight (`stored`)."""
         self.stats.calls += 1
         key = cache_key(kind, model, params)
         if self.cache is not None:
             hit = await self.cache.get(key)
             if hit is not None:
                 self.stats.cached += 1
-                return hit, True
+                return hit, True, True
         # Identical requests in flight at once (a prompt the change left alone) share one call.
         pending = self._in_flight.get(key)
         if pending is not None:
             self.stats.cached += 1
-            return await asyncio.shield(pending), True
+            return await asyncio.shield(pending), True, False
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
@@ -339,7 +345,7 @@ class ModelClient:
         future.set_result(data)
         if self.cache is not None:
             await self.cache.set(key, data)
-        return data, False
+        return data, False, False
 
     def _limiter(self, model: str) -> FairLimiter:
         provider = _provider(model)

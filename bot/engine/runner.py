@@ -50,6 +50,8 @@ class CaseResult:
     error: str | None = None
     grades: tuple[Grade, ...] = field(default_factory=tuple)
     retried: bool = False
+    # Answered from the response cache: `latency_s` was measured when the answer was made.
+    stored: bool = False
 
     @property
     def passed(self) -> bool | None:
@@ -140,6 +142,7 @@ async def run_variant(
                 cached=answer.cached,
                 grades=grades,
                 retried=answer.retried,
+                stored=answer.stored,
             )
         if on_result is not None:
             on_result(result)

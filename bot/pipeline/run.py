@@ -376,7 +376,7 @@ async def _run_suites(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         latency = None
         answers = [*head_variant.results, *(base_variant.results if base_variant else [])]
-        if base_variant is not None and client.cache is not None and any(r.cached for r in answers):
+        if base_variant is not None and any(r.stored for r in answers):
             latency = await remeasure(sp, base_variant, head_variant)
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds, latency)
         report.definition_hash = sp.definition_hash(config.judge)
