@@ -449,6 +449,17 @@ def _cost_row(
     return _ratio_row("cost_per_1k", "Cost / 1K queries", "usd", values, test, t.cost_increase_pct, strict)
 
 
+def ratio_verdict(test: RatioTest, threshold_pct: float, strict: bool) -> Verdict:
+    """The gate's verdict on a latency or cost row from its bootstrap, as `compare_suite` decides it."""
+    change = (test.ratio - 1) * 100
+    if change > threshold_pct:
+        decided = test.p_above < test.alpha or strict
+        return "fail" if decided and test.n >= MIN_RATIO_PAIRS else "inconclusive"
+    if change < 0 and test.p_two_sided < test.alpha:
+        return "improved"
+    return "pass"
+
+
 def _ratio_row(
     key: str,
     label: str,
@@ -468,12 +479,7 @@ def _ratio_row(
     if test is None:
         return _info_row(key, label, unit, values)
     change = (test.ratio - 1) * 100
-    verdict: Verdict = "pass"
-    if change > threshold_pct:
-        decided = test.p_above < test.alpha or strict
-        verdict = "fail" if decided and test.n >= MIN_RATIO_PAIRS else "inconclusive"
-    elif change < 0 and test.p_two_sided < test.alpha:
-        verdict = "improved"
+    verdict = ratio_verdict(test, threshold_pct, strict)
     one_sided = change > 0
     p_value = test.p_above if one_sided else test.p_two_sided
     needed = None
