@@ -5,8 +5,8 @@ import pytest
 from bot.engine import stats
 from bot.engine.stats import (
     mcnemar_power,
-    paired_ratio,
     paired_delta,
+    paired_ratio,
     paired_test,
     percentile,
     proportion_interval,
