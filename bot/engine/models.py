@@ -21,6 +21,10 @@ from bot.errors import BudgetExhausted, ModelCallError
 
 log = structlog.get_logger(__name__)
 
+# Sent with a call that measures latency again (the answer is already known): a provider's logs, and a
+# test counting what was paid twice, can tell it from a call under test.
+LATENCY_SAMPLE_HEADER = "X-Evalbot-Latency-Sample"
+
 Price = tuple[float, float]  # USD per 1K input tokens, per 1K output tokens
 
 
@@ -238,8 +242,10 @@ class ModelClient:
         max_tokens: int | None = None,
         tools: list[dict[str, Any]] | None = None,
         sample: int = 0,
+        latency_sample: bool = False,
     ) -> Completion:
-        """One chat completion; `sample` tells repeats apart so each gets its own cache entry.
+        """One chat completion; `sample` tells repeats apart so each gets its own cache entry;
+        `latency_sample` marks a call made again only to measure its latency (LATENCY_SAMPLE_HEADER).
 
         Raises:
             ModelCallError: when the call still fails after the retry policy.
@@ -251,6 +257,8 @@ class ModelClient:
 
         async def call() -> dict[str, Any]:
             request = {k: v for k, v in params.items() if k != "sample"}
+            if latency_sample:
+                request["extra_headers"] = {LATENCY_SAMPLE_HEADER: "1"}
             response, latency_s, attempts = await self._with_retries(model, self._litellm.acompletion, request)
             message = response.choices[0].message
             text = message.content or ""

@@ -200,6 +200,7 @@ async def time_pairs(
             temperature=spec.temperature,
             max_tokens=spec.max_tokens,
             tools=openai_tools(spec.tools),
+            latency_sample=True,
         )
         return TimedCall(case.id, answer.latency_s, answer.retried)
 
