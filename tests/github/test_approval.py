@@ -33,11 +33,14 @@ class PullRequest:
         self.http, self.fake, self.run_worker, self.base, self.head = http, fake, run_worker, base, head
         fake.pulls[2] = (base, head)
         self.comment_ids = itertools.count(500)
+        self.outcomes: list[str] = []  # what the webhook answered each delivery
 
     async def deliver(self, event: str, payload: dict[str, Any]) -> httpx.Response:
         body = json.dumps(payload).encode()
         headers = signed_headers(body, event, f"delivery-{next(_deliveries)}")
-        return await self.http.post("/api/github/webhooks", content=body, headers=headers)
+        response = await self.http.post("/api/github/webhooks", content=body, headers=headers)
+        self.outcomes.append(response.json().get("outcome", ""))
+        return response
 
     async def opened(self, action: str = "opened") -> None:
         payload = fixture(f"pull_request.{action}.json")
@@ -94,6 +97,7 @@ async def pr(
         yield make
 
 
+@pytest.mark.slow
 async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store, settings: Settings
 ) -> None:
@@ -134,6 +138,7 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     ]
 
 
+@pytest.mark.slow
 async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None:
     fake_github.teams["acme/ai-leads"] = {"tess"}
     pull = await pr(["@acme/ai-leads"])
@@ -142,6 +147,7 @@ async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     pr: Any, fake_github: FakeGitHub, job_store: Store
 ) -> None:
@@ -163,12 +169,22 @@ async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
 
 
+@pytest.mark.slow
 async def test_author_cannot_approve_own_pull_request_unless_allowed(pr: Any) -> None:
     pull = await pr(["Codertocat"])
     await pull.opened()
     await pull.comment("Codertocat", "/approve")
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
     assert "the author of a pull request cannot approve it" in pull.replies()[-1]
+
+
+async def test_allow_self_approval_lets_an_approver_approve_their_own_pull_request(pr: Any) -> None:
+    pull = await pr(["Codertocat"], allow_self_approval=True)
+    await pull.opened()
+    await pull.comment("Codertocat", "/approve")
+    approval = pull.check(APPROVAL_CHECK)
+    assert (approval["conclusion"], approval["output"]["title"]) == ("success", "Approved by Codertocat")
+    assert pull.replies() == []
 
 
 async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
@@ -186,6 +202,7 @@ async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
     assert "Approvers (from the base branch's `.evalbot.yml`): lead." in pull.check(APPROVAL_CHECK)["output"]["summary"]
 
 
+@pytest.mark.slow
 async def test_fork_pull_request_waits_for_a_writers_eval(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     fake_github.fork_pulls.add(2)
@@ -227,6 +244,7 @@ async def test_author_without_write_access_waits_too(pr: Any, fake_github: FakeG
     assert stub.requests == []
 
 
+@pytest.mark.slow
 async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     fake_github.permissions["lead"] = "maintain"
     pull = await pr(
@@ -248,6 +266,7 @@ async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_githu
     assert pull.check(EVALS_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: FakeGitHub) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -263,6 +282,7 @@ async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: 
     assert pull.replies()[-1].startswith("@lead `/deploy`: `/deploy` is not an evalbot command\n\n**evalbot commands**")
 
 
+@pytest.mark.slow
 async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -283,12 +303,17 @@ async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub,
     assert len(stub.requests) == 40
 
 
+@pytest.mark.slow
 async def test_an_approvers_comment_edited_by_someone_else_does_not_approve(pr: Any) -> None:
     pull = await pr(["lead"])
     await pull.opened()
     comment_id = await pull.comment("lead", "thanks!")
+    replies_before = pull.replies()
     await pull.comment("lead", "/approve", comment_id=comment_id, before="thanks!", sender="mallory")
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    # Ignored outright: not taken as mallory's command either (which would be answered with a refusal).
+    assert pull.replies() == replies_before
+    assert pull.outcomes[-1] == "ignored: comment edited by someone other than its author"
 
 
 async def test_bots_are_ignored(pr: Any) -> None:
@@ -299,6 +324,7 @@ async def test_bots_are_ignored(pr: Any) -> None:
     assert response.json()["outcome"] == "ignored: comment by a bot"
 
 
+@pytest.mark.slow
 async def test_audit_command_prints_json_lines(
     pr: Any, redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,6 +344,7 @@ async def test_audit_command_prints_json_lines(
     assert lines[0]["verdict"] == "pass" and lines[0]["metrics"]["qa"]["accuracy"]["head"] == 0.9
 
 
+@pytest.mark.slow
 async def test_a_model_change_waits_for_a_lead_with_the_tradeoff(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
 ) -> None:

@@ -57,6 +57,7 @@ async def deliver(webhook: httpx.AsyncClient, event: str, body: bytes, delivery:
     return await webhook.post("/api/github/webhooks", content=body, headers=signed_headers(body, event, delivery))
 
 
+@pytest.mark.slow
 async def test_pull_request_gets_both_checks_and_one_sticky_comment(
     repo: GitRepo,
     pr: tuple[str, str],
@@ -135,6 +136,7 @@ async def test_no_ai_change_gives_success_at_once_without_model_calls(
     assert stub.requests == [] and fake_github.comments == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "failures",
     [
@@ -155,6 +157,7 @@ async def test_github_errors_are_retried_and_the_run_completes(
     assert fake_github.fail_next == []
 
 
+@pytest.mark.slow
 async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -173,6 +176,7 @@ async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     assert len(fake_github.comments) == 1
 
 
+@pytest.mark.slow
 async def test_a_completed_run_is_not_reopened_and_other_apps_runs_are_not_ours(
     pr: tuple[str, str], fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -211,6 +215,7 @@ async def test_progress_is_posted_while_cases_run(
     assert (updates[-1]["status"], updates[-1]["conclusion"]) == ("completed", "success")
 
 
+@pytest.mark.slow
 async def test_a_crash_still_completes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:
@@ -270,6 +275,7 @@ async def test_github_refusing_before_any_check_run_is_not_retried(
     assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)) == "github-error"
 
 
+@pytest.mark.slow
 async def test_a_job_timeout_closes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -278,8 +284,9 @@ async def test_a_job_timeout_closes_the_check_run(
     base, head = pr
     stub.handler = lambda body: Reply(text="slow", delay_s=5)
     job = asyncio.create_task(evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)))
-    while not stub.requests:
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):  # the first call is sent within seconds, even on a loaded machine
+        while not stub.requests:
+            await asyncio.sleep(0.05)
     job.cancel()  # what arq's job_timeout does
     with pytest.raises(asyncio.CancelledError):
         await job

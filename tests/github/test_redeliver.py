@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import structlog.testing
 from arq import ArqRedis
 
 from bot.github.constants import MAX_REDELIVERIES
@@ -42,8 +44,12 @@ async def test_only_deliveries_never_answered_below_500_are_sent_again(
     assert fake_github.deliveries.take_requested() == []
 
 
+@pytest.mark.slow
 async def test_github_refusing_the_delivery_list_is_logged_not_raised(
     redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
 ) -> None:
     fake_github.down_until = float("inf")
-    assert await redeliver_failed({"redis": redis, "settings": settings}) == 0
+    with structlog.testing.capture_logs() as logs:
+        assert await redeliver_failed({"redis": redis, "settings": settings}) == 0
+    (entry,) = [e for e in logs if e["event"] == "cannot list webhook deliveries"]
+    assert entry["log_level"] == "warning" and "502" in entry["error"]

@@ -35,6 +35,7 @@ async def pull(
         yield PullRequest(http, fake_github, run_worker, base, head)
 
 
+@pytest.mark.slow
 async def test_refusals_are_answered_five_times_per_user_and_repository(
     pull: PullRequest, redis: ArqRedis, job_store: Store
 ) -> None:
@@ -88,7 +89,7 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
     keys = sorted(k.decode() for k in await redis.keys("evalbot:*"))
-    # The keys README lists; a new one must be added there, with its owner and bound. Approvals and the
+    # The keys docs/trust-model.md lists; a new one must be added there, with its owner and bound. Approvals and the
     # audit trail are in the database, not in Redis.
     known = {"delivery", "head", "refusals", "cache", "gate-notes", "verdict", "pr-jobs", "superseded"}
     assert {k.split(":")[1] for k in keys} <= known
