@@ -217,8 +217,8 @@ async def time_pairs(
             return None
         return LatencyPair(0, base_call, head_call)
 
-    # A pair's two calls run one after the other: as many pairs at once as the provider has slots for two.
-    timed_pairs = await map_bounded(pair, range(len(cases)), max(1, client.concurrency // 2))
+    # A pair's two calls run one after the other, so a pair holds at most one of the provider's slots.
+    timed_pairs = await map_bounded(pair, range(len(cases)), client.concurrency)
     return [p for p in timed_pairs if p is not None]
 
 
