@@ -76,8 +76,10 @@ async def test_a_base_from_a_cache_of_another_day_is_measured_again(
     assert p95_old.verdict == ("fail" if now_s > then_s else "improved")
 
     # Measured again, base and head back to back, on every case (fewer than `latency_sample`).
+    # Same delays on both sides now: the change is noise (tens of percent at most on a loaded machine,
+    # against the old way's −96% or +2,400%), and it never fails the gate.
     p95 = next(row for row in suite.rows if row.key == "latency_p95")
-    assert p95.verdict not in ("fail", "improved") and p95.pairs == N_CASES
+    assert abs(p95.delta) < 50 and p95.verdict != "fail" and p95.pairs == N_CASES
     assert (suite.latency.pairs, suite.latency.remeasured, suite.latency.from_cache) == (N_CASES, True, 0)
     assert report.spend.latency_calls == 2 * N_CASES
     assert len(stub.requests) == 2 * N_CASES + N_CASES + 2 * N_CASES  # first run, the new head, the pairs
