@@ -1,8 +1,14 @@
-"""Run and suite pages behind GitHub sign-in, and the sign-in itself (OAuth web flow)."""
+"""Run and suite pages behind GitHub sign-in, and the sign-in itself (OAuth web flow with PKCE).
+
+Pages are read and rendered in worker threads, a few at a time: the process also answers GitHub's
+webhooks, which must not wait behind a large run's page.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -15,15 +21,21 @@ from bot.github.records import store_url
 from bot.pipeline.render import pct, seconds, usd
 from bot.settings import Settings
 from bot.store import Store, open_store
-from bot.store.pages import STATUSES, installation_of, run_page
+from bot.store.pages import STATUSES, installation_of, run_page, run_ref
+from bot.store.sessions import SignedIn, create_session, end_session, signed_in
 from bot.web.auth import (
+    SESSION_MAX_AGE_S,
     Access,
+    GitHubUnavailable,
+    RepositoryInfo,
     SignInError,
     TokenBox,
     TokenRejected,
     authorize_url,
     exchange_code,
     new_state,
+    new_verifier,
+    redirect_uri,
     safe_next,
     same,
     session_secret,
@@ -35,6 +47,13 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templat
 TEMPLATES.env.filters.update(pct=pct, seconds=seconds, usd=usd)
 # Evaluations on the default branch a suite page charts.
 SUITE_POINTS = 200
+# Pages built at once (database reads and rendering, in threads): more would only share the GIL with
+# the webhook endpoint and each other.
+PAGE_BUILDERS = 2
+# What a run page's id looks like (bot/store/store.py's new_public_id); anything else is not looked up.
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# Characters of GitHub's error_description a failed sign-in's page repeats.
+MAX_ERROR_CHARS = 200
 STATUS_LABELS = {
     "regressed": "Regressed (passed on base, fails on head)",
     "fixed": "Fixed (failed on base, passes on head)",
@@ -65,6 +84,7 @@ class Web:
         self.settings = settings
         self.access = Access(settings)
         self.tokens = TokenBox(session_secret(settings))
+        self.builders = asyncio.Semaphore(PAGE_BUILDERS)
         self._store: Store | None = None
 
     @property
@@ -72,6 +92,11 @@ class Web:
         if self._store is None:
             self._store = open_store(store_url(self.settings))
         return self._store
+
+    async def build(self, work: Callable[[], Any]) -> Any:
+        """`work` (database reads, rendering) in a thread, at most PAGE_BUILDERS at once."""
+        async with self.builders:
+            return await asyncio.to_thread(work)
 
     def close(self) -> None:
         if self._store is not None:
@@ -84,54 +109,72 @@ def _web(request: Request) -> Web:
     return web
 
 
-def _user(request: Request) -> str | None:
-    return request.session.get("user")
+async def _visitor(request: Request) -> SignedIn | None:
+    """The signed-in session of this request's cookie, read once per request."""
+    if not hasattr(request.state, "visitor"):
+        web = _web(request)
+        key = request.session.get("sid")
+        request.state.visitor = await web.build(lambda: signed_in(web.store, key)) if key else None
+    visitor: SignedIn | None = request.state.visitor
+    return visitor
 
 
-def _page(request: Request, name: str, status_code: int = 200, **data: Any) -> HTMLResponse:
-    session = request.session
-    if "csrf" not in session:
-        session["csrf"] = new_state()
-    context = {"user": _user(request), "csrf": session["csrf"], **data}
-    return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+async def _page(request: Request, name: str, status_code: int = 200, **data: Any) -> HTMLResponse:
+    visitor = await _visitor(request)
+    context = {
+        "request": request,
+        "user": visitor.login if visitor else None,
+        "csrf": visitor.csrf if visitor else "",
+        **data,
+    }
+    template = TEMPLATES.get_template(name)
+    html = await _web(request).build(lambda: template.render(context))
+    return HTMLResponse(html, status_code=status_code)
 
 
-def _not_found(request: Request) -> HTMLResponse:
+async def _message(request: Request, status_code: int, title: str, text: str) -> HTMLResponse:
+    return await _page(request, "message.html", status_code, title=title, text=text)
+
+
+async def _not_found(request: Request) -> HTMLResponse:
     # The same page for "no such run" and "not yours to see": a private repository's existence is not told.
-    return _page(request, "not_found.html", status_code=404)
-
-
-def _redirect_uri(request: Request, settings: Settings) -> str:
-    if settings.PUBLIC_URL:
-        return f"{settings.PUBLIC_URL.rstrip('/')}/login/callback"
-    return str(request.url_for("login_callback"))
-
-
-def _sign_in(request: Request) -> RedirectResponse:
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?next={quote(here, safe='')}", status_code=303)
+    return await _page(request, "not_found.html", status_code=404, sign_in=f"/login?next={quote(here, safe='')}")
 
 
-async def _gate(request: Request, repository: str) -> tuple[Response | None, Any]:
-    """(a response that ends the request, or None when the visitor may see `repository`; its info)."""
+async def _sign_out(request: Request) -> None:
     web = _web(request)
-    installation = await asyncio.to_thread(installation_of, web.store, repository)
-    if installation is None:
-        return _not_found(request), None
-    info = await web.access.repository(repository, installation)
+    key = request.session.get("sid")
+    await web.build(lambda: end_session(web.store, key))
+    request.session.clear()
+    request.state.visitor = None
+
+
+async def _gate(request: Request, repository: str, repository_id: int | None) -> tuple[Response | None, Any]:
+    """(a response that ends the request, or None when the visitor may see the repository with GitHub
+    id `repository_id`; its info). A run recorded without the id is shown to no one: its repository
+    cannot be told from a name that a rename or transfer may have handed on."""
+    web = _web(request)
+    installation = await web.build(lambda: installation_of(web.store, repository))
+    if installation is None or repository_id is None:
+        return await _not_found(request), None
+    info = await web.access.repository(repository_id, installation)
     if info is None:
-        return _not_found(request), None
+        return await _not_found(request), None
     if not info.private:
         return None, info
-    login, token = _user(request), web.tokens.open(request.session.get("token"))
-    if not login or not token:
-        return _sign_in(request), info
+    # Signed out (or the token expired), a private repository's page is the same 404 as no page at all,
+    # with its link to sign in and come back: its existence is not told.
+    visitor = await _visitor(request)
+    token = web.tokens.open(visitor.sealed_token) if visitor else None
+    if visitor is None or token is None:
+        return await _not_found(request), info
     try:
-        allowed = await web.access.can_read(login, token, repository)
+        allowed = await web.access.can_read(visitor.login, token, repository_id)
     except TokenRejected:
-        request.session.clear()
-        return _sign_in(request), info
-    return (None if allowed else _not_found(request)), info
+        await _sign_out(request)
+        return await _not_found(request), info
+    return (None if allowed else await _not_found(request)), info
 
 
 router = APIRouter()
@@ -139,93 +182,100 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request) -> HTMLResponse:
-    return _page(request, "home.html")
+    return await _page(request, "home.html")
 
 
 @router.get("/login")
 async def login(request: Request, next: str = "/") -> Response:
     settings = _web(request).settings
     if not settings.GITHUB_CLIENT_ID or not settings.GITHUB_CLIENT_SECRET:
-        return _page(
-            request,
-            "message.html",
-            503,
-            title="Sign-in is not set up",
-            text="Set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET.",
+        return await _message(request, 503, "Sign-in is not set up", "Set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET.")
+    back = redirect_uri(settings)
+    if back is None:
+        return await _message(
+            request, 503, "Sign-in is not set up", "Set PUBLIC_URL to the address this site is served at."
         )
-    state = new_state()
-    # The state is bound to this browser's session: a callback carrying another one is refused (CSRF).
-    request.session["oauth_state"] = state
-    request.session["next"] = safe_next(next)
-    return RedirectResponse(authorize_url(settings, _redirect_uri(request, settings), state), status_code=303)
+    state, verifier = new_state(), new_verifier()
+    # Both bound to this browser's session: a callback carrying another state is refused (CSRF), and a
+    # code stolen on its way back is useless without the verifier (PKCE).
+    request.session.update(oauth_state=state, pkce_verifier=verifier, next=safe_next(next))
+    return RedirectResponse(authorize_url(settings, back, state, verifier), status_code=303)
 
 
 @router.get("/login/callback", name="login_callback")
-async def login_callback(request: Request, code: str = "", state: str = "") -> Response:
+async def login_callback(
+    request: Request, code: str = "", state: str = "", error: str = "", error_description: str = ""
+) -> Response:
     web = _web(request)
     expected = request.session.pop("oauth_state", None)
-    if not code or not same(expected, state):
-        return _page(
-            request,
-            "message.html",
-            400,
-            title="Sign-in failed",
-            text="The sign-in link is stale or not yours: start again.",
+    verifier = request.session.pop("pkce_verifier", None)
+    if error == "access_denied":
+        return await _message(
+            request, 200, "Sign-in cancelled", "You did not authorize evalbot on GitHub; nothing was changed."
         )
+    if error:
+        said = (error_description or error)[:MAX_ERROR_CHARS]
+        return await _message(request, 400, "Sign-in failed", f"GitHub refused the sign-in: {said}")
+    back = redirect_uri(web.settings)
+    if not code or not verifier or back is None or not same(expected, state):
+        return await _message(request, 400, "Sign-in failed", "The sign-in link is stale or not yours: start again.")
     try:
-        token = await exchange_code(web.settings, code, _redirect_uri(request, web.settings))
-        user = await user_login(web.settings, token)
+        token = await exchange_code(web.settings, code, back, verifier)
+        user = await user_login(web.settings, token.token)
     except SignInError as exc:
-        return _page(request, "message.html", 400, title="Sign-in failed", text=f"GitHub refused the sign-in: {exc}")
+        return await _message(request, 400, "Sign-in failed", f"GitHub refused the sign-in: {exc}")
+    except GitHubUnavailable:
+        return await _message(request, 502, "Sign-in failed", "GitHub did not answer as expected: try again shortly.")
     target = safe_next(request.session.get("next"))
-    # A new session on sign-in: nothing set before it (by anyone) carries over.
+    # The session ends when GitHub's token does (eight hours by default), or after SESSION_MAX_AGE_S.
+    lifetime = min(SESSION_MAX_AGE_S, token.expires_in_s or SESSION_MAX_AGE_S)
+    sealed = web.tokens.seal(token.token)
+    key = await web.build(lambda: create_session(web.store, user, sealed, new_state(), lifetime))
+    # A new cookie on sign-in: nothing set before it (by anyone) carries over.
     request.session.clear()
-    request.session.update(user=user, token=web.tokens.seal(token), csrf=new_state())
+    request.session["sid"] = key
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     form = parse_qs((await request.body()).decode(errors="replace"))
-    if not same(request.session.get("csrf"), (form.get("csrf") or [""])[0]):
-        return _page(request, "message.html", 403, title="Not signed out", text="The form was stale: sign out again.")
-    request.session.clear()
+    visitor = await _visitor(request)
+    if visitor is not None and not same(visitor.csrf, (form.get("csrf") or [""])[0]):
+        return await _message(request, 403, "Not signed out", "The form was stale: sign out again.")
+    await _sign_out(request)
     return RedirectResponse("/", status_code=303)
 
 
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
-async def run(request: Request, run_id: int, status: str = "", category: str = "", q: str = "") -> Response:
+@router.get("/runs/{public_id}", response_class=HTMLResponse)
+async def run(
+    request: Request, public_id: str, status: str = "", category: str = "", q: str = "", page: str = "1"
+) -> Response:
     web = _web(request)
-    page = await asyncio.to_thread(run_page, web.store, run_id)
-    if page is None:
-        return _not_found(request)
-    stop, _info = await _gate(request, page.repository)
+    ref = await web.build(lambda: run_ref(web.store, public_id)) if PUBLIC_ID.fullmatch(public_id) else None
+    if ref is None:
+        return await _not_found(request)
+    stop, _info = await _gate(request, ref.repository, ref.repository_id)
     if stop is not None:
         return stop
-    audit = await asyncio.to_thread(web.store.audit_entries, page.repository, page.pr, 200) if page.pr else []
     status = status if status in STATUSES else ""
-    shown = {
-        suite.name: [
-            case
-            for case in suite.cases
-            if (not status or case.status == status)
-            and (not category or case.category == category)
-            and (not q or q.casefold() in case.case_id.casefold())
-        ]
-        for suite in page.suites
-    }
-    categories = sorted({c.category for s in page.suites for c in s.cases if c.category})
-    return _page(
+    number = int(page) if page.isdigit() and len(page) < 7 else 1
+    shown = await web.build(
+        lambda: run_page(web.store, ref.id, status=status, category=category[:255], q=q[:255], page=number)
+    )
+    if shown is None:
+        return await _not_found(request)
+    audit = await web.build(lambda: web.store.audit_entries(shown.repository, shown.pr, 200)) if shown.pr else []
+    report = await web.build(lambda: report_html(shown.markdown)) if shown.markdown else ""
+    return await _page(
         request,
         "run.html",
-        run=page,
-        report=report_html(page.markdown) if page.markdown else "",
-        shown=shown,
+        run=shown,
+        report=report,
         audit=audit,
         status=status,
         category=category,
         q=q,
-        categories=categories,
         statuses=STATUS_LABELS,
         ended=ENDED,
     )
@@ -234,14 +284,20 @@ async def run(request: Request, run_id: int, status: str = "", category: str = "
 @router.get("/repos/{owner}/{repo}/suites/{name}", response_class=HTMLResponse)
 async def suite(request: Request, owner: str, repo: str, name: str) -> Response:
     repository = f"{owner}/{repo}"
-    stop, info = await _gate(request, repository)
+    web = _web(request)
+    installation = await web.build(lambda: installation_of(web.store, repository))
+    # The name is resolved to GitHub's id once, now: the history shown is of runs recorded with that id.
+    repository_id = await web.access.repository_id(repository, installation) if installation else None
+    stop, info = await _gate(request, repository, repository_id)
     if stop is not None:
         return stop
-    web = _web(request)
-    history = await asyncio.to_thread(web.store.suite_history, repository, name, info.default_branch, SUITE_POINTS)
+    known: RepositoryInfo = info
+    history = await web.build(
+        lambda: web.store.suite_history(repository, name, known.default_branch, SUITE_POINTS, known.id)
+    )
     points = [
         {
-            "run": p.run_id,
+            "run": p.public_id,
             "sha": p.sha[:7],
             "at": p.at.strftime("%Y-%m-%d %H:%M"),
             "trigger": p.trigger,
@@ -252,4 +308,6 @@ async def suite(request: Request, owner: str, repo: str, name: str) -> Response:
         }
         for p in history
     ]
-    return _page(request, "suite.html", repository=repository, suite=name, branch=info.default_branch, points=points)
+    return await _page(
+        request, "suite.html", repository=repository, suite=name, branch=known.default_branch, points=points
+    )
