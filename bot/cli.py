@@ -263,7 +263,11 @@ def serve_command(host: str, port: int) -> None:
     if not settings.WEBHOOK_SECRET:
         # Every delivery would be refused: say so at start, not once per webhook.
         _fail(EvalbotError("set WEBHOOK_SECRET to the GitHub App's webhook secret"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    try:
+        app = create_app(settings)
+    except EvalbotError as exc:  # a setting that cannot be used (SESSION_SECRET too short)
+        _fail(exc)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @cli.command("worker")
