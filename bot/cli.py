@@ -271,7 +271,11 @@ def serve_command(host: str, port: int) -> None:
 
 
 @cli.command("setup")
-@click.option("--public-url", required=True, help="Where `evalbot serve` will be reached (https://...): the webhook and sign-in URLs.")
+@click.option(
+    "--public-url",
+    required=True,
+    help="Where `evalbot serve` will be reached (https://...): the webhook and sign-in URLs.",
+)
 @click.option("--org", help="Create the app in this organisation (default: your personal account).")
 @click.option("--name", help="The app's name on GitHub (default: app.yml's; names are unique on GitHub).")
 @click.option(
@@ -304,7 +308,14 @@ def setup_command(
     local = f"http://127.0.0.1:{port}"
     try:
         setup = plan(
-            manifest_path, public_url, f"{local}/callback", env_file, org=org, name=name, web_url=github_url, api_url=api_url
+            manifest_path,
+            public_url,
+            f"{local}/callback",
+            env_file,
+            org=org,
+            name=name,
+            web_url=github_url,
+            api_url=api_url,
         )
     except EvalbotError as exc:
         _fail(exc)
@@ -323,7 +334,9 @@ def setup_command(
     if not done:
         _fail(EvalbotError("stopped before the app was created"))
     app = done[0]
-    click.echo(f"Created the GitHub App {app.get('slug')} (id {app.get('id')}); settings written to {env_file} (mode 0600).")
+    click.echo(
+        f"Created the GitHub App {app.get('slug')} (id {app.get('id')}); settings written to {env_file} (mode 0600)."
+    )
     click.echo(f"Install it on your repositories: {app.get('html_url')}/installations/new")
 
 

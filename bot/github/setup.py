@@ -66,7 +66,9 @@ class SetupPlan:
     public_url: str
 
 
-def build_manifest(template: dict[str, Any], public_url: str, redirect_url: str, name: str | None = None) -> dict[str, Any]:
+def build_manifest(
+    template: dict[str, Any], public_url: str, redirect_url: str, name: str | None = None
+) -> dict[str, Any]:
     """`template` (app.yml) with this deployment's webhook URL, sign-in callback URL and home page, and
     `redirect_url` (where GitHub returns the code: the local setup page)."""
     base = public_url.rstrip("/")
@@ -191,7 +193,9 @@ def setup_app(setup: SetupPlan, done: list[dict[str, Any]]) -> Starlette:
         if done:
             return HTMLResponse("<p>The app is already created; this page can be closed.</p>", status_code=409)
         if not code or not secrets.compare_digest(state.encode(), setup.state.encode()):
-            return HTMLResponse("<p>This link is not from this setup (state mismatch): start again.</p>", status_code=400)
+            return HTMLResponse(
+                "<p>This link is not from this setup (state mismatch): start again.</p>", status_code=400
+            )
         try:
             app = await convert(setup.api_url, code)
             write_env(setup.env_file, env_values(app, setup.public_url))

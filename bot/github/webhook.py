@@ -75,7 +75,9 @@ def bearer_ok(expected: str, authorization: str | None) -> bool:
     """`Authorization: Bearer <expected>`, compared in constant time."""
     scheme, _, token = (authorization or "").partition(" ")
     # An empty expected token matches nothing (an unset METRICS_TOKEN is no open door).
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    return (
+        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )
 
 
 def signature_ok(secret: str, body: bytes, signature: str | None) -> bool:

@@ -6,13 +6,16 @@ page's cases are read in full, each text clipped, so a page's size is bounded wh
 
 from __future__ import annotations
 
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bot.store.store import Store, _utc
+from bot.store.store import RUNNING, Store, _utc
 from bot.store.tables import CaseOutcome, Repository, Run, SuiteResult
 
 CaseStatus = Literal["regressed", "fixed", "both_wrong", "both_right", "error", "one_side"]
@@ -136,6 +139,72 @@ class _Pair:
 
 
 @dataclass(frozen=True)
+class _Indexed:
+    """One case of the run's index: what filters read, and the rows to load when it is shown."""
+
+    suite: str
+    case_id: str
+    sample: int
+    category: str | None
+    status: CaseStatus
+    ids: tuple[int | None, int | None]  # the base and head outcome rows
+
+
+# Case indexes of recently viewed runs, by (page id, verdict, finished at): a run's cases do not change
+# once it has ended, and paging through a 5,000-case run should not pair its 10,000 rows every time.
+INDEXES_KEPT = 16
+_indexes: OrderedDict[tuple[str, str, datetime], list[_Indexed]] = OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def _index(session: Session, run: Run) -> list[_Indexed]:
+    """Every case of the run, base and head paired by suite, case and sample, with its status."""
+    key = (run.public_id, run.verdict, run.finished_at)
+    with _indexes_lock:
+        if key in _indexes:
+            _indexes.move_to_end(key)
+            return _indexes[key]
+    light = session.execute(
+        select(
+            CaseOutcome.id,
+            CaseOutcome.suite,
+            CaseOutcome.variant,
+            CaseOutcome.case_id,
+            CaseOutcome.sample,
+            CaseOutcome.category,
+            CaseOutcome.passed,
+            CaseOutcome.error.is_not(None),
+        )
+        .where(CaseOutcome.run_id == run.id, CaseOutcome.variant.in_(("base", "head")))
+        .order_by(CaseOutcome.id)
+    ).all()
+    pairs: dict[tuple[str, str, int], _Pair] = {}
+    for row_id, suite, variant, case_id, sample, row_category, passed, failed in light:
+        pair = pairs.setdefault((suite, case_id, sample), _Pair(row_category, {}, {}))
+        pair.ids[variant] = row_id
+        pair.sides[variant] = (passed, bool(failed))
+        if variant == "head":
+            pair.category = row_category
+    index = [
+        _Indexed(
+            suite,
+            case_id,
+            sample,
+            pair.category,
+            case_status(pair.sides.get("base"), pair.sides.get("head")),
+            (pair.ids.get("base"), pair.ids.get("head")),
+        )
+        for (suite, case_id, sample), pair in pairs.items()
+    ]
+    if run.verdict != RUNNING:
+        with _indexes_lock:
+            _indexes[key] = index
+            while len(_indexes) > INDEXES_KEPT:
+                _indexes.popitem(last=False)
+    return index
+
+
+@dataclass(frozen=True)
 class RunRef:
     """What decides who may see a run: its repository, by name and by GitHub id."""
 
@@ -165,60 +234,34 @@ def run_page(
         results = session.scalars(
             select(SuiteResult).where(SuiteResult.run_id == run_id).order_by(SuiteResult.id)
         ).all()
-        light = session.execute(
-            select(
-                CaseOutcome.id,
-                CaseOutcome.suite,
-                CaseOutcome.variant,
-                CaseOutcome.case_id,
-                CaseOutcome.sample,
-                CaseOutcome.category,
-                CaseOutcome.passed,
-                CaseOutcome.error.is_not(None),
-            )
-            .where(CaseOutcome.run_id == run_id, CaseOutcome.variant.in_(("base", "head")))
-            .order_by(CaseOutcome.id)
-        ).all()
-        pairs: dict[tuple[str, str, int], _Pair] = {}
-        for row_id, suite, variant, case_id, sample, row_category, passed, failed in light:
-            pair = pairs.setdefault((suite, case_id, sample), _Pair(row_category, {}, {}))
-            pair.ids[variant] = row_id
-            pair.sides[variant] = (passed, bool(failed))
-            if variant == "head":
-                pair.category = row_category
+        index = _index(session, run)
         needle = q.casefold()
-        names = list(dict.fromkeys(r.suite for r in results))
-        totals = dict.fromkeys(names, 0)
-        matching_keys: list[tuple[tuple[str, str, int], CaseStatus]] = []
-        for key, pair in pairs.items():
-            totals[key[0]] = totals.get(key[0], 0) + 1
-            verdict = case_status(pair.sides.get("base"), pair.sides.get("head"))
-            if (
-                (not status or verdict == status)
-                and (not category or pair.category == category)
-                and (not needle or needle in key[1].casefold())
-            ):
-                matching_keys.append((key, verdict))
-        pages = max(1, -(-len(matching_keys) // CASES_PER_PAGE))
+        matching = [
+            case
+            for case in index
+            if (not status or case.status == status)
+            and (not category or case.category == category)
+            and (not needle or needle in case.case_id.casefold())
+        ]
+        pages = max(1, -(-len(matching) // CASES_PER_PAGE))
         page = min(max(page, 1), pages)
-        shown = matching_keys[(page - 1) * CASES_PER_PAGE : page * CASES_PER_PAGE]
-        wanted = [i for key, _ in shown for i in pairs[key].ids.values()]
+        shown = matching[(page - 1) * CASES_PER_PAGE : page * CASES_PER_PAGE]
+        wanted = [i for case in shown for i in case.ids if i is not None]
         full = {o.id: o for o in session.scalars(select(CaseOutcome).where(CaseOutcome.id.in_(wanted)))}
-    matches: dict[str, int] = {}
-    for key, _ in matching_keys:
-        matches[key[0]] = matches.get(key[0], 0) + 1
+    names = list(dict.fromkeys(r.suite for r in results))
+    totals = Counter(case.suite for case in index)
+    matches = Counter(case.suite for case in matching)
     rows: dict[str, list[CaseRow]] = {}
-    for (suite, case_id, sample), verdict in shown:
-        ids = pairs[(suite, case_id, sample)].ids
-        base, head = full.get(ids.get("base", -1)), full.get(ids.get("head", -1))
-        rows.setdefault(suite, []).append(
+    for case in shown:
+        base, head = (full.get(i) if i is not None else None for i in case.ids)
+        rows.setdefault(case.suite, []).append(
             CaseRow(
-                case_id,
-                pairs[(suite, case_id, sample)].category,
-                sample,
+                case.case_id,
+                case.category,
+                case.sample,
                 _answer(base) if base else None,
                 _answer(head) if head else None,
-                verdict,
+                case.status,
             )
         )
     suites = []
@@ -256,7 +299,7 @@ def run_page(
         run.pr_url,
         run.blob_url,
         suites,
-        sorted({p.category for p in pairs.values() if p.category}),
+        sorted({case.category for case in index if case.category}),
         page,
         pages,
     )

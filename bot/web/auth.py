@@ -48,7 +48,7 @@ def session_secret(settings: Settings) -> str:
     if len(settings.SESSION_SECRET.encode()) < MIN_SESSION_SECRET_BYTES:
         raise ConfigError(
             f"SESSION_SECRET is {len(settings.SESSION_SECRET.encode())} bytes: use at least "
-            f"{MIN_SESSION_SECRET_BYTES} random bytes (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            f"{MIN_SESSION_SECRET_BYTES} random bytes, e.g. from `openssl rand -base64 48`"
         )
     return settings.SESSION_SECRET
 

@@ -1,7 +1,7 @@
 """Run and suite pages behind GitHub sign-in, and the sign-in itself (OAuth web flow with PKCE).
 
-Pages are read and rendered in worker threads, a few at a time: the process also answers GitHub's
-webhooks, which must not wait behind a large run's page.
+Nothing is read or rendered on the event loop: the process also answers GitHub's webhooks, which must
+not wait behind a large run's page. Run pages are built in worker processes (bot/web/render.py).
 """
 
 from __future__ import annotations
@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from pathlib import Path
+from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from bot.github.records import store_url
-from bot.pipeline.render import pct, seconds, usd
 from bot.settings import Settings
 from bot.store import Store, open_store
-from bot.store.pages import STATUSES, installation_of, run_page, run_ref
+from bot.store.pages import STATUSES, installation_of, run_ref
 from bot.store.sessions import SignedIn, create_session, end_session, signed_in
 from bot.web.auth import (
     SESSION_MAX_AGE_S,
@@ -41,40 +40,17 @@ from bot.web.auth import (
     session_secret,
     user_login,
 )
-from bot.web.markdown import report_html
+from bot.web.render import page_builders, render, run_page_html
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
-TEMPLATES.env.filters.update(pct=pct, seconds=seconds, usd=usd)
 # Evaluations on the default branch a suite page charts.
 SUITE_POINTS = 200
-# Pages built at once (database reads and rendering, in threads): more would only share the GIL with
-# the webhook endpoint and each other.
-PAGE_BUILDERS = 2
+# Small reads and pages in threads at once (session lookups, messages): more would only contend for
+# the interpreter lock with the webhook endpoint.
+THREADS = 2
 # What a run page's id looks like (bot/store/store.py's new_public_id); anything else is not looked up.
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Characters of GitHub's error_description a failed sign-in's page repeats.
 MAX_ERROR_CHARS = 200
-STATUS_LABELS = {
-    "regressed": "Regressed (passed on base, fails on head)",
-    "fixed": "Fixed (failed on base, passes on head)",
-    "both_wrong": "Both wrong",
-    "error": "Errors",
-    "both_right": "Both right",
-    "one_side": "On one side only",
-}
-
-
-# Verdicts of runs without results, as the run page explains them.
-ENDED = {
-    "running": "it is still running, or its worker stopped (the check run says why)",
-    "untrusted": "the pull request waits for a maintainer's /eval (a fork, or an author without write access)",
-    "no-policy": "the base branch's .evalbot.yml cannot be read (the check run says why)",
-    "github-error": "GitHub refused a request the run needed",
-    "retried": "GitHub failed; the job was run again as a new run",
-    "crashed": "the evaluation could not finish (the check run says why)",
-    "cancelled": "a newer push or the pull request's close stopped it (the check run says why)",
-    "rate-limited": "GitHub's rate limit for the installation stopped it (the check run says until when)",
-}
 
 
 class Web:
@@ -84,7 +60,8 @@ class Web:
         self.settings = settings
         self.access = Access(settings)
         self.tokens = TokenBox(session_secret(settings))
-        self.builders = asyncio.Semaphore(PAGE_BUILDERS)
+        self.threads = asyncio.Semaphore(THREADS)
+        self._builders: Executor | None = None
         self._store: Store | None = None
 
     @property
@@ -94,11 +71,29 @@ class Web:
         return self._store
 
     async def build(self, work: Callable[[], Any]) -> Any:
-        """`work` (database reads, rendering) in a thread, at most PAGE_BUILDERS at once."""
-        async with self.builders:
+        """`work` (a small database read, a small page) in a thread, at most THREADS at once."""
+        async with self.threads:
             return await asyncio.to_thread(work)
 
+    def start(self) -> Executor:
+        """The run page builders, all started at the first run page (not at the app's start: most web
+        processes of tests and small deployments never build one)."""
+        if self._builders is None:
+            self._builders = page_builders(self.settings.WEB_PAGE_PROCESSES)
+        return self._builders
+
+    async def run_page(
+        self, run_id: int, status: str, category: str, q: str, page: int, context: dict[str, Any]
+    ) -> str | None:
+        """The run page's HTML, built in a worker process."""
+        work = partial(run_page_html, store_url(self.settings), run_id, status, category, q, page, context)
+        html: str | None = await asyncio.get_running_loop().run_in_executor(self.start(), work)
+        return html
+
     def close(self) -> None:
+        if self._builders is not None:
+            self._builders.shutdown(cancel_futures=True)
+            self._builders = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -119,16 +114,19 @@ async def _visitor(request: Request) -> SignedIn | None:
     return visitor
 
 
-async def _page(request: Request, name: str, status_code: int = 200, **data: Any) -> HTMLResponse:
+async def _context(request: Request) -> dict[str, Any]:
+    """What every page's frame shows, as plain values (a run page's crosses a process boundary)."""
     visitor = await _visitor(request)
-    context = {
-        "request": request,
+    return {
+        "request": {"url": {"path": request.url.path}},
         "user": visitor.login if visitor else None,
         "csrf": visitor.csrf if visitor else "",
-        **data,
     }
-    template = TEMPLATES.get_template(name)
-    html = await _web(request).build(lambda: template.render(context))
+
+
+async def _page(request: Request, name: str, status_code: int = 200, **data: Any) -> HTMLResponse:
+    context = {**await _context(request), **data}
+    html = await _web(request).build(lambda: render(name, context))
     return HTMLResponse(html, status_code=status_code)
 
 
@@ -260,25 +258,10 @@ async def run(
         return stop
     status = status if status in STATUSES else ""
     number = int(page) if page.isdigit() and len(page) < 7 else 1
-    shown = await web.build(
-        lambda: run_page(web.store, ref.id, status=status, category=category[:255], q=q[:255], page=number)
-    )
-    if shown is None:
+    html = await web.run_page(ref.id, status, category[:255], q[:255], number, await _context(request))
+    if html is None:
         return await _not_found(request)
-    audit = await web.build(lambda: web.store.audit_entries(shown.repository, shown.pr, 200)) if shown.pr else []
-    report = await web.build(lambda: report_html(shown.markdown)) if shown.markdown else ""
-    return await _page(
-        request,
-        "run.html",
-        run=shown,
-        report=report,
-        audit=audit,
-        status=status,
-        category=category,
-        q=q,
-        statuses=STATUS_LABELS,
-        ended=ENDED,
-    )
+    return HTMLResponse(html)
 
 
 @router.get("/repos/{owner}/{repo}/suites/{name}", response_class=HTMLResponse)

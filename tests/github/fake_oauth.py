@@ -87,9 +87,7 @@ class FakeOAuth:
 
     def _callback_ok(self, redirect_uri: str) -> bool:
         # GitHub accepts the callback URL itself or a path below it, on the same host and port.
-        return any(
-            redirect_uri == url or redirect_uri.startswith(url.rstrip("/") + "/") for url in self.callback_urls
-        )
+        return any(redirect_uri == url or redirect_uri.startswith(url.rstrip("/") + "/") for url in self.callback_urls)
 
     def can_read(self, login: str, repository: str) -> bool:
         return repository not in self.private or login in self.readers.get(repository, set())

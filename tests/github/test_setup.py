@@ -123,10 +123,10 @@ async def test_the_written_env_file_starts_serve_and_worker(
 ) -> None:
     env = _process_env(read_env(created["env_file"]), fake_github, tmp_path)
     port = created["serve_port"]
-    serve = subprocess.Popen(  # noqa: ASYNC220 (a child process the test waits on by polling its port)
+    serve = subprocess.Popen(
         [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path
     )
-    worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=tmp_path)  # noqa: ASYNC220
+    worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + START_DEADLINE_S
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

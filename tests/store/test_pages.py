@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from bot.store import Store, migrate, open_store, revision
 from bot.pipeline.run import RunOptions, evaluate
 from bot.pipeline.source import GitSource
+from bot.store import Store, migrate, open_store, revision
 from bot.store.pages import installation_of, run_page, run_ref
 from tests.conftest import GitRepo
 from tests.store.test_store import REPO, _fixed_run, _priced_repo, database_url_for
@@ -174,7 +174,7 @@ async def test_secrets_are_redacted_before_anything_is_stored(repo: GitRepo, stu
             stored = " ".join(
                 str(row)
                 for table in ("case_outcomes", "runs", "audit_events")
-                for row in connection.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608 (fixed names)
+                for row in connection.execute(text(f"SELECT * FROM {table}")).all()
             )
         assert provider_key not in stored and github_token not in stored
         assert stored.count("[redacted]") >= 3

@@ -102,7 +102,12 @@ def seed_run(
     case i passes on base when i % 3 != 0 and on head when i % 2 == 0, every answer `answer_chars` long
     (base answers start with `texts[0]`, head's with `texts[1]`). Its page id."""
     run_id = store.start_run(
-        repository=repository, trigger="pull_request", head_sha="h" * 40, started_at=1.8e9, pr=2, repository_id=repository_id
+        repository=repository,
+        trigger="pull_request",
+        head_sha="h" * 40,
+        started_at=1.8e9,
+        pr=2,
+        repository_id=repository_id,
     )
     common = {"run_id": run_id, "suite": "qa", "sha": "h" * 40, "branch": "main", "prompt_version": "v"}
     common |= {"definition_hash": "0" * 64, "verdict": "fail", "n_cases": cases, "n_calls": cases, "n_errors": 0}

@@ -97,6 +97,7 @@ async def test_run_pages_have_unguessable_ids_and_one_404_for_none_and_not_yours
     missing = await web.get("/runs/" + "A" * 24)
     private = await web.get(run_path)
     assert missing.status_code == private.status_code == 404
+
     # The same page, sign-in link and all, apart from where the link returns to.
     def unlinked(text: str, path: str) -> str:
         return text.replace(quote(path, safe=""), "X").replace(path, "X")
@@ -247,7 +248,6 @@ async def test_an_expired_user_token_ends_the_session(
     fake_github.oauth.private = {REPO}
     fake_github.oauth.readers = {REPO: {"reader"}}
     await sign_in(web, fake_github, "reader")
-    (token,) = fake_github.oauth.tokens
     assert (await web.get(run_path)).status_code == 200
     # The session lasts as long as GitHub's token (8 hours), not longer.
     session = signed_in(job_store, session_payload(web)["sid"])

@@ -24,7 +24,9 @@ SECRET = "a-session-secret-of-at-least-32-bytes!"
 
 
 @pytest.fixture
-async def web(settings: Settings, fake_github: FakeGitHub, redis: ArqRedis, job_store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def web(
+    settings: Settings, fake_github: FakeGitHub, redis: ArqRedis, job_store: Store
+) -> AsyncIterator[httpx.AsyncClient]:
     settings.SESSION_SECRET = SECRET
     job_store.note_repository(REPO, 1)
     async with webhook_client(settings, redis) as http:
