@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -209,13 +210,15 @@ class Access:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # The clock answers are kept by (tests move it; the event loop's own must not be).
+        self.clock: Callable[[], float] = time.monotonic
         self._repos: dict[int, tuple[float, RepositoryInfo | None]] = {}
         self._readers: dict[tuple[str, int], tuple[float, bool]] = {}
         self._ids: dict[str, tuple[float, int | None]] = {}
 
     async def repository_id(self, full_name: str, installation_id: int) -> int | None:
         """GitHub's id of the repository called `full_name` now, as the installation sees it."""
-        now = time.monotonic()
+        now = self.clock()
         kept = self._ids.get(full_name.casefold())
         if kept and kept[0] > now:
             return kept[1]
@@ -235,7 +238,7 @@ class Access:
     async def repository(self, repository_id: int, installation_id: int) -> RepositoryInfo | None:
         """The repository with GitHub id `repository_id` as the app's installation sees it, whatever it
         is called now; None when GitHub does not show it."""
-        now = time.monotonic()
+        now = self.clock()
         kept = self._repos.get(repository_id)
         if kept and kept[0] > now:
             return kept[1]
@@ -266,7 +269,7 @@ class Access:
         Raises:
             TokenRejected: the token no longer works.
         """
-        now = time.monotonic()
+        now = self.clock()
         key = (login.casefold(), repository_id)
         kept = self._readers.get(key)
         if kept and kept[0] > now:

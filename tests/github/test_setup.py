@@ -123,8 +123,12 @@ async def test_the_written_env_file_starts_serve_and_worker(
 ) -> None:
     env = _process_env(read_env(created["env_file"]), fake_github, tmp_path)
     port = created["serve_port"]
+    serve_log = tmp_path / "serve.log"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path
+        [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=serve_log.open("w"),
     )
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=tmp_path)
     try:
@@ -135,7 +139,8 @@ async def test_the_written_env_file_starts_serve_and_worker(
                     health = await http.get("/healthz")
                     break
                 except httpx.TransportError:
-                    assert serve.poll() is None and time.monotonic() < deadline, "evalbot serve did not start"
+                    started = serve.poll() is None and time.monotonic() < deadline
+                    assert started, f"evalbot serve did not start: {serve_log.read_text()[-2000:]}"
                     await _next_poll()
             assert (health.status_code, health.json()) == (200, {"redis": "ok"})
             # Sign-in goes to GitHub with the created app's client id and a registered callback URL.

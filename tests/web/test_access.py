@@ -228,7 +228,7 @@ async def test_access_lost_on_github_is_lost_here_within_a_minute(
     web: httpx.AsyncClient, fake_github: FakeGitHub, run_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr("bot.web.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr(web._transport.app.state.web.access, "clock", lambda: now[0])  # type: ignore[attr-defined]
     fake_github.oauth.private = {REPO}
     fake_github.oauth.readers = {REPO: {"reader"}}
     await sign_in(web, fake_github, "reader")
@@ -244,7 +244,7 @@ async def test_an_expired_user_token_ends_the_session(
     web: httpx.AsyncClient, fake_github: FakeGitHub, run_path: str, job_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr("bot.web.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr(web._transport.app.state.web.access, "clock", lambda: now[0])  # type: ignore[attr-defined]
     fake_github.oauth.private = {REPO}
     fake_github.oauth.readers = {REPO: {"reader"}}
     await sign_in(web, fake_github, "reader")
