@@ -280,3 +280,15 @@ async def test_a_run_that_ends_without_results_says_why_on_its_page(
     page = await web.get(f"/runs/{job_store.public_id(2)}")
     assert page.status_code == 200
     assert "No result is recorded for this run: the pull request waits for a maintainer&#39;s /eval" in page.text
+
+
+async def test_github_refuses_a_redirect_uri_outside_the_apps_callback_url(
+    web: httpx.AsyncClient, fake_github: FakeGitHub, settings: Settings
+) -> None:
+    fake_github.oauth.signing_in = "reader"
+    settings.PUBLIC_URL = "http://elsewhere.example"
+    start = await web.get("/login")
+    async with httpx.AsyncClient() as github:
+        refused = await github.get(start.headers["location"])
+    assert refused.status_code == 400 and "redirect_uri is not associated" in refused.text
+    assert fake_github.oauth.tokens == {}
