@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine.metrics import (
-    VariantMetrics,
     accuracy_of,
     cost_of,
     hallucination_of,
     latency_of,
     per_case,
-    variant_metrics,
 )
 from bot.engine.runner import CaseResult, LatencyPair, TimedCall
 from bot.engine.stats import (
@@ -23,13 +21,13 @@ from bot.engine.stats import (
     PairedTest,
     RatioStatistic,
     RatioTest,
-    paired_delta,
     paired_ratio,
     paired_test,
     percentile,
     relative_change_pct,
 )
 from bot.pipeline.config import Thresholds
+from bot.pipeline.variants import Variant, paired
 
 if TYPE_CHECKING:
     from bot.pipeline.tradeoff import ModelComparison
@@ -144,20 +142,6 @@ def same_run_pairs(base: Variant, head: Variant) -> LatencyEvidence:
         if key in b
     ]
     return LatencyEvidence(pairs)
-
-
-@dataclass
-class Variant:
-    """One evaluated variant of a suite: its name, prompt version, model and results."""
-
-    name: str
-    version: str
-    model: str
-    results: list[CaseResult]
-    metrics: VariantMetrics = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.metrics = variant_metrics(self.results)
 
 
 @dataclass(frozen=True)
@@ -323,22 +307,6 @@ def _no_evidence(head: Variant, paired_cases: int | None, min_cases: int) -> lis
     if counted < min_cases:
         return [f"only {counted} {what} cases, fewer than `min_cases` ({min_cases}): too few to judge the change"]
     return []
-
-
-def paired(
-    base: Variant | None,
-    head: Variant,
-    value: Callable[[CaseResult], float | bool | None],
-    alpha: float = ALPHA,
-    outcomes: bool = True,
-) -> PairedDelta | None:
-    """The paired comparison of `value` on the cases both variants answered; one value per case (the
-    mean of its samples), so a case's repeats count once. `outcomes`: pass/fail values, not measurements."""
-    if base is None:
-        return None
-    b, h = per_case(base.results, value), per_case(head.results, value)
-    common = [case_id for case_id in h if case_id in b]
-    return paired_delta([b[c] for c in common], [h[c] for c in common], alpha, outcomes)
 
 
 def rate_verdict(

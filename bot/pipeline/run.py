@@ -18,7 +18,7 @@ from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_v
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, estimate
 from bot.pipeline.changes import Plan, SuitePlan, plan
-from bot.pipeline.compare import LatencyEvidence, SuiteReport, Variant, assertion_counts, compare_suite
+from bot.pipeline.compare import LatencyEvidence, SuiteReport, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
     ClosedQaGrader,
@@ -50,6 +50,7 @@ from bot.pipeline.formats.promptfoo import assertion_grader
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
+from bot.pipeline.variants import Variant
 
 # (calls done, calls in all, calls answered from cache)
 ProgressCallback = Callable[[int, int, int], None]

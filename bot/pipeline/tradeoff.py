@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.engine.metrics import accuracy_of
 from bot.engine.stats import relative_change_pct
-from bot.pipeline.compare import Variant, paired
+from bot.pipeline.variants import Variant, paired
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
-from bot.pipeline.compare import SuiteReport, Variant
+from bot.pipeline.compare import SuiteReport
 from bot.pipeline.redact import Redactor
 from bot.pipeline.render import render_full_markdown
 from bot.pipeline.run import Report
+from bot.pipeline.variants import Variant
 from bot.store.tables import AuditEvent, CaseOutcome, Repository, Run, SuiteResult
 
 TRIGGERS = ("pull_request", "eval_command", "scheduled", "cli")

@@ -8,8 +8,9 @@ from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult, LatencyPair, TimedCall
 from bot.engine.stats import paired_test, percentile
 from bot.errors import InputError
-from bot.pipeline.compare import LatencyEvidence, MetricRow, SuiteReport, Variant, compare_suite, rate_verdict
+from bot.pipeline.compare import LatencyEvidence, MetricRow, SuiteReport, compare_suite, rate_verdict
 from bot.pipeline.config import Thresholds, parse_config
+from bot.pipeline.variants import Variant
 
 BASE_36_OF_40 = [True] * 36 + [False] * 4
 

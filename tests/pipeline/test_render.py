@@ -5,10 +5,11 @@ import json
 
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
-from bot.pipeline.compare import Variant, compare_suite
+from bot.pipeline.compare import compare_suite
 from bot.pipeline.config import Thresholds
 from bot.pipeline.render import MAX_MARKDOWN_CHARS, md_cell, md_code, render_json, render_markdown
 from bot.pipeline.run import Report, Spend
+from bot.pipeline.variants import Variant
 
 
 def result(case: int, passed: bool, output: str = "answer", latency_s: float = 1.0) -> CaseResult:

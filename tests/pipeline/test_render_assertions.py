@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
-from bot.pipeline.compare import AssertionCount, Variant, assertion_counts, compare_suite
+from bot.pipeline.compare import AssertionCount, assertion_counts, compare_suite
 from bot.pipeline.config import Thresholds
 from bot.pipeline.render import render_markdown
 from bot.pipeline.run import Report
+from bot.pipeline.variants import Variant
 
 
 def result(case: int, *grades: tuple[str, bool | None]) -> CaseResult:
