@@ -144,22 +144,34 @@ def regex(pattern: str | None = None, field: str | None = None, ignore_case: boo
 def json_schema(schema: dict[str, Any]) -> Grader:
     """Pass when the answer is JSON (code fences allowed) valid under a JSON Schema (Draft 2020-12).
 
+    Its patterns are matched under a time bound, off the event loop (bot/engine/patterns.py): a pattern
+    that backtracks without bound is the grader's error, never a frozen worker.
+
     Args:
         schema: the JSON Schema the answer must satisfy.
     """
     from jsonschema import Draft202012Validator
 
+    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
+
     Draft202012Validator.check_schema(schema)
-    validator = Draft202012Validator(schema)
+    unbounded = unbounded_keyword(schema)
+    if unbounded is not None:
+        raise ValueError(f"`{unbounded}` beside `patternProperties` is not supported in a json_schema grader")
+    validator = BoundedValidator(schema)
 
     async def grade(sample: Sample) -> Grade:
         try:
             value = json.loads(_strip_fences(sample.output))
         except json.JSONDecodeError as exc:
             return Grade("json_schema", "accuracy", False, f"not JSON: {exc.msg}")
-        error = next(iter(validator.iter_errors(value)), None)
-        if error is None:
+        try:
+            errors = await asyncio.to_thread(bounded_errors, validator, value, first_only=True)
+        except PatternError as exc:
+            raise JudgeError(f"json_schema grader in .evalbot.yml: {exc}") from None
+        if not errors:
             return Grade("json_schema", "accuracy", True)
+        error = errors[0]
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return Grade("json_schema", "accuracy", False, f"{where}: {error.message}")
 

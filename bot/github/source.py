@@ -98,6 +98,9 @@ class GitHubSource:
         before, after = await self.tree(merge_base), await self.tree(head)
         return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
 
+    async def merge_base(self, base: str, head: str) -> str:
+        return await merge_base(self.gh, self.owner, self.repo, base, head)
+
     async def tree(self, sha: str) -> dict[str, str]:
         """Every file of commit `sha`: path -> blob SHA.
 

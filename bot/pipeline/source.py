@@ -66,6 +66,9 @@ class Source(Protocol):
     async def changed_paths(self, base: str, head: str) -> list[str]:
         """Paths added, modified, deleted or renamed (both names) between `base` and `head`."""
 
+    async def merge_base(self, base: str, head: str) -> str:
+        """The commit `base...head` is compared from: what the head changed is measured from there."""
+
 
 def not_a_file(path: str, kind: str) -> InputError:
     """The error for a suite path that names a directory, a symbolic link or a submodule."""
@@ -118,6 +121,11 @@ class GitSource:
         fields = (out or "").split("\0")
         return sorted({fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i]})
 
+    async def merge_base(self, base: str, head: str) -> str:
+        found = await asyncio.to_thread(self._git, "merge-base", base, head, check=False)
+        # Unrelated histories have none: the base itself is what the head is compared with.
+        return found.strip() if found else base
+
     def _git(self, *args: str, check: bool = True) -> str | None:
         result = subprocess.run(
             ["git", "-C", str(self.repo), *args], capture_output=True, text=True, encoding="utf-8", errors="replace"
@@ -156,3 +164,6 @@ class WorkTreeSource:
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         return []
+
+    async def merge_base(self, base: str, head: str) -> str:
+        return base
