@@ -349,6 +349,7 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = redis or await create_pool(RedisSettings.from_dsn(settings.REDIS_URL))
         app.state.redis = pool
+        await pending.warm_up(settings)
         yield
         if redis is None:
             await pool.aclose()

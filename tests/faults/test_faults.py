@@ -350,27 +350,29 @@ async def test_a_catastrophic_schema_pattern_is_an_input_error_while_another_run
     async with deployed_web(cluster) as http:
         await deliver(http, pull_event(2, ("main", base), ("feature", head)), "f-1")
         wait_until(lambda: len(stub.answered) >= 2, 60, "pull request 2's run under way")
-        beats = watch_heartbeats(cluster)
-        sent = time.monotonic()
-        await deliver(http, pull_event(3, ("main", base), ("frozen", frozen)), "f-2")
-        wait_until(lambda: cluster.completed(frozen) is not None, 30, "the input error")
-        error_s = time.monotonic() - sent
+        beats = HeartbeatWatch(cluster)
+        try:
+            sent = time.monotonic()
+            await deliver(http, pull_event(3, ("main", base), ("frozen", frozen)), "f-2")
+            wait_until(lambda: cluster.completed(frozen) is not None, 30, "the input error")
+            error_s = time.monotonic() - sent
+            # Pull request 2 finishes as if nothing happened: one run, on time, its heartbeat never late.
+            took_s = wait_until(lambda: cluster.completed(head) is not None, 60, "pull request 2's check")
+        finally:
+            beats.stop()
+    print(f"input error after {error_s:.1f} s; heartbeat gaps {beats.gaps()}")
     evals = cluster.completed(frozen)
     assert evals is not None and evals["conclusion"] == "failure"
-    assert "`pattern` '^(a|a)*$' took longer than 1 s to match" in evals["output"]["summary"]
-    assert "evals/slow.schema.yaml" in evals["output"]["summary"]
-
-    # Pull request 2 finishes as if nothing happened: one run, on time, its heartbeat never late.
-    took_s = wait_until(lambda: cluster.completed(head) is not None, 60, "pull request 2's check")
-    beats.stop()
-    print(f"input error after {error_s:.1f} s; heartbeat gaps {beats.gaps()}")
+    summary = evals["output"]["summary"]
+    assert "- evals/slow.schema.yaml: \\`pattern\\` '^(a\\|a)*$' took longer than 1 s to match" in summary
+    assert "(on row 's1' of evals/slow.jsonl)" in summary
     assert cluster.completed(head)["output"]["title"] == TITLE  # type: ignore[index]
     assert "Worker lost, re-running" not in cluster.titles(head)
     assert error_s < 10 and took_s < 20 * DELAY_S
     assert max(beats.gaps(), default=0.0) < HEARTBEAT_INTERVAL_S + 1.0
 
 
-class watch_heartbeats:
+class HeartbeatWatch:
     """Samples the running evaluations' heartbeat times (Redis clock) from a thread until stopped."""
 
     def __init__(self, cluster: Cluster):
