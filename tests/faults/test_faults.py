@@ -28,6 +28,7 @@ from tests.faults.cluster import APP_ID, Cluster, billed_twice, wait_until
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.stub_llm import Reply, StubLLM, held_stub
 
+# Real worker processes, each run tens of seconds: outside `-m "not slow"`.
 PRICES = {"openai/stub": {"input_per_1k": 0.001, "output_per_1k": 0.002}}
 # 10 cases x base and head; the head ("v2") gets 9 right, the base 5.
 CALLS = 20
@@ -50,6 +51,10 @@ def pr_event(number: int, base: str, head: str, action: str = "opened") -> bytes
 # killed before it stored it is paid again by the re-run: that no design can avoid.)
 FREE_CALLS = 6
 HOLD_S = 60.0
+
+# Each test waits on its own bounds (a hold of 60 s, up to 180 s for a check): the per-test timeout
+# covers the longest chain of them, so a slow machine fails on the bound that names what was late.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 @pytest.fixture
@@ -145,7 +150,8 @@ async def test_killed_worker_is_rerun_by_the_watchdog_within_90_s(
     print(f"check completed {took_s:.0f} s after the SIGKILL")
     assert "Worker lost, re-running" in cluster.titles(head)
     assert_published(cluster, stub, head)
-    assert cluster.running_on() == {}
+    # The re-run drops its heartbeat after publishing: wait for it rather than race it.
+    wait_until(lambda: cluster.running_on() == {}, 30, "the re-run's heartbeat removed")
 
 
 async def test_sigterm_hands_the_run_over_to_a_new_worker(

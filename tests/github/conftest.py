@@ -18,10 +18,8 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from bot.github import ratelimit
-from bot.github.cancel import cancel_checks
-from bot.github.jobs import evaluate_pull_request, handle_command, publish_head, rerun_head
-from bot.github.merge_queue import merge_group_checks
-from bot.github.schedule import check_schedules, scheduled_evaluation
+from bot.github.jobs import WorkerSettings
+from bot.github.schedule import check_schedules
 from bot.github.webhook import create_app
 from bot.settings import Settings
 from bot.store import Store
@@ -99,17 +97,9 @@ async def redis() -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-# The jobs the test worker runs (the real worker wraps evaluations in heartbeats and time caps).
-TEST_FUNCTIONS = [
-    evaluate_pull_request,
-    handle_command,
-    publish_head,
-    merge_group_checks,
-    rerun_head,
-    cancel_checks,
-    scheduled_evaluation,
-    check_schedules,
-]
+# The jobs the test worker runs: `evalbot worker`'s own list, wrappers (heartbeats, time caps, request
+# metering) included, and the schedule's cron job, which tests run on demand.
+TEST_FUNCTIONS = [*WorkerSettings.functions, check_schedules]
 
 
 async def run_burst(redis: ArqRedis, settings: Settings, store: Store, functions: Any = None, **options: Any) -> int:

@@ -33,11 +33,14 @@ class PullRequest:
         self.http, self.fake, self.run_worker, self.base, self.head = http, fake, run_worker, base, head
         fake.pulls[2] = (base, head)
         self.comment_ids = itertools.count(500)
+        self.outcomes: list[str] = []  # what the webhook answered each delivery
 
     async def deliver(self, event: str, payload: dict[str, Any]) -> httpx.Response:
         body = json.dumps(payload).encode()
         headers = signed_headers(body, event, f"delivery-{next(_deliveries)}")
-        return await self.http.post("/api/github/webhooks", content=body, headers=headers)
+        response = await self.http.post("/api/github/webhooks", content=body, headers=headers)
+        self.outcomes.append(response.json().get("outcome", ""))
+        return response
 
     async def opened(self, action: str = "opened") -> None:
         payload = fixture(f"pull_request.{action}.json")
@@ -171,6 +174,15 @@ async def test_author_cannot_approve_own_pull_request_unless_allowed(pr: Any) ->
     assert "the author of a pull request cannot approve it" in pull.replies()[-1]
 
 
+async def test_allow_self_approval_lets_an_approver_approve_their_own_pull_request(pr: Any) -> None:
+    pull = await pr(["Codertocat"], allow_self_approval=True)
+    await pull.opened()
+    await pull.comment("Codertocat", "/approve")
+    approval = pull.check(APPROVAL_CHECK)
+    assert (approval["conclusion"], approval["output"]["title"]) == ("success", "Approved by Codertocat")
+    assert pull.replies() == []
+
+
 async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
     pr: Any, repo: GitRepo, fake_github: FakeGitHub
 ) -> None:
@@ -285,8 +297,12 @@ async def test_an_approvers_comment_edited_by_someone_else_does_not_approve(pr: 
     pull = await pr(["lead"])
     await pull.opened()
     comment_id = await pull.comment("lead", "thanks!")
+    replies_before = pull.replies()
     await pull.comment("lead", "/approve", comment_id=comment_id, before="thanks!", sender="mallory")
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+    # Ignored outright: not taken as mallory's command either (which would be answered with a refusal).
+    assert pull.replies() == replies_before
+    assert pull.outcomes[-1] == "ignored: comment edited by someone other than its author"
 
 
 async def test_bots_are_ignored(pr: Any) -> None:

@@ -277,8 +277,9 @@ async def test_a_job_timeout_closes_the_check_run(
     base, head = pr
     stub.handler = lambda body: Reply(text="slow", delay_s=5)
     job = asyncio.create_task(evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)))
-    while not stub.requests:
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):  # the first call is sent within seconds, even on a loaded machine
+        while not stub.requests:
+            await asyncio.sleep(0.05)
     job.cancel()  # what arq's job_timeout does
     with pytest.raises(asyncio.CancelledError):
         await job

@@ -91,15 +91,16 @@ async def test_progress_at_most_once_per_interval_and_twice_per_run(
     base, head = build_pr_repo(repo, ["lead"])
     fake_github.pulls[2] = (base, head)
     right = answers(9)
-    # 20 calls, 4 at a time, 0.3 s each: the run lasts about 1.5 s, five intervals of 0.3 s.
-    stub.handler = lambda body: Reply(text=right(body).text, delay_s=0.3)
-    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.3)
+    # 20 calls one at a time, 0.1 s each: the run lasts at least 2 s (longer on a loaded machine), four
+    # intervals of 0.5 s, while answers come every 0.1 s: only the interval spaces the updates out.
+    stub.handler = lambda body: Reply(text=right(body).text, delay_s=0.1)
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.5)
     await enqueue(redis, 2, head)
-    assert await run_jobs(redis, settings.model_copy(update={"EVALBOT_CONCURRENCY": 4}), job_store) == 1
+    assert await run_jobs(redis, settings.model_copy(update={"EVALBOT_CONCURRENCY": 1}), job_store) == 1
 
     updates = progress_updates(fake_github)
     assert len(updates) == 2
-    assert updates[1][0] - updates[0][0] >= 0.3
+    assert updates[1][0] - updates[0][0] >= 0.5
     assert fake_github.runs_named(EVALS_CHECK, head)[0]["conclusion"] == "success"
 
 
@@ -122,10 +123,13 @@ async def test_a_200_case_pull_request_costs_19_requests(
     redis: ArqRedis,
     settings: Settings,
     job_store: Store,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base, head = build_cases(repo, 200)
     fake_github.pulls[2] = (base, head)
     stub.handler = lambda body: Reply(text="a1")
+    # However long the run takes on a loaded machine, the one progress update is "Evaluating".
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 3600.0)
     runs_before = REGISTRY.get_sample_value("evalbot_github_requests_per_run_sum") or 0.0
     await enqueue(redis, 2, head)
     assert await run_jobs(redis, settings, job_store) == 1
@@ -140,7 +144,7 @@ async def test_a_200_case_pull_request_costs_19_requests(
         ("GET", f"{R}/git/ref/heads/main"),  # the base as it is now, and its policy
         ("GET", f"{R}/contents/.evalbot.yml"),
         ("GET", f"{R}/contents/.evalbot.yml"),  # the head's
-        ("PATCH", f"{checks}/{evals['id']}"),  # "Evaluating": the run lasts under 10 s, no second one
+        ("PATCH", f"{checks}/{evals['id']}"),  # "Evaluating"; the next would be an interval later
         ("GET", f"{R}/compare/{base}...{head}"),
         ("GET", f"{R}/contents/prompts/qa.yaml"),
         ("GET", f"{R}/contents/evals/qa.jsonl"),
@@ -154,7 +158,7 @@ async def test_a_200_case_pull_request_costs_19_requests(
         ("POST", f"{R}/issues/2/comments"),
     ]
     # The worker's histogram saw the same run, and the installation token (from the app's quota).
-    assert REGISTRY.get_sample_value("evalbot_github_requests_per_run_sum") - runs_before in (19, 20)
+    assert REGISTRY.get_sample_value("evalbot_github_requests_per_run_sum") - runs_before == 19
     assert fake_github.runs_named(EVALS_CHECK, head)[0]["status"] == "completed"
     assert fake_github.runs_named(APPROVAL_CHECK, head)[0]["status"] == "completed"
 
@@ -174,17 +178,19 @@ async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_re
 ) -> None:
     # A secondary limit asking for an hour's wait: past the run's 10-minute cap.
     fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, 3600
-    started = time.monotonic()
+    # The reset's minute, as the run sees it: it may fall on either side of a minute boundary.
+    resets = {time.strftime("%H:%M", time.gmtime(time.time() + 3600))}
     assert await evaluate(head) == 1
+    resets.add(time.strftime("%H:%M", time.gmtime(time.time() + 3600)))
 
-    assert time.monotonic() - started < 30  # no wait for the reset
+    # (Waiting for the reset instead would outlast the test's timeout.)
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert evals["output"]["title"] == "evalbot stopped at GitHub's rate limit"
-    at = time.strftime("%H:%M", time.gmtime(time.time() + 3600))
-    assert (
+    assert any(
         f"GitHub's rate limit for this installation resets at {at} UTC, after this run's time cap"
-        in (evals["output"]["summary"])
+        in evals["output"]["summary"]
+        for at in resets
     )
     assert stub.requests == []
 

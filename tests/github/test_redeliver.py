@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog.testing
 from arq import ArqRedis
 
 from bot.github.constants import MAX_REDELIVERIES
@@ -46,4 +47,7 @@ async def test_github_refusing_the_delivery_list_is_logged_not_raised(
     redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
 ) -> None:
     fake_github.down_until = float("inf")
-    assert await redeliver_failed({"redis": redis, "settings": settings}) == 0
+    with structlog.testing.capture_logs() as logs:
+        assert await redeliver_failed({"redis": redis, "settings": settings}) == 0
+    (entry,) = [e for e in logs if e["event"] == "cannot list webhook deliveries"]
+    assert entry["log_level"] == "warning" and "502" in entry["error"]

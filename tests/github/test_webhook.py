@@ -13,6 +13,7 @@ from arq import ArqRedis
 
 from bot.github.webhook import create_app, head_record, route
 from bot.settings import Settings
+from tests.conftest import redis_test_url
 from tests.github.conftest import SECRET, fixture, signed_headers, webhook_client
 
 
@@ -126,7 +127,7 @@ async def test_healthz_is_503_without_redis() -> None:
     from arq import create_pool
     from arq.connections import RedisSettings
 
-    pool = await create_pool(RedisSettings.from_dsn("redis://127.0.0.1:6379/14"))
+    pool = await create_pool(RedisSettings.from_dsn(redis_test_url()))
     app = create_app(Settings(WEBHOOK_SECRET=SECRET), redis=pool)
     async with app.router.lifespan_context(app):
         await pool.aclose()

@@ -88,7 +88,7 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
     keys = sorted(k.decode() for k in await redis.keys("evalbot:*"))
-    # The keys README lists; a new one must be added there, with its owner and bound. Approvals and the
+    # The keys docs/trust-model.md lists; a new one must be added there, with its owner and bound. Approvals and the
     # audit trail are in the database, not in Redis.
     known = {"delivery", "head", "refusals", "cache", "gate-notes", "verdict", "pr-jobs", "superseded"}
     assert {k.split(":")[1] for k in keys} <= known

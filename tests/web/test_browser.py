@@ -15,6 +15,9 @@ from bot.github.constants import COMMENT_MARKER
 from tests.github.fake_github import FakeGitHub
 from tests.web.fixtures import REPO, SCREENSHOTS
 
+# A real browser: outside `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 # Debian's chromium (apt-get install chromium): the tests never download a browser.
 CHROMIUM = Path("/usr/bin/chromium")
 
