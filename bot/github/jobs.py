@@ -55,7 +55,7 @@ from bot.github.redact import Redactor
 from bot.github.redeliver import redeliver_failed
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
-from bot.github.spend import Ledger
+from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
@@ -258,7 +258,7 @@ async def evaluate_pull_request(
         ledger = Ledger.of(job.redis, repo, pr_number, installation_id, base_config.budget)
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [], ledger)
         # A run that ends without a report (crashed, cut off) keeps its whole reservation counted.
-        await ledger.settle(_spent(report))
+        await ledger.settle(spent_usd(report))
         trends = await _record(job, report, pull, trigger, started_at, run_id)
         await _publish(job, pull, evals_id, report, trends)
         if job.beat is not None:
@@ -435,10 +435,6 @@ async def _evaluate(
     # A progress update still in flight must not land after the final result.
     await asyncio.gather(*updates, return_exceptions=True)
     return report
-
-
-def _spent(report: Report) -> float:
-    return 0.0 if report.spend is None else report.spend.under_test_usd + report.spend.judge_usd
 
 
 def _metrics_summary(report: Report) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.pipeline.budget import SpendCaps
 from bot.pipeline.config import Budget
+from bot.pipeline.run import Report
 
 PULL_SPEND_KEY = "evalbot:spend:pull:{repo}:{pr}"
 DAY_SPEND_KEY = "evalbot:spend:day:{installation}:{day}"
@@ -51,7 +52,9 @@ class Ledger:
     reserved_usd: float = 0.0
 
     @classmethod
-    def of(cls, redis: Any, repo: str, pr: int, installation_id: int, budget: Budget) -> Ledger:
+    def of(cls, redis: Any, repo: str, pr: int | str, installation_id: int, budget: Budget) -> Ledger:
+        """The ledger of a run of pull request `pr` (or of another scope, such as a scheduled firing, whose
+        runs the per-pull-request cap then bounds together)."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
         return cls(
             redis,
@@ -83,3 +86,8 @@ class Ledger:
             pipe.expire(self.day_key, DAY_SPEND_TTL_S)
             await pipe.execute()
         self.reserved_usd = spent_usd
+
+
+def spent_usd(report: Report) -> float:
+    """What a run really spent: calls under test and judges."""
+    return 0.0 if report.spend is None else report.spend.under_test_usd + report.spend.judge_usd
