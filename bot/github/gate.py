@@ -282,8 +282,10 @@ async def _row(
         row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=reason)
         return row
     author = str((pull.get("user") or {}).get("login") or "").casefold()
-    # Whatever `allow_self_approval` said when it was given: a policy change is never its author's call.
-    by_author = approval is not None and bool(verdict.policy_changes) and approval.approver.casefold() == author
+    # An approval given on another pull request sharing the evaluation is checked against this one's
+    # author too; and a policy change is never its author's call, whatever `allow_self_approval` says.
+    self_approved = approval is not None and approval.approver.casefold() == author
+    by_author = self_approved and (bool(verdict.policy_changes) or not policy.allow_self_approval)
     counts = counts and not by_author
     if approval is not None and counts:
         row.approved = True
@@ -295,9 +297,8 @@ async def _row(
     if approval is None:
         row.approval_title = "Waiting for a lead's /approve" + (" (policy changed)" if verdict.policy_changes else "")
     elif by_author:
-        row.approval_title = (
-            f"Approval by {approval.approver} does not count: the author cannot approve a policy change"
-        )
+        what = "a policy change" if verdict.policy_changes else "it (`allow_self_approval` is off)"
+        row.approval_title = f"Approval by {approval.approver} does not count: the author cannot approve {what}"
     else:
         row.approval_title = f"Approval by {approval.approver} no longer counts: not an approver of the base now"
     row.approval_summary = await job.approval_summary(

@@ -455,6 +455,29 @@ async def test_a_trusted_pull_request_at_an_evaluated_head_and_base_shares_the_r
     assert gate.conclusions(head) == ("success", "success")
 
 
+async def test_an_approval_on_a_pull_request_sharing_the_evaluation_is_not_its_authors_self_approval(
+    gate: Gate, repo: GitRepo, stub: StubLLM
+) -> None:
+    # Codertocat is an approver and the author of #2; self-approval is off.
+    build_pr_repo(repo, ["lead", "Codertocat"])
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    await gate.event(2)
+    # #3, by someone else, at the same head and base: Codertocat may approve it...
+    gate.open(3, "main")
+    gate.fake.pull_authors[3] = "other"
+    await gate.event(3)
+    await gate.comment(3, "Codertocat", "/approve")
+
+    # ...but that approval does not make their own #2 approved.
+    assert gate.conclusions(head) == ("success", "action_required")
+    title = gate.latest(APPROVAL_CHECK, head)["output"]["title"]
+    assert title == (
+        "#2 → main: Approval by Codertocat does not count: the author cannot approve it (`allow_self_approval` is off)"
+    )
+    assert len(stub.requests) == CALLS
+
+
 async def test_a_fork_against_another_base_still_waits_for_its_own_evaluation(
     gate: Gate, repo: GitRepo, stub: StubLLM
 ) -> None:
