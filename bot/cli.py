@@ -78,7 +78,11 @@ class _LazyProgress:
 @cli.command("eval")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 @click.option("--base", required=True, help="Base revision (branch, tag or SHA): policy and the 'before' prompts.")
-@click.option("--head", default="HEAD", show_default=True, help="Head revision: suites, datasets, 'after' prompts.")
+@click.option(
+    "--head",
+    default=None,
+    help="Head revision: suites, datasets, 'after' prompts. Default: the working tree, committed or not.",
+)
 @click.option("--suite", "suites", multiple=True, help="Evaluate this suite whether or not it changed (repeatable).")
 @click.option("--all", "run_all", is_flag=True, help="Evaluate every suite whether or not it changed.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
@@ -91,7 +95,7 @@ class _LazyProgress:
 def eval_command(
     repo: Path,
     base: str,
-    head: str,
+    head: str | None,
     suites: tuple[str, ...],
     run_all: bool,
     fmt: str,
@@ -110,7 +114,7 @@ def eval_command(
     from bot.engine.cache import open_cache
     from bot.pipeline.render import render_json, render_markdown
     from bot.pipeline.run import RunOptions, evaluate
-    from bot.pipeline.source import GitSource
+    from bot.pipeline.source import WORKING_TREE, GitSource, GitWorkingTreeSource
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -126,8 +130,9 @@ def eval_command(
         bar(done, total, cached)
 
     async def run() -> Any:
-        source = GitSource(repo)
-        base_sha, head_sha = source.resolve(base), source.resolve(head)
+        source = GitSource(repo) if head is not None else GitWorkingTreeSource(repo)
+        base_sha = source.resolve(base)
+        head_sha = source.resolve(head) if head is not None else WORKING_TREE
         cache = None if no_cache else await open_cache(settings.REDIS_URL, settings.EVALBOT_CACHE_DIR)
         try:
             options = RunOptions(list(suites) or None, run_all, api_base, concurrency, cache, progress)
@@ -137,8 +142,17 @@ def eval_command(
             bar.stop()
             if cache is not None:
                 await cache.close()
-        _record_cli_run(report, repo, started, base, head)
-        report.base_ref, report.head_ref = base, head
+        if isinstance(source, GitWorkingTreeSource):
+            read = sorted(source.read_uncommitted)
+            # First: what was evaluated is the first thing to know about the report.
+            report.warnings.insert(
+                0,
+                f"evaluated the working tree: uncommitted files read: {', '.join(read)}"
+                if read
+                else "evaluated the working tree: every file read is as committed",
+            )
+        _record_cli_run(report, repo, started, base, head or WORKING_TREE)
+        report.base_ref, report.head_ref = base, head or WORKING_TREE
         return report
 
     started = time.time()
@@ -184,7 +198,7 @@ def validate_command(repo: Path) -> None:
 
 def _validate(repo: Path) -> int:
     """Print what `evalbot validate` finds in a checkout; return its exit code."""
-    from bot.pipeline.changes import plan
+    from bot.pipeline.changes import gate_certain_to_fail, plan
     from bot.pipeline.config import CONFIG_PATH
     from bot.pipeline.run import data_checks
     from bot.pipeline.source import WorkTreeSource
@@ -206,8 +220,12 @@ def _validate(repo: Path) -> int:
     for error in result.errors:
         click.echo(f"error: {error}", err=True)
     for suite_plan in result.suites:
+        prompt = suite_plan.head_prompt
+        version = f" v{prompt.version}" if prompt.version else ""
+        reads_rows_only = suite_plan.suite.prompt is None and suite_plan.suite.promptfoo is None
+        what = f"each row's input to {prompt.model}" if reads_rows_only else f"{prompt.path}{version}"
         click.echo(
-            f"ok: suite {suite_plan.suite.name}: {suite_plan.head_prompt.path} v{suite_plan.head_prompt.spec.version}, "
+            f"ok: suite {suite_plan.suite.name}: {what}, "
             f"{len(suite_plan.dataset.cases)} cases in {suite_plan.dataset.path}"
         )
     for quality in data:
@@ -219,9 +237,12 @@ def _validate(repo: Path) -> int:
                 f"{violation.rule}: {violation.message}",
                 err=True,
             )
+    certain = gate_certain_to_fail(result)
+    for reason in certain:
+        click.echo(f"fail: {reason}", err=True)
     if result.errors:
         return EXIT_INPUT
-    return EXIT_GATE_FAILED if any(q.failed for q in data) else EXIT_PASS
+    return EXIT_GATE_FAILED if certain or any(q.failed for q in data) else EXIT_PASS
 
 
 @cli.command("init")
@@ -237,11 +258,17 @@ def init_command(repo: Path) -> None:
         _fail(exc)
     click.echo(f"wrote {repo / CONFIG_PATH}:")
     for suite in suites:
-        if suite.dataset is None:
+        if suite.promptfoo is not None:
+            click.echo(f"  suite {suite.name}: promptfoo config {suite.promptfoo}")
+        elif suite.dataset is None:
+            assert suite.prompt is not None
             click.echo(f"  {suite.prompt.path}: no dataset fits it; its suite {suite.name} is left commented out")
         else:
             ids = f"ids from {suite.dataset.id_field}" if suite.dataset.id_field else "no id field found"
-            click.echo(f"  suite {suite.name}: {suite.prompt.path} on {suite.dataset.path} ({ids})")
+            what = suite.prompt.path if suite.prompt is not None else "each row's input"
+            click.echo(f"  suite {suite.name}: {what} on {suite.dataset.path} ({ids})")
+    for note in found.passed:
+        click.echo(f"  walked past {note}")
     if found.truncated:
         click.echo("  (the search stopped early: see the end of the file)")
     click.echo("checking it as evalbot validate does:")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.stub_llm import StubLLM
 
@@ -48,6 +50,7 @@ def test_help_loads_none_of_the_heavy_modules() -> None:
     assert loaded == [] and "eval" in text
 
 
+@pytest.mark.slow
 def test_eval_loads_litellm_and_never_githubkit(repo: GitRepo, stub: StubLLM) -> None:
     repo.write(".evalbot.yml", suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "contains"}]))
     repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": "ok"} for i in range(3)])

@@ -50,7 +50,7 @@ def test_init_on_the_example_writes_a_config_that_validates(hotel: Path) -> None
             prompt="prompts/guest_agent.yaml",
             dataset="evals/guest_agent.jsonl",
             id_field="id",
-            graders=[EqualsGrader(type="equals", field="expected")],
+            graders=[EqualsGrader(type="equals", ignore_case=True)],
         )
     ]
     # Policy keys are there to uncomment, each with what it does; until then the defaults apply.
@@ -107,7 +107,10 @@ def test_a_prompt_without_a_matching_dataset_gets_a_commented_stanza(hotel: Path
     uncommented = text.replace(stanza, "".join(line.replace("# ", "", 1) + "\n" for line in stanza.splitlines()[3:]))
     (hotel / ".evalbot.yml").write_text(uncommented)
     code, output = _run("validate", "--repo", str(hotel))
-    assert code == 0 and "ok: suite summary: prompts/summary.yaml v1.0.0, 1 cases in evals/summary.jsonl\n" in output
+    assert "ok: suite summary: prompts/summary.yaml v1.0.0, 1 cases in evals/summary.jsonl\n" in output
+    # It validates, and one row is certain to fail the gate: validate says so, with exit 1.
+    assert "fail: suite summary has 1 cases, fewer than `thresholds.min_cases` (20)" in output
+    assert code == 1
 
 
 def test_init_picks_the_closest_dataset_guesses_id_field_and_skips_dependencies(tmp_path: Path) -> None:
@@ -126,12 +129,15 @@ def test_init_picks_the_closest_dataset_guesses_id_field_and_skips_dependencies(
     _write(root, "package.json", '{"name": "not a dataset"}')
 
     code, output = _run("init", "--repo", str(root))
-    assert output.splitlines()[:3] == [
+    assert output.splitlines()[:4] == [
         f"wrote {root / '.evalbot.yml'}:",
         "  suite support: ai/support.yaml on data/support.csv (ids from ticket_id)",
+        "  walked past data/misc.csv: no prompt found reads its rows' fields (order_id, question, expected)",
         "checking it as evalbot validate does:",
     ]
-    assert code == 0
+    # No grader and two rows: certain to fail the gate, and validate says why.
+    assert "fail: suite support has no accuracy grader (none)" in output
+    assert code == 1
     text = (root / ".evalbot.yml").read_text()
     (suite,) = parse_config(text).suites
     assert (suite.prompt, suite.dataset, suite.id_field, suite.graders) == (
@@ -141,7 +147,8 @@ def test_init_picks_the_closest_dataset_guesses_id_field_and_skips_dependencies(
         [],
     )
     assert (
-        "    # No `expected` field in the rows: add graders that say what a good answer is, for example\n"
+        "    # Fields seen in the rows: ticket_id, order_id, question.\n"
+        "    # Add graders that say what a good answer is, for example\n"
         "    #   - {type: contains, field: answer}" in text
     )
     assert (
@@ -154,7 +161,8 @@ def test_init_without_any_prompt_writes_nothing(tmp_path: Path) -> None:
     code, output = _run("init", "--repo", str(tmp_path))
     assert code == 2
     assert output == (
-        f"error: no prompt file found under {tmp_path} (a YAML file with `model` and `user_prompt_template`); "
-        "nothing written\n"
+        f"error: no prompt file found under {tmp_path} (evalbot's prompt YAML, .prompty, a LangChain prompt, a "
+        "template in a prompts/ directory, OpenAI-evals samples or a promptfooconfig.yaml); walked past: "
+        "evals/a.jsonl: no prompt found reads its rows' fields (id); nothing written\n"
     )
     assert not (tmp_path / ".evalbot.yml").exists()

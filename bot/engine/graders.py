@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import regex as regex_module
+import yaml
 
 from bot.engine.models import ModelClient
 from bot.errors import JudgeError, ModelCallError
@@ -33,6 +34,9 @@ class Sample:
     output: str
     fields: dict[str, Any]
     request: str
+    # The call's own measurements, for the latency and cost graders (None: not measured, or cached).
+    latency_s: float | None = None
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Grader:
     name: str
     kind: Kind
     grade: Callable[[Sample], Awaitable[Grade]]
+    # Which answers this grader judges (None: every one); a test's own assertion grades that test only.
+    applies: Callable[[Sample], bool] | None = None
 
     async def __call__(self, sample: Sample) -> Grade:
         try:
@@ -87,29 +93,84 @@ def equals(field: str = "expected", ignore_case: bool = False) -> Grader:
     """
 
     async def grade(sample: Sample) -> Grade:
-        expected = str(_field(sample, field))
-        passed = _norm(sample.output, ignore_case) == _norm(expected, ignore_case)
+        accepted = _references(sample, field)
+        answer = _norm(sample.output, ignore_case)
+        passed = any(answer == _norm(reference, ignore_case) for reference in accepted)
+        expected = accepted[0] if len(accepted) == 1 else accepted
         return Grade("equals", "accuracy", passed, "" if passed else f"expected {expected!r}")
 
     return Grader("equals", "accuracy", grade)
 
 
-def contains(field: str = "expected", ignore_case: bool = True) -> Grader:
-    """Pass when the answer contains the row's `field` (every item, when it is a list).
+def _references(sample: Sample, field: str) -> list[str]:
+    """The row's reference answer, or its list of acceptable answers."""
+    value = _field(sample, field)
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def contains(field: str = "expected", ignore_case: bool = True, match: Literal["all", "any"] = "all") -> Grader:
+    """Pass when the answer contains the row's `field` (every item, or any one, when it is a list).
 
     Args:
         field: the row field holding the text (or texts) the answer must contain.
         ignore_case: compare case-insensitively.
+        match: "all": every item of a list; "any": one of them (OpenAI evals' Includes).
     """
 
     async def grade(sample: Sample) -> Grade:
-        value = _field(sample, field)
-        needles = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        needles = _references(sample, field)
         haystack = _norm(sample.output, ignore_case)
         missing = [n for n in needles if _norm(n, ignore_case) not in haystack]
-        return Grade("contains", "accuracy", not missing, f"missing {missing!r}" if missing else "")
+        passed = not missing if match == "all" else len(missing) < len(needles)
+        return Grade("contains", "accuracy", passed, "" if passed else f"missing {missing!r}")
 
     return Grader("contains", "accuracy", grade)
+
+
+def starts_with(field: str = "expected", ignore_case: bool = False) -> Grader:
+    """Pass when the answer starts with the row's `field`, or one of its list (OpenAI evals' Match).
+
+    Args:
+        field: the row field holding the reference answer (or acceptable answers).
+        ignore_case: compare case-insensitively.
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        accepted = _references(sample, field)
+        answer = sample.output.strip()
+        answer = answer.casefold() if ignore_case else answer
+        passed = any(answer.startswith(r.strip().casefold() if ignore_case else r.strip()) for r in accepted)
+        return Grade("starts_with", "accuracy", passed, "" if passed else f"does not start with {accepted!r}")
+
+    return Grader("starts_with", "accuracy", grade)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def fuzzy_normalise(text: str) -> str:
+    """OpenAI evals' normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", _PUNCTUATION.sub("", text.lower())).split())
+
+
+def fuzzy_match(field: str = "expected") -> Grader:
+    """Pass when the normalised answer contains a normalised reference or is contained in one (OpenAI
+    evals' FuzzyMatch); the row's `field` may list several acceptable answers.
+
+    Args:
+        field: the row field holding the reference answer (or acceptable answers).
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        answer = fuzzy_normalise(sample.output)
+        for reference in _references(sample, field):
+            wanted = fuzzy_normalise(reference)
+            if (answer == wanted) if not answer or not wanted else (wanted in answer or answer in wanted):
+                return Grade("fuzzy_match", "accuracy", True)
+        return Grade("fuzzy_match", "accuracy", False, f"no fuzzy match with {_references(sample, field)!r}")
+
+    return Grader("fuzzy_match", "accuracy", grade)
 
 
 def regex(pattern: str | None = None, field: str | None = None, ignore_case: bool = False) -> Grader:
@@ -144,36 +205,18 @@ def regex(pattern: str | None = None, field: str | None = None, ignore_case: boo
 def json_schema(schema: dict[str, Any]) -> Grader:
     """Pass when the answer is JSON (code fences allowed) valid under a JSON Schema (Draft 2020-12).
 
-    Its patterns are matched under a time bound, off the event loop (bot/engine/patterns.py): a pattern
-    that backtracks without bound is the grader's error, never a frozen worker.
-
     Args:
         schema: the JSON Schema the answer must satisfy.
     """
-    from jsonschema import Draft202012Validator
-
-    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
-
-    Draft202012Validator.check_schema(schema)
-    unbounded = unbounded_keyword(schema)
-    if unbounded is not None:
-        raise ValueError(f"`{unbounded}` beside `patternProperties` is not supported in a json_schema grader")
-    validator = BoundedValidator(schema)
+    first_error = _schema_validator(schema, "json_schema")
 
     async def grade(sample: Sample) -> Grade:
         try:
             value = json.loads(_strip_fences(sample.output))
         except json.JSONDecodeError as exc:
             return Grade("json_schema", "accuracy", False, f"not JSON: {exc.msg}")
-        try:
-            errors = await asyncio.to_thread(bounded_errors, validator, value, first_only=True)
-        except PatternError as exc:
-            raise JudgeError(f"json_schema grader in .evalbot.yml: {exc}") from None
-        if not errors:
-            return Grade("json_schema", "accuracy", True)
-        error = errors[0]
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        return Grade("json_schema", "accuracy", False, f"{where}: {error.message}")
+        error = await first_error(value)
+        return Grade("json_schema", "accuracy", error is None, error or "")
 
     return Grader("json_schema", "accuracy", grade)
 
@@ -185,7 +228,9 @@ RUBRIC_SYSTEM = (
 )
 
 
-def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_score: float = 7.0) -> Grader:
+def rubric(
+    client: ModelClient, judge_model: str, criteria: list[str], pass_score: float = 7.0, field: str = "expected"
+) -> Grader:
     """A judge model scores each criterion 0-10; pass when every criterion reaches `pass_score`.
 
     Args:
@@ -193,10 +238,11 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
         judge_model: the litellm model name of the judge.
         criteria: what to score, e.g. correctness, tone, safety.
         pass_score: the lowest score a criterion may get in a passing answer.
+        field: the row field shown to the judge as the reference answer, when the row has one.
     """
 
     async def grade(sample: Sample) -> Grade:
-        messages = rubric_messages(criteria, sample.request, sample.output, sample.fields)
+        messages = rubric_messages(criteria, sample.request, sample.output, sample.fields, field)
         answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
         data = parse_judge_json(answer.text)
         table = data.get("scores", data) if isinstance(data.get("scores", data), dict) else {}
@@ -217,10 +263,12 @@ def rubric(client: ModelClient, judge_model: str, criteria: list[str], pass_scor
     return Grader("rubric", "accuracy", grade)
 
 
-def rubric_messages(criteria: list[str], request: str, output: str, fields: dict[str, Any]) -> list[dict[str, str]]:
+def rubric_messages(
+    criteria: list[str], request: str, output: str, fields: dict[str, Any], field: str = "expected"
+) -> list[dict[str, str]]:
     """What the rubric judge is sent: the criteria, the request, the answer and the row's reference answer."""
     user = f"Criteria: {', '.join(criteria)}\n\nREQUEST:\n{request}\n\nANSWER:\n{output}\n\n" + (
-        f"REFERENCE ANSWER:\n{fields['expected']}\n" if fields.get("expected") else ""
+        f"REFERENCE ANSWER:\n{fields[field]}\n" if fields.get(field) else ""
     )
     return [{"role": "system", "content": RUBRIC_SYSTEM}, {"role": "user", "content": user}]
 
@@ -371,3 +419,440 @@ def _strip_fences(text: str) -> str:
 def _clip(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+# Deterministic graders with promptfoo's semantics (its assertion types of the same names), so a
+# promptfoo suite counts the same passes under evalbot: no white-space folding, case kept unless the
+# grader says otherwise. Each takes its value inline or from a row field.
+
+
+def _value(sample: Sample, value: Any, field: str | None) -> Any:
+    return value if field is None else _field(sample, field)
+
+
+def equals_exact(value: Any = None, field: str | None = None) -> Grader:
+    """Pass when the answer is the reference character for character (promptfoo's `equals`); a
+    reference that is an object or a list is compared with the answer parsed as JSON.
+
+    Args:
+        value: the reference (inline).
+        field: the row field holding it (when `value` is None).
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        expected = _value(sample, value, field)
+        if isinstance(expected, dict | list):
+            try:
+                passed = json.loads(sample.output) == expected
+            except json.JSONDecodeError:
+                passed = False
+            expected = json.dumps(expected)
+        else:
+            passed = sample.output == str(expected)
+        return Grade("equals", "accuracy", passed, "" if passed else f"expected {_clip(str(expected))}")
+
+    return Grader("equals", "accuracy", grade)
+
+
+def split_values(text: str) -> list[str]:
+    """A comma-separated list as promptfoo reads one: fields trimmed, `"quoted, fields"` kept whole
+    (with `\\"` or `""` for a quote), empty fields dropped.
+
+    Raises:
+        ValueError: for an unterminated quote, or text after a closing quote.
+    """
+    values: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and (text[i].isspace() or text[i] == ","):
+            i += 1
+        if i >= n:
+            break
+        if text[i] != '"':
+            end = text.find(",", i)
+            end = n if end < 0 else end
+            values.append(text[i:end].strip())
+            i = end
+            continue
+        i += 1
+        chars: list[str] = []
+        while i < n:
+            if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\':
+                chars.append(text[i + 1])
+                i += 2
+            elif text[i] == '"' and i + 1 < n and text[i + 1] == '"':
+                chars.append('"')
+                i += 2
+            elif text[i] == '"':
+                break
+            else:
+                chars.append(text[i])
+                i += 1
+        else:
+            raise ValueError(f"unterminated quoted value in {text!r}")
+        values.append("".join(chars))
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        if i < n and text[i] != ",":
+            raise ValueError(f"expected a comma after a quoted value in {text!r}")
+    return values
+
+
+def _texts(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [str(v) for v in raw]
+    try:
+        return split_values(str(raw))
+    except ValueError as exc:
+        raise JudgeError(str(exc)) from None
+
+
+def contains_texts(
+    values: list[str] | str | None = None,
+    field: str | None = None,
+    mode: Literal["any", "all"] = "all",
+    ignore_case: bool = False,
+) -> Grader:
+    """Pass when the answer contains all (or any) of some texts, as they are (promptfoo's
+    contains, icontains, contains-all, contains-any and their i- forms).
+
+    Args:
+        values: the texts, or one comma-separated text (quotes keep a comma in a value).
+        field: the row field holding them (when `values` is None).
+        mode: "all" to need every text, "any" to need one.
+        ignore_case: compare lower-cased.
+    """
+    name = f"contains_{mode}"
+
+    async def grade(sample: Sample) -> Grade:
+        needles = _texts(_value(sample, values, field))
+        output = sample.output.lower() if ignore_case else sample.output
+        found = [n for n in needles if (n.lower() if ignore_case else n) in output]
+        passed = bool(found) if mode == "any" else len(found) == len(needles)
+        missing = [n for n in needles if n not in found]
+        reason = "" if passed else (f"none of {needles!r}" if mode == "any" else f"missing {missing!r}")
+        return Grade(name, "accuracy", passed, reason)
+
+    return Grader(name, "accuracy", grade)
+
+
+def starts_with_text(value: str | None = None, field: str | None = None) -> Grader:
+    """Pass when the answer starts with a text, as it is (no white space trimmed).
+
+    Args:
+        value: the text.
+        field: the row field holding it (when `value` is None).
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        prefix = str(_value(sample, value, field))
+        passed = sample.output.startswith(prefix)
+        return Grade("starts_with", "accuracy", passed, "" if passed else f"does not start with {prefix!r}")
+
+    return Grader("starts_with", "accuracy", grade)
+
+
+def _schema_validator(schema: dict[str, Any] | bool | None, grader: str) -> Callable[[Any], Awaitable[str | None]]:
+    """A function giving the first schema error of a value, or None when it is valid (or no schema).
+
+    The schema's patterns are matched under a time bound, off the event loop (bot/engine/patterns.py):
+    a pattern that backtracks without bound is the grader's error, never a frozen worker.
+    """
+
+    async def no_schema(_value: Any) -> str | None:
+        return None
+
+    if schema is None:
+        return no_schema
+    from jsonschema import Draft202012Validator
+
+    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
+
+    Draft202012Validator.check_schema(schema)
+    unbounded = unbounded_keyword(schema)
+    if unbounded is not None:
+        raise ValueError(f"`{unbounded}` beside `patternProperties` is not supported in a {grader} grader")
+    validator = BoundedValidator(schema)
+
+    async def first_error(value: Any) -> str | None:
+        try:
+            errors = await asyncio.to_thread(bounded_errors, validator, value, first_only=True)
+        except PatternError as exc:
+            raise JudgeError(f"{grader} grader: {exc}") from None
+        if not errors:
+            return None
+        return f"{'/'.join(str(p) for p in errors[0].absolute_path) or '(root)'}: {errors[0].message}"
+
+    return first_error
+
+
+def is_json(schema: dict[str, Any] | bool | None = None) -> Grader:
+    """Pass when the whole answer is JSON (no code fences), valid under `schema` when one is given.
+
+    Args:
+        schema: an optional JSON Schema (Draft 2020-12).
+    """
+    first_error = _schema_validator(schema, "is_json")
+
+    async def grade(sample: Sample) -> Grade:
+        try:
+            value = json.loads(sample.output)
+        except json.JSONDecodeError as exc:
+            return Grade("is_json", "accuracy", False, f"not JSON: {exc.msg}")
+        error = await first_error(value)
+        return Grade("is_json", "accuracy", error is None, error or "")
+
+    return Grader("is_json", "accuracy", grade)
+
+
+# promptfoo looks at most this far from an opening brace for its closing one.
+_JSON_SPAN_MAX = 100_000
+
+
+def json_objects(text: str) -> list[Any]:
+    """The JSON objects found in prose, as promptfoo's `contains-json` finds them: from each `{`, the
+    shortest balanced span that parses (an unclosed one closed at the end of the text); YAML flow
+    syntax (`{a: 1}`) is accepted as promptfoo's parser accepts it."""
+    found: list[Any] = []
+    i = 0
+    while i < len(text):
+        if text[i] != "{":
+            i += 1
+            continue
+        opened, closed, j, stop = 1, 0, i + 1, min(i + _JSON_SPAN_MAX, len(text))
+        taken = False
+        while j < stop and opened > closed:
+            opened += text[j] == "{"
+            closed += text[j] == "}"
+            j += 1
+            if opened == closed or j in (len(text), i + _JSON_SPAN_MAX):
+                candidate = text[i:j] + "}" * max(0, opened - closed)
+                try:
+                    value = yaml.safe_load(candidate)
+                except yaml.YAMLError:
+                    if opened == closed:
+                        break
+                    continue
+                if isinstance(value, dict | list):
+                    found.append(value)
+                    i, taken = j, True
+                    break
+        if not taken:
+            i += 1
+    return found
+
+
+def contains_json(schema: dict[str, Any] | bool | None = None) -> Grader:
+    """Pass when the answer contains a JSON object (one valid under `schema`, when given).
+
+    Args:
+        schema: an optional JSON Schema (Draft 2020-12).
+    """
+    first_error = _schema_validator(schema, "contains_json")
+
+    async def grade(sample: Sample) -> Grade:
+        objects = json_objects(sample.output)
+        if not objects:
+            return Grade("contains_json", "accuracy", False, "no JSON object in the answer")
+        errors = [await first_error(value) for value in objects]
+        passed = None in errors
+        return Grade("contains_json", "accuracy", passed, "" if passed else str(errors[-1]))
+
+    return Grader("contains_json", "accuracy", grade)
+
+
+def levenshtein(value: str | None = None, field: str | None = "expected", max_distance: int = 5) -> Grader:
+    """Pass when the answer is at most `max_distance` single-character edits from a reference.
+
+    Args:
+        value: the reference text (inline).
+        field: the row field holding it (when `value` is None).
+        max_distance: the most edits that pass (promptfoo's default threshold is 5).
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    async def grade(sample: Sample) -> Grade:
+        reference = str(_value(sample, value, None if value is not None else field))
+        # Stopped just past the limit: a long answer far from its reference costs no full matrix.
+        distance = Levenshtein.distance(sample.output, reference, score_cutoff=max_distance + 1)
+        passed = distance <= max_distance
+        reason = "" if passed else f"edit distance over {max_distance}"
+        return Grade("levenshtein", "accuracy", passed, reason, score=float(distance) if passed else None)
+
+    return Grader("levenshtein", "accuracy", grade)
+
+
+def latency(max_ms: float) -> Grader:
+    """Pass when the call under test answered within `max_ms` milliseconds.
+
+    Args:
+        max_ms: the slowest answer that passes.
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        if sample.latency_s is None:
+            raise JudgeError("no latency was measured for this answer")
+        latency_ms = sample.latency_s * 1000
+        passed = latency_ms <= max_ms
+        return Grade("latency", "accuracy", passed, "" if passed else f"{latency_ms:.0f} ms > {max_ms:g} ms")
+
+    return Grader("latency", "accuracy", grade)
+
+
+def cost(max_usd: float) -> Grader:
+    """Pass when the call under test cost at most `max_usd`.
+
+    Args:
+        max_usd: the dearest answer that passes, in US dollars.
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        if sample.cost_usd is None:
+            raise JudgeError("no price is known for this answer's model")
+        passed = sample.cost_usd <= max_usd
+        return Grade("cost", "accuracy", passed, "" if passed else f"${sample.cost_usd:.2g} > ${max_usd:g}")
+
+    return Grader("cost", "accuracy", grade)
+
+
+def negate(grader: Grader) -> Grader:
+    """Pass when `grader` fails (promptfoo's `not-` forms); a grader that could not judge still cannot.
+
+    Args:
+        grader: the grader to invert.
+    """
+    name = f"not_{grader.name}"
+
+    async def grade(sample: Sample) -> Grade:
+        inner = await grader(sample)
+        if inner.passed is None:
+            return Grade(name, inner.kind, None, inner.reason, error=inner.error)
+        passed = not inner.passed
+        return Grade(name, inner.kind, passed, "" if passed else f"{grader.name} passed")
+
+    return Grader(name, grader.kind, grade, grader.applies)
+
+
+def renamed(grader: Grader, name: str, applies: Callable[[Sample], bool] | None = None) -> Grader:
+    """`grader` reporting under another name (a promptfoo assertion type), judging only what `applies`."""
+
+    async def grade(sample: Sample) -> Grade:
+        inner = await grader(sample)
+        return Grade(name, inner.kind, inner.passed, inner.reason, inner.score, inner.scores, inner.error)
+
+    return Grader(name, grader.kind, grade, applies or grader.applies)
+
+
+# The prompts of promptfoo's model-graded-closedqa and factuality assertions, as promptfoo sends them
+# (one system message for closedqa; a system and a user message for factuality).
+CLOSED_QA_PROMPT = """You are assessing a submitted answer on a given task based on a criterion. Here is the data:
+[BEGIN DATA]
+***
+[Task]: {input}
+***
+[Submission]: {completion}
+***
+[Criterion]: {criteria}
+***
+[END DATA]
+Does the submission meet the criterion? First, write out in a step by step manner your reasoning about \
+the criterion to be sure that your conclusion is correct. Avoid simply stating the correct answers at the \
+outset. Then print only the single character "Y" or "N" (without quotes or punctuation) on its own line \
+corresponding to the correct answer. At the end, repeat just the letter again by itself on a new line.
+
+    Reasoning:"""
+
+FACTUALITY_SYSTEM = """You are a precise factuality evaluator that compares a submitted answer to an expert answer.
+
+Your task is to analyze the factual content while ignoring differences in style, grammar, or punctuation.
+You must categorize the submission into one of these options:
+
+(A) The submitted answer is a subset of the expert answer and is fully consistent with it.
+(B) The submitted answer is a superset of the expert answer and is fully consistent with it.
+(C) The submitted answer contains all the same details as the expert answer.
+(D) There is a disagreement between the submitted answer and the expert answer.
+(E) The answers differ, but these differences don't matter from the perspective of factuality.
+
+Respond ONLY with a JSON object in this format:
+{{
+  "category": "[LETTER]",
+  "reason": "[DETAILED EXPLANATION]"
+}}
+
+- The "category" must be a single letter A, B, C, D, or E.
+- Provide a clear, detailed explanation in the "reason" field.
+- Your response must be valid JSON with no additional text."""
+
+FACTUALITY_USER = """I need you to compare these answers:
+
+<question>
+{input}
+</question>
+
+<expert_answer>
+{ideal}
+</expert_answer>
+
+<submitted_answer>
+{completion}
+</submitted_answer>
+
+Please analyze the factual relationship between these answers according to the categories you've been given."""
+
+
+def closed_qa(client: ModelClient, judge_model: str, criteria: str | None = None, field: str | None = None) -> Grader:
+    """A judge says whether the answer meets a criterion (promptfoo's model-graded-closedqa): pass
+    when its reply ends with "Y".
+
+    Args:
+        client: the client for judge calls.
+        judge_model: the litellm model name of the judge.
+        criteria: the criterion (inline).
+        field: the row field holding it (when `criteria` is None).
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        criterion = str(_value(sample, criteria, field))
+        content = CLOSED_QA_PROMPT.format(input=sample.request, completion=sample.output, criteria=criterion)
+        messages = [{"role": "system", "content": content}]
+        answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
+        verdict = answer.text.rstrip()
+        if not verdict.endswith(("Y", "N")):
+            raise JudgeError(f"judge gave neither Y nor N: {_clip(answer.text)}")
+        passed = verdict.endswith("Y")
+        return Grade("closed_qa", "accuracy", passed, _clip(verdict, 300))
+
+    return Grader("closed_qa", "accuracy", grade)
+
+
+# promptfoo's default factuality scores: only a disagreement (D) fails.
+_FACTUALITY_PASSING = frozenset("ABCE")
+
+
+def factuality(client: ModelClient, judge_model: str, field: str = "expected") -> Grader:
+    """A judge compares the answer's facts with a reference answer (promptfoo's factuality): pass
+    unless it finds a disagreement.
+
+    Args:
+        client: the client for judge calls.
+        judge_model: the litellm model name of the judge.
+        field: the row field holding the expert answer.
+    """
+
+    async def grade(sample: Sample) -> Grade:
+        ideal = str(_field(sample, field))
+        messages = [
+            {"role": "system", "content": FACTUALITY_SYSTEM.format()},
+            {
+                "role": "user",
+                "content": FACTUALITY_USER.format(input=sample.request, ideal=ideal, completion=sample.output),
+            },
+        ]
+        answer = await client.complete(judge_model, messages, temperature=0, max_tokens=JUDGE_MAX_TOKENS)
+        category = str(parse_judge_json(answer.text).get("category", "")).strip().upper()
+        if len(category) != 1 or category not in "ABCDE":
+            raise JudgeError(f"judge gave no category A-E: {_clip(answer.text)}")
+        return Grade("factuality", "accuracy", category in _FACTUALITY_PASSING, f"category {category}")
+
+    return Grader("factuality", "accuracy", grade)

@@ -125,7 +125,7 @@ async def run_variant(
         except ModelCallError as exc:
             result = CaseResult(case.id, case.category, sample, error=str(exc))
         else:
-            grades = await _grade(graders, answer.text, case)
+            grades = await _grade(graders, answer.text, case, answer.latency_s, answer.cost_usd)
             result = CaseResult(
                 case.id,
                 case.category,
@@ -162,11 +162,15 @@ async def regrade(
     async def one(result: CaseResult) -> CaseResult:
         if result.error is not None:
             return result
-        return replace(result, grades=await _grade(graders, result.output, by_id[result.case_id]))
+        grades = await _grade(graders, result.output, by_id[result.case_id], result.latency_s, result.cost_usd)
+        return replace(result, grades=grades)
 
     return await gather_or_cancel(*(one(r) for r in results))
 
 
-async def _grade(graders: Sequence[Grader], output: str, case: CaseInput) -> tuple[Grade, ...]:
-    sample = Sample(output, case.fields, case.messages[-1]["content"])
-    return tuple(await gather_or_cancel(*(g(sample) for g in graders)))
+async def _grade(
+    graders: Sequence[Grader], output: str, case: CaseInput, latency_s: float | None, cost_usd: float | None
+) -> tuple[Grade, ...]:
+    sample = Sample(output, case.fields, case.messages[-1]["content"], latency_s, cost_usd)
+    judging = [g for g in graders if g.applies is None or g.applies(sample)]
+    return tuple(await gather_or_cancel(*(g(sample) for g in judging)))

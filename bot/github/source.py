@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import weakref
+from collections.abc import AsyncGenerator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import httpx
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import FileTooLargeError, InputError
 from bot.github.constants import COMMIT_SHA
-from bot.pipeline.source import check_path, not_a_file
+from bot.pipeline.source import LfsPointer, check_path, lfs_pointer, not_a_file
 
 # GitHub's compare API lists at most 300 changed files for the whole comparison; at that many the list
 # may be cut, so the diff is taken from the two trees instead.
@@ -75,10 +78,50 @@ class GitHubSource:
         if size > max_bytes:
             raise FileTooLargeError(path, size, max_bytes)
         if entry.get("encoding") == "base64":
-            return base64.b64decode(entry["content"]).decode("utf-8", errors="replace")
+            text = base64.b64decode(entry["content"]).decode("utf-8", errors="replace")
+            pointer = lfs_pointer(text)
+            return text if pointer is None else await self._lfs_object(path, pointer, max_bytes)
         # Over 1 MB the object answer has no content ("encoding": "none"): the raw one has it.
         raw = await self.gh.arequest("GET", url, params={"ref": ref}, headers={"Accept": _RAW})
         return raw.content.decode("utf-8", errors="replace")
+
+    async def _lfs_object(self, path: str, pointer: LfsPointer, max_bytes: int) -> str:
+        """The content of a Git LFS object, through the repository's LFS batch API (basic transfer).
+
+        The installation token goes to the repository's own LFS endpoint only; the download goes to
+        the address the batch answer gives, with the headers it gives and nothing else.
+
+        Raises:
+            FileTooLargeError: the object is over `max_bytes` (the pointer says so before any download).
+            InputError: the LFS server does not give the object, or gives other bytes than the pointer's.
+        """
+        if pointer.size > max_bytes:
+            raise FileTooLargeError(path, pointer.size, max_bytes)
+        repository = (await self.gh.arequest("GET", self._base)).json()
+        # git-lfs's server discovery: `<clone URL>/info/lfs` (github.com/owner/repo.git/info/lfs).
+        batch_url = f"{repository['clone_url']}/info/lfs/objects/batch"
+        request = {
+            "operation": "download",
+            "transfers": ["basic"],
+            "objects": [{"oid": pointer.oid, "size": pointer.size}],
+            "hash_algo": "sha256",
+        }
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            answer = await http.post(
+                batch_url, json=request, headers=_LFS_HEADERS, auth=_LfsAuth(self.gh.auth.get_auth_flow(self.gh))
+            )
+            if answer.status_code != 200:
+                raise InputError(f"stored in Git LFS, and GitHub's LFS server answered {answer.status_code}", path)
+            objects: list[dict[str, Any]] = answer.json().get("objects") or []
+            found = next((o for o in objects if o.get("oid") == pointer.oid), {})
+            download = (found.get("actions") or {}).get("download")
+            if not isinstance(download, dict) or not download.get("href"):
+                error = (found.get("error") or {}).get("message", "no download offered")
+                raise InputError(f"stored in Git LFS, and GitHub's LFS server has no such object: {error}", path)
+            if urlsplit(str(download["href"])).scheme not in ("https", "http"):
+                raise InputError("stored in Git LFS, and the LFS download address is not a web address", path)
+            content = await _download(http, str(download["href"]), download.get("header") or {}, pointer, path)
+        return content.decode("utf-8", errors="replace")
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         """What `base...head` changes (renames with both names), from these two SHAs only.
@@ -109,6 +152,12 @@ class GitHubSource:
             self._compares[(base, head)] = dict(response.json())
         return self._compares[(base, head)]
 
+    async def list_files(self, ref: str, directory: str) -> list[str]:
+        if directory:
+            check_path(directory)
+        prefix = f"{directory}/" if directory else ""
+        return sorted(path for path in await self.tree(ref) if path.startswith(prefix))
+
     async def tree(self, sha: str) -> dict[str, str]:
         """Every file of commit `sha`: path -> blob SHA.
 
@@ -123,6 +172,49 @@ class GitHubSource:
                 "whole: which suites changed is unknown"
             )
         return {entry["path"]: entry["sha"] for entry in tree["tree"] if entry["type"] != "tree"}
+
+
+_LFS_HEADERS = {"Accept": "application/vnd.git-lfs+json", "Content-Type": "application/vnd.git-lfs+json"}
+
+
+class _LfsAuth(httpx.Auth):
+    """The installation's token as GitHub's LFS server takes it: Basic `x-access-token:<token>`.
+
+    githubkit's own flow makes (and renews) the token; this only rewrites the header it sets.
+    """
+
+    def __init__(self, installation: httpx.Auth):
+        self.installation = installation
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self.installation.async_auth_flow(request)
+        outgoing = await flow.__anext__()
+        while outgoing is not request:
+            # A token request to the API first (githubkit's cache was empty or expired).
+            response = yield outgoing
+            await response.aread()
+            outgoing = await flow.asend(response)
+        token = request.headers["Authorization"].removeprefix("token ")
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        request.headers["Authorization"] = f"Basic {basic}"
+        yield request
+
+
+async def _download(
+    http: httpx.AsyncClient, href: str, headers: dict[str, Any], pointer: LfsPointer, path: str
+) -> bytes:
+    """The object's bytes, read no further than its size, checked against the pointer's SHA-256."""
+    received = bytearray()
+    async with http.stream("GET", href, headers={str(k): str(v) for k, v in headers.items()}) as response:
+        if response.status_code != 200:
+            raise InputError(f"stored in Git LFS, and its download answered {response.status_code}", path)
+        async for chunk in response.aiter_bytes():
+            received += chunk
+            if len(received) > pointer.size:
+                raise InputError("stored in Git LFS, and its download is larger than the pointer says", path)
+    if hashlib.sha256(received).hexdigest() != pointer.oid:
+        raise InputError("stored in Git LFS, and the downloaded object does not match the pointer's SHA-256", path)
+    return bytes(received)
 
 
 async def merge_base(gh: GitHub[Any], owner: str, repo: str, base: str, head: str) -> str:

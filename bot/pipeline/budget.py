@@ -6,9 +6,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.engine.graders import JUDGE_MAX_TOKENS, context_text, hallucination_messages, rubric_messages
+from bot.engine.graders import (
+    FACTUALITY_SYSTEM,
+    FACTUALITY_USER,
+    JUDGE_MAX_TOKENS,
+    context_text,
+    hallucination_messages,
+    rubric_messages,
+)
 from bot.pipeline.changes import Plan
-from bot.pipeline.config import HallucinationGrader, RubricGrader, SimilarityGrader
+from bot.pipeline.config import (
+    ClosedQaGrader,
+    FactualityGrader,
+    HallucinationGrader,
+    PromptfooAssertionGrader,
+    RubricGrader,
+    SimilarityGrader,
+    unwrapped,
+    uses_judge,
+)
 
 # Without a tokenizer per provider (tiktoken would fetch its tables from the network), a token is
 # counted as 4 characters of English text: the usual rule of thumb, within about 20% for prose.
@@ -80,21 +96,41 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
     for sp in the_plan.suites:
         repeats = sp.suite.repeats
         for _name, prompt, model in sp.variants(models or []):
-            output_tokens = prompt.spec.output_tokens
-            for case in sp.cases:
-                messages = prompt.messages(case.fields)
+            output_tokens = prompt.output_tokens
+            requests = sp.requests(prompt)
+            for case in sp.evaluated_cases:
+                if case.id not in requests:
+                    continue
+                messages = requests[case.id]
                 result.add(model, _message_tokens(messages), output_tokens, price, repeats)
                 request = messages[-1]["content"]
                 # The head's own exam, when it differs, grades the same answers again.
-                for grader in [*sp.suite.graders, *(sp.head_exam.graders if sp.head_exam else [])]:
+                for spec in [*sp.suite.graders, *(sp.head_exam.graders if sp.head_exam else [])]:
+                    grader = unwrapped(spec)
                     if isinstance(grader, RubricGrader):
-                        judged = rubric_messages(grader.criteria, request, "", case.fields)
+                        judged = rubric_messages(grader.criteria, request, "", case.fields, grader.field)
                         judge_in = _message_tokens(judged) + output_tokens
                         result.add(grader.model or judge_model, judge_in, JUDGE_MAX_TOKENS, price, repeats)
                     elif isinstance(grader, HallucinationGrader) and grader.method == "judge":
                         context = context_text(case.fields.get(grader.context_field, ""))
                         judge_in = _message_tokens(hallucination_messages(context, "")) + output_tokens
                         result.add(grader.model or judge_model, judge_in, JUDGE_MAX_TOKENS, price, repeats)
+                    elif isinstance(grader, PromptfooAssertionGrader) and grader.field not in case.fields:
+                        continue  # a promptfoo assertion slot this case's test does not have
+                    elif isinstance(grader, PromptfooAssertionGrader) and grader.embedding_model is not None:
+                        reference = str(case.fields[grader.field].get("value"))
+                        result.add(grader.embedding_model, output_tokens + _tokens(reference), 0, price, repeats)
+                    elif isinstance(grader, ClosedQaGrader | FactualityGrader | PromptfooAssertionGrader):
+                        if not uses_judge(grader):
+                            continue
+                        # The closedqa or factuality prompt (bounded by the longer), the request, the answer
+                        # and the reference or criterion.
+                        judged = [{"role": "system", "content": FACTUALITY_SYSTEM + FACTUALITY_USER + request}]
+                        reference = str(case.fields.get(grader.field) if grader.field else getattr(grader, "value", ""))
+                        judge_in = _message_tokens(judged) + output_tokens + _tokens(reference)
+                        result.add(
+                            getattr(grader, "model", None) or judge_model, judge_in, JUDGE_MAX_TOKENS, price, repeats
+                        )
                     elif isinstance(grader, SimilarityGrader):
                         reference = str(case.fields.get(grader.field, ""))
                         result.add(grader.model, output_tokens + _tokens(reference), 0, price, repeats)

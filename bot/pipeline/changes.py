@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,15 +18,18 @@ from bot.pipeline.config import (
     GraderSpec,
     HallucinationGrader,
     Limits,
-    RubricGrader,
+    PromptfooAssertionGrader,
     Suite,
     model_refusal,
     policy_values,
+    unwrapped,
+    uses_judge,
 )
 from bot.pipeline.datasets import Case, Dataset, id_field_candidates
-from bot.pipeline.files import read_config, read_dataset, read_prompt
-from bot.pipeline.prompts import Prompt, semver_key
+from bot.pipeline.files import read_config
+from bot.pipeline.prompts import Messages, Prompt, semver_key
 from bot.pipeline.source import Source
+from bot.pipeline.suites import Rendered, fields_used, read_suite, render_cases, request_key
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,27 @@ class SuitePlan:
     definition_changes: tuple[str, ...] = ()
     # The revision the exam's files (schema) are read from: the base's when the suite exists there.
     exam_ref: str = ""
+    # What each prompt sends for each case it can render (by case id), rendered once when planned.
+    head_requests: Mapping[str, Messages] = field(default_factory=dict)
+    base_requests: Mapping[str, Messages] = field(default_factory=dict)
+    # Cases whose requests are those of an earlier case (case id → that case's id): one sample, not two.
+    same_request: Mapping[str, str] = field(default_factory=dict)
+    # What the head's files ask for that evalbot does not run (a reader's notes, each with file and line).
+    not_run: tuple[str, ...] = ()
 
     @property
     def cases(self) -> tuple[Case, ...]:
-        """Every case evaluated: the head's rows, then the removed base rows."""
+        """Every case of the suite: the head's rows, then the removed base rows."""
         return self.dataset.cases + self.removed
+
+    @property
+    def evaluated_cases(self) -> tuple[Case, ...]:
+        """The cases sent to the models: each distinct request once."""
+        return tuple(case for case in self.cases if case.id not in self.same_request)
+
+    def requests(self, prompt: Prompt) -> Mapping[str, Messages]:
+        """What `prompt` (the head's or the base's) sends per case id; a case it cannot render has none."""
+        return self.head_requests if prompt is self.head_prompt else self.base_requests
 
     def definition_hash(self, judge: str) -> str:
         """sha256 of what the suite's scores mean: its `.evalbot.yml` entry, the judge and the dataset's
@@ -66,12 +86,12 @@ class SuitePlan:
     @property
     def current_model(self) -> str:
         """The suite's current model: the base prompt's, else the head's (a new suite)."""
-        return (self.base_prompt or self.head_prompt).spec.model
+        return (self.base_prompt or self.head_prompt).model
 
     def other_models(self, requested: list[str]) -> list[str]:
         """Models to run the head prompt on besides its own: the current one when the change switches
         models (old vs new, same prompt), the suite's `models:` and those requested for this run."""
-        head_model = self.head_prompt.spec.model
+        head_model = self.head_prompt.model
         candidates = list(dict.fromkeys([self.current_model, *self.suite.models, *requested]))
         if candidates == [head_model]:
             return []  # one model only: the base/head comparison says it all
@@ -79,10 +99,10 @@ class SuitePlan:
 
     def variants(self, requested: list[str]) -> list[tuple[str, Prompt, str]]:
         """Every (name, prompt, model) to evaluate: the head, the head prompt on each other model, the base."""
-        found = [("head", self.head_prompt, self.head_prompt.spec.model)]
+        found = [("head", self.head_prompt, self.head_prompt.model)]
         found += [(model, self.head_prompt, model) for model in self.other_models(requested)]
         if self.base_prompt is not None:
-            found.append(("base", self.base_prompt, self.base_prompt.spec.model))
+            found.append(("base", self.base_prompt, self.base_prompt.model))
         return found
 
 
@@ -194,6 +214,10 @@ async def plan(
 
     for suite in config.suites:
         reasons = _reasons(suite, origin_config, head_config, changed)
+        if not reasons and suite.kind != "files":
+            # A reader that follows references (promptfoo's `file://`) knows its files once it has read them.
+            discovered = await read_suite(source, head, suite, config.limits)
+            reasons = [f"{path} changed" for path in discovered.files if path in changed]
         # Naming suites adds to what changed, never hides it: a partial run must not pass the gate
         # for a suite it left out.
         if only and suite.name in only and not reasons:
@@ -219,13 +243,14 @@ async def plan(
             continue
         if suite_plan.base_prompt is not None and allowed.base_prompt is None:
             result.warnings.append(
-                f"{suite.prompt}: the base's model {suite_plan.base_prompt.spec.model!r} is not allowed by the "
-                "base's policy: the head is evaluated alone"
+                f"{suite_plan.base_prompt.path}: the base's model {suite_plan.base_prompt.model!r} is not allowed "
+                "by the base's policy: the head is evaluated alone"
             )
         suite_plan = allowed
         result.suites.append(suite_plan)
         result.warnings += suite_plan.head_prompt.warnings
-        result.warnings += _id_warnings(suite_plan)
+        result.warnings += [*suite_plan.not_run, *_id_warnings(suite_plan)]
+        result.warnings += _unused_fields(suite_plan) + _same_request_warnings(suite_plan)
         result.problems += _version_problems(suite_plan) + _unrunnable_removed(suite_plan)
     if origin_config is not None and base != head:
         for gone in origin_config.suites:
@@ -252,8 +277,35 @@ async def _origin_config(source: Source, base: str, head: str, base_config: Conf
         return base_config
 
 
+def gate_certain_to_fail(the_plan: Plan) -> list[str]:
+    """What makes `evalbot/evals` fail whatever the models answer (`evalbot validate` exits 1 for it)."""
+    if not the_plan.config.suites:
+        return [f"{CONFIG_PATH} has no suite: there is nothing to evaluate, so nothing can pass"]
+    reasons = []
+    min_cases = the_plan.config.thresholds.min_cases
+    for sp in the_plan.suites:
+        name = sp.suite.name
+        # Every grader but hallucination's feeds accuracy.
+        if all(isinstance(grader, HallucinationGrader) for grader in sp.suite.graders):
+            reasons.append(
+                f"suite {name} has no accuracy grader ({', '.join(g.type for g in sp.suite.graders) or 'none'}): "
+                "its accuracy cannot be measured, so its gate cannot pass"
+            )
+        cases = len(sp.evaluated_cases)
+        if cases < min_cases:
+            merged = f" ({len(sp.cases)} rows, identical requests counted once)" if cases != len(sp.cases) else ""
+            reasons.append(
+                f"suite {name} has {cases} cases{merged}, fewer than `thresholds.min_cases` ({min_cases}): "
+                "too few to decide anything, so its gate cannot pass"
+            )
+    return reasons
+
+
 def _reasons(suite: Suite, base_config: Config | None, head_config: Config, changed: list[str]) -> list[str]:
-    reasons = [f"{path} changed" for path in suite.paths() if path in changed]
+    watched = set(suite.watch) - {suite.prompt, suite.dataset}
+    reasons = [
+        f"{path} changed" + (" (watched)" if path in watched else "") for path in suite.paths() if path in changed
+    ]
     base_suite = base_config.counterpart(suite) if base_config else None
     if base_suite is None:
         reasons.append("new suite")
@@ -273,61 +325,48 @@ async def _load_suite(
     reasons: tuple[str, ...],
     limits: Limits,
 ) -> SuitePlan:
-    # Both files are read whatever the other holds: one bad file must not hide the other's problems.
-    errors: list[InputError] = []
-    head_prompt = dataset = None
-    try:
-        head_prompt = await read_prompt(source, head, suite.prompt, limits)
-        if head_prompt is None:
-            errors.append(InputError(f"prompt file of suite {suite.name!r} does not exist", suite.prompt))
-    except InputError as exc:
-        errors.append(exc)
-    try:
-        dataset = await read_dataset(source, head, suite.dataset, limits, id_field=suite.id_field)
-        if dataset is None:
-            errors.append(InputError(f"dataset of suite {suite.name!r} does not exist", suite.dataset))
-        elif not dataset.cases:
-            errors.append(InputError(f"dataset of suite {suite.name!r} has no rows", suite.dataset))
-    except InputError as exc:
-        errors.append(exc)
-
-    base_prompt = None
+    # Every file is read whatever the others hold: one bad file must not hide another's problems.
+    head_input = await read_suite(source, head, suite, limits)
+    head_prompt, dataset = head_input.prompt, head_input.dataset
+    if head_input.errors or head_prompt is None or dataset is None:
+        raise InputErrors(list(head_input.errors) or [InputError(f"suite {suite.name!r} cannot be read")])
+    base_input = None
     if base != head:
-        try:
-            base_prompt = await read_prompt(source, base, (base_suite or suite).prompt, limits)
-        except InputError:
-            # A broken base prompt is what a pull request may be fixing: evaluate the head alone.
-            base_prompt = None
-
-    for prompt in filter(None, (head_prompt, base_prompt)):
-        for case in dataset.cases if dataset is not None else ():
-            missing = prompt.missing_fields(case.fields)
-            if missing:
-                which = "base" if prompt is base_prompt else "head"
-                errors.append(
-                    InputError(
-                        f"row {case.id!r} has no field {', '.join(missing)} for the {which} prompt's placeholders",
-                        suite.dataset,
-                        case.line,
-                        case.row,
-                    )
-                )
-    if errors or head_prompt is None or dataset is None:
-        raise InputErrors(errors)
-    base_dataset = None
-    if base != head:
-        with contextlib.suppress(InputError):  # a broken base dataset is what the change may fix
-            # The head's id_field names the base's rows too, so that cases pair up.
-            base_dataset = await read_dataset(
-                source, base, (base_suite or suite).dataset, limits, id_field=suite.id_field
-            )
+        # The head's id_field names the base's rows too, so that cases pair up. A broken base file is
+        # what a pull request may be fixing: what cannot be read there is left out.
+        base_input = await read_suite(
+            source, base, (base_suite or suite).model_copy(update={"id_field": suite.id_field}), limits
+        )
+    base_prompt = base_input.prompt if base_input is not None else None
+    base_dataset = base_input.dataset if base_input is not None else None
+    if head_input.graders is not None:
+        suite = suite.model_copy(update={"graders": list(head_input.graders)})
+    if head_input.models:
+        suite = suite.model_copy(update={"models": list(dict.fromkeys([*suite.models, *head_input.models]))})
+    if base_suite is not None and base_input is not None and base_input.graders is not None:
+        base_suite = base_suite.model_copy(update={"graders": list(base_input.graders)})
     removed: tuple[Case, ...] = ()
     if base_suite is not None and base_dataset is not None:
         kept = {case.id for case in dataset.cases}
         removed = tuple(c for c in base_dataset.cases if c.id not in kept)
+    cases = dataset.cases + removed
+
+    async def render(prompt: Prompt, which: str) -> Rendered:
+        rows = await asyncio.to_thread(render_cases, prompt, dataset.cases, dataset.path, which)
+        # Removed base rows a prompt cannot render are a plan problem (`_unrunnable_removed`), not an input error.
+        gone = await asyncio.to_thread(render_cases, prompt, removed, dataset.path, which)
+        return Rendered({**rows.requests, **gone.requests}, rows.errors)
+
+    head_rendered = await render(head_prompt, "head " if base_prompt is not None else "")
+    base_rendered = await render(base_prompt, "base ") if base_prompt is not None else Rendered()
+    errors = head_rendered.errors + base_rendered.errors
+    errors += _static_errors(suite, head_prompt, dataset)
+    if errors:
+        raise InputErrors(errors)
+    exam_suite = suite.with_exam_of(base_suite) if base_suite is not None else suite
     return SuitePlan(
         # The base grades a suite it knows: a pull request cannot set its own exam.
-        suite=suite.with_exam_of(base_suite) if base_suite is not None else suite,
+        suite=exam_suite.model_copy(update={"graders": exam_suite.reference_graders()}),
         head_prompt=head_prompt,
         base_prompt=base_prompt,
         dataset=dataset,
@@ -335,20 +374,56 @@ async def _load_suite(
         removed=removed,
         base_dataset=base_dataset,
         exam_ref=base if base_suite is not None else head,
+        head_requests=head_rendered.requests,
+        base_requests=base_rendered.requests,
+        same_request=_same_requests(cases, head_rendered.requests, base_rendered.requests if base_prompt else None),
+        not_run=head_input.not_run,
     )
 
 
+def _static_errors(suite: Suite, prompt: Prompt, dataset: Dataset) -> list[InputError]:
+    """A prompt that reads no row field sends one request, whatever the rows: unless the suite says it is
+    static, that is a mistake (a `{{var}}` written for another template format, say)."""
+    if suite.static or len(dataset.cases) < 2:
+        return []
+    fields = {name for case in dataset.cases for name in case.fields}
+    if set(prompt.variables) & fields:
+        return []
+    uses = ", ".join(prompt.variables) or "no variable"
+    message = (
+        f"the prompt uses {uses} and no field of the rows ({', '.join(sorted(fields)[:12])}), so all "
+        f"{len(dataset.cases)} rows would send the same request: write the fields as its template format "
+        "does, or set `static: true` on the suite if that is meant"
+    )
+    return [InputError(message, prompt.path)]
+
+
+def _same_requests(
+    cases: tuple[Case, ...], head: Mapping[str, Messages], base: Mapping[str, Messages] | None
+) -> dict[str, str]:
+    """Each case whose requests (head's and base's) equal an earlier case's, mapped to that case."""
+    first: dict[str, str] = {}
+    same = {}
+    for case in cases:
+        if case.id not in head:
+            continue
+        key = request_key(head[case.id], None if base is None else base.get(case.id))
+        if key in first:
+            same[case.id] = first[key]
+        else:
+            first[key] = case.id
+    return same
+
+
 def _unrunnable_removed(suite_plan: SuitePlan) -> list[str]:
-    """Removed rows the prompts cannot be filled from: they cannot be evaluated, so the gate fails."""
+    """Removed rows a prompt cannot render: they cannot be evaluated, so the gate fails."""
     problems = []
     for case in suite_plan.removed:
         for prompt in filter(None, (suite_plan.head_prompt, suite_plan.base_prompt)):
-            missing = prompt.missing_fields(case.fields)
-            if missing:
+            if case.id not in suite_plan.requests(prompt):
                 problems.append(
-                    f"row {case.id!r} that this change removes from {suite_plan.dataset.path} has no field "
-                    f"{', '.join(missing)} for {prompt.path}: it cannot be evaluated, so removing it needs "
-                    "a lead's approval with a reason"
+                    f"row {case.id!r} that this change removes from {suite_plan.dataset.path} cannot be rendered "
+                    f"by {prompt.path}: it cannot be evaluated, so removing it needs a lead's approval with a reason"
                 )
                 break
     return problems
@@ -356,11 +431,7 @@ def _unrunnable_removed(suite_plan: SuitePlan) -> list[str]:
 
 def _uses_judge(graders: list[GraderSpec]) -> bool:
     """Whether a grader falls back on the config's `judge` (a judge-graded grader with no `model:`)."""
-    return any(
-        (isinstance(g, RubricGrader) and g.model is None)
-        or (isinstance(g, HallucinationGrader) and g.model is None and g.method == "judge")
-        for g in graders
-    )
+    return any(uses_judge(g) and getattr(unwrapped(g), "model", None) is None for g in graders)
 
 
 def _describe(grader: GraderSpec) -> str:
@@ -405,6 +476,33 @@ def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: s
     return changes
 
 
+def _unused_fields(suite_plan: SuitePlan) -> list[str]:
+    """Row fields that neither prompt nor any grader reads: often a reference answer under a name no
+    grader looks at (`ideal`, `label`), which would leave the answers ungraded."""
+    prompts = [p for p in (suite_plan.head_prompt, suite_plan.base_prompt) if p is not None]
+    used = fields_used([name for p in prompts for name in p.variables], suite_plan.suite.graders)
+    used |= {suite_plan.dataset.id_field, "category", *(name for p in prompts for name in p.defaults)}
+    fields = dict.fromkeys(name for case in suite_plan.dataset.cases for name in case.fields)
+    unused = [name for name in fields if name not in used]
+    if not unused:
+        return []
+    return [
+        f"{suite_plan.dataset.path}: fields no prompt or grader of suite {suite_plan.suite.name} reads: "
+        f"{', '.join(unused)}"
+    ]
+
+
+def _same_request_warnings(suite_plan: SuitePlan) -> list[str]:
+    if not suite_plan.same_request:
+        return []
+    pairs = [f"{case} = {first}" for case, first in list(suite_plan.same_request.items())[:10]]
+    more = len(suite_plan.same_request) - len(pairs)
+    return [
+        f"{suite_plan.dataset.path}: {len(suite_plan.same_request)} rows send the same request as an earlier row "
+        f"({', '.join(pairs)}{f', and {more} more' if more else ''}): each request is evaluated and counted once"
+    ]
+
+
 def _id_warnings(suite_plan: SuitePlan) -> list[str]:
     dataset = suite_plan.dataset
     if not dataset.hashed_ids:
@@ -428,27 +526,37 @@ def _apply_model_policy(
     beside it when it differs."""
     allowed = config.allowed_models
     base_prompt = suite_plan.base_prompt
-    if base_prompt is not None and model_refusal(base_prompt.spec.model, allowed) is not None:
+    if base_prompt is not None and model_refusal(base_prompt.model, allowed) is not None:
         # What the base calls is what a pull request may be moving away from: evaluate the head alone.
         suite_plan = dataclasses.replace(suite_plan, base_prompt=None)
     suite = head_suite
     index = head_config.suites.index(suite) if suite in head_config.suites else None
     at: list[str | int] = ["suites", index] if index is not None else []
     head_prompt = suite_plan.head_prompt
-    found: list[tuple[str, str, int | None]] = [(head_prompt.spec.model, head_prompt.path, head_prompt.model_line)]
+    found: list[tuple[str, str, int | None]] = [(head_prompt.model, head_prompt.path, head_prompt.model_line)]
+    if suite.model is not None:
+        # The suite's `model:` is what the prompt is sent to: name its line in .evalbot.yml.
+        found = [(suite.model, CONFIG_PATH, head_config.line([*at, "model"]))]
     found += [(m, CONFIG_PATH, head_config.line([*at, "models", i])) for i, m in enumerate(suite.models)]
+    # Models the suite's files name besides (promptfoo's other providers), at those files.
+    found += [(m, head_prompt.path, None) for m in suite_plan.suite.models if m not in suite.models]
     base_judge = (config.judge, base_config.line(["judge"]) if base_config else None)
     # (grader, the judge it falls back on with its line, the line of its own `model:`)
+    # The exam's graders, when it differs from the head's own, or when the suite's files define them
+    # (promptfoo's assertions, whose judge and embedding models are the base's).
     graders: list[tuple[GraderSpec, tuple[str, int | None], int | None]] = [
-        (grader, base_judge, None) for grader in suite_plan.suite.graders if suite_plan.head_exam is not None
+        (grader, base_judge, None)
+        for grader in suite_plan.suite.graders
+        if suite_plan.head_exam is not None or isinstance(grader, PromptfooAssertionGrader)
     ]
     head_judge = (head_config.judge, head_config.line(["judge"])) if suite_plan.head_exam is not None else base_judge
     graders += [(g, head_judge, head_config.line([*at, "graders", i, "model"])) for i, g in enumerate(suite.graders)]
     for grader, (judge, judge_line), line in graders:
-        model = getattr(grader, "model", None)
+        inner = unwrapped(grader)
+        model = inner.embedding_model if isinstance(inner, PromptfooAssertionGrader) else getattr(inner, "model", None)
         if model is not None:
             found.append((model, CONFIG_PATH, line))
-        elif isinstance(grader, RubricGrader) or (isinstance(grader, HallucinationGrader) and grader.method == "judge"):
+        elif uses_judge(grader):
             found.append((judge, CONFIG_PATH, judge_line))
     errors = []
     for model, path, line in found:
@@ -460,12 +568,10 @@ def _apply_model_policy(
 
 def _version_problems(suite_plan: SuitePlan) -> list[str]:
     base, head = suite_plan.base_prompt, suite_plan.head_prompt
-    if base is None or base.spec.content() == head.spec.content():
+    # Only evalbot's own format carries a version; other formats are compared by their content alone.
+    if base is None or head.version is None or base.version is None or base.content == head.content:
         return []
-    if semver_key(head.spec.version) > semver_key(base.spec.version):
+    if semver_key(head.version) > semver_key(base.version):
         return []
-    message = (
-        f"changed without a version bump: version {head.spec.version} must be higher than the base's "
-        f"{base.spec.version}"
-    )
+    message = f"changed without a version bump: version {head.version} must be higher than the base's {base.version}"
     return [Problem(f"{head.path} {message}", head.path, head.version_line, message)]

@@ -85,6 +85,29 @@ class Variant:
         self.metrics = variant_metrics(self.results)
 
 
+@dataclass(frozen=True)
+class AssertionCount:
+    """One grader's verdicts over a variant's answers, counted as promptfoo counts an assertion's: one
+    per answer it judged (an answer per test, prompt and provider), `errors` among the failures."""
+
+    name: str
+    passed: int
+    judged: int
+    errors: int
+
+
+def assertion_counts(results: Sequence[CaseResult]) -> list[AssertionCount]:
+    """Per grader name, in order of first appearance: how many answers it passed, judged, and erred on."""
+    counts: dict[str, list[int]] = {}
+    for result in results:
+        for grade in result.grades:
+            entry = counts.setdefault(grade.grader, [0, 0, 0])
+            entry[0] += grade.passed is True
+            entry[1] += 1
+            entry[2] += grade.passed is None
+    return [AssertionCount(name, *entry) for name, entry in counts.items()]
+
+
 @dataclass
 class SuiteReport:
     name: str
@@ -115,6 +138,9 @@ class SuiteReport:
     regression_lines: dict[str, int] = field(default_factory=dict)
     # sha256 of the exam (see SuitePlan.definition_hash): scores with different hashes are not comparable.
     definition_hash: str = ""
+    # Per assertion (promptfoo suites): passes in head and base, to check against `promptfoo eval`.
+    assertions_head: list[AssertionCount] = field(default_factory=list)
+    assertions_base: list[AssertionCount] = field(default_factory=list)
 
     @property
     def inconclusive(self) -> list[MetricRow]:

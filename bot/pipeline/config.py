@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from bot.pipeline.source import path_problem
+from bot.pipeline.templates import TemplateFormat
 from bot.pipeline.yamlio import line_of, load_yaml, validate_model
 
 CONFIG_PATH = ".evalbot.yml"
@@ -114,6 +115,19 @@ class ContainsGrader(_Strict):
     type: Literal["contains"]
     field: str = "expected"
     ignore_case: bool = True
+    # A list in the row: every item must be in the answer ("all"), or one of them ("any").
+    match: Literal["all", "any"] = "all"
+
+
+class StartsWithGrader(_Strict):
+    type: Literal["starts_with"]
+    field: str = "expected"
+    ignore_case: bool = False
+
+
+class FuzzyMatchGrader(_Strict):
+    type: Literal["fuzzy_match"]
+    field: str = "expected"
 
 
 class RegexGrader(_Strict):
@@ -161,15 +175,20 @@ class JsonSchemaGrader(_Strict):
 class RubricGrader(_Strict):
     type: Literal["rubric"]
     criteria: list[str] = Field(min_length=1)
+    # The row field shown to the judge as the reference answer, when a row has one.
+    field: str = "expected"
     pass_score: float = Field(default=7.0, ge=0, le=10)
     model: str | None = None
+
+
+DEFAULT_EMBEDDING_MODEL = "openai/text-embedding-3-small"
 
 
 class SimilarityGrader(_Strict):
     type: Literal["similarity"]
     field: str = "expected"
     threshold: float = Field(default=0.8, ge=-1, le=1)
-    model: str = "openai/text-embedding-3-small"
+    model: str = DEFAULT_EMBEDDING_MODEL
 
 
 class HallucinationGrader(_Strict):
@@ -179,16 +198,160 @@ class HallucinationGrader(_Strict):
     model: str | None = None
 
 
+class _ValueOrField(_Strict):
+    """A grader whose reference is inline (`value`/`values`) or each row's `field`, exactly one."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _ValueOrField:
+        inline = getattr(self, "values", getattr(self, "value", None))
+        if (inline is None) == (getattr(self, "field", None) is None):
+            raise ValueError(f"a {getattr(self, 'type', '')} grader takes exactly one of an inline value or `field`")
+        return self
+
+
+class ContainsAnyGrader(_ValueOrField):
+    type: Literal["contains_any"]
+    values: list[str] | None = Field(default=None, min_length=1)
+    field: str | None = None
+    ignore_case: bool = False
+
+
+class ContainsAllGrader(_ValueOrField):
+    type: Literal["contains_all"]
+    values: list[str] | None = Field(default=None, min_length=1)
+    field: str | None = None
+    ignore_case: bool = False
+
+
+def _check_schema(schema: dict[str, Any] | None) -> None:
+    if schema is None:
+        return
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+
+
+class IsJsonGrader(_Strict):
+    type: Literal["is_json"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> IsJsonGrader:
+        _check_schema(self.schema_)
+        return self
+
+
+class ContainsJsonGrader(_Strict):
+    type: Literal["contains_json"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> ContainsJsonGrader:
+        _check_schema(self.schema_)
+        return self
+
+
+class LevenshteinGrader(_ValueOrField):
+    type: Literal["levenshtein"]
+    value: str | None = None
+    field: str | None = None
+    max_distance: int = Field(default=5, ge=0)
+
+
+class LatencyGrader(_Strict):
+    type: Literal["latency"]
+    max_ms: float = Field(gt=0)
+
+
+class CostGrader(_Strict):
+    type: Literal["cost"]
+    max_usd: float = Field(ge=0)
+
+
+class ClosedQaGrader(_ValueOrField):
+    type: Literal["closed_qa"]
+    value: str | None = Field(default=None, min_length=1)
+    field: str | None = None
+    model: str | None = None
+
+
+class FactualityGrader(_Strict):
+    type: Literal["factuality"]
+    field: str = "expected"
+    model: str | None = None
+
+
+# promptfoo assertions graded by the judge model.
+PROMPTFOO_JUDGED = frozenset({"llm-rubric", "model-graded-closedqa", "factuality", "model-graded-factuality"})
+
+
+class PromptfooAssertionGrader(_Strict):
+    """One promptfoo assertion slot (a promptfoo suite's graders): each row's `field` holds its test's
+    value and threshold for it; a row without that field is not judged by it."""
+
+    type: Literal["promptfoo_assertion"]
+    assertion: str = Field(min_length=1)
+    field: str = Field(min_length=1)
+
+    @property
+    def embedding_model(self) -> str | None:
+        """The embedding model `similar` calls (None for other assertions)."""
+        similar = self.assertion.removeprefix("not-") in {"similar", "similar:cosine"}
+        return DEFAULT_EMBEDDING_MODEL if similar else None
+
+
+class NotGrader(_Strict):
+    """Passes when `grader` fails (promptfoo's `not-` forms)."""
+
+    type: Literal["not"]
+    grader: GraderSpec
+
+
 GraderSpec = Annotated[
     EqualsGrader
     | ContainsGrader
+    | StartsWithGrader
+    | FuzzyMatchGrader
     | RegexGrader
     | JsonSchemaGrader
     | RubricGrader
     | SimilarityGrader
-    | HallucinationGrader,
+    | HallucinationGrader
+    | ContainsAnyGrader
+    | ContainsAllGrader
+    | IsJsonGrader
+    | ContainsJsonGrader
+    | LevenshteinGrader
+    | LatencyGrader
+    | CostGrader
+    | ClosedQaGrader
+    | FactualityGrader
+    | PromptfooAssertionGrader
+    | NotGrader,
     Field(discriminator="type"),
 ]
+NotGrader.model_rebuild()
+
+
+def unwrapped(grader: GraderSpec) -> GraderSpec:
+    """The grader a `not` grader inverts (itself for any other)."""
+    while isinstance(grader, NotGrader):
+        grader = grader.grader
+    return grader
+
+
+def uses_judge(grader: GraderSpec) -> bool:
+    """Whether the grader calls a judge model (its own `model:`, else the config's `judge`)."""
+    inner = unwrapped(grader)
+    if isinstance(inner, PromptfooAssertionGrader):
+        return inner.assertion.removeprefix("not-") in PROMPTFOO_JUDGED
+    return isinstance(inner, RubricGrader | ClosedQaGrader | FactualityGrader) or (
+        isinstance(inner, HallucinationGrader) and inner.method == "judge"
+    )
 
 
 Severity = Literal["fail", "warn", "off"]
@@ -238,13 +401,39 @@ class Limits(_Strict):
 
 
 # The fields of a suite that define its exam (DESIGN.md §6, trust model).
-EXAM_FIELDS = frozenset({"graders", "repeats", "schema_", "training_data", "data_gates"})
+EXAM_FIELDS = frozenset({"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field"})
+# Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
+REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
+
+
+class PromptParams(_Strict):
+    """Call parameters for a prompt file that carries none (plain text) or a suite with no prompt file."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 class Suite(_Strict):
     name: str = Field(min_length=1)
-    prompt: str
-    dataset: str
+    # evalbot's prompt YAML, a .prompty file, a LangChain prompt (YAML/JSON) or a plain .txt/.md/.j2 file.
+    # None: each row's `input` (a chat list or a text) is the request, as in OpenAI-evals samples.
+    prompt: str | None = None
+    dataset: str | None = None
+    # The prompt, rows and graders come from this promptfoo config, read in place.
+    promptfoo: str | None = None
+    # How a plain-text prompt (or a prompt file that does not say) writes its variables.
+    template_format: TemplateFormat | None = None
+    # The row field holding the reference answer (`ideal`, `label`, ...): graders comparing with a
+    # reference and leaving `field:` unset use it. None: `expected`.
+    expected_field: str | None = Field(default=None, min_length=1)
+    # Files the app loads besides the prompt (a retrieval config, a tool schema, the code that builds
+    # the prompt): a change to any of them makes the suite affected.
+    watch: list[str] = Field(default_factory=list)
+    # The prompt reads no row field on purpose (every row sends the same request).
+    static: bool = False
+    # The model, for a plain-text prompt or a suite without a prompt file; overrides a Prompty file's.
+    model: str | None = Field(default=None, min_length=1)
+    params: PromptParams = Field(default_factory=PromptParams)
     # The row field holding each case's id (a missing or repeated one is an input error). Unset: rows'
     # `id`, else a hash of the row. It names cases, so it is the head's, like `dataset`.
     id_field: str | None = Field(default=None, min_length=1)
@@ -255,7 +444,7 @@ class Suite(_Strict):
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)
 
-    @field_validator("prompt", "dataset", "schema_", "training_data")
+    @field_validator("prompt", "dataset", "schema_", "training_data", "promptfoo")
     @classmethod
     def _inside_the_repository(cls, path: str | None) -> str | None:
         problem = None if path is None else path_problem(path)
@@ -263,13 +452,53 @@ class Suite(_Strict):
             raise ValueError(f"must be a path inside the repository, like evals/cases.jsonl: {problem}")
         return path
 
+    @field_validator("watch")
+    @classmethod
+    def _watched_inside_the_repository(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            problem = path_problem(path)
+            if problem is not None:
+                raise ValueError(f"{path!r} must be a path inside the repository, like app/tools.py: {problem}")
+        return paths
+
+    @model_validator(mode="after")
+    def _what_to_run(self) -> Suite:
+        if self.promptfoo is not None:
+            given = [key for key in ("prompt", "dataset", "model") if getattr(self, key) is not None]
+            if given:
+                raise ValueError(
+                    f"a promptfoo suite takes its prompts, tests and providers from that file: drop {given[0]}"
+                )
+        elif self.dataset is None:
+            raise ValueError("a suite needs `dataset` (or `promptfoo`)")
+        elif self.prompt is None and self.model is None:
+            raise ValueError("a suite without `prompt` sends each row's `input` as it is, and needs `model`")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which reader turns this suite's files into a prompt and rows (`bot.pipeline.suites.READERS`)."""
+        return "promptfoo" if self.promptfoo is not None else "files"
+
     def paths(self) -> list[str]:
-        """The repository files this suite is made of."""
-        return [p for p in (self.prompt, self.dataset, self.schema_, self.training_data) if p]
+        """The repository files this suite is made of (a reader may read more, e.g. promptfoo's `file://`)."""
+        named = (self.prompt, self.dataset, self.schema_, self.training_data, self.promptfoo, *self.watch)
+        return list(dict.fromkeys(p for p in named if p))
 
     def with_exam_of(self, other: Suite) -> Suite:
         """This suite's prompt and dataset, graded as `other` grades."""
         return self.model_copy(update={name: getattr(other, name) for name in EXAM_FIELDS})
+
+    def reference_graders(self) -> list[GraderSpec]:
+        """`graders:` with each reference grader's unset `field:` set to `expected_field`."""
+        if self.expected_field is None:
+            return list(self.graders)
+        return [
+            g.model_copy(update={"field": self.expected_field})
+            if g.type in REFERENCE_GRADERS and "field" not in g.model_fields_set
+            else g
+            for g in self.graders
+        ]
 
 
 # A team's slug as GitHub makes it from the team's name: lower case, runs of anything else one "-".
@@ -321,7 +550,9 @@ class Config(_Strict):
     def counterpart(self, suite: Suite) -> Suite | None:
         """This config's version of another revision's `suite`: by name, else (a rename) by dataset, else
         by prompt path, so a renamed suite keeps its exam and data gates."""
-        for key in ("name", "dataset", "prompt"):
+        for key in ("name", "dataset", "prompt", "promptfoo"):
+            if getattr(suite, key) is None:
+                continue
             found = next((s for s in self.suites if getattr(s, key) == getattr(suite, key)), None)
             if found is not None:
                 return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -10,7 +11,8 @@ from bot.engine import drift
 from bot.errors import InputError
 from bot.pipeline.config import DataGates, Severity
 from bot.pipeline.datasets import Case, Dataset, parse_dataset
-from bot.pipeline.prompts import Prompt, fill
+from bot.pipeline.prompts import Prompt
+from bot.pipeline.templates import TemplateError
 from bot.pipeline.yamlio import load_yaml
 
 # Shown in full; the rest are counted (a report has to fit in a check run).
@@ -346,8 +348,8 @@ def _contamination(head: Dataset, prompt: Prompt, path: str, text: str) -> list[
 
 def _inputs(case: Case, prompt: Prompt) -> set[str]:
     """What a row puts before the model: the rendered user prompt, and its template fields' values."""
-    values = [_text(case.fields[name]) for name in prompt.placeholders if case.fields.get(name) not in (None, "")]
+    values = [_text(case.fields[name]) for name in prompt.variables if case.fields.get(name) not in (None, "")]
     inputs = {"\n".join(values)} if values else set()
-    if not prompt.missing_fields(case.fields):
-        inputs.add(fill(prompt.spec.user_prompt_template, case.fields))
+    with contextlib.suppress(TemplateError):  # a row the prompt cannot render is an input error of the plan
+        inputs.add(prompt.render(case.fields)[-1]["content"])
     return {i for i in inputs if i.strip()}

@@ -1,4 +1,4 @@
-"""The one way the pipeline reads a repository file: path rules, size cap, LFS pointers, parsing off the loop."""
+"""The one way the pipeline reads a repository file: path rules, size cap, LFS objects, parsing off the loop."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import asyncio
 from bot.errors import InputError
 from bot.pipeline.config import CONFIG_PATH, Config, Limits, parse_config
 from bot.pipeline.datasets import Dataset, parse_dataset
-from bot.pipeline.prompts import Prompt, parse_prompt
-from bot.pipeline.source import Source
-
-# The first line of every Git LFS pointer file (git-lfs spec v1).
-LFS_POINTER = "version https://git-lfs.github.com/spec/v1"
+from bot.pipeline.source import LFS_POINTER, Source
 
 
 async def read_file(source: Source, ref: str, path: str, limits: Limits) -> str | None:
@@ -27,14 +23,11 @@ async def read_file(source: Source, ref: str, path: str, limits: Limits) -> str 
         InputError: for a path outside the repository, a directory, symbolic link or submodule, a
             file over `max_file_mb`, or a Git LFS pointer.
     """
-    # Every Source refuses a path outside the repository itself (config validation did too).
+    # Every Source refuses a path outside the repository itself (config validation did too), and
+    # reads a Git LFS file's object; a pointer left is a source that could not, never parsed as data.
     text = await source.read_text(ref, path, limits.max_file_bytes)
     if text is not None and text.startswith(LFS_POINTER):
-        raise InputError(
-            "stored in Git LFS: evalbot reads files from the repository and cannot read LFS content "
-            "(commit the file itself)",
-            path,
-        )
+        raise InputError("stored in Git LFS, and its object could not be read (the pointer is all there is)", path)
     return text
 
 
@@ -42,12 +35,6 @@ async def read_config(source: Source, ref: str) -> Config | None:
     """`.evalbot.yml` at `ref`, or None when there is none; read under the default limits (it sets them)."""
     text = await read_file(source, ref, CONFIG_PATH, Limits())
     return None if text is None else await asyncio.to_thread(parse_config, text)
-
-
-async def read_prompt(source: Source, ref: str, path: str, limits: Limits) -> Prompt | None:
-    """The prompt file at `ref`, or None when it does not exist there; parsed off the event loop."""
-    text = await read_file(source, ref, path, limits)
-    return None if text is None else await asyncio.to_thread(parse_prompt, text, path)
 
 
 async def read_dataset(

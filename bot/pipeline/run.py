@@ -17,21 +17,35 @@ from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_v
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, SpendCaps, estimate
 from bot.pipeline.changes import Plan, PolicyChange, SuitePlan, plan
-from bot.pipeline.compare import SuiteReport, Variant, compare_suite
+from bot.pipeline.compare import SuiteReport, Variant, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
+    ClosedQaGrader,
     Config,
+    ContainsAllGrader,
+    ContainsAnyGrader,
     ContainsGrader,
+    ContainsJsonGrader,
+    CostGrader,
     EqualsGrader,
+    FactualityGrader,
+    FuzzyMatchGrader,
     GraderSpec,
     HallucinationGrader,
+    IsJsonGrader,
     JsonSchemaGrader,
+    LatencyGrader,
+    LevenshteinGrader,
+    NotGrader,
+    PromptfooAssertionGrader,
     RegexGrader,
     RubricGrader,
     SimilarityGrader,
+    StartsWithGrader,
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
+from bot.pipeline.formats.promptfoo import assertion_grader
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -186,33 +200,59 @@ def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str)
             case EqualsGrader():
                 built.append(g.equals(spec.field, spec.ignore_case))
             case ContainsGrader():
-                built.append(g.contains(spec.field, spec.ignore_case))
+                built.append(g.contains(spec.field, spec.ignore_case, spec.match))
+            case StartsWithGrader():
+                built.append(g.starts_with(spec.field, spec.ignore_case))
+            case FuzzyMatchGrader():
+                built.append(g.fuzzy_match(spec.field))
             case RegexGrader():
                 built.append(g.regex(spec.pattern, spec.field, spec.ignore_case))
             case JsonSchemaGrader():
                 built.append(g.json_schema(spec.schema_))
             case RubricGrader():
-                built.append(g.rubric(judge, spec.model or judge_model, spec.criteria, spec.pass_score))
+                built.append(g.rubric(judge, spec.model or judge_model, spec.criteria, spec.pass_score, spec.field))
             case SimilarityGrader():
                 built.append(g.similarity(judge, spec.model, spec.field, spec.threshold))
             case HallucinationGrader():
                 built.append(g.hallucination(judge, spec.model or judge_model, spec.context_field, spec.method))
+            case ContainsAnyGrader() | ContainsAllGrader():
+                mode: Literal["any", "all"] = "any" if isinstance(spec, ContainsAnyGrader) else "all"
+                built.append(g.contains_texts(spec.values, spec.field, mode, spec.ignore_case))
+            case IsJsonGrader():
+                built.append(g.is_json(spec.schema_))
+            case ContainsJsonGrader():
+                built.append(g.contains_json(spec.schema_))
+            case LevenshteinGrader():
+                built.append(g.levenshtein(spec.value, spec.field, spec.max_distance))
+            case LatencyGrader():
+                built.append(g.latency(spec.max_ms))
+            case CostGrader():
+                built.append(g.cost(spec.max_usd))
+            case ClosedQaGrader():
+                built.append(g.closed_qa(judge, spec.model or judge_model, spec.value, spec.field))
+            case FactualityGrader():
+                built.append(g.factuality(judge, spec.model or judge_model, spec.field))
+            case PromptfooAssertionGrader():
+                built.append(assertion_grader(spec, judge, judge_model))
+            case NotGrader():
+                built += [g.negate(inner) for inner in build_graders([spec.grader], judge, judge_model)]
     return built
 
 
 def _cases(prompt: Prompt, suite_plan: SuitePlan) -> list[CaseInput]:
-    # Removed rows a prompt cannot be filled from are a plan problem (the gate fails): skip them here.
-    cases = [c for c in suite_plan.cases if not prompt.missing_fields(c.fields)]
-    return [CaseInput(c.id, c.category, c.fields, prompt.messages(c.fields)) for c in cases]
+    # Each distinct request once (a repeated one is one sample); removed rows a prompt cannot render are
+    # a plan problem (the gate fails): skipped here.
+    requests = suite_plan.requests(prompt)
+    cases = [c for c in suite_plan.evaluated_cases if c.id in requests]
+    return [CaseInput(c.id, c.category, c.fields, requests[c.id]) for c in cases]
 
 
 def _without_model(prompt: Prompt) -> dict[str, Any]:
-    return {k: v for k, v in prompt.spec.content().items() if k != "model"}
+    return {k: v for k, v in prompt.content.items() if k != "model"}
 
 
 def _spec(name: str, prompt: Prompt, model: str) -> VariantSpec:
-    s = prompt.spec
-    return VariantSpec(name, model, s.temperature, s.output_tokens, s.tools)
+    return VariantSpec(name, model, prompt.temperature, prompt.output_tokens, prompt.tools)
 
 
 async def evaluate(source: Source, base: str, head: str, options: RunOptions | None = None) -> Report:
@@ -297,7 +337,7 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
     results = []
     for sp in the_plan.suites:
         suite = sp.suite
-        data_paths = [path for path in suite.paths() if path != suite.prompt]
+        data_paths = [path for path in (suite.dataset, suite.schema_, suite.training_data) if path]
         if base is not None and not any(path in the_plan.changed_paths for path in data_paths):
             continue
         base_dataset = sp.base_dataset if base is not None else None
@@ -355,7 +395,7 @@ async def _run_suites(
     config: Config = the_plan.config
 
     started = time.perf_counter()
-    total = sum(len(sp.cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
+    total = sum(len(sp.evaluated_cases) * sp.suite.repeats * len(sp.variants(options.models)) for sp in the_plan.suites)
     done = cached = passed = 0
 
     def progress(result: CaseResult) -> None:
@@ -376,7 +416,7 @@ async def _run_suites(
         async def variant(name: str, prompt: Prompt, model: str) -> Variant:
             spec = _spec(name, prompt, model)
             results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
-            return Variant(name, prompt.spec.version, model, results)
+            return Variant(name, prompt.revision, model, results)
 
         others = sp.other_models(options.models)
         head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))
@@ -384,6 +424,9 @@ async def _run_suites(
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
+        if any(isinstance(spec, PromptfooAssertionGrader) for spec in sp.suite.graders):
+            report.assertions_head = assertion_counts(head_variant.results)
+            report.assertions_base = assertion_counts(base_variant.results) if base_variant is not None else []
         report.removed_cases = [case.id for case in sp.removed]
         regressed = {flip.case_id for flip in report.regressions}
         report.dataset = sp.dataset.path
@@ -392,14 +435,14 @@ async def _run_suites(
             report.head_definition = await under_head_exam(sp, base_variant, head_variant)
         if others:
             reference = sp.current_model
-            variants = {**model_variants, sp.head_prompt.spec.model: head_variant}
-            ordered = {m: variants[m] for m in [reference, *others, sp.head_prompt.spec.model] if m in variants}
+            variants = {**model_variants, sp.head_prompt.model: head_variant}
+            ordered = {m: variants[m] for m in [reference, *others, sp.head_prompt.model] if m in variants}
             report.models = compare_models(reference, ordered, config.thresholds.accuracy_drop_pp)
-        if sp.base_prompt is not None and base_variant is not None and sp.base_prompt.spec.model != head_variant.model:
+        if sp.base_prompt is not None and base_variant is not None and sp.base_prompt.model != head_variant.model:
             # A model change: the seed's rule replaces the thresholds — fail only when the new model is
             # worse on every metric; the trade-off goes to a lead through evalbot/approval either way.
-            old = model_variants.get(sp.base_prompt.spec.model, base_variant)
-            report.model_change = (sp.base_prompt.spec.model, head_variant.model)
+            old = model_variants.get(sp.base_prompt.model, base_variant)
+            report.model_change = (sp.base_prompt.model, head_variant.model)
             prompt_changed = _without_model(sp.base_prompt) != _without_model(sp.head_prompt)
             # When the prompt changed too, its thresholds still apply: a model switch is no free pass.
             threshold_failed = prompt_changed and report.verdict == "fail"

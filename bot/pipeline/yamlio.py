@@ -83,6 +83,21 @@ def line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
     return line
 
 
+def text_line(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """The line the text of the string at `loc` starts on: a block scalar's (`|`, `>`) starts below its key."""
+    line = line_of(node, loc)
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for name, value in node.value if name.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+    if line is not None and isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        return line + 1
+    return line
+
+
 def validate_model(model: type[M], data: Any, path: str, node: yaml.Node | None) -> M:
     """Validate `data` as `model`; the first problem becomes an InputError with its line."""
     try:

@@ -30,6 +30,18 @@ def client(stub: StubLLM) -> ModelClient:
         (g.json_schema({"type": "object", "required": ["ok"]}), '```json\n{"ok": true}\n```', {}, True),
         (g.json_schema({"type": "object", "required": ["ok"]}), '{"no": 1}', {}, False),
         (g.json_schema({"type": "object"}), "not json", {}, False),
+        # A list of acceptable answers (OpenAI evals' `ideal`): any one will do.
+        (g.equals(), "Washington", {"expected": ["Washington, D.C.", "Washington"]}, True),
+        (g.contains(match="any"), "It is Lima.", {"expected": ["Lima", "Ciudad de los Reyes"]}, True),
+        (g.contains(match="any"), "It is Cusco.", {"expected": ["Lima", "Ciudad de los Reyes"]}, False),
+        # OpenAI evals' Match: the answer starts with a reference.
+        (g.starts_with(), "Paris, of course.", {"expected": "Paris"}, True),
+        (g.starts_with(), "It is Paris.", {"expected": "Paris"}, False),
+        (g.starts_with(ignore_case=True), "paris.", {"expected": ["Lyon", "Paris"]}, True),
+        # OpenAI evals' FuzzyMatch: normalised (case, punctuation, articles), either contains the other.
+        (g.fuzzy_match(), "The answer is: the Eiffel Tower!", {"expected": "eiffel tower"}, True),
+        (g.fuzzy_match(), "Tower", {"expected": "The Eiffel Tower"}, True),
+        (g.fuzzy_match(), "Louvre", {"expected": ["Eiffel Tower", "Notre-Dame"]}, False),
     ],
 )
 async def test_deterministic_graders(grader: g.Grader, output: str, fields: dict[str, object], passed: bool) -> None:
@@ -50,6 +62,13 @@ async def test_rubric_parses_scores_and_applies_pass_score(stub: StubLLM) -> Non
     assert grade.passed is False and grade.score == 7.5
     assert grade.reason == "correctness: right; tone: curt"
     assert stub.requests[0]["temperature"] == 0
+
+
+async def test_rubric_shows_the_judge_the_reference_under_its_own_name(stub: StubLLM) -> None:
+    stub.handler = lambda body: Reply(text='{"scores": {"correctness": 9}}')
+    grade = await g.rubric(client(stub), "openai/judge", ["correctness"], field="ideal")(sample("Paris", ideal="Paris"))
+    assert grade.passed is True
+    assert "REFERENCE ANSWER:\nParis\n" in stub.requests[0]["messages"][1]["content"]
 
 
 async def test_unparseable_judge_answer_is_a_judge_error(stub: StubLLM) -> None:

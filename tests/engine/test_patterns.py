@@ -122,5 +122,5 @@ async def test_the_json_schema_grader_with_a_catastrophic_pattern_errs_and_the_l
     sample = Sample(request="q", output='{"answer": "' + SLOW_TEXT + '"}', fields={})
     stall_s, outcome = await max_loop_stall_s(lambda: grader.grade(sample))
     assert isinstance(outcome, JudgeError)
-    assert str(outcome).startswith(f"json_schema grader in .evalbot.yml: `pattern` '{CATASTROPHIC}' took longer")
+    assert str(outcome).startswith(f"json_schema grader: `pattern` '{CATASTROPHIC}' took longer")
     assert stall_s < 0.1

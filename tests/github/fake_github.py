@@ -144,6 +144,9 @@ class FakeGitHub:
         self._lock = threading.Lock()
         # GitHub sign-in and user tokens (tests/github/fake_oauth.py).
         self.oauth = FakeOAuth()
+        # Where clone URLs point (`clone_url` of a repository): github.com, or a test's fake LFS host
+        # (tests/github/fake_lfs.py), since git-lfs finds a repository's LFS server from its clone URL.
+        self.clone_base = "https://github.com"
         # The app's webhook deliveries (tests/github/fake_deliveries.py).
         self.deliveries = FakeDeliveries()
         self.app = self._make_app()
@@ -442,6 +445,7 @@ class FakeGitHub:
                     "default_branch": self.default_branch,
                     "private": full_name in self.oauth.private,
                     "html_url": f"https://github.com/{full_name}",
+                    "clone_url": f"{self.clone_base}/{full_name}.git",
                 }
             )
 

@@ -42,6 +42,7 @@ def where(notes: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
     return [(n["path"], n["start_line"], n["annotation_level"]) for n in notes]
 
 
+@pytest.mark.slow
 async def test_every_problem_of_a_broken_head_is_annotated_on_its_line(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:
@@ -115,6 +116,7 @@ async def test_annotations_past_the_cap_are_counted_in_the_summary(
     )
 
 
+@pytest.mark.slow
 async def test_regressed_cases_and_a_missing_version_bump_are_annotated(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:

@@ -97,6 +97,7 @@ async def pr(
         yield make
 
 
+@pytest.mark.slow
 async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     pr: Any, repo: GitRepo, fake_github: FakeGitHub, job_store: Store, settings: Settings
 ) -> None:
@@ -137,6 +138,7 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     ]
 
 
+@pytest.mark.slow
 async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None:
     fake_github.teams["acme/ai-leads"] = {"tess"}
     pull = await pr(["@acme/ai-leads"])
@@ -145,6 +147,7 @@ async def test_team_member_may_approve(pr: Any, fake_github: FakeGitHub) -> None
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     pr: Any, fake_github: FakeGitHub, job_store: Store
 ) -> None:
@@ -166,6 +169,7 @@ async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
 
 
+@pytest.mark.slow
 async def test_author_cannot_approve_own_pull_request_unless_allowed(pr: Any) -> None:
     pull = await pr(["Codertocat"])
     await pull.opened()
@@ -198,6 +202,7 @@ async def test_a_pull_request_cannot_approve_itself_with_its_own_approvers(
     assert "Approvers (from the base branch's `.evalbot.yml`): lead." in pull.check(APPROVAL_CHECK)["output"]["summary"]
 
 
+@pytest.mark.slow
 async def test_fork_pull_request_waits_for_a_writers_eval(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     fake_github.fork_pulls.add(2)
@@ -239,6 +244,7 @@ async def test_author_without_write_access_waits_too(pr: Any, fake_github: FakeG
     assert stub.requests == []
 
 
+@pytest.mark.slow
 async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     fake_github.permissions["lead"] = "maintain"
     pull = await pr(
@@ -259,6 +265,7 @@ async def test_budget_refusal_and_an_approvers_higher_budget(pr: Any, fake_githu
     assert pull.check(EVALS_CHECK)["conclusion"] == "success"
 
 
+@pytest.mark.slow
 async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: FakeGitHub) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -274,6 +281,7 @@ async def test_edited_comment_with_a_new_command_and_help(pr: Any, fake_github: 
     assert pull.replies()[-1].startswith("@lead `/deploy`: `/deploy` is not an evalbot command\n\n**evalbot commands**")
 
 
+@pytest.mark.slow
 async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub, stub: StubLLM) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -293,6 +301,7 @@ async def test_rerun_button_on_the_evals_check(pr: Any, fake_github: FakeGitHub,
     assert len(stub.requests) == 20  # the re-run's answers came from the cache
 
 
+@pytest.mark.slow
 async def test_an_approvers_comment_edited_by_someone_else_does_not_approve(pr: Any) -> None:
     pull = await pr(["lead"])
     await pull.opened()
@@ -313,6 +322,7 @@ async def test_bots_are_ignored(pr: Any) -> None:
     assert response.json()["outcome"] == "ignored: comment by a bot"
 
 
+@pytest.mark.slow
 async def test_audit_command_prints_json_lines(
     pr: Any, redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,6 +342,7 @@ async def test_audit_command_prints_json_lines(
     assert lines[0]["verdict"] == "pass" and lines[0]["metrics"]["qa"]["accuracy"]["head"] == 0.9
 
 
+@pytest.mark.slow
 async def test_a_model_change_waits_for_a_lead_with_the_tradeoff(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, run_worker: Any
 ) -> None:

@@ -57,6 +57,7 @@ async def deliver(webhook: httpx.AsyncClient, event: str, body: bytes, delivery:
     return await webhook.post("/api/github/webhooks", content=body, headers=signed_headers(body, event, delivery))
 
 
+@pytest.mark.slow
 async def test_pull_request_gets_both_checks_and_one_sticky_comment(
     repo: GitRepo,
     pr: tuple[str, str],
@@ -135,6 +136,7 @@ async def test_no_ai_change_gives_success_at_once_without_model_calls(
     assert stub.requests == [] and fake_github.comments == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "failures",
     [
@@ -155,6 +157,7 @@ async def test_github_errors_are_retried_and_the_run_completes(
     assert fake_github.fail_next == []
 
 
+@pytest.mark.slow
 async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -172,6 +175,7 @@ async def test_a_rerun_after_a_killed_worker_reuses_check_runs_and_comment(
     assert len(fake_github.comments) == 1
 
 
+@pytest.mark.slow
 async def test_a_completed_run_is_not_reopened_and_other_apps_runs_are_not_ours(
     pr: tuple[str, str], fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
 ) -> None:
@@ -210,6 +214,7 @@ async def test_progress_is_posted_while_cases_run(
     assert (updates[-1]["status"], updates[-1]["conclusion"]) == ("completed", "success")
 
 
+@pytest.mark.slow
 async def test_a_crash_still_completes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, webhook: httpx.AsyncClient, run_worker: Any
 ) -> None:
@@ -269,6 +274,7 @@ async def test_github_refusing_before_any_check_run_is_not_retried(
     assert await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head)) == "github-error"
 
 
+@pytest.mark.slow
 async def test_a_job_timeout_closes_the_check_run(
     pr: tuple[str, str], fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings
 ) -> None:

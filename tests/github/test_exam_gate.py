@@ -32,6 +32,7 @@ def rewrite_config(repo: GitRepo, change: Any) -> None:
     repo.write(".evalbot.yml", config)
 
 
+@pytest.mark.slow
 async def test_an_inconclusive_breach_needs_a_reason_to_approve(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, job_store: Store, http: httpx.AsyncClient, run_worker: Any
 ) -> None:

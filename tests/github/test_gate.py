@@ -133,6 +133,7 @@ def with_approvers(repo: GitRepo, approvers: list[str]) -> dict[str, Any]:
     return {**config, "approvers": approvers}
 
 
+@pytest.mark.slow
 async def test_sandbox_pull_request_opened_after_the_real_one_does_not_turn_the_sha_green(
     gate: Gate, repo: GitRepo, stub: StubLLM
 ) -> None:
@@ -159,6 +160,7 @@ async def test_sandbox_pull_request_opened_after_the_real_one_does_not_turn_the_
     assert gate.latest(APPROVAL_CHECK, head)["output"]["title"] == "Approved by lead"
 
 
+@pytest.mark.slow
 async def test_sandbox_pull_request_retargeted_to_main_is_evaluated_and_waits(
     gate: Gate, repo: GitRepo, stub: StubLLM
 ) -> None:
@@ -176,6 +178,7 @@ async def test_sandbox_pull_request_retargeted_to_main_is_evaluated_and_waits(
     assert len(stub.requests) == 20
 
 
+@pytest.mark.slow
 async def test_a_retarget_replans_and_needs_a_new_approval(gate: Gate, repo: GitRepo, stub: StubLLM) -> None:
     build_pr_repo(repo, ["lead"])
     head = gate.sha("feature")
@@ -199,6 +202,7 @@ async def test_a_retarget_replans_and_needs_a_new_approval(gate: Gate, repo: Git
     assert gate.latest(EVALS_CHECK, head)["output"]["title"] == "No prompt, config or dataset changed"
 
 
+@pytest.mark.slow
 async def test_a_prompt_change_past_file_3000_is_evaluated(gate: Gate, repo: GitRepo, stub: StubLLM) -> None:
     build_pr_repo(repo, ["lead"])
     for i in range(3001):
@@ -234,6 +238,7 @@ async def test_a_queued_job_for_an_older_sha_is_cancelled_by_the_push(gate: Gate
     assert not gate.ever_approved(old_head)
 
 
+@pytest.mark.slow
 async def test_a_lead_removed_from_the_base_after_the_push_cannot_approve(
     gate: Gate, repo: GitRepo, stub: StubLLM
 ) -> None:
@@ -287,6 +292,7 @@ async def test_an_unreadable_base_config_fails_closed(gate: Gate, repo: GitRepo,
     assert not gate.ever_approved(head)
 
 
+@pytest.mark.slow
 async def test_an_approve_written_before_a_push_does_not_approve_it(gate: Gate, repo: GitRepo) -> None:
     build_pr_repo(repo, ["lead"])
     gate.open(2, "main")
@@ -303,6 +309,7 @@ async def test_an_approve_written_before_a_push_does_not_approve_it(gate: Gate, 
     assert not gate.ever_approved(head)
 
 
+@pytest.mark.slow
 async def test_approve_names_the_commit_it_approves(gate: Gate, repo: GitRepo) -> None:
     build_pr_repo(repo, ["lead"])
     first = gate.sha("feature")
@@ -326,6 +333,7 @@ async def test_approve_names_the_commit_it_approves(gate: Gate, repo: GitRepo) -
     assert f"`{head[:7]}` approved by @lead: “ship it”" in approval["output"]["summary"]
 
 
+@pytest.mark.slow
 async def test_the_rerun_button_on_an_older_sha_runs_nothing(
     gate: Gate, repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM
 ) -> None:
@@ -362,6 +370,7 @@ async def test_the_rerun_button_on_an_older_sha_runs_nothing(
     )
 
 
+@pytest.mark.slow
 async def test_a_draft_push_is_recorded_so_an_older_approve_does_not_act_on_it(gate: Gate, repo: GitRepo) -> None:
     build_pr_repo(repo, ["lead"])
     first = gate.sha("feature")

@@ -116,6 +116,7 @@ def conclusions(*runs: dict[str, Any]) -> list[tuple[str, str]]:
     return [(r["status"], r["conclusion"]) for r in runs]
 
 
+@pytest.mark.slow
 async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_call(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:
@@ -139,6 +140,7 @@ async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_cal
     assert len(stub.requests) == calls  # not one model call for the merge group
 
 
+@pytest.mark.slow
 async def test_a_queued_pull_request_ahead_that_changed_the_same_prompt_fails_the_group(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
 ) -> None:
@@ -156,6 +158,7 @@ async def test_a_queued_pull_request_ahead_that_changed_the_same_prompt_fails_th
     assert "| yes | ❌ not approved |" in evals["output"]["summary"]
 
 
+@pytest.mark.slow
 async def test_a_tampered_group_fails_naming_the_file(queue: Queue, stub: StubLLM, fake_github: FakeGitHub) -> None:
     await approved(queue, stub)
     # A dataset the pull request did not change, rewritten in the group: neither the approved head's
@@ -171,6 +174,7 @@ async def test_a_tampered_group_fails_naming_the_file(queue: Queue, stub: StubLL
     assert f"**Not passed:** {reason}" in summary
 
 
+@pytest.mark.slow
 async def test_a_file_the_base_changed_under_the_pull_request_passes_with_the_base_content(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
 ) -> None:
@@ -312,6 +316,7 @@ async def test_a_pull_request_not_approved_fails_its_group(
     assert evals["output"]["title"] == f"#2 cannot merge: evalbot/approval is action_required on its head {head[:7]}"
 
 
+@pytest.mark.slow
 async def test_failed_evals_fail_the_group_even_when_overridden(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:
@@ -328,6 +333,7 @@ async def test_failed_evals_fail_the_group_even_when_overridden(
     assert evals["output"]["title"] == f"#2 cannot merge: evalbot/evals did not pass on its head {head[:7]} (failure)"
 
 
+@pytest.mark.slow
 async def test_a_group_whose_pull_request_cannot_be_told_fails_with_the_reason(
     queue: Queue, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:

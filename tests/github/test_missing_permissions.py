@@ -36,6 +36,7 @@ async def pull(
         yield pull
 
 
+@pytest.mark.slow
 async def test_team_approver_without_members_permission_gets_a_reply_naming_it(
     pull: PullRequest, fake_github: FakeGitHub, job_store: Store
 ) -> None:
@@ -58,6 +59,7 @@ async def test_team_approver_without_members_permission_gets_a_reply_naming_it(
     assert refused.actor == "tess"
 
 
+@pytest.mark.slow
 async def test_members_permission_granted_lets_the_team_approve(pull: PullRequest, fake_github: FakeGitHub) -> None:
     fake_github.teams["acme/ai-leads"] = {"tess"}
     await pull.comment("tess", "/approve")
@@ -81,6 +83,7 @@ def test_team_slugs_and_logins_are_accepted() -> None:
     assert config.approvers == ["alice", "@acme/ai-leads", "@acme/ml_ops"]
 
 
+@pytest.mark.slow
 async def test_an_approval_that_cannot_be_checked_any_more_does_not_count_and_says_why(
     pull: PullRequest, fake_github: FakeGitHub, redis: ArqRedis
 ) -> None:

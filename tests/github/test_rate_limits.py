@@ -79,6 +79,7 @@ def evaluate(redis: ArqRedis, settings: Settings, job_store: Store) -> Evaluate:
     return run
 
 
+@pytest.mark.slow
 async def test_progress_at_most_once_per_interval_and_twice_per_run(
     repo: GitRepo,
     fake_github: FakeGitHub,
@@ -116,6 +117,7 @@ def build_cases(repo: GitRepo, cases: int) -> tuple[str, str]:
     return base, repo.commit("head")
 
 
+@pytest.mark.slow
 async def test_a_200_case_pull_request_costs_19_requests(
     repo: GitRepo,
     fake_github: FakeGitHub,
@@ -221,6 +223,7 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
 
 
+@pytest.mark.slow
 async def test_a_burst_of_20_pull_requests_never_leaves_a_check_in_progress(
     repo: GitRepo,
     fake_github: FakeGitHub,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import structlog.testing
 from arq import ArqRedis
 
@@ -43,6 +44,7 @@ async def test_only_deliveries_never_answered_below_500_are_sent_again(
     assert fake_github.deliveries.take_requested() == []
 
 
+@pytest.mark.slow
 async def test_github_refusing_the_delivery_list_is_logged_not_raised(
     redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
 ) -> None:

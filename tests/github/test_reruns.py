@@ -132,6 +132,7 @@ async def test_a_non_writers_rerun_of_a_fork_pull_request_is_refused(
     assert stub.requests == []
 
 
+@pytest.mark.slow
 async def test_rerun_of_the_approval_check_publishes_it_again_without_evaluating(
     repo: GitRepo,
     fake_github: FakeGitHub,

@@ -73,6 +73,7 @@ def test_a_firing_before_evalbot_saw_the_repository_or_already_run_is_not_due() 
     assert due_firing("0 3 * * *", now, SEEN, fire) is None
 
 
+@pytest.mark.slow
 async def test_a_run_with_no_change_opens_no_issue(nightly: Nightly, repo: GitRepo, stub: StubLLM) -> None:
     build_main(repo)
     Provider(stub, right=9)
@@ -90,6 +91,7 @@ async def test_a_run_with_no_change_opens_no_issue(nightly: Nightly, repo: GitRe
     assert nightly.fake.issues == {} and nightly.fake.runs_named(DRIFT_CHECK) == []
 
 
+@pytest.mark.slow
 async def test_a_provider_changing_its_answers_opens_one_drift_issue_and_a_second_drift_updates_it(
     nightly: Nightly, repo: GitRepo, stub: StubLLM, fake_github: FakeGitHub
 ) -> None:

@@ -39,6 +39,8 @@ CONCURRENCY = 2
 FREE_CALLS = 6
 HOLD_S = 30.0
 REPO = "Codertocat/Hello-World"
+# Each test holds calls in flight for HOLD_S, and its stub waits 10 s for them to stop: outside `-m "not slow"`.
+pytestmark = pytest.mark.slow
 TITLE = "qa: accuracy 50.0% → 90.0% (+40.0 pp)"
 
 

@@ -126,6 +126,7 @@ def test_duplicate_rows_under_other_ids() -> None:
     assert result.duplicate_rows == [("copy", "c1")] and not result.failed
 
 
+@pytest.mark.slow
 def test_gates_from_the_base_decide_what_fails(repo: GitRepo) -> None:
     config = suite_config("qa", "prompts/p.yaml", "evals/d.jsonl", [{"type": "equals"}])
     config["suites"][0]["schema"] = "evals/d.schema.yaml"

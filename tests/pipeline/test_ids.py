@@ -71,7 +71,7 @@ def test_regressions_fixes_and_changed_rows_are_listed_by_id_field(repo: GitRepo
     (data,) = report["data"]
     # The base's rows are named by the head's id_field too: only the edited row changed, none added or removed.
     assert (data["added"], data["removed"], data["changed"]) == ([], [], ["B-1040"])
-    assert report["warnings"] == []
+    assert report["warnings"] == ["evals/qa.jsonl: fields no prompt or grader of suite stays reads: note"]
 
     code, output = _eval(repo, stub)
     assert code == 0  # 4 cases: too few for a significant drop
@@ -136,7 +136,8 @@ def test_without_id_field_rows_lacking_id_keep_hashes_and_the_report_says_so(rep
     assert len(regressed) == 2 and all(len(case_id) == 12 for case_id in regressed)
     assert report["warnings"] == [
         "evals/qa.jsonl: 4 of 4 rows have no id field, so the report names their cases by a hash of the row; "
-        "set id_field on suite stays to the field that holds your case ids (id_field: booking_id would do)"
+        "set id_field on suite stays to the field that holds your case ids (id_field: booking_id would do)",
+        "evals/qa.jsonl: fields no prompt or grader of suite stays reads: booking_id",
     ]
 
 

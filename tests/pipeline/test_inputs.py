@@ -106,7 +106,7 @@ def test_prompt_version_must_be_semver_and_unknown_keys_warn() -> None:
         parse_prompt("version: 1.2\nmodel: m\nuser_prompt_template: hi\n", "p.yaml")
     prompt = parse_prompt('version: "1.2.0"\nmodel: m\nuser_prompt_template: hi\nowner: team-a\n', "p.yaml")
     assert prompt.warnings == ("p.yaml: unknown key `owner` (kept, not used)",)
-    assert prompt.spec.model_extra == {"owner": "team-a"}
+    assert prompt.content["owner"] == "team-a"  # kept: a change to it is a change to the prompt
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,10 @@ def test_cli_exit_2_for_a_missing_placeholder(repo: GitRepo, stub: StubLLM) -> N
     _repo_with(repo, '{"id": "a", "question": "q"}\n{"id": "b", "text": "no question"}\n')
     code, output = _eval(repo, stub)
     assert code == 2
-    assert "evals/qa.jsonl:2 (row 2): row 'b' has no field question for the head prompt's placeholders" in output
+    assert (
+        "evals/qa.jsonl:2 (row 2): the head prompt cannot be rendered for row 'b': the row has no field "
+        "\\`question\\` (prompts/qa.yaml:4)" in output
+    )
     assert stub.requests == []
 
 
@@ -187,8 +190,13 @@ def test_prompt_changed_without_version_bump_fails_the_gate(repo: GitRepo, stub:
 def test_validate_checks_a_checkout_without_model_calls(repo: GitRepo) -> None:
     _repo_with(repo, '{"id": "a", "question": "q"}\n')
     result = CliRunner().invoke(cli, ["validate", "--repo", str(repo.root)])
-    assert result.exit_code == 0
-    assert result.output.strip() == "ok: suite qa: prompts/qa.yaml v1.0.0, 1 cases in evals/qa.jsonl"
+    # Valid, and certain to fail the gate (one case, fewer than min_cases): exit 1, with the reason.
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "ok: suite qa: prompts/qa.yaml v1.0.0, 1 cases in evals/qa.jsonl",
+        "fail: suite qa has 1 cases, fewer than `thresholds.min_cases` (20): too few to decide anything, so its "
+        "gate cannot pass",
+    ]
     (repo.root / "prompts/qa.yaml").write_text('version: "1.0.0"\nmodel: m\nuser_prompt_template: "{q.x}"\n')
     result = CliRunner().invoke(cli, ["validate", "--repo", str(repo.root)])
     assert result.exit_code == 2

@@ -105,7 +105,8 @@ def test_a_prompt_that_cannot_be_read_does_not_hide_a_missing_placeholder_elsewh
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert errors == [
-        "error: evals/other.jsonl:1 (row 1): row 'o0' has no field question for the head prompt's placeholders",
+        "error: evals/other.jsonl:1 (row 1): the prompt cannot be rendered for row 'o0': the row has no field "
+        "`question` (prompts/other.yaml:4)",
         "error: prompts/qa.yaml:3: YAML syntax error: mapping values are not allowed here",
     ]
 

@@ -51,6 +51,7 @@ async def run(repo: GitRepo, stub: StubLLM, cache: Any = None, concurrency: int 
     return await evaluate(GitSource(repo.root), "base", "head", options)
 
 
+@pytest.mark.slow
 async def test_known_answers_give_exact_numbers(repo: GitRepo, stub: StubLLM) -> None:
     build_repo(repo)
     stub.handler = scripted
@@ -109,6 +110,7 @@ async def test_second_identical_run_is_served_from_cache(repo: GitRepo, stub: St
     await cache.close()
 
 
+@pytest.mark.slow
 async def test_provider_that_always_fails_gives_errors_not_wrong_answers(repo: GitRepo, stub: StubLLM) -> None:
     build_repo(repo)
     stub.handler = lambda body: Reply(status=500)
@@ -139,6 +141,7 @@ async def test_a_head_that_breaks_calls_fails_the_gate(repo: GitRepo, stub: Stub
     assert suite.verdict == "fail"
 
 
+@pytest.mark.slow
 def test_cli_eval_prints_report_and_exit_code(repo: GitRepo, stub: StubLLM) -> None:
     build_repo(repo)
     stub.handler = scripted

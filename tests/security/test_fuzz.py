@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 from arq import ArqRedis
 from hypothesis import HealthCheck, given, settings
@@ -104,6 +105,7 @@ def parses_or_explains(parse: Callable[[], Any]) -> None:
         assert str(exc).strip(), "an InputError without a message"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(datasets)
 def test_datasets_parse_or_explain(case: tuple[str, str]) -> None:

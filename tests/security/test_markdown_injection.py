@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
@@ -59,6 +60,7 @@ def _walk(tokens: list[Token]) -> Any:
         yield from _walk(token.children or [])
 
 
+@pytest.mark.slow
 async def test_hostile_ids_answers_and_categories_render_inert(repo: GitRepo, stub: StubLLM) -> None:
     repo.write(".evalbot.yml", suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}]))
     rows = [

@@ -175,6 +175,7 @@ def test_cli_models_option_with_a_refused_model_exits_2(repo: GitRepo, stub: Stu
     assert canary.requests == [] and stub.requests == []
 
 
+@pytest.mark.slow
 async def test_eval_command_with_a_refused_model_is_refused(
     pr: Any,  # noqa: F811  (the fixture imported above)
     fake_github: FakeGitHub,  # noqa: F811

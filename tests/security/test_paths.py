@@ -176,10 +176,9 @@ def test_a_git_lfs_pointer_is_reported_not_parsed(repo: GitRepo) -> None:
     pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "4d" * 32 + "\nsize 1048576\n"
     repo.write("evals/qa.jsonl", pointer)
     repo.commit("head", tag="head")
-    lfs = (
-        "evals/qa.jsonl: stored in Git LFS: evalbot reads files from the repository and cannot read LFS content "
-        "(commit the file itself)"
-    )
+    # The pointer names an object this clone does not have (and it has no remote to fetch it from), or
+    # git-lfs is missing: either way an input error, never the pointer parsed as rows.
+    lfs = "evals/qa.jsonl: stored in Git LFS, and "
 
     result = cli_eval(repo)
     assert result.exit_code == 2
@@ -195,7 +194,9 @@ async def test_github_sizes_a_file_before_downloading_it(
 ) -> None:
     stub.handler = answers(9)
     padding = "x" * 12_000
-    big_rows = [*ROWS, *({"id": f"p{i}", "question": "q1", "expected": "a1", "note": padding} for i in range(90))]
+    # Distinct questions: rows sending the same request would count as one case.
+    padded = ({"id": f"p{i}", "question": f"q{10 + i}", "expected": f"a{10 + i}", "note": padding} for i in range(90))
+    big_rows = [*ROWS, *padded]
     # Latency of a stub in this process is noise: this test gates on what was read.
     limits = {"limits": {"max_file_mb": max_file_mb}, "thresholds": {"latency_p95_increase_pct": 1000}}
     repo.write(".evalbot.yml", {**limits, **CONFIG})

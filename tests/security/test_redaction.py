@@ -73,6 +73,7 @@ def assert_nothing_secret(posted: str, settings: Settings) -> None:
     assert "internal.example/admin" not in posted and "admin:" not in posted
 
 
+@pytest.mark.slow
 async def test_a_provider_echoing_secrets_and_failing_with_them_leaks_nothing(
     repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, secret_settings: Settings
 ) -> None:

@@ -35,6 +35,7 @@ async def pull(
         yield PullRequest(http, fake_github, run_worker, base, head)
 
 
+@pytest.mark.slow
 async def test_refusals_are_answered_five_times_per_user_and_repository(
     pull: PullRequest, redis: ArqRedis, job_store: Store
 ) -> None:

@@ -35,6 +35,7 @@ async def _audit(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str
     return str(result.output)
 
 
+@pytest.mark.slow
 async def test_a_pull_requests_runs_approval_and_override_outlive_a_redis_flush(
     pr: Any,
     repo: GitRepo,
@@ -102,6 +103,7 @@ def _main_with_history(repo: GitRepo) -> None:
     repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
 
 
+@pytest.mark.slow
 async def test_the_sticky_comment_charts_the_suite_on_the_default_branch_with_the_head_last(
     repo: GitRepo,
     stub: StubLLM,
