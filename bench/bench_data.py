@@ -51,9 +51,6 @@ def main() -> None:
     args = parser.parse_args()
     base_text, head_text = jsonl(args.rows, 1, 0.2), jsonl(args.rows, 2, 0.65)
 
-    # scipy's import (about 0.7 s) is start-up, paid once per process: keep it out of the per-row figures.
-    import scipy.stats  # noqa: F401
-
     started = time.perf_counter()
     base, head = parse_dataset(base_text, "base.jsonl"), parse_dataset(head_text, "head.jsonl")
     parsed = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The `evalbot` command. Heavy imports (litellm, scipy) happen inside commands so `--help` is instant."""
+"""The `evalbot` command. Heavy imports (litellm, the store) happen inside commands so `--help` is instant."""
 
 from __future__ import annotations
 
@@ -384,7 +384,7 @@ M_ARENA_MAX = -8
 
 
 def _few_malloc_arenas() -> None:
-    """At most two glibc malloc arenas: by default each thread that allocates (litellm's and scipy's
+    """At most two glibc malloc arenas: by default each thread that allocates (litellm's
     imports, the store's, `asyncio.to_thread`'s pool) gets an arena of its own, and what it frees there
     stays in the process's RSS (12 MiB of `evalbot eval`'s peak). As MALLOC_ARENA_MAX=2 would."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator has no such arenas

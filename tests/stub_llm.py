@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bot.engine.models import LATENCY_SAMPLE_HEADER
 from tests.servers import ThreadedServer
 
 
@@ -61,6 +62,8 @@ class StubLLM:
         # client dropped (killed, cancelled) before its answer was ready is not here.
         self.answered: list[dict[str, Any]] = []
         self.answered_at: list[float] = []  # time.monotonic() of each of `answered`
+        # Whether each of `answered` was a call evalbot made again only to measure its latency.
+        self.answered_latency_sample: list[bool] = []
         self.embedding_requests: list[dict[str, Any]] = []
         self._failures: list[Reply] = []
         # Chat requests being answered now, and the most at once: what a client's concurrency really was.
@@ -70,6 +73,11 @@ class StubLLM:
         self.app = self._make_app()
         self.port = 0
         self._http = ThreadedServer(self.app)
+
+    @property
+    def answered_under_test(self) -> int:
+        """Answered calls, but those made again only to measure latency."""
+        return self.answered_latency_sample.count(False)
 
     @property
     def base_url(self) -> str:
@@ -107,6 +115,7 @@ class StubLLM:
                 with self._lock:
                     self.answered.append(body)
                     self.answered_at.append(time.monotonic())
+                    self.answered_latency_sample.append(LATENCY_SAMPLE_HEADER in request.headers)
             if reply.status != 200:
                 message = reply.error or f"stub error {reply.status}"
                 error = {"error": {"message": message, "type": "stub", "code": reply.status}}

@@ -1,13 +1,16 @@
-"""Distribution drift between two samples of a column: pure functions over lists, scipy for the tests."""
+"""Distribution drift between two samples of a column: pure functions over lists."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
+
+from bot.engine.distributions import chi2_sf, ks_2samp_p
 
 # Evidently's defaults: KS up to 1,000 rows, normed Wasserstein (threshold 0.1) above; PSI bands.
 KS_MAX_ROWS = 1000
@@ -40,32 +43,46 @@ def psi(base: Sequence[str], head: Sequence[str]) -> float:
 
 
 def categorical_drift(base: Sequence[str], head: Sequence[str]) -> DriftTest:
-    """Chi-square test of homogeneity on the category counts, with the PSI alongside."""
-    from scipy.stats import chi2_contingency
-
+    """Chi-square test of homogeneity on the category counts, with the PSI alongside: Pearson's
+    statistic on the 2 × k table, with Yates' continuity correction when k = 2 (one degree of freedom),
+    as scipy's `chi2_contingency`."""
     categories = sorted(set(base) | set(head))
-    b_counts, h_counts = Counter(base), Counter(head)
-    table = [[b_counts[c] for c in categories], [h_counts[c] for c in categories]]
     if len(categories) < 2:
         return DriftTest("chi-square", 0.0, 1.0, psi(base, head))
-    result = chi2_contingency(table)
-    return DriftTest("chi-square", float(result.statistic), float(result.pvalue), psi(base, head))
+    b_counts, h_counts = Counter(base), Counter(head)
+    observed = np.array([[b_counts[c] for c in categories], [h_counts[c] for c in categories]], dtype=float)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    dof = len(categories) - 1
+    if dof == 1:
+        diff = expected - observed
+        observed = observed + np.sign(diff) * np.minimum(0.5, np.abs(diff))
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    return DriftTest("chi-square", statistic, chi2_sf(statistic, dof), psi(base, head))
 
 
 def numeric_drift(base: Sequence[float], head: Sequence[float]) -> DriftTest:
-    """Two-sample KS for small samples; Wasserstein distance normed by the base's spread for large ones."""
-    from scipy.stats import ks_2samp, wasserstein_distance
-
-    if max(len(base), len(head)) <= KS_MAX_ROWS:
-        with warnings.catch_warnings():
-            # With ties scipy's exact p-value can fail; it then falls back to the asymptotic one and says
-            # so with a RuntimeWarning. The fallback is the right answer here, not a problem to report.
-            warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
-            result = ks_2samp(base, head)
-        return DriftTest("ks", float(result.statistic), float(result.pvalue))
+    """Two-sample KS for small samples (exact p-value); Wasserstein distance normed by the base's spread
+    for large ones."""
+    b, h = np.sort(np.asarray(base, dtype=float)), np.sort(np.asarray(head, dtype=float))
+    if max(len(b), len(h)) <= KS_MAX_ROWS:
+        both = np.concatenate([b, h])
+        gap = np.abs(np.searchsorted(b, both, side="right") / len(b) - np.searchsorted(h, both, side="right") / len(h))
+        # D is a multiple of 1 / lcm(n1, n2): counted in those steps, the exact test counts lattice paths.
+        lcm = len(b) * len(h) // math.gcd(len(b), len(h))
+        steps = round(float(gap.max()) * lcm)
+        return DriftTest("ks", steps / lcm, ks_2samp_p(len(b), len(h), steps))
     mean = sum(base) / len(base)
     spread = math.sqrt(sum((x - mean) ** 2 for x in base) / len(base)) or 1.0
-    return DriftTest("wasserstein", float(wasserstein_distance(base, head)) / spread, None)
+    return DriftTest("wasserstein", _wasserstein(b, h) / spread, None)
+
+
+def _wasserstein(b: np.ndarray, h: np.ndarray) -> float:
+    """The first Wasserstein distance of two sorted samples: the area between their empirical CDFs."""
+    points = np.sort(np.concatenate([b, h]))
+    widths = np.diff(points)
+    b_cdf = np.searchsorted(b, points[:-1], side="right") / len(b)
+    h_cdf = np.searchsorted(h, points[:-1], side="right") / len(h)
+    return float(np.sum(np.abs(b_cdf - h_cdf) * widths))
 
 
 def outliers(base: Sequence[float], head: Sequence[float], sigmas: float = 3.0) -> list[int]:

@@ -21,6 +21,10 @@ from bot.errors import BudgetExhausted, ModelCallError
 
 log = structlog.get_logger(__name__)
 
+# Sent with a call that measures latency again (the answer is already known): a provider's logs, and a
+# test counting what was paid twice, can tell it from a call under test.
+LATENCY_SAMPLE_HEADER = "X-Evalbot-Latency-Sample"
+
 Price = tuple[float, float]  # USD per 1K input tokens, per 1K output tokens
 
 
@@ -34,6 +38,12 @@ class Completion:
     completion_tokens: int
     cost_usd: float | None  # None: no price known for the model
     cached: bool = False
+    # The answer took more than one attempt (a retry after a 429, a 5xx, a timeout): its latency is the
+    # last attempt's, but a retried call says the provider was struggling then.
+    retried: bool = False
+    # Read from the response cache: its latency was measured when it was made, another day. (An answer
+    # shared with an identical call in flight is `cached` too, but measured now.)
+    stored: bool = False
 
 
 @dataclass
@@ -232,8 +242,10 @@ class ModelClient:
         max_tokens: int | None = None,
         tools: list[dict[str, Any]] | None = None,
         sample: int = 0,
+        latency_sample: bool = False,
     ) -> Completion:
-        """One chat completion; `sample` tells repeats apart so each gets its own cache entry.
+        """One chat completion; `sample` tells repeats apart so each gets its own cache entry;
+        `latency_sample` marks a call made again only to measure its latency (LATENCY_SAMPLE_HEADER).
 
         Raises:
             ModelCallError: when the call still fails after the retry policy.
@@ -245,7 +257,9 @@ class ModelClient:
 
         async def call() -> dict[str, Any]:
             request = {k: v for k, v in params.items() if k != "sample"}
-            response, latency_s = await self._with_retries(model, self._litellm.acompletion, request)
+            if latency_sample:
+                request["extra_headers"] = {LATENCY_SAMPLE_HEADER: "1"}
+            response, latency_s, attempts = await self._with_retries(model, self._litellm.acompletion, request)
             message = response.choices[0].message
             text = message.content or ""
             if not text and getattr(message, "tool_calls", None):
@@ -256,14 +270,22 @@ class ModelClient:
                 "latency_s": latency_s,
                 "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                 "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+                "retried": attempts > 1,
             }
 
-        data, cached = await self._cached("chat", model, params, call)
+        data, cached, stored = await self._cached("chat", model, params, call)
         # Priced now, not when cached: prices may have changed since, and are the caller's to set.
         cost = self._account(model, data["prompt_tokens"], data["completion_tokens"], cached)
         self.stats.answered += 1
         return Completion(
-            data["text"], data["latency_s"], data["prompt_tokens"], data["completion_tokens"], cost, cached
+            data["text"],
+            data["latency_s"],
+            data["prompt_tokens"],
+            data["completion_tokens"],
+            cost,
+            cached,
+            bool(data.get("retried", False)),
+            stored,
         )
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -274,12 +296,12 @@ class ModelClient:
         """
 
         async def call() -> dict[str, Any]:
-            response, latency_s = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
+            response, latency_s, _ = await self._with_retries(model, self._litellm.aembedding, {"input": texts})
             vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
             usage = getattr(response, "usage", None)
             return {"vectors": vectors, "latency_s": latency_s, "prompt_tokens": getattr(usage, "prompt_tokens", 0)}
 
-        data, cached = await self._cached("embedding", model, {"input": texts}, call)
+        data, cached, _ = await self._cached("embedding", model, {"input": texts}, call)
         self._account(model, int(data.get("prompt_tokens") or 0), 0, cached)
         self.stats.answered += 1
         return list(data["vectors"])
@@ -302,19 +324,21 @@ class ModelClient:
 
     async def _cached(
         self, kind: str, model: str, params: dict[str, Any], call: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[dict[str, Any], bool, bool]:
+        """The answer, whether this client did not call for it (`cached`), and whether it came from the
+        response cache rather than from an identical call in flight (`stored`)."""
         self.stats.calls += 1
         key = cache_key(kind, model, params)
         if self.cache is not None:
             hit = await self.cache.get(key)
             if hit is not None:
                 self.stats.cached += 1
-                return hit, True
+                return hit, True, True
         # Identical requests in flight at once (a prompt the change left alone) share one call.
         pending = self._in_flight.get(key)
         if pending is not None:
             self.stats.cached += 1
-            return await asyncio.shield(pending), True
+            return await asyncio.shield(pending), True, False
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
@@ -329,7 +353,7 @@ class ModelClient:
         future.set_result(data)
         if self.cache is not None:
             await self.cache.set(key, data)
-        return data, False
+        return data, False, False
 
     def _limiter(self, model: str) -> FairLimiter:
         provider = _provider(model)
@@ -384,7 +408,8 @@ class ModelClient:
 
     async def _with_retries(
         self, model: str, method: Callable[..., Awaitable[Any]], request: dict[str, Any]
-    ) -> tuple[Any, float]:
+    ) -> tuple[Any, float, int]:
+        """The response, the latency of the attempt that gave it, and the attempts it took."""
         model_args = self._model_args(model)
         last: BaseException | None = None
         billed = 0
@@ -406,7 +431,7 @@ class ModelClient:
                         **model_args,
                         **request,
                     )
-                    return response, time.perf_counter() - started
+                    return response, time.perf_counter() - started, attempt + 1
                 except BudgetExhausted:
                     raise
                 except Exception as exc:

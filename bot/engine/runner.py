@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,6 +49,9 @@ class CaseResult:
     cached: bool = False
     error: str | None = None
     grades: tuple[Grade, ...] = field(default_factory=tuple)
+    retried: bool = False
+    # Answered from the response cache: `latency_s` was measured when the answer was made.
+    stored: bool = False
 
     @property
     def passed(self) -> bool | None:
@@ -137,6 +141,8 @@ async def run_variant(
                 completion_tokens=answer.completion_tokens,
                 cached=answer.cached,
                 grades=grades,
+                retried=answer.retried,
+                stored=answer.stored,
             )
         if on_result is not None:
             on_result(result)
@@ -145,6 +151,75 @@ async def run_variant(
     samples = [(case, s) for case in cases for s in range(repeats)]
     # Twice the provider's slots: enough waiting to keep them full, not one coroutine per sample.
     return await map_bounded(lambda sample: one(*sample), samples, 2 * client.concurrency)
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    """One call's latency, the case it answered, and whether it took more than one attempt."""
+
+    case_id: str
+    latency_s: float
+    retried: bool
+
+
+@dataclass(frozen=True)
+class LatencyPair:
+    """A case's base and head calls measured in the same run (one of its samples)."""
+
+    sample: int
+    base: TimedCall
+    head: TimedCall
+
+
+async def time_pairs(
+    client: ModelClient,
+    base: VariantSpec,
+    head: VariantSpec,
+    cases: Sequence[tuple[CaseInput, CaseInput]],
+    rng: random.Random,
+) -> list[LatencyPair]:
+    """Measure the latency of base and head on each case, the two calls back to back in a random order,
+    so that both meet the same provider load. `client` must not answer from a cache.
+
+    Args:
+        client: a client without a cache (its calls are spent and counted like any other).
+        base: the base's model and parameters.
+        head: the head's.
+        cases: (the base's case, the head's case) with each one's rendered messages.
+        rng: decides which of each pair goes first.
+
+    Returns:
+        One pair per case whose two calls both answered (a failed call drops its case), in case order.
+    """
+    orders = [rng.random() < 0.5 for _ in cases]
+
+    async def timed(spec: VariantSpec, case: CaseInput) -> TimedCall:
+        answer = await client.complete(
+            spec.model,
+            case.messages,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            tools=openai_tools(spec.tools),
+            latency_sample=True,
+        )
+        return TimedCall(case.id, answer.latency_s, answer.retried)
+
+    async def pair(index: int) -> LatencyPair | None:
+        base_case, head_case = cases[index]
+        try:
+            if orders[index]:
+                head_call = await timed(head, head_case)
+                base_call = await timed(base, base_case)
+            else:
+                base_call = await timed(base, base_case)
+                head_call = await timed(head, head_case)
+        except ModelCallError:
+            return None
+        return LatencyPair(0, base_call, head_call)
+
+    # A pair's two calls run one after the other, so a pair holds at most one of the provider's slots.
+    timed_pairs = await map_bounded(pair, range(len(cases)), client.concurrency)
+    return [p for p in timed_pairs if p is not None]
 
 
 async def regrade(

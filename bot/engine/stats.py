@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, Literal
+
+from bot.engine.distributions import (
+    binomial_pmf,
+    binomial_sf,
+    binomial_tails_half,
+    normal_ppf,
+    signed_rank_ps,
+)
 
 # Intervals are two-sided 95%, for reading; the gate's one-sided tests use α (`thresholds.alpha`).
 CONFIDENCE = 0.95
@@ -23,14 +28,6 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_CHUNK_VALUES = 250_000
 # A fixed seed: the same results give the same report, run after run.
 BOOTSTRAP_SEED = 20_240_601
-
-
-def load_in_background() -> None:
-    """Import scipy.stats (about 1 s and 70 MiB) in a thread, while a run waits on its model calls:
-    the intervals and paired tests after them need it, and then find it loaded."""
-    if "scipy.stats" in sys.modules:
-        return
-    threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="import-scipy", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -95,10 +92,8 @@ class PairedTest:
             return None
         if self.discordant is None:
             return max(math.ceil((_z_sum(self.alpha) * self.sd / effect) ** 2), 1)
-        from scipy.stats import norm
-
         # Connor's (1987) normal approximation for McNemar's test, where the exact search starts.
-        z_alpha, z_power = float(norm.ppf(1 - self.alpha)), float(norm.ppf(POWER))
+        z_alpha, z_power = normal_ppf(1 - self.alpha), normal_ppf(POWER)
         spread = math.sqrt(max(self.discordant - effect**2, 0.0))
         root_n = (z_alpha * math.sqrt(self.discordant) + z_power * spread) / effect
         worse = (self.discordant + effect) / 2
@@ -126,11 +121,18 @@ def proportion_interval(scores: Sequence[float]) -> Interval | None:
     if n == 0:
         return None
     if _is_binary(scores):
-        from scipy.stats import binomtest
-
-        ci = binomtest(int(sum(scores)), n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
-        return Interval(float(ci.low), float(ci.high))
+        return _wilson(int(sum(scores)), n)
     return _bootstrap_mean(scores)
+
+
+def _wilson(k: int, n: int) -> Interval:
+    """The Wilson score interval (Newcombe 1998), without continuity correction."""
+    z = normal_ppf(0.5 + 0.5 * CONFIDENCE)
+    p = k / n
+    denom = 2 * (n + z**2)
+    center = (2 * n * p + z**2) / denom
+    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z**2)
+    return Interval(0.0 if k == 0 else center - delta, 1.0 if k == n else center + delta)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -168,18 +170,13 @@ def paired_test(
         up, down = sum(1 for d in diffs if d > 0), sum(1 for d in diffs if d < 0)
         p_increase, p_decrease, p_value = _binomial_ps(up, down)
     elif all(d == diffs[0] for d in diffs):
-        # Every case moved the same way by the same amount (or none moved): scipy's Wilcoxon is
+        # Every case moved the same way by the same amount (or none moved): the signed-rank test is
         # undefined for no spread; its exact value is the sign test's.
         moved = n if diffs[0] else 0
         p_increase, p_decrease, p_value = _binomial_ps(moved if diffs[0] > 0 else 0, moved if diffs[0] < 0 else 0)
     else:
-        from scipy.stats import wilcoxon
-
         # Zero differences are dropped, as McNemar drops the cases that did not flip.
-        p_increase, p_decrease, p_value = (
-            float(wilcoxon(diffs, zero_method="wilcox", alternative=side).pvalue)
-            for side in ("greater", "less", "two-sided")
-        )
+        p_increase, p_decrease, p_value = signed_rank_ps(diffs)
     sd = math.sqrt(sum((d - delta) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
     return PairedTest(
         n=n,
@@ -215,7 +212,6 @@ def mcnemar_power(n: int, p_worse: float, p_better: float, alpha: float = ALPHA)
     critical count.
     """
     import numpy as np
-    from scipy.stats import binom
 
     p_flip = p_worse + p_better
     if p_flip == 0:
@@ -223,8 +219,8 @@ def mcnemar_power(n: int, p_worse: float, p_better: float, alpha: float = ALPHA)
     # Only the flip counts within 8 standard deviations carry weight (the rest < 1e-14 in all).
     spread = 8 * math.sqrt(n * p_flip * (1 - p_flip)) + 1
     m = np.arange(max(0, math.floor(n * p_flip - spread)), min(n, math.ceil(n * p_flip + spread)) + 1)
-    reject = binom.sf(_mcnemar_critical(m, alpha) - 1, m, p_worse / p_flip)
-    return float(np.sum(binom.pmf(m, n, p_flip) * reject))
+    reject = binomial_sf(_mcnemar_critical(m, alpha) - 1, m, p_worse / p_flip)
+    return float(np.sum(binomial_pmf(m, n, p_flip) * reject))
 
 
 def relative_change_pct(base: float | None, head: float | None) -> float | None:
@@ -240,8 +236,8 @@ def _bootstrap_mean(values: Sequence[float]) -> Interval:
     if len(data) < 2 or np.all(data == data[0]):
         return Interval(float(data.mean()), float(data.mean()))
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    # Resampling indexes with numpy directly: scipy.stats.bootstrap's BCa warns on the degenerate,
-    # discrete distributions pass/fail differences are; the percentile interval is well-defined.
+    # The percentile interval, not BCa: BCa is unstable on the degenerate, discrete distributions
+    # pass/fail differences are; the percentile interval is well-defined.
     # In chunks: all resamples of 1,000 cases at once take 160 MB; the chunks draw the same numbers.
     means = np.empty(BOOTSTRAP_RESAMPLES)
     rows = max(1, BOOTSTRAP_CHUNK_VALUES // len(data))
@@ -256,27 +252,19 @@ def _bootstrap_mean(values: Sequence[float]) -> Interval:
 @cache
 def _binomial_ps(up: int, down: int) -> tuple[float, float, float]:
     """p-values (increase, decrease, two-sided) of the exact binomial test of `up` against `down` moves."""
-    if up + down == 0:
-        return 1.0, 1.0, 1.0
-    from scipy.stats import binomtest
-
-    greater, less, both = (
-        float(binomtest(up, up + down, 0.5, alternative=side).pvalue) for side in ("greater", "less", "two-sided")
-    )
-    return greater, less, both
+    return binomial_tails_half(up, down)
 
 
 def _mcnemar_critical(m: Any, alpha: float) -> Any:
     """For each number m of flipped cases, the smallest count k of worse ones with
-    P(Binomial(m, 1/2) ≥ k) < alpha: by the same binomial tail binomtest computes its p-value with."""
+    P(Binomial(m, 1/2) ≥ k) < alpha: by the same binomial tail the test's p-value is."""
     import numpy as np
-    from scipy.stats import binom, norm
 
     # Start from the normal approximation, then step each k to the exact boundary.
-    k = np.ceil(m / 2 + norm.ppf(1 - alpha) * np.sqrt(m) / 2).astype(int)
+    k = np.ceil(m / 2 + normal_ppf(1 - alpha) * np.sqrt(m) / 2).astype(int)
     while True:
-        lower = binom.sf(k - 2, m, 0.5) < alpha  # k - 1 flips would reject too
-        higher = binom.sf(k - 1, m, 0.5) >= alpha  # k flips do not reject
+        lower = binomial_sf(k - 2, m, 0.5) < alpha  # k - 1 flips would reject too
+        higher = binomial_sf(k - 1, m, 0.5) >= alpha  # k flips do not reject
         if not (lower.any() or higher.any()):
             return k
         k = k - lower + higher
@@ -302,6 +290,106 @@ def _mcnemar_cases_needed(p_worse: float, p_better: float, alpha: float, approx:
 
 
 def _z_sum(alpha: float) -> float:
-    from scipy.stats import norm
+    return normal_ppf(1 - alpha) + normal_ppf(POWER)
 
-    return float(norm.ppf(1 - alpha) + norm.ppf(POWER))
+
+RatioStatistic = Literal["p95", "mean"]
+
+
+@dataclass(frozen=True)
+class RatioTest:
+    """A paired bootstrap of head / base for a statistic of the calls (p95 latency, mean cost), with the
+    one-sided question the gate asks: is the ratio above `limit` (1 + the threshold)?
+
+    Cases are resampled together (a case's base and head calls stay paired, its samples stay together).
+    `bound` is the one-sided lower (1 − alpha) bound of the ratio; `p_above` the share of resamples at
+    or below `limit` (at least one), the p-value that bound comes from: bound > limit exactly when
+    p_above < alpha (for alpha above 1 / resamples).
+    """
+
+    n: int
+    statistic: RatioStatistic
+    ratio: float
+    interval: Interval
+    bound: float
+    limit: float
+    p_above: float
+    # Against no change (ratio 1), both ways: what may call it an improvement.
+    p_two_sided: float
+    # Standard deviation of the log ratio over the resamples: its standard error at these cases.
+    log_spread: float
+    alpha: float
+
+    def cases_needed(self) -> int | None:
+        """Paired cases for a ratio of the observed size to clear `limit` one-sided at `alpha` with 80%
+        power (the log ratio's standard error shrinking as 1/√n); None when the ratio is not above it."""
+        if self.ratio <= self.limit or self.log_spread == 0:
+            return None
+        effect = math.log(self.ratio / self.limit)
+        return max(math.ceil(self.n * (_z_sum(self.alpha) * self.log_spread / effect) ** 2), 1)
+
+
+def paired_ratio(
+    base: Sequence[Sequence[float]],
+    head: Sequence[Sequence[float]],
+    statistic: RatioStatistic,
+    limit: float,
+    alpha: float = ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> RatioTest | None:
+    """The paired bootstrap of `statistic`(head calls) / `statistic`(base calls).
+
+    Args:
+        base: per case, the base's values of its samples (every case the same number of samples).
+        head: the head's, same cases in the same order.
+        statistic: "p95" (numpy's linear interpolation, as the report's percentiles) or "mean".
+        limit: the ratio the gate asks about (1 + threshold / 100).
+        alpha: the one-sided level.
+        resamples: bootstrap resamples (fixed seed: the same calls give the same report).
+
+    Returns:
+        None when there is no case or the base's statistic is 0 (no ratio).
+    """
+    import numpy as np
+
+    b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
+    if b.size == 0 or b.shape != h.shape:
+        if b.shape != h.shape:
+            raise ValueError("paired samples must have the same shape")
+        return None
+    n, samples = b.shape
+
+    def stat(values: Any) -> Any:
+        return np.percentile(values, 95, axis=-1) if statistic == "p95" else values.mean(axis=-1)
+
+    observed_base = float(stat(b.reshape(-1)))
+    if observed_base == 0:
+        return None
+    ratio = float(stat(h.reshape(-1))) / observed_base
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    ratios = np.empty(resamples)
+    rows = max(1, BOOTSTRAP_CHUNK_VALUES // (n * samples))
+    for start in range(0, resamples, rows):
+        stop = min(start + rows, resamples)
+        picks = rng.integers(0, n, size=(stop - start, n))
+        sb = stat(b[picks].reshape(stop - start, n * samples))
+        sh = stat(h[picks].reshape(stop - start, n * samples))
+        # A resample whose base statistic is 0 has no finite ratio: any rise is infinitely worse.
+        ratios[start:stop] = np.where(sb > 0, sh / np.where(sb > 0, sb, 1), np.where(sh > 0, np.inf, 1.0))
+    low, high = np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    finite = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
+    return RatioTest(
+        n=n,
+        statistic=statistic,
+        ratio=ratio,
+        interval=Interval(float(low), float(high)),
+        # "inverted_cdf": the smallest resampled ratio with at least alpha of them at or below it, so
+        # that bound > limit and p_above < alpha are the same decision.
+        bound=float(np.quantile(ratios, alpha, method="inverted_cdf")),
+        limit=limit,
+        # Resolved to 1 / resamples at best: none at or below the limit reads p = 1e-4, not 0.
+        p_above=max(int(np.sum(ratios <= limit)), 1) / resamples,
+        p_two_sided=min(1.0, 2 * float(min(np.mean(ratios <= 1), np.mean(ratios >= 1)))),
+        log_spread=float(finite.std(ddof=1)) if len(finite) > 1 else 0.0,
+        alpha=alpha,
+    )

@@ -79,7 +79,13 @@ def _message_tokens(messages: list[dict[str, str]]) -> int:
     return _tokens(*(m["content"] for m in messages))
 
 
-def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, billed_attempts: int = 1) -> Estimate:
+def estimate(
+    the_plan: Plan,
+    price: PriceFn,
+    models: list[str] | None = None,
+    billed_attempts: int = 1,
+    latency_sample: bool = False,
+) -> Estimate:
     """Estimate the calls and spend of evaluating `the_plan` (calls under test and judges).
 
     Judges are estimated on the messages they will be sent (criteria, request, reference answer,
@@ -90,11 +96,19 @@ def estimate(the_plan: Plan, price: PriceFn, models: list[str] | None = None, bi
         price: USD for (model, prompt tokens, completion tokens), or None when unknown.
         models: models requested for this run besides the suites' own (`--models`).
         billed_attempts: the most attempts of one call a provider may bill (RetryPolicy.max_billed_attempts).
+        latency_sample: answers may come from the cache, so each suite with a base may call base and
+            head again on `latency_sample` of its cases (counted on its longest requests).
     """
     result = Estimate(billed_attempts=billed_attempts)
     judge_model = the_plan.config.judge
     for sp in the_plan.suites:
         repeats = sp.suite.repeats
+        if latency_sample and sp.base_prompt is not None:
+            for name, prompt, model in sp.variants(models or []):
+                if name in ("base", "head"):
+                    sizes = sorted((_message_tokens(m) for m in sp.requests(prompt).values()), reverse=True)
+                    for size in sizes[: sp.suite.latency_sample]:
+                        result.add(model, size, prompt.output_tokens, price)
         for _name, prompt, model in sp.variants(models or []):
             output_tokens = prompt.output_tokens
             requests = sp.requests(prompt)

@@ -15,14 +15,32 @@ from bot.engine.metrics import (
     per_case,
     variant_metrics,
 )
-from bot.engine.runner import CaseResult
-from bot.engine.stats import ALPHA, Interval, PairedDelta, PairedTest, paired_delta, paired_test, relative_change_pct
+from bot.engine.runner import CaseResult, LatencyPair, TimedCall
+from bot.engine.stats import (
+    ALPHA,
+    Interval,
+    PairedDelta,
+    PairedTest,
+    RatioStatistic,
+    RatioTest,
+    paired_delta,
+    paired_ratio,
+    paired_test,
+    percentile,
+    relative_change_pct,
+)
 from bot.pipeline.config import Thresholds
 
 if TYPE_CHECKING:
     from bot.pipeline.tradeoff import ModelComparison
 
 Verdict = Literal["pass", "fail", "inconclusive", "improved", "n/a"]
+
+# Fewest paired cases a latency or cost decision may rest on: below it a rise past the threshold is
+# "inconclusive — needs N pairs", never a fail (one slow call would otherwise decide a p95 of ten).
+MIN_RATIO_PAIRS = 20
+# The slowest calls of each side the report names, so that an outlier is seen, not hidden.
+SLOWEST_CALLS = 5
 
 
 @dataclass(frozen=True)
@@ -45,12 +63,18 @@ class MetricRow:
     head_interval: Interval | None = None
     # The test behind `p_value`: one-sided toward the harm when the change points that way (the test
     # that decides a breach), else two-sided (the test that may call it an improvement).
-    test: Literal["mcnemar", "wilcoxon"] | None = None
+    test: Literal["mcnemar", "wilcoxon", "bootstrap"] | None = None
     one_sided: bool | None = None
     # An inconclusive breach: the paired cases a change this size needs to be decided (80% power).
     cases_needed: int | None = None
     # The smallest change these cases detect (80% power, one-sided), in `delta_unit`; rate rows only.
     min_detectable: float | None = None
+    # Bootstrap rows (p95 latency, cost per 1K): the statistic the ratio is of, the one-sided
+    # (1 − α) lower bound of the change in % (what the gate compares with the threshold), and the
+    # paired cases the row rests on.
+    statistic: RatioStatistic | None = None
+    bound: float | None = None
+    pairs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,57 @@ class CaseError:
     variant: str
     case_id: str
     message: str
+
+
+@dataclass(frozen=True)
+class LatencyEvidence:
+    """The calls latency is decided on: base and head measured in this run.
+
+    `remeasured`: some answers came from the cache, whose latencies were measured another day, so a
+    sample of cases was called again, base and head back to back; only those pairs count.
+    """
+
+    pairs: list[LatencyPair]
+    remeasured: bool = False
+
+    @property
+    def cases(self) -> int:
+        return len({p.base.case_id for p in self.pairs})
+
+    def slowest(self, side: Literal["base", "head"]) -> list[TimedCall]:
+        calls = [getattr(p, side) for p in self.pairs]
+        return sorted(calls, key=lambda call: -call.latency_s)[:SLOWEST_CALLS]
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """What the report says about the latency evidence: how many paired cases decided it, whether they
+    were re-measured, how many paired cases' latencies came from the cache instead, and the slowest calls."""
+
+    pairs: int
+    remeasured: bool
+    from_cache: int
+    slowest_base: list[TimedCall]
+    slowest_head: list[TimedCall]
+
+
+def same_run_pairs(base: Variant, head: Variant) -> LatencyEvidence:
+    """Every sample both variants answered, as measured by this run's calls."""
+
+    def timed(variant: Variant) -> dict[tuple[str, int], CaseResult]:
+        return {(r.case_id, r.sample): r for r in variant.results if r.error is None and r.latency_s is not None}
+
+    b, h = timed(base), timed(head)
+    pairs = [
+        LatencyPair(
+            key[1],
+            TimedCall(key[0], b[key].latency_s or 0.0, b[key].retried),
+            TimedCall(key[0], h[key].latency_s or 0.0, h[key].retried),
+        )
+        for key in h
+        if key in b
+    ]
+    return LatencyEvidence(pairs)
 
 
 @dataclass
@@ -141,6 +216,8 @@ class SuiteReport:
     # Per assertion (promptfoo suites): passes in head and base, to check against `promptfoo eval`.
     assertions_head: list[AssertionCount] = field(default_factory=list)
     assertions_base: list[AssertionCount] = field(default_factory=list)
+    # The pairs the latency rows rest on (None without a base).
+    latency: LatencySummary | None = None
 
     @property
     def inconclusive(self) -> list[MetricRow]:
@@ -149,9 +226,18 @@ class SuiteReport:
 
 
 def compare_suite(
-    name: str, reasons: list[str], base: Variant | None, head: Variant, thresholds: Thresholds
+    name: str,
+    reasons: list[str],
+    base: Variant | None,
+    head: Variant,
+    thresholds: Thresholds,
+    latency: LatencyEvidence | None = None,
 ) -> SuiteReport:
-    """Compare head with base on the cases both answered; a head-only suite is reported without deltas."""
+    """Compare head with base on the cases both answered; a head-only suite is reported without deltas.
+
+    `latency`: the pairs latency is decided on; by default every sample both answered (a run that
+    called every model afresh).
+    """
     strict = thresholds.gating == "strict"
     t = thresholds
     bm = base.metrics if base else None
@@ -159,30 +245,17 @@ def compare_suite(
     def pair(attr: str) -> tuple[Any, Any]:
         return (getattr(bm, attr) if bm else None), getattr(head.metrics, attr)
 
+    if base is not None and latency is None:
+        latency = same_run_pairs(base, head)
     acc = paired(base, head, accuracy_of, t.alpha)
+    p50, p95 = _latency_rows(pair("latency_p50_s"), pair("latency_p95_s"), latency, t, strict)
     rows = [
         _rate_row(
             "accuracy", "Accuracy", pair("accuracy"), pair("accuracy_interval"), acc, t.accuracy_drop_pp, -1, strict
         ),
-        _relative_row("latency_p50", "Latency p50", "s", pair("latency_p50_s"), None, None, strict),
-        _relative_row(
-            "latency_p95",
-            "Latency p95",
-            "s",
-            pair("latency_p95_s"),
-            paired(base, head, latency_of, t.alpha, outcomes=False),
-            t.latency_p95_increase_pct,
-            strict,
-        ),
-        _relative_row(
-            "cost_per_1k",
-            "Cost / 1K queries",
-            "usd",
-            pair("cost_per_1k_usd"),
-            paired(base, head, cost_of, t.alpha, outcomes=False),
-            t.cost_increase_pct,
-            strict,
-        ),
+        p50,
+        p95,
+        _cost_row(base, head, pair("cost_per_1k_usd"), t, strict),
         _rate_row(
             "hallucination",
             "Hallucination rate",
@@ -193,7 +266,7 @@ def compare_suite(
             +1,
             strict,
         ),
-        _relative_row("cost_per_pct", "Cost / 1% accuracy", "usd", pair("cost_per_pct_usd"), None, None, strict),
+        _info_row("cost_per_pct", "Cost / 1% accuracy", "usd", pair("cost_per_pct_usd")),
         _errors_row(base, head),
     ]
 
@@ -205,6 +278,16 @@ def compare_suite(
         if r.error
     ]
     no_evidence = _no_evidence(head, acc.n if acc else None, t.min_cases)
+    summary = None
+    if base is not None and latency is not None:
+        answered = len(set(per_case(base.results, latency_of)) & set(per_case(head.results, latency_of)))
+        summary = LatencySummary(
+            latency.cases,
+            latency.remeasured,
+            max(answered - latency.cases, 0) if latency.remeasured else 0,
+            latency.slowest("base"),
+            latency.slowest("head"),
+        )
     return SuiteReport(
         name=name,
         reasons=reasons,
@@ -219,6 +302,7 @@ def compare_suite(
         verdict="fail" if no_evidence or any(row.verdict == "fail" for row in rows) else "pass",
         alpha=t.alpha,
         no_evidence=no_evidence,
+        latency=summary,
     )
 
 
@@ -336,23 +420,97 @@ def _rate_row(
     )
 
 
-def _relative_row(
+def _info_row(key: str, label: str, unit: Literal["s", "usd"], values: tuple[float | None, float | None]) -> MetricRow:
+    """A row shown for information (or with nothing to compare): its relative change, no verdict."""
+    base, head = values
+    change = relative_change_pct(base, head)
+    return MetricRow(key, label, unit, base, head, change, "%" if change is not None else "")
+
+
+def _latency_rows(
+    p50: tuple[float | None, float | None],
+    p95: tuple[float | None, float | None],
+    latency: LatencyEvidence | None,
+    t: Thresholds,
+    strict: bool,
+) -> tuple[MetricRow, MetricRow]:
+    """p50 (shown) and p95 (gated) of the same-run pairs; the head's alone for a new suite."""
+    if latency is None:
+        return (
+            _info_row("latency_p50", "Latency p50", "s", p50),
+            _info_row("latency_p95", "Latency p95", "s", p95),
+        )
+    grouped = _by_case(latency.pairs)
+    base_s = [[p.base.latency_s for p in pairs] for pairs in grouped]
+    head_s = [[p.head.latency_s for p in pairs] for pairs in grouped]
+    flat_base, flat_head = [v for vs in base_s for v in vs], [v for vs in head_s for v in vs]
+    limit = 1 + t.latency_p95_increase_pct / 100
+    test = paired_ratio(base_s, head_s, "p95", limit, t.alpha) if grouped else None
+    values = (percentile(flat_base, 95), percentile(flat_head, 95))
+    return (
+        _info_row("latency_p50", "Latency p50", "s", (percentile(flat_base, 50), percentile(flat_head, 50))),
+        _ratio_row("latency_p95", "Latency p95", "s", values, test, t.latency_p95_increase_pct, strict),
+    )
+
+
+def _by_case(pairs: Sequence[LatencyPair]) -> list[list[LatencyPair]]:
+    """Pairs grouped by case, keeping the cases with every sample paired (a case is resampled whole)."""
+    groups: dict[str, list[LatencyPair]] = {}
+    for p in pairs:
+        groups.setdefault(p.base.case_id, []).append(p)
+    full = max((len(g) for g in groups.values()), default=0)
+    return [g for g in groups.values() if len(g) == full]
+
+
+def _cost_row(
+    base: Variant | None, head: Variant, values: tuple[float | None, float | None], t: Thresholds, strict: bool
+) -> MetricRow:
+    """Cost per 1K queries, tested as the ratio of the mean cost of the paired cases."""
+    if base is None:
+        return _info_row("cost_per_1k", "Cost / 1K queries", "usd", values)
+    b, h = per_case(base.results, cost_of), per_case(head.results, cost_of)
+    common = [case_id for case_id in h if case_id in b]
+    limit = 1 + t.cost_increase_pct / 100
+    test = paired_ratio([[b[c]] for c in common], [[h[c]] for c in common], "mean", limit, t.alpha)
+    return _ratio_row("cost_per_1k", "Cost / 1K queries", "usd", values, test, t.cost_increase_pct, strict)
+
+
+def ratio_verdict(test: RatioTest, threshold_pct: float, strict: bool) -> Verdict:
+    """The gate's verdict on a latency or cost row from its bootstrap, as `compare_suite` decides it."""
+    change = (test.ratio - 1) * 100
+    if change > threshold_pct:
+        decided = test.p_above < test.alpha or strict
+        return "fail" if decided and test.n >= MIN_RATIO_PAIRS else "inconclusive"
+    if change < 0 and test.p_two_sided < test.alpha:
+        return "improved"
+    return "pass"
+
+
+def _ratio_row(
     key: str,
     label: str,
     unit: Literal["s", "usd"],
     values: tuple[float | None, float | None],
-    paired: PairedDelta | None,
-    threshold_pct: float | None,
+    test: RatioTest | None,
+    threshold_pct: float,
     strict: bool,
 ) -> MetricRow:
+    """A row gated on the paired bootstrap of head / base: the change shown is the tested ratio's.
+
+    A rise past the threshold fails when the one-sided lower bound of the ratio is past it too (`strict`:
+    the point estimate alone), and is inconclusive otherwise, or always when fewer than
+    MIN_RATIO_PAIRS cases were paired: one slow call must not decide a p95 of ten.
+    """
     base, head = values
-    change = relative_change_pct(base, head)
-    if change is None or threshold_pct is None:
-        # Not gated (or nothing to compare): shown for information, no verdict.
-        return MetricRow(key, label, unit, base, head, change, "%" if change is not None else "")
-    # The paired test is on per-case values, one-sided toward a rise: a p95 that rose while most cases
-    # got faster is not a significant rise, so it cannot fail.
-    verdict = _verdict(change, threshold_pct, paired, +1, strict)
+    if test is None:
+        return _info_row(key, label, unit, values)
+    change = (test.ratio - 1) * 100
+    verdict = ratio_verdict(test, threshold_pct, strict)
+    one_sided = change > 0
+    p_value = test.p_above if one_sided else test.p_two_sided
+    needed = None
+    if verdict == "inconclusive":
+        needed = max(test.cases_needed() or MIN_RATIO_PAIRS, MIN_RATIO_PAIRS)
     return MetricRow(
         key,
         label,
@@ -361,9 +519,17 @@ def _relative_row(
         head,
         change,
         "%",
+        Interval((test.interval.low - 1) * 100, (test.interval.high - 1) * 100),
+        p_value=p_value,
+        significant=p_value < test.alpha,
         threshold=threshold_pct,
         verdict=verdict,
-        **(_test_fields(change, paired, +1, verdict) if paired else {}),
+        test="bootstrap",
+        one_sided=one_sided,
+        cases_needed=needed,
+        statistic=test.statistic,
+        bound=(test.bound - 1) * 100,
+        pairs=test.n,
     )
 
 

@@ -400,8 +400,11 @@ class Limits(_Strict):
         return int(self.max_file_mb * 1_000_000)
 
 
-# The fields of a suite that define its exam (DESIGN.md §6, trust model).
-EXAM_FIELDS = frozenset({"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field"})
+# The fields of a suite that define its exam (DESIGN.md §6, trust model). `latency_sample` sets how
+# many pairs decide latency: a head that shrank it would make the latency gate undecidable.
+EXAM_FIELDS = frozenset(
+    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample"}
+)
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
 REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
 
@@ -440,6 +443,9 @@ class Suite(_Strict):
     schema_: str | None = Field(default=None, alias="schema")
     models: list[str] = Field(default_factory=list)
     repeats: int = Field(default=1, ge=1, le=20)
+    # Cases whose base and head latencies are measured again, back to back, when answers came from the
+    # cache (docs/gate.md): each costs two calls.
+    latency_sample: int = Field(default=30, ge=1, le=1000)
     graders: list[GraderSpec] = Field(default_factory=list)
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from bot.pipeline.compare import MIN_RATIO_PAIRS
 from bot.pipeline.run import Report
 
 # GitHub refuses a check-run summary or comment body above 65,535 characters (422).
@@ -157,6 +158,8 @@ def _environment() -> jinja2.Environment:
         yaml=yaml_value,
         located=located,
     )
+    # Why a latency or cost row is inconclusive: too few pairs, or a bound short of the threshold.
+    env.globals["min_ratio_pairs"] = MIN_RATIO_PAIRS
     return env
 
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.engine import graders as g
-from bot.engine import stats
 from bot.engine.cache import ResponseCache
 from bot.engine.concurrency import gather_or_cancel
+from bot.engine.metrics import latency_of, per_case
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
-from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant
+from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant, time_pairs
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
 from bot.pipeline.budget import Estimate, SpendCaps, estimate
 from bot.pipeline.changes import Plan, PolicyChange, SuitePlan, plan
-from bot.pipeline.compare import SuiteReport, Variant, assertion_counts, compare_suite
+from bot.pipeline.compare import LatencyEvidence, SuiteReport, Variant, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
     ClosedQaGrader,
@@ -94,6 +95,10 @@ class Spend:
     wall_s: float
     # Answers made by this run (not from the cache) that passed every accuracy grader.
     passed_answers: int = 0
+    # Calls that measured latency again, base and head back to back, because answers came from the
+    # cache (in `calls`, `http_requests` and `under_test_usd` too), and what they cost.
+    latency_calls: int = 0
+    latency_usd: float = 0.0
 
     @property
     def per_success_usd(self) -> float | None:
@@ -295,8 +300,9 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
     prices = _prices(the_plan.config)
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
+    cached = options.cache is not None and not options.fresh
     report.estimate = estimate(
-        the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models, billed_attempts
+        the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models, billed_attempts, cached
     )
     if report.estimate.unpriced_models:
         report.problems.append(
@@ -382,15 +388,24 @@ async def _run_plan(
     client = ModelClient(None if options.fresh else options.cache, prices, *shared)
     # Judges get their own client: their spend is the evaluation's cost, not the prompt's.
     judge = ModelClient(options.cache, prices, *shared)
+    # Latency measured again never comes from the cache (nor from a call in flight for another case).
+    measure = ModelClient(None, prices, *shared)
     try:
-        return await _run_suites(the_plan, options, limit, calls_planned, client, judge)
+        return await _run_suites(the_plan, options, limit, calls_planned, client, judge, measure)
     finally:
         await client.aclose()
         await judge.aclose()
+        await measure.aclose()
 
 
 async def _run_suites(
-    the_plan: Plan, options: RunOptions, limit: SpendLimit, calls_planned: int, client: ModelClient, judge: ModelClient
+    the_plan: Plan,
+    options: RunOptions,
+    limit: SpendLimit,
+    calls_planned: int,
+    client: ModelClient,
+    judge: ModelClient,
+    measure: ModelClient,
 ) -> tuple[list[SuiteReport], Spend, Stopped | None]:
     config: Config = the_plan.config
 
@@ -403,10 +418,6 @@ async def _run_suites(
         done += 1
         cached += result.cached
         passed += result.passed is True and not result.cached
-        if done == 1:
-            # The metrics and paired tests after the calls need scipy.stats: loaded while the rest are
-            # answered, not on the way to the first request (its ~1 s of CPU would delay the first wave).
-            stats.load_in_background()
         if options.on_progress is not None:
             options.on_progress(done, total, cached)
 
@@ -422,7 +433,11 @@ async def _run_suites(
         head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
         base_variant = rest[len(others)] if sp.base_prompt is not None else None
-        report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds)
+        latency = None
+        answers = [*head_variant.results, *(base_variant.results if base_variant else [])]
+        if base_variant is not None and any(r.stored for r in answers):
+            latency = await remeasure(sp, base_variant, head_variant)
+        report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds, latency)
         report.definition_hash = sp.definition_hash(config.judge)
         if any(isinstance(spec, PromptfooAssertionGrader) for spec in sp.suite.graders):
             report.assertions_head = assertion_counts(head_variant.results)
@@ -453,6 +468,20 @@ async def _run_suites(
             report.verdict = "fail" if worse_everywhere(old, head_variant) or threshold_failed or broken else "pass"
         return report
 
+    async def remeasure(sp: SuitePlan, base: Variant, head: Variant) -> LatencyEvidence:
+        """Latency of a random sample of the cases both answered, base and head called again back to back
+        in a random order: cached latencies were measured another day, under another load."""
+        assert sp.base_prompt is not None
+        rng = random.Random()
+        base_cases = {case.id: case for case in _cases(sp.base_prompt, sp)}
+        head_cases = {case.id: case for case in _cases(sp.head_prompt, sp)}
+        answered = set(per_case(base.results, latency_of)) & set(per_case(head.results, latency_of))
+        candidates = [case_id for case_id in head_cases if case_id in answered and case_id in base_cases]
+        chosen = set(rng.sample(candidates, min(sp.suite.latency_sample, len(candidates))))
+        cases = [(base_cases[c], head_cases[c]) for c in candidates if c in chosen]
+        specs = _spec(base.name, sp.base_prompt, base.model), _spec(head.name, sp.head_prompt, head.model)
+        return LatencyEvidence(await time_pairs(measure, *specs, cases, rng), remeasured=True)
+
     async def under_head_exam(sp: SuitePlan, base: Variant | None, head: Variant) -> SuiteReport:
         """The answers of this run graded again by the head's own graders (judge calls only)."""
         assert sp.head_exam is not None
@@ -471,21 +500,23 @@ async def _run_suites(
         suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
     except BudgetExhausted:
         suites = []
-        answered = client.stats.answered + judge.stats.answered
+        answered = client.stats.answered + judge.stats.answered + measure.stats.answered
         stopped = Stopped(limit.spent_usd, limit.budget_usd, answered, calls_planned)
-    s, j = client.stats, judge.stats
+    s, j, lm = client.stats, judge.stats, measure.stats
     spend = Spend(
-        calls=s.calls,
+        calls=s.calls + lm.calls,
         cached=s.cached,
-        http_requests=s.http_requests + j.http_requests,
-        retries=s.retries + j.retries,
-        errors=s.errors + j.errors,
-        under_test_usd=s.spend_usd,
+        http_requests=s.http_requests + j.http_requests + lm.http_requests,
+        retries=s.retries + j.retries + lm.retries,
+        errors=s.errors + j.errors + lm.errors,
+        under_test_usd=s.spend_usd + lm.spend_usd,
         judge_calls=j.calls,
         judge_usd=j.spend_usd,
-        unpriced_calls=s.unpriced + j.unpriced,
+        unpriced_calls=s.unpriced + j.unpriced + lm.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
         wall_s=time.perf_counter() - started,
         passed_answers=passed,
+        latency_calls=lm.calls,
+        latency_usd=lm.spend_usd,
     )
     return suites, spend, stopped

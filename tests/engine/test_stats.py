@@ -6,6 +6,7 @@ from bot.engine import stats
 from bot.engine.stats import (
     mcnemar_power,
     paired_delta,
+    paired_ratio,
     paired_test,
     percentile,
     proportion_interval,
@@ -148,3 +149,52 @@ def test_the_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
     low, high = np.percentile(means, [2.5, 97.5])
     monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_VALUES", chunk_values)
     assert stats._bootstrap_mean(values) == stats.Interval(float(low), float(high))
+
+
+def test_the_ratio_bootstrap_bound_and_p_value_are_one_decision() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(0, 0.4, (60, 1))
+    for factor in (1.0, 1.1, 1.15, 1.2, 1.3):
+        head = base * factor * rng.lognormal(0, 0.2, (60, 1))
+        test = paired_ratio(base.tolist(), head.tolist(), "p95", 1.1)
+        assert test is not None and test.n == 60
+        # The bound is the α-quantile of the resampled ratios; the p-value the share at or below the limit.
+        assert (test.bound > test.limit) == (test.p_above < test.alpha)
+        assert test.interval.low <= test.ratio <= test.interval.high or factor == 1.0
+    assert paired_ratio([[0.0]] * 5, [[1.0]] * 5, "mean", 1.25) is None
+    assert paired_ratio([], [], "p95", 1.1) is None
+
+
+def test_the_ratio_of_p95_pairs_cases_and_keeps_their_samples_together() -> None:
+    # Three samples per case; every head call twice its base's: each resample's ratio is 2.
+    base = [[1.0 + c / 10, 1.1 + c / 10, 0.9 + c / 10] for c in range(25)]
+    head = [[2 * v for v in case] for case in base]
+    test = paired_ratio(base, head, "p95", 1.1)
+    assert (test.ratio, test.bound, test.interval.low, test.interval.high) == pytest.approx((2, 2, 2, 2))
+    assert test.p_above == 1 / stats.BOOTSTRAP_RESAMPLES
+
+
+def test_pairs_needed_grow_as_the_change_nears_the_threshold() -> None:
+    import numpy as np
+
+    base = np.array([[1.0 + (i % 10) / 10] for i in range(30)])
+    wobble = np.array([[1 + 0.2 * np.sin(i)] for i in range(30)])
+    near = paired_ratio(base.tolist(), (base * 1.15 * wobble).tolist(), "p95", 1.1)
+    far = paired_ratio(base.tolist(), (base * 1.6 * wobble).tolist(), "p95", 1.1)
+    assert near.ratio > 1.1 and far.ratio > near.ratio
+    assert near.cases_needed() > far.cases_needed() >= 1
+    # Not above the limit: no number of cases would show it above.
+    assert paired_ratio(base.tolist(), base.tolist(), "p95", 1.1).cases_needed() is None
+
+
+@pytest.mark.parametrize("chunk_values", [7, 1_000_000_000])
+def test_the_ratio_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
+    chunk_values: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [[0.5 + ((i * 7) % 13) / 10] for i in range(40)]
+    head = [[b[0] * (1 + ((i * 5) % 7) / 20)] for i, b in enumerate(base)]
+    reference = paired_ratio(base, head, "p95", 1.1)
+    monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_VALUES", chunk_values)
+    assert paired_ratio(base, head, "p95", 1.1) == reference

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bot.engine.graders import Grade
-from bot.engine.runner import CaseResult
-from bot.engine.stats import paired_test
+from bot.engine.runner import CaseResult, LatencyPair, TimedCall
+from bot.engine.stats import paired_test, percentile
 from bot.errors import InputError
-from bot.pipeline.compare import MetricRow, SuiteReport, Variant, compare_suite, rate_verdict
+from bot.pipeline.compare import LatencyEvidence, MetricRow, SuiteReport, Variant, compare_suite, rate_verdict
 from bot.pipeline.config import Thresholds, parse_config
 
 BASE_36_OF_40 = [True] * 36 + [False] * 4
@@ -86,13 +86,81 @@ def test_rate_verdict_is_the_rows_verdict() -> None:
         assert rate_verdict(base, [float(p) for p in head], 2.0, -1, 0.05, False) == expected
 
 
-def test_a_latency_rise_is_tested_one_sided_with_wilcoxon() -> None:
-    # Every one of 5 cases 20% slower: the exact one-sided signed-rank p is 1/32 (two-sided 1/16 would not decide).
-    base = Variant("base", "1.0.0", "openai/m", [outcome(i, True, latency_s=1.0) for i in range(5)])
-    head = Variant("head", "1.1.0", "openai/m", [outcome(i, True, latency_s=1.2) for i in range(5)])
-    p95 = row(compare_suite("qa", ["changed"], base, head, Thresholds()), "latency_p95")
-    assert p95.delta == pytest.approx(20.0)
-    assert (p95.test, p95.one_sided, p95.p_value, p95.verdict) == ("wilcoxon", True, 1 / 32, "fail")
+def timed_variant(
+    name: str, latencies: list[float], cost_usd: float = 0.001, retried: set[int] = frozenset()
+) -> Variant:
+    results = [
+        CaseResult(f"c{i}", None, 0, "answer", s, cost_usd, 100, 20, False, None, (), i in retried)
+        for i, s in enumerate(latencies)
+    ]
+    return Variant(name, "1", "openai/m", results)
+
+
+# 40 cases whose latencies spread from 0.8 s to 1.2 s.
+SPREAD = [0.8 + 0.4 * ((i * 7) % 40) / 39 for i in range(40)]
+
+
+def test_a_p95_rise_fails_on_the_bootstrap_bound_of_the_ratio() -> None:
+    suite = compare_suite(
+        "qa", ["changed"], timed_variant("base", SPREAD), timed_variant("head", [s * 1.3 for s in SPREAD]), Thresholds()
+    )
+    p95 = row(suite, "latency_p95")
+    assert p95.delta == pytest.approx(30.0)
+    # The test of the statistic shown: a paired bootstrap of the p95 ratio, one-sided against the 10% threshold.
+    assert (p95.test, p95.statistic, p95.one_sided, p95.pairs, p95.verdict) == ("bootstrap", "p95", True, 40, "fail")
+    assert p95.bound > 10 and p95.p_value < 0.05
+    assert p95.delta_interval.low <= 30 <= p95.delta_interval.high
+    # Every head call exactly 30% slower: each resample's ratio is 1.3, so the bound is too.
+    assert p95.bound == pytest.approx(30.0)
+
+
+def test_one_slow_call_does_not_decide_p95() -> None:
+    # The same latencies but for three slow head calls (a cold start, two loaded moments): p95 rises past
+    # 10%, the bound of the ratio does not.
+    head = list(SPREAD)
+    for value, slow in zip(sorted(SPREAD)[-3:], (2.0, 3.0, 12.0), strict=True):
+        head[SPREAD.index(value)] = slow
+    suite = compare_suite("qa", ["changed"], timed_variant("base", SPREAD), timed_variant("head", head), Thresholds())
+    p95 = row(suite, "latency_p95")
+    assert p95.delta > 10 and p95.bound <= 10 and p95.p_value >= 0.05
+    assert p95.verdict == "inconclusive" and p95.cases_needed > 40
+    # The report names the slowest calls of each side, with their case ids.
+    assert [c.latency_s for c in suite.latency.slowest_head[:3]] == [12.0, 3.0, 2.0]
+    assert len(suite.latency.slowest_base) == 5 and suite.latency.slowest_base[0].latency_s == max(SPREAD)
+
+
+def test_fewer_than_20_pairs_are_inconclusive_never_a_fail() -> None:
+    base, head = timed_variant("base", SPREAD[:12]), timed_variant("head", [s * 2 for s in SPREAD[:12]])
+    for gating in ("significant", "strict"):
+        p95 = row(compare_suite("qa", ["changed"], base, head, Thresholds(gating=gating)), "latency_p95")
+        assert p95.delta == pytest.approx(100.0) and p95.bound == pytest.approx(100.0)
+        assert (p95.verdict, p95.pairs, p95.cases_needed) == ("inconclusive", 12, 20)
+
+
+def test_latency_is_decided_on_the_same_run_pairs_only() -> None:
+    # The answers' latencies came from the cache: base fast (measured another day), head slow now.
+    base, head = timed_variant("base", [0.05] * 40), timed_variant("head", SPREAD)
+    assert row(compare_suite("qa", ["changed"], base, head, Thresholds()), "latency_p95").verdict == "fail"
+    # Measured again, back to back, on 30 of the cases: the same spread of latencies on both sides.
+    pairs = [
+        LatencyPair(0, TimedCall(f"c{i}", SPREAD[(i + 1) % 30], False), TimedCall(f"c{i}", SPREAD[i], False))
+        for i in range(30)
+    ]
+    suite = compare_suite("qa", ["changed"], base, head, Thresholds(), LatencyEvidence(pairs, remeasured=True))
+    p95 = row(suite, "latency_p95")
+    assert (p95.verdict, p95.pairs) == ("pass", 30)
+    assert p95.base == pytest.approx(percentile([p.base.latency_s for p in pairs], 95))
+    assert (suite.latency.pairs, suite.latency.remeasured, suite.latency.from_cache) == (30, True, 10)
+    slowest = max(range(30), key=lambda i: SPREAD[i])
+    assert suite.latency.slowest_head[0].case_id == f"c{slowest}" and not suite.latency.slowest_head[0].retried
+
+
+def test_cost_is_tested_as_the_ratio_of_its_means() -> None:
+    base = timed_variant("base", [1.0] * 30, cost_usd=0.001)
+    head = timed_variant("head", [1.0] * 30, cost_usd=0.0015)
+    cost = row(compare_suite("qa", ["changed"], base, head, Thresholds()), "cost_per_1k")
+    assert (cost.test, cost.statistic, cost.delta, cost.verdict) == ("bootstrap", "mean", pytest.approx(50.0), "fail")
+    assert cost.bound == pytest.approx(50.0) and cost.base == pytest.approx(1.0)
 
 
 def test_repeats_are_tested_as_per_case_shares() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from bot.engine.graders import Grade
@@ -43,8 +44,12 @@ def test_summary_table_with_fixed_numbers() -> None:
         "| ❌ fail |"
     )
     assert accuracy in text
-    assert "| Latency p95 | 1.00 s | 1.00 s | +0.0% two-sided Wilcoxon p=1 | ✅ pass |" in text
-    assert "| Cost / 1K queries | $1.00 | $1.00 | +0.0% two-sided Wilcoxon p=1 | ✅ pass |" in text
+    # Latency and cost: the paired bootstrap of the ratio of the statistic shown.
+    p95 = "| Latency p95 | 1.00 s | 1.00 s | +0.0% [+0.0, +0.0] two-sided paired bootstrap of the p95 ratio p=1 |"
+    assert p95 + " ✅ pass |" in text
+    cost = "| Cost / 1K queries | $1.00 | $1.00 | +0.0% [+0.0, +0.0] two-sided paired bootstrap of the mean ratio p=1 |"
+    assert cost + " ✅ pass |" in text
+    assert "Latency is decided on all 40 paired cases, measured in this run. Slowest calls — base: `c0` 1.00 s," in text
     detectable = "40 paired cases: a change of accuracy of about 18.2 pp or more is detectable"
     assert detectable + " (80% power, one-sided α = 0.05)" in text
     assert "| Hallucination rate | — | — | — | — |" in text
@@ -90,3 +95,22 @@ def test_json_has_the_same_numbers() -> None:
     rows = {row["key"]: row for row in suite["rows"]}
     assert abs(rows["accuracy"]["delta"] - 15.0) < 1e-9
     assert suite["head"]["results"][0]["passed"] is True
+
+
+def test_a_latency_row_names_its_bound_and_the_pairs_it_needs() -> None:
+    def variant(name: str, latencies: list[float], retried: int | None = None) -> Variant:
+        results = [result(i, True, "a", s) for i, s in enumerate(latencies)]
+        if retried is not None:
+            results[retried] = dataclasses.replace(results[retried], retried=True)
+        return Variant(name, "1", "openai/m", results)
+
+    slow = compare_suite("qa", ["c"], variant("base", [1.0] * 30), variant("head", [1.5] * 30), Thresholds())
+    text = render_markdown(Report("main", "feature", [], suites=[slow]))
+    # No resample at or below the threshold: p is 1 / 10,000, the bootstrap's resolution.
+    row = "+50.0% [+50.0, +50.0] one-sided paired bootstrap of the p95 ratio vs 10% p=0.0001, bound +50.0%, 30 pairs"
+    assert row + " | ❌ fail |" in text
+    few = compare_suite("qa", ["c"], variant("base", [1.0] * 8), variant("head", [1.5] * 7 + [4.0], 7), Thresholds())
+    text = render_markdown(Report("main", "feature", [], suites=[few]))
+    assert "Latency p95 +212.5% is past the threshold (10%) but rests on 8 paired cases, fewer than 20: " in text
+    assert "inconclusive — needs 20 pairs." in text
+    assert "head: `c7` 4.00 s (retried), `c0` 1.50 s," in text

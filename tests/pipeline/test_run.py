@@ -103,10 +103,15 @@ async def test_second_identical_run_is_served_from_cache(repo: GitRepo, stub: St
     calls_after_first = len(stub.requests)
     second = await run(repo, stub, cache)
 
-    assert len(stub.requests) == calls_after_first == 80
-    assert second.spend.cached == 80 and second.spend.http_requests == 0 and second.spend.under_test_usd == 0
+    assert calls_after_first == 80 and second.spend.cached == 80
+    # Every answer came from the cache; latency alone was measured again, on 30 cases (`latency_sample`),
+    # base and head back to back: 60 calls, priced like any.
+    assert second.spend.http_requests == second.spend.latency_calls == 60 and len(stub.requests) == 140
+    assert second.spend.under_test_usd == pytest.approx(60 * 0.0002) == second.spend.latency_usd
+    assert (second.suites[0].latency.pairs, second.suites[0].latency.from_cache) == (30, 10)
     for a, b in zip(first.suites[0].rows, second.suites[0].rows, strict=True):
-        assert (a.base, a.head, a.delta) == (b.base, b.head, b.delta)
+        if not a.key.startswith("latency"):
+            assert (a.base, a.head, a.delta) == (b.base, b.head, b.delta)
     await cache.close()
 
 
@@ -168,14 +173,15 @@ def test_budget_refuses_a_run_estimated_above_it(repo: GitRepo, stub: StubLLM) -
     repo.git("checkout", "-q", "base")
     repo.git("checkout", "-q", "-b", "policy")
     # Per call: 7 prompt tokens + 50 output tokens (max_tokens) at $0.001 / $0.002 per 1K, billed at
-    # worst twice (RetryPolicy.max_billed_attempts): 80 × 2 × $0.000107.
+    # worst twice (RetryPolicy.max_billed_attempts), for the 80 calls and the 30 pairs (60 calls) that
+    # latency may be measured on again when answers come from the cache: 140 × 2 × $0.000107.
     (repo.root / ".evalbot.yml").write_text(config + "budget: {max_cost_usd: 0.001}\n")
     repo.commit("tight budget", tag="tight")
     repo.git("checkout", "-q", "head")
     args = ["eval", "--repo", str(repo.root), "--base", "tight", "--head", "head", "--api-base", stub.base_url]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert "Not evaluated: the estimated cost, $0.0171 for 80 model calls" in result.output
+    assert "Not evaluated: the estimated cost, $0.0300 for 140 model calls" in result.output
     assert "above the budget of $0.0010" in result.output
     assert stub.requests == []
 

@@ -7,8 +7,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import scipy.stats  # noqa: F401  # imported once per worker process, seconds on this machine: not per job
-
 from bot.engine.graders import REGEX_TIMEOUT_S, Sample, regex
 from bot.engine.models import ModelClient
 from bot.pipeline.changes import plan
@@ -63,7 +61,6 @@ async def test_a_backtracking_regex_grader_ends_at_its_time_limit_and_the_loop_k
 
     options = RunOptions(api_base=stub.base_url, concurrency=1)
     # litellm's import and first-call set-up happen once per worker process, not per job: done first.
-    # (scipy.stats, imported above, likewise.)
     await ModelClient(None, {}, 1, None, stub.base_url).complete("openai/stub", [{"role": "user", "content": "-"}])
     report, longest_gap_s, ticks = await with_ticker(evaluate(GitSource(repo.root), "base", "head", options))
 
