@@ -290,7 +290,81 @@ def serve_command(host: str, port: int) -> None:
     if not settings.WEBHOOK_SECRET:
         # Every delivery would be refused: say so at start, not once per webhook.
         _fail(EvalbotError("set WEBHOOK_SECRET to the GitHub App's webhook secret"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    try:
+        app = create_app(settings)
+    except EvalbotError as exc:  # a setting that cannot be used (SESSION_SECRET too short)
+        _fail(exc)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command("setup")
+@click.option(
+    "--public-url",
+    required=True,
+    help="Where `evalbot serve` will be reached (https://...): the webhook and sign-in URLs.",
+)
+@click.option("--org", help="Create the app in this organisation (default: your personal account).")
+@click.option("--name", help="The app's name on GitHub (default: app.yml's; names are unique on GitHub).")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="app.yml",
+    show_default=True,
+    help="The manifest template.",
+)
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True, help="Port of the local setup page.")
+@click.option("--github-url", envvar="GITHUB_WEB_URL", default="https://github.com", show_default=True)
+@click.option("--api-url", envvar="GITHUB_API_URL", default="https://api.github.com", show_default=True)
+def setup_command(
+    public_url: str,
+    org: str | None,
+    name: str | None,
+    manifest_path: Path,
+    env_file: Path,
+    port: int,
+    github_url: str,
+    api_url: str,
+) -> None:
+    """Create the GitHub App from app.yml (GitHub's manifest flow) and write its settings to an env file."""
+    import uvicorn
+
+    from bot.github.setup import plan, setup_app
+
+    local = f"http://127.0.0.1:{port}"
+    try:
+        setup = plan(
+            manifest_path,
+            public_url,
+            f"{local}/callback",
+            env_file,
+            org=org,
+            name=name,
+            web_url=github_url,
+            api_url=api_url,
+        )
+    except EvalbotError as exc:
+        _fail(exc)
+    done: list[dict[str, Any]] = []
+    server = uvicorn.Server(uvicorn.Config(setup_app(setup, done), host="127.0.0.1", port=port, log_level="warning"))
+
+    async def serve_until_created() -> None:
+        task = asyncio.create_task(server.serve())
+        while not done and not task.done():
+            await asyncio.sleep(0.2)
+        server.should_exit = True
+        await task
+
+    click.echo(f"Open {local}/ in your browser and create the app on GitHub (Ctrl-C to stop).")
+    asyncio.run(serve_until_created())
+    if not done:
+        _fail(EvalbotError("stopped before the app was created"))
+    app = done[0]
+    click.echo(
+        f"Created the GitHub App {app.get('slug')} (id {app.get('id')}); settings written to {env_file} (mode 0600)."
+    )
+    click.echo(f"Install it on your repositories: {app.get('html_url')}/installations/new")
 
 
 @cli.command("worker")

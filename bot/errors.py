@@ -117,3 +117,7 @@ class Problem(str):
     @classmethod
     def of(cls, error: InputError) -> Problem:
         return cls(str(error), error.path, error.line, error.message)
+
+
+class ConfigError(EvalbotError):
+    """A setting that cannot be used as given (a secret too short to sign with, a missing URL)."""

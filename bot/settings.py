@@ -51,9 +51,12 @@ class Settings(BaseSettings):
     GITHUB_CLIENT_SECRET: str | None = None
     # Where GitHub's web pages are (the OAuth authorize and access_token endpoints): not the API's host.
     GITHUB_WEB_URL: str = "https://github.com"
-    # Signs the session cookie and encrypts the user token in it; unset, a random one per process
-    # (sessions then end when the process does, and do not cross processes).
+    # Signs the sign-in cookie and encrypts the user tokens kept server-side; at least 32 bytes (shorter is
+    # refused at start). Unset, a random one per process (sessions end when the process does).
     SESSION_SECRET: str | None = None
+    # Worker processes that build run pages (a 5,000-case run's page takes a CPU for a while; in a
+    # process of its own it does not hold up the webhook endpoint). 0: a thread of the web process.
+    WEB_PAGE_PROCESSES: int = 2
 
     @field_validator("PRIVATE_KEY")
     @classmethod

@@ -124,7 +124,8 @@ class _PullRequestJob:
         page of the head's latest run rather than to evalbot's front page."""
         run_id = await asyncio.to_thread(self.store.latest_run_id, self.repo, self.pr_number, self.head_sha)
         if run_id is not None:
-            self.details_url = run_page_url(self.settings, run_id) or self.details_url
+            page_id = await asyncio.to_thread(self.store.public_id, run_id)
+            self.details_url = run_page_url(self.settings, page_id) or self.details_url
 
     async def base_policy(self, base_ref: str) -> Config:
         """`.evalbot.yml` of the base branch as it is now: who approves is never read from the pull request.
@@ -200,7 +201,8 @@ async def evaluate_pull_request(
     run_id = await asyncio.to_thread(
         job.store.start_run, repository=repo, trigger=trigger, head_sha=head_sha, started_at=started_at, pr=pr_number
     )
-    job.details_url = run_page_url(job.settings, run_id) or job.details_url
+    page_id = await asyncio.to_thread(job.store.public_id, run_id)
+    job.details_url = run_page_url(job.settings, page_id) or job.details_url
     evals_id: int | None = None
     base_ref: str | None = None
     if await _aborted(ctx, job, evals_id, base_ref, run_id):
@@ -210,6 +212,8 @@ async def evaluate_pull_request(
         evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
         pull = await _settled_pull(job, pr_number)
         base_ref = pull["base"]["ref"]
+        # The run page is shown by the repository's id, which a rename or transfer does not hand on.
+        await asyncio.to_thread(job.store.set_repository_id, run_id, int(pull["base"]["repo"]["id"]))
         if pull.get("state") == "closed" or pull["head"]["sha"] != head_sha:
             # A delivery older than the pull request as it is now (late, or redelivered): nothing to
             # evaluate, and nothing to spend.

@@ -19,9 +19,9 @@ def page_url(settings: Settings, path: str = "") -> str | None:
     return f"{settings.PUBLIC_URL.rstrip('/')}/{path}" if settings.PUBLIC_URL else None
 
 
-def run_page_url(settings: Settings, run_id: int) -> str | None:
-    """The run's page."""
-    return page_url(settings, f"runs/{run_id}")
+def run_page_url(settings: Settings, public_id: str | None) -> str | None:
+    """The run's page, by its unguessable id (`Store.public_id`)."""
+    return page_url(settings, f"runs/{public_id}") if public_id else None
 
 
 def store_url(settings: Settings) -> str:

@@ -151,6 +151,8 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
     except InputError as exc:
         config, report = Config(), Report(sha, sha, [], errors=[str(exc)])
     previous = await asyncio.to_thread(store.last_run, repo, "scheduled", branch)
+    # The run page and the suite chart show runs by the repository's id (a rename keeps it).
+    repository_id = int((await gh.arequest("GET", f"/repos/{owner}/{name}")).json()["id"])
     await asyncio.to_thread(
         store.record_run,
         report,
@@ -159,6 +161,7 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
         started_at=started,
         base_branch=branch,
         head_branch=branch,
+        repository_id=repository_id,
     )
     redact = Redactor.for_settings(settings)
     publisher = Publisher(gh, owner, name, 0, sha, settings.APP_ID, redact)

@@ -77,7 +77,10 @@ async def read_body(request: Request, limit: int = MAX_WEBHOOK_BODY_BYTES) -> by
 def bearer_ok(expected: str, authorization: str | None) -> bool:
     """`Authorization: Bearer <expected>`, compared in constant time."""
     scheme, _, token = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    # An empty expected token matches nothing (an unset METRICS_TOKEN is no open door).
+    return (
+        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )
 
 
 def signature_ok(secret: str, body: bytes, signature: str | None) -> bool:
@@ -409,13 +412,17 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
     async def healthz(request: Request) -> JSONResponse:
         try:
             await request.app.state.redis.ping()
-        except Exception as exc:  # any failure to reach Redis means "not ready"
-            return JSONResponse({"redis": f"unavailable: {exc}"}, status_code=503)
+        except Exception:  # any failure to reach Redis means "not ready"
+            # What is down, not why: an exception's text may name hosts, users or paths.
+            return JSONResponse({"redis": "unavailable"}, status_code=503)
         return JSONResponse({"redis": "ok"})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
-        if settings.METRICS_TOKEN and not bearer_ok(settings.METRICS_TOKEN, request.headers.get("Authorization")):
+        # Open only on a deployment without a public address (a private network); with PUBLIC_URL set, a
+        # token is required, and without METRICS_TOKEN nothing matches it.
+        needs_token = bool(settings.METRICS_TOKEN or settings.PUBLIC_URL)
+        if needs_token and not bearer_ok(settings.METRICS_TOKEN or "", request.headers.get("Authorization")):
             return JSONResponse(
                 {"error": "Authorization: Bearer <METRICS_TOKEN> required"},
                 status_code=401,

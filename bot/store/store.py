@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import SuiteReport, Variant
+from bot.pipeline.redact import Redactor
 from bot.pipeline.render import render_full_markdown
 from bot.pipeline.run import Report
 from bot.store.tables import AuditEvent, CaseOutcome, Repository, Run, SuiteResult
@@ -41,6 +43,12 @@ _APPROVAL_KINDS = ("approval", "override", "cancel")
 SQLITE_NAME = "evalbot.db"
 # The verdict of a run whose job has started and not finished (or never will: it crashed).
 RUNNING = "running"
+# Random bytes of a run page's id (`/runs/<id>`): 144 bits, base64url, 24 characters.
+PUBLIC_ID_BYTES = 18
+
+
+def new_public_id() -> str:
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
 
 
 def database_url(configured: str | None, cache_dir: Path) -> str:
@@ -120,6 +128,8 @@ class HistoryPoint:
     latency_p95_s: float | None = None
     hallucination_rate: float | None = None
     trigger: str = ""
+    # The run page's id (`/runs/<public_id>`).
+    public_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,10 +151,15 @@ class KnownRepository:
 
 
 class Store:
-    """Runs, results and the audit trail in one database. Every method is one transaction."""
+    """Runs, results and the audit trail in one database. Every method is one transaction.
 
-    def __init__(self, engine: Engine):
+    Every text written (answers, errors, judges' reasons, the report, audit details) passes `redact`
+    first: what the check run hid is not kept for a page to show.
+    """
+
+    def __init__(self, engine: Engine, redact: Callable[[str], str] | None = None):
         self.engine = engine
+        self.redact = redact or Redactor.for_settings()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
@@ -172,7 +187,7 @@ class Store:
 
         Every text is clipped (AUDIT_FIELD_CHARS; the details as a whole AUDIT_DETAILS_CHARS).
         """
-        clipped = _clip_texts(details)
+        clipped = _clip_texts(details, self.redact)
         if len(json.dumps(clipped, default=str)) > AUDIT_DETAILS_CHARS:
             clipped = {"clipped": json.dumps(clipped, sort_keys=True, default=str)[: AUDIT_DETAILS_CHARS - 100]}
         row = AuditEvent(
@@ -226,15 +241,24 @@ class Store:
     # Runs and results
 
     def start_run(
-        self, *, repository: str, trigger: str, head_sha: str, started_at: float, pr: int | None = None
+        self,
+        *,
+        repository: str,
+        trigger: str,
+        head_sha: str,
+        started_at: float,
+        pr: int | None = None,
+        repository_id: int | None = None,
     ) -> int:
-        """A run row before its results (verdict "running"): its id is the run page that check runs link
-        to from the moment they are created; `record_run(run_id=...)` fills it in."""
+        """A run row before its results (verdict "running"): its page exists from the moment check runs
+        link to it; `record_run(run_id=...)` fills it in. Its id (the page's is `public_id(id)`)."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
         when = _at(started_at)
         run = Run(
+            public_id=new_public_id(),
             repository=repository,
+            repository_id=repository_id,
             pr_number=pr,
             trigger=trigger,
             base_sha="",
@@ -247,6 +271,19 @@ class Store:
             session.add(run)
             session.flush()
             return run.id
+
+    def public_id(self, run_id: int) -> str | None:
+        """The id in the run page's address."""
+        with self._session() as session:
+            run = session.get(Run, run_id)
+            return run.public_id if run else None
+
+    def set_repository_id(self, run_id: int, repository_id: int) -> None:
+        """Record GitHub's id of the run's repository once known: its page is shown by it."""
+        with self._session() as session:
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.repository_id = repository_id
 
     def end_run(self, run_id: int, verdict: str, at: float | None = None) -> None:
         """Close a started run that ends without results (untrusted, no policy, crashed, retried); a run
@@ -270,6 +307,7 @@ class Store:
         run_id: int | None = None,
         pr_url: str | None = None,
         blob_url: str | None = None,
+        repository_id: int | None = None,
     ) -> int:
         """Store a run with every suite's metrics, comparison rows, per-case answers and grades, and the
         untrimmed report; its id. With `run_id`, the row `start_run` made is filled in."""
@@ -294,14 +332,16 @@ class Store:
             "judge_usd": spend.judge_usd if spend else 0.0,
             "passed_cases": spend.passed_answers if spend else 0,
             "cost_per_success_usd": spend.per_success_usd if spend else None,
-            "report_markdown": render_full_markdown(report, blob_url),
+            "report_markdown": self.redact(render_full_markdown(report, blob_url)),
             "pr_url": pr_url,
             "blob_url": blob_url,
         }
         with self._session() as session:
             run = session.get(Run, run_id) if run_id is not None else None
+            if repository_id is not None:
+                values["repository_id"] = repository_id
             if run is None:
-                run = Run(**values)
+                run = Run(public_id=new_public_id(), **values)
                 session.add(run)
             else:
                 for key, value in values.items():
@@ -316,16 +356,22 @@ class Store:
                     if variant.results:
                         # Plain rows, not ORM objects: a 1,000-case run's answers take half the memory
                         # and a third of the CPU to write, with no identity map to keep them in.
-                        session.execute(insert(CaseOutcome), _outcomes(run.id, suite.name, name, variant.results))
+                        session.execute(
+                            insert(CaseOutcome), _outcomes(run.id, suite.name, name, variant.results, self.redact)
+                        )
             return run.id
 
-    def suite_history(self, repository: str, suite: str, branch: str, n: int = 20) -> list[HistoryPoint]:
-        """The last `n` evaluations of `suite` on `branch`, oldest first, one per commit (its latest).
+    def suite_history(
+        self, repository: str, suite: str, branch: str, n: int = 20, repository_id: int | None = None
+    ) -> list[HistoryPoint]:
+        """The last `n` evaluations of `suite` on `branch`, oldest first, one per commit (its latest);
+        with `repository_id`, only runs recorded with that GitHub repository id (not another repository
+        that had the name before a rename or transfer).
 
         A pull request's base variant counts (it ran the branch's prompt), and so does a scheduled run.
         """
         query = (
-            select(SuiteResult, Run.finished_at, Run.trigger)
+            select(SuiteResult, Run.finished_at, Run.trigger, Run.public_id)
             .join(Run, Run.id == SuiteResult.run_id)
             .where(
                 Run.repository == repository,
@@ -335,9 +381,11 @@ class Store:
             )
             .order_by(Run.finished_at, Run.id)
         )
+        if repository_id is not None:
+            query = query.where(Run.repository_id == repository_id)
         latest: dict[str, HistoryPoint] = {}
         with self._session() as session:
-            for result, finished_at, trigger in session.execute(query).all():
+            for result, finished_at, trigger, public_id in session.execute(query).all():
                 latest.pop(result.sha, None)  # re-inserted last: ordered by its latest evaluation
                 latest[result.sha] = HistoryPoint(
                     result.sha,
@@ -348,6 +396,7 @@ class Store:
                     result.latency_p95_s,
                     result.hallucination_rate,
                     trigger,
+                    public_id,
                 )
         return list(latest.values())[-n:]
 
@@ -442,13 +491,13 @@ def _clip(text: str, limit: int = AUDIT_FIELD_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _clip_texts(value: Any) -> Any:
+def _clip_texts(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return _clip(value)
+        return _clip(redact(value))
     if isinstance(value, dict):
-        return {_clip(str(k)): _clip_texts(v) for k, v in value.items()}
+        return {_clip(str(k)): _clip_texts(v, redact) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clip_texts(v) for v in value]
+        return [_clip_texts(v, redact) for v in value]
     return value
 
 
@@ -512,7 +561,9 @@ def _suite_result(
     )
 
 
-def _outcomes(run_id: int, suite: str, variant: str, results: list[CaseResult]) -> list[dict[str, Any]]:
+def _outcomes(
+    run_id: int, suite: str, variant: str, results: list[CaseResult], redact: Callable[[str], str]
+) -> list[dict[str, Any]]:
     return [
         dict(
             run_id=run_id,
@@ -526,23 +577,23 @@ def _outcomes(run_id: int, suite: str, variant: str, results: list[CaseResult]) 
             latency_s=r.latency_s,
             cost_usd=r.cost_usd,
             cached=r.cached,
-            error=r.error,
-            output=r.output,
-            grades=[_grade(g) for g in r.grades],
+            error=redact(r.error) if r.error else r.error,
+            output=redact(r.output) if r.output else r.output,
+            grades=[_grade(g, redact) for g in r.grades],
         )
         for r in results
     ]
 
 
-def _grade(grade: Grade) -> dict[str, Any]:
+def _grade(grade: Grade, redact: Callable[[str], str]) -> dict[str, Any]:
     return {
         "grader": grade.grader,
         "kind": grade.kind,
         "passed": grade.passed,
         "score": grade.score,
         "scores": grade.scores,
-        "reason": grade.reason,
-        "error": grade.error,
+        "reason": redact(grade.reason) if grade.reason else grade.reason,
+        "error": redact(grade.error) if grade.error else grade.error,
     }
 
 

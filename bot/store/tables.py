@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,7 +39,12 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The run page's address (`/runs/<public_id>`): random, so that pages cannot be counted through.
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
     repository: Mapped[str] = mapped_column(String(1000), index=True)
+    # GitHub's id of the repository: who may see the run is decided by it, never by the name, which a
+    # rename or transfer hands to another repository.
+    repository_id: Mapped[int | None] = mapped_column(BigInteger)
     pr_number: Mapped[int | None]
     trigger: Mapped[str] = mapped_column(String(20))  # pull_request, eval_command, scheduled, cli
     base_sha: Mapped[str] = mapped_column(String(200))
@@ -133,3 +138,19 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(255))
     at: Mapped[datetime]
     details: Mapped[dict[str, Any]]
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds only a random key whose hash is this row's id, so that
+    signing out (deleting the row) ends the session wherever the cookie was copied."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's key
+    login: Mapped[str] = mapped_column(String(255), index=True)
+    # The user token, encrypted with a key derived from SESSION_SECRET (a copy of the table is no token).
+    sealed_token: Mapped[str] = mapped_column(Text)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    # When GitHub's user token expires (or the session's own limit, if sooner).
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -326,11 +326,11 @@ class FakeGitHub:
                 return JSONResponse({"message": message}, status_code=status, headers=headers)
             header = request.headers.get("authorization", "")
             # GitHub's web host (OAuth) and user tokens: fake_oauth.py answers them.
-            if request.url.path.startswith("/login/oauth/"):
+            if request.url.path.startswith(("/login/oauth/", "/settings/apps/", "/organizations/", "/app-manifests/")):
                 return await call_next(request)
             request.state.user = self.oauth.user_of(header)
             if request.state.user is not None:
-                if request.method != "GET" or not request.url.path.startswith(("/user", "/repos/")):
+                if request.method != "GET" or not request.url.path.startswith(("/user", "/repos/", "/repositories/")):
                     return JSONResponse({"message": "Resource not accessible by integration"}, status_code=403)
                 return await call_next(request)
             if request.url.path.startswith("/app/"):
@@ -439,15 +439,19 @@ class FakeGitHub:
                 refused = self.oauth.repository_as_user(request.state.user, full_name)
                 if refused is not None:
                     return refused
-            return JSONResponse(
-                {
-                    "full_name": full_name,
-                    "default_branch": self.default_branch,
-                    "private": full_name in self.oauth.private,
-                    "html_url": f"https://github.com/{full_name}",
-                    "clone_url": f"{self.clone_base}/{full_name}.git",
-                }
-            )
+            return JSONResponse(self._repository(full_name))
+
+        # --- Repositories by id (run pages; bot/web): a rename keeps the id ---
+        @app.get("/repositories/{repository_id}")
+        async def repository_by_id(repository_id: int, request: Request) -> Response:
+            full_name = self.oauth.name_of(repository_id)
+            if full_name is None:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            if request.state.user is not None:
+                refused = self.oauth.repository_as_user(request.state.user, full_name)
+                if refused is not None:
+                    return refused
+            return JSONResponse(self._repository(full_name))
 
         @app.get("/repos/{owner}/{repo}/issues")
         async def list_issues(
@@ -603,10 +607,21 @@ class FakeGitHub:
             for code, path in sorted(rows, key=lambda r: r[1])
         ]
 
+    def _repository(self, full_name: str) -> dict[str, Any]:
+        return {
+            "id": self.oauth.repository_id(full_name),
+            "full_name": full_name,
+            "default_branch": self.default_branch,
+            "private": full_name in self.oauth.private,
+            "html_url": f"https://github.com/{full_name}",
+            "clone_url": f"{self.clone_base}/{full_name}.git",
+        }
+
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any]:
         base, head = self.pulls[number]
         base_ref, head_ref = self.pull_refs.get(number, ("main", "feature"))
         base_repo = {
+            "id": self.oauth.repository_id(f"{owner}/{repo}"),
             "full_name": f"{owner}/{repo}",
             "html_url": f"https://github.com/{owner}/{repo}",
             "default_branch": self.default_branch,

@@ -121,7 +121,9 @@ async def test_approver_approves_the_head_sha_and_a_push_clears_it(
     assert "`" + pull.head[:7] + "` approved by @lead: “numbers look right”" in approval["output"]["summary"]
     assert (comment_id, "eyes") in fake_github.reactions
     # Published by the command, after the run: "Details" still leads to the head's run page.
-    run_page = f"https://evalbot.example.com/runs/{job_store.latest_run_id(REPO, 2, pull.head)}"
+    run_page = (
+        f"https://evalbot.example.com/runs/{job_store.public_id(job_store.latest_run_id(REPO, 2, pull.head) or 0)}"
+    )
     assert approval["details_url"] == pull.check(EVALS_CHECK)["details_url"] == run_page
 
     approved_sha = pull.head

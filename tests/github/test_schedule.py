@@ -80,6 +80,9 @@ async def test_a_run_with_no_change_opens_no_issue(nightly: Nightly, repo: GitRe
     await nightly.tick(1)
     assert nightly.outcomes() == [("baseline", {})]
     assert len(stub.requests) == 10
+    # Recorded with the repository's id: its page and the suite chart show it by that.
+    (point,) = nightly.store.suite_history(REPO, "qa", "main", repository_id=nightly.fake.oauth.repository_id(REPO))
+    assert point.trigger == "scheduled" and point.public_id
 
     await nightly.tick(1)  # the same firing again: nothing to do
     assert len(stub.requests) == 10

@@ -132,6 +132,7 @@ async def test_the_sample_is_latency_sample_cases_and_the_estimate_counts_it(
     (suite,) = warm.suites
     assert (suite.latency.pairs, suite.latency.remeasured, suite.latency.from_cache) == (5, True, N_CASES - 5)
     p95 = next(row for row in suite.rows if row.key == "latency_p95")
-    assert p95.verdict in ("pass", "inconclusive") and p95.pairs == 5
+    # Five pairs of a stub on a loaded machine may look faster or slower, never enough to fail.
+    assert p95.verdict != "fail" and p95.pairs == 5
     assert warm.spend.latency_calls == 10
     await cache.close()

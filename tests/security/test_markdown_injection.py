@@ -81,7 +81,9 @@ async def test_hostile_ids_answers_and_categories_render_inert(repo: GitRepo, st
     report = await evaluate(GitSource(repo.root), "base", "head", RunOptions(api_base=stub.base_url))
     markdown = render_markdown(report)
 
-    assert len(report.suites[0].regressions) == len(HOSTILE) + 1  # the duplicate row too
+    # The duplicate row sends the same request as c0: one sample, listed among the same-request cases.
+    assert len(report.suites[0].regressions) == len(HOSTILE)
+    assert any("1 rows send the same request as an earlier row (- PWNED duplicate = c0" in w for w in report.warnings)
     assert_inert(markdown)
     # Ids are shown as code, whitespace collapsed; a "|" escaped so the table keeps its columns.
     assert "| `c0 ## evalbot: ✅ pass PWNED` |" in markdown

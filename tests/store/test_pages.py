@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
+from bot.pipeline.run import RunOptions, evaluate
+from bot.pipeline.source import GitSource
 from bot.store import Store, migrate, open_store, revision
-from bot.store.pages import installation_of, run_page
+from bot.store.pages import installation_of, run_page, run_ref
 from tests.conftest import GitRepo
-from tests.store.test_store import REPO, _fixed_run, database_url_for
-from tests.stub_llm import StubLLM
+from tests.store.test_store import REPO, _fixed_run, _priced_repo, database_url_for
+from tests.stub_llm import Reply, StubLLM
 
 
 @pytest.fixture
@@ -38,7 +40,6 @@ def test_migration_0002_adds_the_page_columns_and_keeps_earlier_runs(database_ur
                 {"at": "2026-12-01T00:00:00+00:00"},
             )
         migrate(store)
-        assert revision(store) == "0002"
         columns = {c["name"] for c in inspect(store.engine).get_columns("case_outcomes")}
         assert {"output", "grades"} <= columns
         page = run_page(store, 1)
@@ -131,3 +132,51 @@ def test_the_latest_run_of_a_pull_request_head_is_what_later_checks_link_to(stor
     start(repository=REPO, trigger="pull_request", head_sha="other", started_at=1_800_000_300, pr=4)
     assert store.latest_run_id(REPO, 4, "h") == rerun
     assert store.latest_run_id(REPO, 4, "nothing") is None
+
+
+def test_migration_0003_gives_earlier_runs_a_page_id_and_no_repository_id(database_url: str, tmp_path: Path) -> None:
+    store = open_store(database_url_for(database_url, tmp_path))
+    try:
+        migrate(store, "0002")
+        with store.engine.begin() as connection:
+            for _ in range(2):
+                connection.execute(
+                    text(
+                        "INSERT INTO runs (repository, pr_number, trigger, base_sha, head_sha, started_at, "
+                        "finished_at, verdict, calls, retries, failed_calls, under_test_usd, judge_usd, passed_cases) "
+                        "VALUES ('acme/a', 3, 'pull_request', 'b', 'h', :at, :at, 'pass', 0, 0, 0, 0, 0, 0)"
+                    ),
+                    {"at": "2026-12-01T00:00:00+00:00"},
+                )
+        migrate(store)
+        assert revision(store) == "0003"
+        first, second = store.public_id(1), store.public_id(2)
+        assert first and second and first != second and len(first) == 24
+        ref = run_ref(store, first)
+        assert ref is not None and (ref.id, ref.repository, ref.repository_id) == (1, "acme/a", None)
+        assert "web_sessions" in inspect(store.engine).get_table_names()
+    finally:
+        store.close()
+
+
+async def test_secrets_are_redacted_before_anything_is_stored(repo: GitRepo, stub: StubLLM, tmp_path: Path) -> None:
+    provider_key = "sk-" + "A1b2" * 8
+    github_token = "ghp_" + "Zz9" * 12
+    store = open_store(f"sqlite:///{tmp_path / 'redact.db'}")
+    migrate(store)
+    try:
+        _priced_repo(repo)
+        stub.handler = lambda body: Reply(text=f"use {provider_key} or {github_token}")
+        report = await evaluate(GitSource(repo.root), "base", "head", RunOptions(api_base=stub.base_url))
+        store.record_run(report, repository=REPO, trigger="cli", started_at=1_800_000_000)
+        store.append_audit(REPO, "refused", "mallory", pr=2, reason=f"pasted {github_token}")
+        with store.engine.connect() as connection:
+            stored = " ".join(
+                str(row)
+                for table in ("case_outcomes", "runs", "audit_events")
+                for row in connection.execute(text(f"SELECT * FROM {table}")).all()
+            )
+        assert provider_key not in stored and github_token not in stored
+        assert stored.count("[redacted]") >= 3
+    finally:
+        store.close()

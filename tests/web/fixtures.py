@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 from arq import ArqRedis
+from sqlalchemy import insert, update
 
 from bot.github.constants import EVALS_CHECK
 from bot.github.webhook import create_app
 from bot.settings import Settings
+from bot.store import Store
+from bot.store.tables import CaseOutcome, Run, SuiteResult
 from tests.conftest import GitRepo
 from tests.github.conftest import build_pr_repo, fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
@@ -46,6 +49,7 @@ def web_url(settings: Settings, fake_github: FakeGitHub, redis: ArqRedis) -> Ite
     server = ThreadedServer(app)
     server.start()
     settings.PUBLIC_URL = f"http://127.0.0.1:{server.port}"
+    fake_github.oauth.callback_urls = [f"{settings.PUBLIC_URL}/login/callback"]
     yield settings.PUBLIC_URL
     server.stop()
     app.state.web.close()
@@ -84,3 +88,58 @@ def evaluated(
         return evals
 
     return run
+
+
+def seed_run(
+    store: Store,
+    repository: str,
+    repository_id: int,
+    cases: int,
+    answer_chars: int = 100,
+    texts: tuple[str, str] = ("", ""),
+) -> str:
+    """A finished run of one suite "qa" with `cases` cases written straight to the store (no model calls);
+    case i passes on base when i % 3 != 0 and on head when i % 2 == 0, every answer `answer_chars` long
+    (base answers start with `texts[0]`, head's with `texts[1]`). Its page id."""
+    run_id = store.start_run(
+        repository=repository,
+        trigger="pull_request",
+        head_sha="h" * 40,
+        started_at=1.8e9,
+        pr=2,
+        repository_id=repository_id,
+    )
+    common = {"run_id": run_id, "suite": "qa", "sha": "h" * 40, "branch": "main", "prompt_version": "v"}
+    common |= {"definition_hash": "0" * 64, "verdict": "fail", "n_cases": cases, "n_calls": cases, "n_errors": 0}
+    with store.engine.begin() as connection:
+        connection.execute(
+            insert(SuiteResult),
+            [{**common, "variant": v, "model": "openai/stub", "details": {}} for v in ("base", "head")],
+        )
+        rows = []
+        for i in range(cases):
+            for variant, passed, text in (("base", i % 3 != 0, texts[0]), ("head", i % 2 == 0, texts[1])):
+                output = (text + f" {variant} answer {i} ").ljust(answer_chars, "x")
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "suite": "qa",
+                        "variant": variant,
+                        "case_id": f"c{i}",
+                        "category": "even" if i % 2 == 0 else "odd",
+                        "sample": 0,
+                        "passed": passed,
+                        "hallucinated": None,
+                        "latency_s": 0.5,
+                        "cost_usd": 0.0001,
+                        "cached": False,
+                        "error": None,
+                        "output": output,
+                        "grades": [{"grader": "equals", "kind": "accuracy", "passed": passed, "reason": "r"}],
+                    }
+                )
+        connection.execute(insert(CaseOutcome), rows)
+        connection.execute(update(Run).where(Run.id == run_id).values(verdict="fail"))
+    public_id = store.public_id(run_id)
+    assert public_id is not None
+    return public_id
