@@ -208,21 +208,15 @@ def json_schema(schema: dict[str, Any]) -> Grader:
     Args:
         schema: the JSON Schema the answer must satisfy.
     """
-    from jsonschema import Draft202012Validator
-
-    Draft202012Validator.check_schema(schema)
-    validator = Draft202012Validator(schema)
+    first_error = _schema_validator(schema, "json_schema")
 
     async def grade(sample: Sample) -> Grade:
         try:
             value = json.loads(_strip_fences(sample.output))
         except json.JSONDecodeError as exc:
             return Grade("json_schema", "accuracy", False, f"not JSON: {exc.msg}")
-        error = next(iter(validator.iter_errors(value)), None)
-        if error is None:
-            return Grade("json_schema", "accuracy", True)
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        return Grade("json_schema", "accuracy", False, f"{where}: {error.message}")
+        error = await first_error(value)
+        return Grade("json_schema", "accuracy", error is None, error or "")
 
     return Grader("json_schema", "accuracy", grade)
 
@@ -559,20 +553,36 @@ def starts_with_text(value: str | None = None, field: str | None = None) -> Grad
     return Grader("starts_with", "accuracy", grade)
 
 
-def _schema_validator(schema: dict[str, Any] | bool | None) -> Callable[[Any], str | None]:
-    """A function giving the first schema error of a value, or None when it is valid (or no schema)."""
+def _schema_validator(schema: dict[str, Any] | bool | None, grader: str) -> Callable[[Any], Awaitable[str | None]]:
+    """A function giving the first schema error of a value, or None when it is valid (or no schema).
+
+    The schema's patterns are matched under a time bound, off the event loop (bot/engine/patterns.py):
+    a pattern that backtracks without bound is the grader's error, never a frozen worker.
+    """
+
+    async def no_schema(_value: Any) -> str | None:
+        return None
+
     if schema is None:
-        return lambda _value: None
+        return no_schema
     from jsonschema import Draft202012Validator
 
-    Draft202012Validator.check_schema(schema)
-    validator = Draft202012Validator(schema)
+    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
 
-    def first_error(value: Any) -> str | None:
-        error = next(iter(validator.iter_errors(value)), None)
-        if error is None:
+    Draft202012Validator.check_schema(schema)
+    unbounded = unbounded_keyword(schema)
+    if unbounded is not None:
+        raise ValueError(f"`{unbounded}` beside `patternProperties` is not supported in a {grader} grader")
+    validator = BoundedValidator(schema)
+
+    async def first_error(value: Any) -> str | None:
+        try:
+            errors = await asyncio.to_thread(bounded_errors, validator, value, first_only=True)
+        except PatternError as exc:
+            raise JudgeError(f"{grader} grader: {exc}") from None
+        if not errors:
             return None
-        return f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+        return f"{'/'.join(str(p) for p in errors[0].absolute_path) or '(root)'}: {errors[0].message}"
 
     return first_error
 
@@ -583,14 +593,14 @@ def is_json(schema: dict[str, Any] | bool | None = None) -> Grader:
     Args:
         schema: an optional JSON Schema (Draft 2020-12).
     """
-    first_error = _schema_validator(schema)
+    first_error = _schema_validator(schema, "is_json")
 
     async def grade(sample: Sample) -> Grade:
         try:
             value = json.loads(sample.output)
         except json.JSONDecodeError as exc:
             return Grade("is_json", "accuracy", False, f"not JSON: {exc.msg}")
-        error = first_error(value)
+        error = await first_error(value)
         return Grade("is_json", "accuracy", error is None, error or "")
 
     return Grader("is_json", "accuracy", grade)
@@ -639,13 +649,13 @@ def contains_json(schema: dict[str, Any] | bool | None = None) -> Grader:
     Args:
         schema: an optional JSON Schema (Draft 2020-12).
     """
-    first_error = _schema_validator(schema)
+    first_error = _schema_validator(schema, "contains_json")
 
     async def grade(sample: Sample) -> Grade:
         objects = json_objects(sample.output)
         if not objects:
             return Grade("contains_json", "accuracy", False, "no JSON object in the answer")
-        errors = [first_error(value) for value in objects]
+        errors = [await first_error(value) for value in objects]
         passed = None in errors
         return Grade("contains_json", "accuracy", passed, "" if passed else str(errors[-1]))
 

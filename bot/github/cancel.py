@@ -117,17 +117,7 @@ async def supersede(redis: Any, cancel: Supersede) -> dict[str, str]:
     stale = {job_id: sha for job_id, sha in noted.items() if sha != cancel.keep_sha}
     if not stale:
         return {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in stale:
-            pipe.exists(result_key_prefix + job_id)
-            pipe.zscore(default_queue_name, job_id)
-        found = await pipe.execute()
-    # arq keeps a job in its queue while it runs, and removes it when it stores the result.
-    live = {
-        job_id: (sha, score)
-        for (job_id, sha), done, score in zip(stale.items(), found[::2], found[1::2], strict=True)
-        if not done and score is not None
-    }
+    live = await _live(redis, stale)
     now_ms = timestamp_ms()
     reason = json.dumps({"by": cancel.reason.by})
     async with redis.pipeline(transaction=True) as pipe:
@@ -141,6 +131,28 @@ async def supersede(redis: Any, cancel: Supersede) -> dict[str, str]:
         pipe.hdel(key, *stale)
         await pipe.execute()
     return {job_id: sha for job_id, (sha, _score) in live.items()}
+
+
+async def _live(redis: Any, jobs: dict[str, str]) -> dict[str, tuple[str, float]]:
+    """Of `jobs` (job id -> head SHA), those queued or running: job id -> (head SHA, queue score)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in jobs:
+            pipe.exists(result_key_prefix + job_id)
+            pipe.zscore(default_queue_name, job_id)
+        found = await pipe.execute()
+    # arq keeps a job in its queue while it runs, and removes it when it stores the result.
+    return {
+        job_id: (sha, score)
+        for (job_id, sha), done, score in zip(jobs.items(), found[::2], found[1::2], strict=True)
+        if not done and score is not None
+    }
+
+
+async def evaluation_under_way(redis: Any, repo: str, pr: int, head_sha: str) -> str | None:
+    """The id of a queued or running evaluation of pull request `pr` at `head_sha`, if there is one."""
+    noted = {_text(k): _text(v) for k, v in (await redis.hgetall(PR_JOBS_KEY.format(repo=repo, pr=pr))).items()}
+    live = await _live(redis, {job_id: sha for job_id, sha in noted.items() if sha == head_sha})
+    return next(iter(sorted(live)), None)
 
 
 async def abort_reason(redis: Any, job_id: str) -> Reason | None:

@@ -27,6 +27,10 @@ VERDICT_KEY = "evalbot:verdict:{repo}:{sha}"
 # A full commit SHA (SHA-1, or SHA-256 in repositories that use it).
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 VERDICT_LOCK_KEY = "evalbot:verdict-lock:{repo}:{sha}"
+# The pull requests each delivery said have a head SHA (hash: number -> base branch): GitHub's list of
+# open pull requests can lag a delivery by seconds.
+SHA_PULLS_KEY = "evalbot:sha-pulls:{repo}:{sha}"
+SHA_PULLS_TTL_S = 90 * 24 * 3600
 # Verdicts outlive any review; one that expired is evaluated again, never taken for a pass.
 VERDICT_TTL_S = 90 * 24 * 3600
 VERDICT_LOCK_TIMEOUT_S = 120
@@ -43,6 +47,11 @@ REFUSALS_WINDOW_S = 10 * 60
 MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
 # GitHub redelivers within days at most; a week keeps every duplicate out.
 DELIVERY_TTL_S = 7 * 24 * 3600
+# A delivery's id is held this long while it is being queued; it is recorded for the week only once
+# queued, so a delivery that failed half-way (and Redis with it) is taken again when GitHub redelivers.
+DELIVERY_CLAIM_TTL_S = 30
+# The head record outlives any review: a command on a pull request whose record is gone is refused.
+HEAD_TTL_S = 90 * 24 * 3600
 
 # An evaluation's time cap is planned from its calls (bot/github/liveness.py), within these bounds;
 # arq's own timeout is the ceiling plus a margin, so the planned cap always fires first. A killed job
@@ -90,6 +99,13 @@ MAX_TEXT_CHARS = 65_535
 
 # How often the worker looks for due `schedule:` firings (minutes; a firing runs within this much).
 SCHEDULE_TICK_MINUTES = 5
+
+
+# Each merge group's result, by its commit: a group queued behind it trusts its content only if it passed.
+GROUP_RESULT_KEY = "evalbot:merge-group-result:{repo}:{sha}"
+GROUP_RESULT_TTL_S = 7 * 24 * 3600
+# A group whose parent (the group ahead) is still being checked waits this long between looks at its result.
+PARENT_WAIT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def scheduled_job_id(repo: str, fire_at: float) -> str:

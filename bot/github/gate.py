@@ -27,7 +27,7 @@ from bot.github.constants import (
 )
 from bot.github.permissions import is_approver, missing_permissions
 from bot.github.publish import Conclusion, Publisher
-from bot.github.source import GitHubSource, branch_tip, open_pulls_with_head
+from bot.github.source import GitHubSource, branch_tip, get_pull_request, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
@@ -57,6 +57,8 @@ class PullVerdict:
     # The report's annotations (capped by `cap_annotations`) and how many more it has.
     notes: list[dict[str, Any]] = field(default_factory=list)
     more_notes: int = 0
+    # Policy keys the pull request changes (key, base, head): only a base approver other than its author approves.
+    policy_changes: list[dict[str, str]] = field(default_factory=list)
 
 
 async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -> None:
@@ -65,15 +67,55 @@ async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -
     await redis.expire(key, VERDICT_TTL_S)
 
 
-async def verdict_of(redis: Any, repo: str, sha: str, pr: int) -> PullVerdict | None:
-    """Pull request `pr`'s own verdict on `sha`, whatever the SHA's shared checks say."""
-    raw = await redis.hget(VERDICT_KEY.format(repo=repo, sha=sha), str(pr))
-    return None if raw is None else PullVerdict(**json.loads(raw))
-
-
-async def _verdicts(redis: Any, repo: str, sha: str) -> dict[int, PullVerdict]:
+async def verdicts_on(redis: Any, repo: str, sha: str) -> dict[int, PullVerdict]:
+    """Every stored verdict on `sha`, by pull request."""
     raw = await redis.hgetall(VERDICT_KEY.format(repo=repo, sha=sha))
     return {int(pr): PullVerdict(**json.loads(value)) for pr, value in raw.items()}
+
+
+# An evaluation that finished: what another pull request with the same head and base may share.
+_FINISHED = ("needed", "not_needed")
+
+
+def finished(verdict: PullVerdict | None) -> bool:
+    """Whether `verdict` is a finished evaluation (one that can be shared, approved or passed)."""
+    return verdict is not None and verdict.approval in _FINISHED
+
+
+def for_base(verdicts: dict[int, PullVerdict], pr: int, base_ref: str) -> PullVerdict | None:
+    """The verdict that counts for pull request `pr` against `base_ref`: its own finished evaluation,
+    else the first finished one of another pull request with the same head and base (a verdict belongs
+    to the commit and the base it was evaluated against), else its own unfinished one."""
+    own = verdicts.get(pr)
+    if own is not None and own.base_ref == base_ref and own.approval in _FINISHED:
+        return own
+    shared = [v for n, v in sorted(verdicts.items()) if v.base_ref == base_ref and v.approval in _FINISHED]
+    if shared:
+        return shared[0]
+    return own if own is not None and own.base_ref == base_ref else None
+
+
+async def verdict_for(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> PullVerdict | None:
+    """The verdict that counts for pull request `pr` at `sha` against `base_ref` (see `for_base`)."""
+    return for_base(await verdicts_on(redis, repo, sha), pr, base_ref)
+
+
+async def shared_by_another(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> PullVerdict | None:
+    """A finished evaluation of `sha` against `base_ref` by another pull request: nothing to run again."""
+    verdict = await verdict_for(redis, repo, sha, pr, base_ref)
+    return verdict if verdict is not None and verdict.pr != pr and verdict.approval in _FINISHED else None
+
+
+async def approval_for(
+    store: Store, repo: str, prs: list[int], sha: str, verdict: PullVerdict
+) -> state.Approval | None:
+    """The approval of `sha` against the verdict's base, given on any of `prs` (a pull request first, then
+    those sharing its evaluation) or on the pull request whose evaluation it is."""
+    for pr in dict.fromkeys([*prs, verdict.pr]):
+        approval = await state.get_approval(store, repo, pr, sha, verdict.base_ref)
+        if approval is not None:
+            return approval
+    return None
 
 
 async def read_base(gh: GitHub[Any], owner: str, name: str, base_ref: str) -> tuple[str, Config]:
@@ -157,9 +199,20 @@ async def publish_sha(job: ShaJob, own: dict[str, Any], evals_id: int | None = N
         pulls = await open_pulls_with_head(job.gh, job.owner, job.name, job.head_sha)
         if all(int(p["number"]) != job.pr_number for p in pulls):
             pulls.append(own)
-        verdicts = await _verdicts(job.redis, job.repo, job.head_sha)
+        # Pull requests a delivery named with this head that GitHub's list does not show yet.
+        listed = {int(p["number"]) for p in pulls}
+        for number in sorted(await state.noted_pulls(job.redis, job.repo, job.head_sha) - listed):
+            pull = await get_pull_request(job.gh, job.owner, job.name, number)
+            if pull.get("state") == "open" and pull["head"]["sha"] == job.head_sha:
+                pulls.append(pull)
+        verdicts = await verdicts_on(job.redis, job.repo, job.head_sha)
         policies: dict[str, Config | BasePolicyError] = {}
-        rows = [await _row(job, pull, verdicts.get(int(pull["number"])), policies) for pull in pulls]
+        rows = []
+        for pull in pulls:
+            number, base_ref = int(pull["number"]), str(pull["base"]["ref"])
+            # The pull requests with this head and base share one evaluation, and so its approval.
+            sharing = [number, *(int(p["number"]) for p in pulls if p["base"]["ref"] == base_ref)]
+            rows.append(await _row(job, pull, for_base(verdicts, number, base_ref), policies, sharing))
         # This job's own pull request first among equals: its report is what its author looks for.
         rows.sort(key=lambda r: r.pr != job.pr_number)
         await _publish_evals(job, rows, evals_id)
@@ -176,7 +229,11 @@ async def _policy(job: ShaJob, base_ref: str, cache: dict[str, Config | BasePoli
 
 
 async def _row(
-    job: ShaJob, pull: dict[str, Any], verdict: PullVerdict | None, policies: dict[str, Config | BasePolicyError]
+    job: ShaJob,
+    pull: dict[str, Any],
+    verdict: PullVerdict | None,
+    policies: dict[str, Config | BasePolicyError],
+    sharing: list[int],
 ) -> _Row:
     number, base_ref = int(pull["number"]), str(pull["base"]["ref"])
     if verdict is None or verdict.base_ref != base_ref:
@@ -209,7 +266,7 @@ async def _row(
         row.approval_title = f"Cannot be approved: {verdict.reason}"
         row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=verdict.reason)
         return row
-    approval = await state.get_approval(job.store, job.repo, number, job.head_sha, base_ref)
+    approval = await approval_for(job.store, job.repo, sharing, job.head_sha, verdict)
     # Re-checked when used: an approver removed from the base since the approval no longer counts.
     try:
         counts = approval is not None and await is_approver(job.gh, policy.approvers, approval.approver)
@@ -224,16 +281,26 @@ async def _row(
         reason = row.approval_title + " (the app's settings → Permissions & events; the owner then accepts it)"
         row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=reason)
         return row
+    author = str((pull.get("user") or {}).get("login") or "").casefold()
+    # An approval given on another pull request sharing the evaluation is checked against this one's
+    # author too; and a policy change is never its author's call, whatever `allow_self_approval` says.
+    self_approved = approval is not None and approval.approver.casefold() == author
+    by_author = self_approved and (bool(verdict.policy_changes) or not policy.allow_self_approval)
+    counts = counts and not by_author
     if approval is not None and counts:
         row.approved = True
         row.approval_title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
-        row.approval_summary = await job.approval_summary("approved", policy.approvers, pr=number, approval=approval)
+        row.approval_summary = await job.approval_summary(
+            "approved", policy.approvers, pr=number, approval=approval, policy_changes=verdict.policy_changes
+        )
         return row
-    row.approval_title = (
-        "Waiting for a lead's /approve"
-        if approval is None
-        else f"Approval by {approval.approver} no longer counts: not an approver of the base now"
-    )
+    if approval is None:
+        row.approval_title = "Waiting for a lead's /approve" + (" (policy changed)" if verdict.policy_changes else "")
+    elif by_author:
+        what = "a policy change" if verdict.policy_changes else "it (`allow_self_approval` is off)"
+        row.approval_title = f"Approval by {approval.approver} does not count: the author cannot approve {what}"
+    else:
+        row.approval_title = f"Approval by {approval.approver} no longer counts: not an approver of the base now"
     row.approval_summary = await job.approval_summary(
         "waiting",
         policy.approvers,
@@ -241,7 +308,9 @@ async def _row(
         suites=verdict.suites,
         evals_failed=verdict.evals_failed,
         tradeoffs=verdict.tradeoffs,
-        revoked=approval.approver if approval else None,
+        revoked=approval.approver if approval and not by_author else None,
+        by_author=by_author,
+        policy_changes=verdict.policy_changes,
     )
     return row
 

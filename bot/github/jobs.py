@@ -26,6 +26,7 @@ from bot.github.constants import (
     EVALS_CHECK,
     HEAD_KEY,
     HEAD_SETTLE_DELAYS_S,
+    HEAD_TTL_S,
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
@@ -35,7 +36,7 @@ from bot.github.constants import (
     WATCHDOG_EVERY_S,
     eval_job_id,
 )
-from bot.github.gate import PullVerdict, publish_sha, read_base, store_verdict, verdict_of
+from bot.github.gate import PullVerdict, publish_sha, read_base, shared_by_another, store_verdict, verdict_for
 from bot.github.merge_queue import merge_group_checks
 from bot.github.permissions import has_write_access, is_approver, missing_permissions
 from bot.github.publish import (
@@ -54,6 +55,7 @@ from bot.github.redact import Redactor
 from bot.github.redeliver import redeliver_failed
 from bot.github.schedule import check_schedules, scheduled_evaluation
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
+from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
@@ -226,13 +228,19 @@ async def evaluate_pull_request(
                 await asyncio.to_thread(job.store.end_run, run_id, "untrusted")
                 return "untrusted"
         try:
-            base_sha, _ = await read_base(job.gh, job.owner, job.name, base_ref)
+            base_sha, base_config = await read_base(job.gh, job.owner, job.name, base_ref)
         except BasePolicyError as exc:
             summary = render_template("no_policy.md.j2", reason=str(exc))
             await job.fail(base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
             await publish_sha(job, pull, evals_id)
             await asyncio.to_thread(job.store.end_run, run_id, "no-policy")
             return "no-policy"
+        if not trusted and await shared_by_another(job.redis, repo, head_sha, pr_number, base_ref) is not None:
+            # Another pull request with this head and base was evaluated: its verdict is this one's too
+            # (a fork opened at an approved head neither re-runs nor blocks). A `/eval` still runs.
+            await publish_sha(job, pull, evals_id)
+            await asyncio.to_thread(job.store.end_run, run_id, "shared")
+            return "shared"
     except RateLimitExceeded as exc:
         return await _rate_limited(job, exc, run_id, evals_id)
     except GitHubException as exc:
@@ -251,7 +259,10 @@ async def evaluate_pull_request(
             await _aborted(ctx, job, evals_id, base_ref, run_id)
         raise
     try:
-        report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [])
+        ledger = Ledger.of(job.redis, repo, pr_number, installation_id, base_config.budget)
+        report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [], ledger)
+        # A run that ends without a report (crashed, cut off) keeps its whole reservation counted.
+        await ledger.settle(spent_usd(report))
         trends = await _record(job, report, pull, trigger, started_at, run_id)
         await _publish(job, pull, evals_id, report, trends)
         if job.beat is not None:
@@ -382,6 +393,7 @@ async def _evaluate(
     only: list[str] | None,
     budget_usd: float | None,
     models: list[str],
+    ledger: Ledger,
 ) -> Report:
     updates: set[asyncio.Task[None]] = set()
     last_update = float("-inf")
@@ -416,6 +428,7 @@ async def _evaluate(
         on_progress=on_progress,
         budget_usd=budget_usd,
         models=models,
+        reserve=ledger.reserve,
     )
     source = GitHubSource(job.gh, job.owner, job.name)
     try:
@@ -473,7 +486,8 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
     await liveness.wait_for_redis(job.redis)
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
     base_ref = pull["base"]["ref"]
-    if not report.suites and not report.errors and not report.problems and not report.policy_error:
+    nothing = not (report.suites or report.errors or report.problems or report.policy_error or report.policy_changes)
+    if nothing:
         summary = render_template("no_changes.md.j2")
         verdict = PullVerdict(
             job.pr_number, base_ref, "success", "No prompt, config or dataset changed", summary, "not_needed"
@@ -497,6 +511,7 @@ async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, re
         tradeoffs=render_template("tradeoffs.md.j2", tradeoffs=tradeoffs) if tradeoffs else "",
         notes=notes,
         more_notes=more_notes,
+        policy_changes=[asdict(change) for change in report.policy_changes],
     )
     await store_verdict(job.redis, job.repo, job.head_sha, verdict)
     await outbox.deliver(job, pull, evals_id, comment_body(markdown, job.head_sha, job.details_url, trends))
@@ -603,16 +618,13 @@ async def _decide(
             show_help=False,
         )
     verb = "/eval" if command.name == "eval" else "/approve"
-    if await _head_moved_since(job, pull, created_at):
+    unseen = await _unseen_head(job, pull, created_at)
+    if unseen is not None:
         action = "evaluate" if command.name == "eval" else "approve"
-        return Refusal(
-            f"the pull request got new commits after this comment; `{head}` was not seen by it: "
-            f"comment `{verb}` again to {action} the current head",
-            show_help=False,
-        )
+        return Refusal(f"{unseen}: comment `{verb}` again to {action} the current head", show_help=False)
     base_ref = pull["base"]["ref"]
     if command.name == "eval":
-        return await _rerun(job, command, actor, base_ref)
+        return await _rerun(job, command, actor, pull)
     try:
         policy = await job.base_policy(base_ref)
     except BasePolicyError as exc:
@@ -635,31 +647,45 @@ async def _decide(
     return await _approve(job, command, actor, pull, policy)
 
 
-async def _head_moved_since(job: _PullRequestJob, pull: dict[str, Any], created_at: str | None) -> bool:
-    """Whether the head (or the base it is compared with) arrived after the comment: a command vouches
-    only for what its author saw."""
+async def _unseen_head(job: _PullRequestJob, pull: dict[str, Any], created_at: str | None) -> str | None:
+    """Why the comment may not have seen the head (or the base it is compared with), or None: a command
+    vouches only for what its author saw."""
     if not created_at:
-        return False
-    raw = await job.redis.get(HEAD_KEY.format(repo=job.repo, pr=job.pr_number))
+        return None
+    head_sha = job.head_sha[:7]
+    key = HEAD_KEY.format(repo=job.repo, pr=job.pr_number)
+    raw = await job.redis.get(key)
     if raw is None:
-        return False
+        # No record of when this head arrived (its delivery never came, or the record expired): the
+        # command may predate it. Refused, and the head noted now, so a command written after this counts.
+        now = {"sha": job.head_sha, "base": pull["base"]["ref"], "at": time.time()}
+        await job.redis.set(key, json.dumps(now), ex=HEAD_TTL_S, nx=True)
+        return f"evalbot has no record of when `{head_sha}` arrived, so it cannot tell whether this comment saw it"
     head = json.loads(raw)
-    if (head["sha"], head.get("base")) != (job.head_sha, pull["base"]["ref"]):
-        # The delivery of this head or base has not arrived yet: when it was pushed is unknown.
-        return True
-    written = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-    # GitHub stamps comments to the second: a head that arrived within that second counts as seen.
-    return bool(head["at"] >= written + 1.0)
+    if (head["sha"], head.get("base")) == (job.head_sha, pull["base"]["ref"]):
+        written = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+        # GitHub stamps comments to the second: a head that arrived within that second counts as seen.
+        if head["at"] < written + 1.0:
+            return None
+    # Arrived after the comment, or its delivery has not arrived yet: when it was pushed is unknown.
+    return f"the pull request got new commits after this comment; `{head_sha}` was not seen by it"
 
 
 async def _approve(
     job: _PullRequestJob, command: Command, actor: str, pull: dict[str, Any], policy: Config
 ) -> Command | Refusal:
-    if actor.casefold() == pull["user"]["login"].casefold() and not policy.allow_self_approval:
-        return Refusal("the author of a pull request cannot approve it (`allow_self_approval` is off)", show_help=False)
     base_ref = pull["base"]["ref"]
-    # This pull request's own result, not the SHA's check: another pull request may share the head.
-    verdict = await verdict_of(job.redis, job.repo, job.head_sha, job.pr_number)
+    # This pull request's result against its base (its own, or the evaluation of the same head and base
+    # it shares), not the SHA's check: another pull request may share the head with another base.
+    verdict = await verdict_for(job.redis, job.repo, job.head_sha, job.pr_number, base_ref)
+    if actor.casefold() == pull["user"]["login"].casefold():
+        if verdict is not None and verdict.policy_changes:
+            # Whatever `allow_self_approval` says: it is itself policy, and the change may be to it.
+            return Refusal("the author of a pull request cannot approve a change to the policy", show_help=False)
+        if not policy.allow_self_approval:
+            return Refusal(
+                "the author of a pull request cannot approve it (`allow_self_approval` is off)", show_help=False
+            )
     if verdict is None or verdict.base_ref != base_ref or verdict.approval in ("untrusted", "blocked"):
         reason = f": {verdict.reason}" if verdict is not None and verdict.reason else ""
         return Refusal(
@@ -692,7 +718,8 @@ async def _reason_needed(job: _PullRequestJob, verdict: PullVerdict) -> str | No
     return None
 
 
-async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: str) -> Command | Refusal:
+async def _rerun(job: _PullRequestJob, command: Command, actor: str, pull: dict[str, Any]) -> Command | Refusal:
+    base_ref = pull["base"]["ref"]
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
     if command.budget_usd is not None or command.models:
@@ -717,6 +744,12 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
             return Refusal(
                 f"unknown suite {', '.join(unknown)} (suites: {', '.join(known) or 'none'})", show_help=False
             )
+    plain = not (command.suites or command.models or command.budget_usd is not None)
+    under_way = await cancel.evaluation_under_way(job.redis, job.repo, job.pr_number, job.head_sha) if plain else None
+    if under_way is not None and await _runs_trusted(job, under_way, pull):
+        # The same head is being evaluated: this request joins that run rather than paying for it again.
+        await job.audit("eval_requested", actor, reason=f"{command.raw} (joined the run under way)")
+        return command
     await job.audit("eval_requested", actor, reason=command.raw)
     job_id = f"{eval_job_id(job.repo, job.pr_number, job.head_sha)}:by:{actor}:{time.time_ns()}"
     await cancel.enqueue_evaluation(
@@ -732,6 +765,14 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, base_ref: s
         models=list(command.models),
     )
     return command
+
+
+async def _runs_trusted(job: _PullRequestJob, job_id: str, pull: dict[str, Any]) -> bool:
+    """Whether evaluation `job_id` will evaluate rather than wait for a writer: one a `/eval` asked
+    for, or one of a pull request whose author may write and whose head is not in a fork."""
+    if ":by:" in job_id:
+        return True
+    return not is_fork(pull) and await has_write_access(job.gh, job.owner, job.name, pull["user"]["login"])
 
 
 async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, head_sha: str) -> str:

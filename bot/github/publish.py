@@ -179,6 +179,13 @@ class Publisher:
         created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
         return int(created.json()["id"])
 
+    async def post_in_progress(self, name: str, title: str, summary: str, details_url: str | None = None) -> int:
+        """A new check run `name`, in progress as it is created: it becomes the run GitHub shows for the
+        name (pending), and the one a job's `ensure_check` finds open and completes."""
+        payload = self._new_run(name, details_url, "in_progress") | {"output": self._output(title, summary)}
+        created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=payload)
+        return int(created.json()["id"])
+
     def _new_run(self, name: str, details_url: str | None, status: str = "queued") -> dict[str, Any]:
         payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": status}
         if self.pr_number:

@@ -22,6 +22,7 @@ from bot.github.publish import Publisher
 from bot.github.records import job_store
 from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, branch_tip
+from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
 from bot.pipeline.files import read_config
@@ -133,16 +134,20 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
     started = time.time()
     branch, sha = await default_branch_head(gh, owner, name)
     source = GitHubSource(gh, owner, name)
-    options = RunOptions(
-        run_all=True,
-        api_base=settings.EVALBOT_API_BASE,
-        concurrency=settings.EVALBOT_CONCURRENCY,
-        cache=RedisCache(ctx["redis"]),
-        fresh=True,
-    )
     try:
         config = await read_config(source, sha) or Config()
+        # The installation's runs of the day include its scheduled ones (each firing its own scope).
+        ledger = Ledger.of(ctx["redis"], repo, f"scheduled:{sha}:{int(started)}", installation_id, config.budget)
+        options = RunOptions(
+            run_all=True,
+            api_base=settings.EVALBOT_API_BASE,
+            concurrency=settings.EVALBOT_CONCURRENCY,
+            cache=RedisCache(ctx["redis"]),
+            fresh=True,
+            reserve=ledger.reserve,
+        )
         report = await evaluate(source, sha, sha, options)
+        await ledger.settle(spent_usd(report))
     except InputError as exc:
         config, report = Config(), Report(sha, sha, [], errors=[str(exc)])
     previous = await asyncio.to_thread(store.last_run, repo, "scheduled", branch)

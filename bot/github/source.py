@@ -39,6 +39,7 @@ class GitHubSource:
     def __init__(self, gh: GitHub[Any], owner: str, repo: str):
         self.gh, self.owner, self.repo = gh, owner, repo
         self._base = f"/repos/{owner}/{repo}"
+        self._compares: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def read_text(self, ref: str, path: str, max_bytes: int) -> str | None:
         # The pipeline checked the path already; checked again here because this request carries a
@@ -131,7 +132,7 @@ class GitHubSource:
         Raises:
             InputError: when GitHub cannot give the complete list (trees past its own limits).
         """
-        compare = (await self.gh.arequest("GET", f"{self._base}/compare/{base}...{head}")).json()
+        compare = await self._compare(base, head)
         files = compare.get("files") or []
         if len(files) < COMPARE_MAX_FILES:
             renamed = {f["previous_filename"] for f in files if f.get("previous_filename")}
@@ -140,6 +141,16 @@ class GitHubSource:
         merge_base = compare["merge_base_commit"]["sha"]
         before, after = await self.tree(merge_base), await self.tree(head)
         return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+
+    async def merge_base(self, base: str, head: str) -> str:
+        return str((await self._compare(base, head))["merge_base_commit"]["sha"])
+
+    async def _compare(self, base: str, head: str) -> dict[str, Any]:
+        """GitHub's comparison `base...head`, asked once per source (the file list and the merge base)."""
+        if (base, head) not in self._compares:
+            response = await self.gh.arequest("GET", f"{self._base}/compare/{base}...{head}")
+            self._compares[(base, head)] = dict(response.json())
+        return self._compares[(base, head)]
 
     async def list_files(self, ref: str, directory: str) -> list[str]:
         if directory:

@@ -1,5 +1,5 @@
 """What a pull request's approval rests on: the durable audit trail (bot/store), read and written off
-the event loop; refusal counts and the gate notes of an evaluated head in Redis."""
+the event loop; refusal counts, the gate notes of an evaluated head and the pull requests of a head in Redis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import asyncio
 import json
 from typing import Any
 
-from bot.github.constants import GATE_NOTES_KEY, GATE_NOTES_TTL_S, REFUSALS_KEY, REFUSALS_PER_WINDOW, REFUSALS_WINDOW_S
+from bot.github.constants import (
+    GATE_NOTES_KEY,
+    GATE_NOTES_TTL_S,
+    REFUSALS_KEY,
+    REFUSALS_PER_WINDOW,
+    REFUSALS_WINDOW_S,
+    SHA_PULLS_KEY,
+    SHA_PULLS_TTL_S,
+)
 from bot.store import AUDIT_READ_LAST, Approval, AuditEntry, Store
 
 __all__ = [
@@ -16,6 +24,8 @@ __all__ = [
     "audit_entries",
     "get_approval",
     "get_gate_notes",
+    "note_pull",
+    "noted_pulls",
     "refusal_allowed",
     "set_gate_notes",
 ]
@@ -60,3 +70,18 @@ async def refusal_allowed(redis: Any, repo: str, user: str) -> bool:
     # The window starts with the first refusal; INCR keeps the TTL that SET gave the key.
     await redis.set(key, 0, ex=REFUSALS_WINDOW_S, nx=True)
     return int(await redis.incr(key)) <= REFUSALS_PER_WINDOW
+
+
+async def note_pull(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> None:
+    """Note that pull request `pr` (into `base_ref`) has head `sha`: GitHub's list of open pull requests
+    can lag a delivery, and a SHA's checks must count every pull request with that head."""
+    key = SHA_PULLS_KEY.format(repo=repo, sha=sha)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, str(pr), base_ref)
+        pipe.expire(key, SHA_PULLS_TTL_S)
+        await pipe.execute()
+
+
+async def noted_pulls(redis: Any, repo: str, sha: str) -> set[int]:
+    """The pull requests noted with head `sha` (some may have moved on or closed since)."""
+    return {int(pr) for pr in await redis.hkeys(SHA_PULLS_KEY.format(repo=repo, sha=sha))}

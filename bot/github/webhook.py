@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,15 +21,17 @@ from githubkit.webhooks import verify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from bot.github import cancel, metrics
+from bot.github import cancel, metrics, pending, state
 from bot.github.commands import RERUN_RAW, Command, Refusal, parse_command
 from bot.github.constants import (
     APPROVAL_CHECK,
     COMMIT_SHA,
+    DELIVERY_CLAIM_TTL_S,
     DELIVERY_KEY_PREFIX,
     DELIVERY_TTL_S,
     EVALS_CHECK,
     HEAD_KEY,
+    HEAD_TTL_S,
     MAX_WEBHOOK_BODY_BYTES,
     eval_job_id,
     merge_group_job_id,
@@ -304,7 +307,41 @@ async def _record_head(pool: ArqRedis, key: str, head: dict[str, str]) -> None:
     raw = await pool.get(key)
     previous = json.loads(raw) if raw else {}
     at = previous["at"] if {k: previous.get(k) for k in head} == head else time.time()
-    await pool.set(key, json.dumps({**head, "at": at}), ex=DELIVERY_TTL_S)
+    await pool.set(key, json.dumps({**head, "at": at}), ex=HEAD_TTL_S)
+
+
+async def _handle(
+    pool: ArqRedis, settings: Settings, event: str, payload: dict[str, Any], delivery: str | None
+) -> JSONResponse:
+    """Route a verified delivery and queue its job; the answer to give GitHub."""
+    try:
+        outcome, job = route(event, payload, delivery)
+        superseded = cancel.superseding(event, payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
+        return _answer(400, f"rejected: payload lacks {exc}", event)
+    record = head_record(event, payload)
+    if record is not None:
+        await _record_head(pool, *record)
+        pr = payload["pull_request"]
+        repo = payload["repository"]["full_name"]
+        await state.note_pull(pool, repo, record[1]["sha"], int(pr["number"]), record[1]["base"])
+        # Before the job is queued, so that its own publication always comes after.
+        await pending.hold_checks(pool, settings, payload)
+    if superseded is not None:
+        await _supersede(pool, superseded, delivery)
+    if job is None:
+        return _answer(202, outcome, event)
+    if job.function == "evaluate_pull_request":
+        job = replace(job, job_id=await cancel.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
+        kwargs = job.kwargs
+        await cancel.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])
+    enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
+    if enqueued is None:
+        return _answer(202, "already queued or done", event, job_id=job.job_id)
+    metrics.JOBS_ENQUEUED.inc()
+    log.info("enqueued", job_id=job.job_id, github_event=event)
+    return _answer(202, outcome, event, job_id=job.job_id)
 
 
 def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) -> FastAPI:
@@ -315,6 +352,7 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = redis or await create_pool(RedisSettings.from_dsn(settings.REDIS_URL))
         app.state.redis = pool
+        await pending.warm_up(settings)
         yield
         if redis is None:
             await pool.aclose()
@@ -351,37 +389,24 @@ def create_app(settings: Settings | None = None, redis: ArqRedis | None = None) 
 
         pool: ArqRedis = request.app.state.redis
         delivery = request.headers.get("X-GitHub-Delivery")
-        if delivery and not await pool.set(DELIVERY_KEY_PREFIX + delivery, "1", nx=True, ex=DELIVERY_TTL_S):
+        # The id is claimed for a short while only, and recorded as seen once the delivery is queued: a
+        # delivery answered 5xx half-way (Redis gone after the claim) must not be dropped as a duplicate
+        # when GitHub redelivers it.
+        key = DELIVERY_KEY_PREFIX + delivery if delivery else None
+        if key and not await pool.set(key, "queuing", nx=True, ex=DELIVERY_CLAIM_TTL_S):
             return _answer(200, "duplicate delivery", event)
         try:
-            outcome, job = route(event, payload, delivery)
-            superseded = cancel.superseding(event, payload)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
-            return _answer(400, f"rejected: payload lacks {exc}", event)
-        record = head_record(event, payload)
-        if record is not None:
-            await _record_head(pool, *record)
-        if superseded is not None:
-            await _supersede(pool, superseded, delivery)
-        if job is None:
-            return _answer(202, outcome, event)
-        if job.function == "evaluate_pull_request":
-            job = replace(job, job_id=await cancel.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
-            kwargs = job.kwargs
-            await cancel.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])
-        try:
-            enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
-        except Exception:
-            # Not queued: let GitHub's redelivery of this id through.
-            if delivery:
-                await pool.delete(DELIVERY_KEY_PREFIX + delivery)
+            answer = await _handle(pool, settings, event, payload, delivery)
+        except BaseException:
+            if key:
+                with contextlib.suppress(RedisError):
+                    await pool.delete(key)
             raise
-        if enqueued is None:
-            return _answer(202, "already queued or done", event, job_id=job.job_id)
-        metrics.JOBS_ENQUEUED.inc()
-        log.info("enqueued", job_id=job.job_id, github_event=event)
-        return _answer(202, outcome, event, job_id=job.job_id)
+        if key and answer.status_code < 300:
+            await pool.set(key, "queued", ex=DELIVERY_TTL_S)
+        elif key:
+            await pool.delete(key)
+        return answer
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

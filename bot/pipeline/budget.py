@@ -1,4 +1,5 @@
-"""A run's cost estimated before any model call, to refuse one above `budget.max_cost_usd`."""
+"""A run's cost estimated before any model call, to refuse one above `budget.max_cost_usd` (or above what
+the caps across runs leave)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,24 @@ from bot.pipeline.config import (
 CHARS_PER_TOKEN = 4
 
 PriceFn = Callable[[str, int, int], float | None]
+
+
+@dataclass(frozen=True)
+class SpendCaps:
+    """Spend across runs as a run found it (before its own): its pull request's runs and its installation's
+    runs today, each with the base branch's cap; `reserved`: the run's estimate fits under both."""
+
+    pull_request_spent_usd: float
+    pull_request_usd: float
+    day_spent_usd: float
+    day_usd: float
+    reserved: bool = False
+
+    @property
+    def left_usd(self) -> float:
+        """What the run may spend before one of the caps is reached."""
+        left = min(self.pull_request_usd - self.pull_request_spent_usd, self.day_usd - self.day_spent_usd)
+        return max(0.0, left)
 
 
 @dataclass

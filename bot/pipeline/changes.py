@@ -21,6 +21,7 @@ from bot.pipeline.config import (
     PromptfooAssertionGrader,
     Suite,
     model_refusal,
+    policy_values,
     unwrapped,
     uses_judge,
 )
@@ -105,6 +106,27 @@ class SuitePlan:
         return found
 
 
+@dataclass(frozen=True)
+class PolicyChange:
+    """One policy key of `.evalbot.yml` the change sets differently: values as compact JSON."""
+
+    key: str
+    base: str
+    head: str
+
+
+def policy_changes(origin: Config | None, head: Config | None) -> list[PolicyChange]:
+    """The policy keys `head` sets differently from `origin` (a missing file has the defaults)."""
+    before, after = policy_values(origin), policy_values(head)
+    return [
+        PolicyChange(key, _compact(before[key]), _compact(after[key])) for key in before if before[key] != after[key]
+    ]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
 @dataclass
 class Plan:
     """What to evaluate, and what is wrong before any model is called."""
@@ -125,6 +147,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     # The base's `.evalbot.yml` exists but cannot be read: no policy, so nothing is evaluated and the gate fails.
     policy_error: str | None = None
+    # Policy keys the change sets differently from the merge base: an AI change a base approver must approve.
+    policy_changes: list[PolicyChange] = field(default_factory=list)
 
 
 async def plan(
@@ -164,6 +188,9 @@ async def plan(
     if base_config is None and base != head:
         # First adoption: the repository has no policy yet, so there is nothing a pull request could loosen.
         warnings.append(f"the base revision has no {CONFIG_PATH}: the default policy and each suite's own exam apply")
+    # What this change did is measured from where it started: a base that moved on since (a `prices:` edit
+    # on main) must not make an unrelated pull request look like a policy or suite change.
+    origin_config = await _origin_config(source, base, head, base_config)
     config = head_config.with_policy_of(base_config or Config())
     result = Plan(
         config=config,
@@ -173,6 +200,8 @@ async def plan(
         base_config=base_config,
         warnings=warnings,
     )
+    if base != head and (origin_config is not None or base_config is not None):
+        result.policy_changes = policy_changes(origin_config, head_config)
 
     unknown = [name for name in only or [] if config.suite(name) is None]
     if unknown:
@@ -184,7 +213,7 @@ async def plan(
             raise InputError(f"--models: model {model!r} is not allowed: {reason}")
 
     for suite in config.suites:
-        reasons = _reasons(suite, base_config, head_config, changed)
+        reasons = _reasons(suite, origin_config, head_config, changed)
         if not reasons and suite.kind != "files":
             # A reader that follows references (promptfoo's `file://`) knows its files once it has read them.
             discovered = await read_suite(source, head, suite, config.limits)
@@ -223,8 +252,8 @@ async def plan(
         result.warnings += [*suite_plan.not_run, *_id_warnings(suite_plan)]
         result.warnings += _unused_fields(suite_plan) + _same_request_warnings(suite_plan)
         result.problems += _version_problems(suite_plan) + _unrunnable_removed(suite_plan)
-    if base_config is not None and base != head:
-        for gone in base_config.suites:
+    if origin_config is not None and base != head:
+        for gone in origin_config.suites:
             if config.suite(gone.name) is None:
                 result.problems.append(
                     f"suite {gone.name} of the base's {CONFIG_PATH} is gone in this change: removing or renaming "
@@ -232,6 +261,20 @@ async def plan(
                 )
     result.errors = sorted_errors(result.errors)
     return result
+
+
+async def _origin_config(source: Source, base: str, head: str, base_config: Config | None) -> Config | None:
+    """`.evalbot.yml` where the head's changes start (the merge base); the base's when that is the base,
+    or when the merge base's file cannot be read (the stricter comparison)."""
+    if base == head:
+        return base_config
+    origin = await source.merge_base(base, head)
+    if origin == base:
+        return base_config
+    try:
+        return await read_config(source, origin)
+    except InputError:
+        return base_config
 
 
 def gate_certain_to_fail(the_plan: Plan) -> list[str]:

@@ -19,6 +19,10 @@ CONFIG_PATH = ".evalbot.yml"
 DEFAULT_JUDGE = "openai/gpt-4o-mini"
 # The budget of a run when `.evalbot.yml` sets none: every run is bounded.
 DEFAULT_BUDGET_USD = 10.0
+# Spend across runs when `.evalbot.yml` sets none: a pull request's runs (`/eval` again and again), and an
+# installation's runs in one UTC day.
+DEFAULT_PULL_REQUEST_BUDGET_USD = 50.0
+DEFAULT_DAILY_BUDGET_USD = 200.0
 # Without `allowed_models:`, these providers may be called as `provider/name`: litellm sends their calls
 # to the provider's own API (or the deployment's base URL setting), whatever the name says. Left out on
 # purpose: huggingface and oobabooga (a URL in the model string is where the call goes), and ollama,
@@ -90,7 +94,10 @@ class Thresholds(_Strict):
 
 
 class Budget(_Strict):
+    # Per run; and, across runs, per pull request (every run of it) and per installation per UTC day.
     max_cost_usd: float = Field(default=DEFAULT_BUDGET_USD, gt=0)
+    max_cost_usd_per_pull_request: float = Field(default=DEFAULT_PULL_REQUEST_BUDGET_USD, gt=0)
+    max_cost_usd_per_day: float = Field(default=DEFAULT_DAILY_BUDGET_USD, gt=0)
 
 
 class Price(_Strict):
@@ -151,10 +158,17 @@ class JsonSchemaGrader(_Strict):
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
+        from bot.engine.patterns import unbounded_keyword
+
         try:
             Draft202012Validator.check_schema(self.schema_)
         except SchemaError as exc:
             raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+        unbounded = unbounded_keyword(self.schema_)
+        if unbounded is not None:
+            raise ValueError(
+                f"`{unbounded}` beside `patternProperties` is not supported (matched without a time bound)"
+            )
         return self
 
 
@@ -559,20 +573,20 @@ class Config(_Strict):
 
         Each suite's exam comes from the base as well, suite by suite, when the change is planned.
         """
-        return self.model_copy(
-            update={
-                "approvers": base.approvers,
-                "allow_self_approval": base.allow_self_approval,
-                # Prices drive the budget and the cost gate, the judge grades: a change may not set them.
-                "prices": base.prices,
-                "judge": base.judge,
-                "thresholds": base.thresholds,
-                "budget": base.budget,
-                # What the worker may read is bounded by the base: a change cannot lift its own caps.
-                "limits": base.limits,
-                "allowed_models": base.allowed_models,
-            }
-        )
+        # Every policy key, those added later included: prices drive the budget and the cost gate, the
+        # judge grades, limits bound what the worker reads; a change may set none of them.
+        return self.model_copy(update={key: getattr(base, key) for key in POLICY_KEYS})
+
+
+# Every key but `suites` is policy (DESIGN.md §4): read from the base, and a change to any of them is an
+# AI change a base approver must approve. Derived from the model, so a key added later is one too.
+POLICY_KEYS: tuple[str, ...] = tuple(name for name in Config.model_fields if name != "suites")
+
+
+def policy_values(config: Config | None) -> dict[str, Any]:
+    """Each policy key's value as `.evalbot.yml` would write it; a missing file has the defaults."""
+    dumped = (config or Config()).model_dump(mode="json", by_alias=True, include=set(POLICY_KEYS))
+    return {key: dumped[key] for key in POLICY_KEYS}
 
 
 def parse_config(text: str, path: str = CONFIG_PATH) -> Config:

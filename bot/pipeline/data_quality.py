@@ -139,9 +139,9 @@ def check(
 # with fastjsonschema (compiled to Python, ~30x faster than jsonschema per row); jsonschema then
 # reports the exact errors of the rows it rejects, so every message still comes from Draft 2020-12.
 _DRAFT7_SAFE = {
-    "type", "enum", "const", "properties", "required", "additionalProperties", "patternProperties",
+    "type", "enum", "const", "properties", "required", "additionalProperties",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
-    "pattern", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties", "anyOf", "allOf",
+    "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties", "anyOf", "allOf",
     "oneOf", "not", "title", "description", "default", "examples", "$comment", "format", "$schema",
 }  # fmt: skip
 
@@ -165,13 +165,27 @@ def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
+    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
+
     schema, _node = load_yaml(text, path)  # YAML is a superset of JSON: one loader for both
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InputError(f"not a valid JSON Schema: {exc.message}", path) from None
-    validator = Draft202012Validator(schema)
-    is_valid = validator.is_valid
+    unbounded = unbounded_keyword(schema)
+    if unbounded is not None:
+        raise InputError(
+            f"`{unbounded}` beside `patternProperties` is not supported: its keys would be matched without a "
+            "time bound",
+            path,
+        )
+    # Patterns are the pull request's: matched under a time bound (bot/engine/patterns.py), and kept
+    # out of fastjsonschema, whose `re` would hold the worker.
+    validator = BoundedValidator(schema)
+
+    def is_valid(row: Any) -> bool:
+        return not bounded_errors(validator, row, first_only=True)
+
     if isinstance(schema, dict) and _keywords(schema) <= _DRAFT7_SAFE:
         import fastjsonschema
 
@@ -186,9 +200,13 @@ def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -
             return True
 
     for case in dataset.cases:
-        if is_valid(case.fields):
-            continue
-        for error in validator.iter_errors(case.fields):
+        try:
+            if is_valid(case.fields):
+                continue
+            errors = bounded_errors(validator, case.fields)
+        except PatternError as exc:
+            raise InputError(f"{exc} (on row {case.id!r} of {dataset.path})", path) from None
+        for error in errors:
             result.schema_violation_count += 1
             if len(result.schema_violations) < MAX_LISTED:
                 where = "/".join(str(p) for p in error.absolute_path) or "(row)"

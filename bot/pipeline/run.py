@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,8 +16,8 @@ from bot.engine.metrics import latency_of, per_case
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant, time_pairs
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
-from bot.pipeline.budget import Estimate, estimate
-from bot.pipeline.changes import Plan, SuitePlan, plan
+from bot.pipeline.budget import Estimate, SpendCaps, estimate
+from bot.pipeline.changes import Plan, PolicyChange, SuitePlan, plan
 from bot.pipeline.compare import LatencyEvidence, SuiteReport, assertion_counts, compare_suite
 from bot.pipeline.config import (
     CONFIG_PATH,
@@ -74,6 +74,9 @@ class RunOptions:
     # Call the models under test even for answers in the cache (judges still use it): a scheduled
     # re-evaluation must see what the provider answers today.
     fresh: bool = False
+    # Reserves the run's estimate against the caps across runs (per pull request, per day) before any
+    # call; None: the run is bounded by its own budget only (the CLI).
+    reserve: Callable[[float], Awaitable[SpendCaps]] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,10 @@ class Report:
     policy_error: str | None = None
     # Set when the real spend reached the budget mid-run: the run is partial and cannot pass.
     stopped: Stopped | None = None
+    # Policy keys of `.evalbot.yml` the change sets differently from the merge base: a base approver's call.
+    policy_changes: list[PolicyChange] = field(default_factory=list)
+    # Spend across runs as the run found it, when it is bounded across runs.
+    caps: SpendCaps | None = None
 
     @property
     def inconclusive(self) -> list[Breach]:
@@ -277,6 +284,7 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         warnings=the_plan.warnings,
         approvers=the_plan.config.approvers,
         policy_error=the_plan.policy_error,
+        policy_changes=the_plan.policy_changes,
         definition_changes=[
             DefinitionChange(sp.suite.name, list(sp.definition_changes))
             for sp in the_plan.suites
@@ -306,7 +314,18 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     if report.budget_refused:
         report.problems.append("the estimated cost is above the budget: nothing was run")
         return report
-    limit = SpendLimit(report.budget_usd)
+    limit_usd = report.budget_usd
+    if options.reserve is not None:
+        report.caps = await options.reserve(report.estimate.usd)
+        if not report.caps.reserved:
+            report.problems.append(
+                "the estimated cost is above what the budget across runs leaves (per pull request, per day): "
+                "nothing was run"
+            )
+            return report
+        # Stopped live at the first cap reached, this run's or one across runs.
+        limit_usd = min(limit_usd, report.caps.left_usd)
+    limit = SpendLimit(limit_usd)
     report.suites, report.spend, report.stopped = await _run_plan(the_plan, options, limit, report.estimate.calls)
     return report
 

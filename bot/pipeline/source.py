@@ -122,6 +122,9 @@ class Source(Protocol):
     async def changed_paths(self, base: str, head: str) -> list[str]:
         """Paths added, modified, deleted or renamed (both names) between `base` and `head`."""
 
+    async def merge_base(self, base: str, head: str) -> str:
+        """The commit `base...head` is compared from: what the head changed is measured from there."""
+
     async def list_files(self, ref: str, directory: str) -> list[str]:
         """Every file under `directory` ('' for the root) at `ref`, as paths from the repository root
         (for globs such as promptfoo's `file://prompts/*.txt`)."""
@@ -179,6 +182,11 @@ class GitSource:
         fields = (out or "").split("\0")
         return sorted({fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i]})
 
+    async def merge_base(self, base: str, head: str) -> str:
+        found = await asyncio.to_thread(self._git, "merge-base", base, head, check=False)
+        # Unrelated histories have none: the base itself is what the head is compared with.
+        return found.strip() if found else base
+
     async def list_files(self, ref: str, directory: str) -> list[str]:
         if directory:
             check_path(directory)
@@ -226,6 +234,9 @@ class WorkTreeSource:
 
     async def changed_paths(self, base: str, head: str) -> list[str]:
         return []
+
+    async def merge_base(self, base: str, head: str) -> str:
+        return base
 
     async def list_files(self, ref: str, directory: str) -> list[str]:
         if directory:

@@ -4,6 +4,7 @@ sticky comment, and no model call paid twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import threading
@@ -16,13 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, HEARTBEAT_INTERVAL_S, HEARTBEATS_KEY
 from bot.settings import Settings
-from tests.conftest import GitRepo
-from tests.faults.cluster import Cluster, billed_twice, wait_until
+from tests.conftest import GitRepo, prompt_file
+from tests.faults.cluster import APP_ID, Cluster, billed_twice, wait_until
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
 from tests.stub_llm import Reply, StubLLM, held_stub
 
@@ -231,3 +233,173 @@ async def test_github_outage_at_publish_time(make_cluster: Any, stub: StubLLM) -
     wait_until(lambda: cluster.completed(head) is not None, 180, "the check published after the outage")
     assert_published(cluster, stub, head)
     assert len(stub.requests) == CALLS
+
+
+# The gate holds against real worker processes (issue 22): no green window while the worker is paused, and
+# no frozen worker on a pattern that backtracks without bound.
+
+
+@asynccontextmanager
+async def deployed_web(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """`evalbot serve` in this process on the cluster's Redis, with the app's credentials (as deployed)."""
+    settings = Settings(
+        APP_ID=APP_ID,
+        PRIVATE_KEY=cluster.env["PRIVATE_KEY"],
+        WEBHOOK_SECRET="webhook-secret",
+        GITHUB_API_URL=cluster.github.url,
+        REDIS_URL=cluster.redis_server.url(0),
+    )
+    pool = await create_pool(RedisSettings.from_dsn(settings.REDIS_URL))
+    try:
+        async with webhook_client(settings, pool) as http:
+            yield http
+    finally:
+        await pool.aclose()
+
+
+def pull_event(number: int, base: tuple[str, str], head: tuple[str, str], action: str = "opened") -> bytes:
+    name = "pull_request.edited.base-changed.DERIVED.json" if action == "edited" else f"pull_request.{action}.json"
+    payload = fixture(name)
+    payload["number"] = payload["pull_request"]["number"] = number
+    payload["pull_request"]["base"].update(ref=base[0], sha=base[1])
+    payload["pull_request"]["head"].update(ref=head[0], sha=head[1])
+    payload["pull_request"]["draft"] = False
+    return json.dumps(payload).encode()
+
+
+def shown(cluster: Cluster, sha: str) -> tuple[str | None, str | None]:
+    """What GitHub shows for the two checks on `sha`: each one's newest run, its conclusion or status."""
+    found = []
+    for name in (EVALS_CHECK, APPROVAL_CHECK):
+        runs = cluster.github.runs_named(name, sha)
+        found.append(None if not runs else runs[-1]["conclusion"] or runs[-1]["status"])
+    return found[0], found[1]
+
+
+def docs_commit(repo: GitRepo, branch: str, start: str, text: str) -> str:
+    repo.git("checkout", "-q", "-B", branch, start)
+    repo.write("README.md", text)
+    return repo.commit(f"{branch}: docs")
+
+
+async def test_a_green_head_is_pending_within_a_second_of_a_retarget_or_a_new_pull_request_with_the_worker_paused(
+    make_cluster: Any, repo: GitRepo
+) -> None:
+    cluster, base, _head = make_cluster()
+    repo.git("branch", "sandbox", "feature")  # the prompt change is on sandbox already
+    first = docs_commit(repo, "docs-1", "feature", "one\n")
+    second = docs_commit(repo, "docs-2", "feature", "two\n")
+    sandbox = repo.git("rev-parse", "sandbox").strip()
+    for number, branch, sha in ((3, "docs-1", first), (5, "docs-2", second)):
+        cluster.github.pulls[number] = (sandbox, sha)
+        cluster.github.pull_refs[number] = ("sandbox", branch)
+    worker = cluster.start_worker()
+    async with deployed_web(cluster) as http:
+        # Two README-only pull requests into sandbox: green at once (no AI file changed).
+        await deliver(http, pull_event(3, ("sandbox", sandbox), ("docs-1", first)), "g-1")
+        await deliver(http, pull_event(5, ("sandbox", sandbox), ("docs-2", second)), "g-2")
+        for sha in (first, second):
+            wait_until(lambda sha=sha: shown(cluster, sha) == ("success", "success"), 60, "green heads")
+
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            # Pull request 3 retargeted to main: its head now brings the prompt change into main.
+            cluster.github.pulls[3] = (base, first)
+            cluster.github.pull_refs[3] = ("main", "docs-1")
+            sent = time.monotonic()
+            await deliver(http, pull_event(3, ("main", base), ("docs-1", first), "edited"), "g-3")
+            assert shown(cluster, first) == ("in_progress", "action_required")
+            retarget_s = time.monotonic() - sent
+
+            # A new pull request at the other green head, into main.
+            cluster.github.pulls[6] = (base, second)
+            cluster.github.pull_refs[6] = ("main", "docs-2")
+            sent = time.monotonic()
+            await deliver(http, pull_event(6, ("main", base), ("docs-2", second)), "g-4")
+            assert shown(cluster, second) == ("in_progress", "action_required")
+            opened_s = time.monotonic() - sent
+        finally:
+            worker.send_signal(signal.SIGCONT)
+    print(f"pending {retarget_s * 1000:.0f} ms after the retarget, {opened_s * 1000:.0f} ms after the opening")
+    assert retarget_s < 1.0 and opened_s < 1.0
+
+    # The worker, back, evaluates both against main: the prompt change waits for a lead.
+    for sha in (first, second):
+        wait_until(lambda sha=sha: shown(cluster, sha) == ("success", "action_required"), 120, "evaluated into main")
+    assert cluster.github.runs_named(EVALS_CHECK, first)[-1]["output"]["title"] == TITLE
+
+
+CATASTROPHIC_SCHEMA = "type: object\nproperties:\n  question: {type: string, pattern: '^(a|a)*$'}\n"
+
+
+async def test_a_catastrophic_schema_pattern_is_an_input_error_while_another_run_on_the_worker_keeps_its_heartbeat(
+    make_cluster: Any, repo: GitRepo, stub: StubLLM
+) -> None:
+    cluster, base, head = make_cluster()
+    # Pull request 3 adds a suite whose row schema backtracks without bound on its 41-character row.
+    repo.git("checkout", "-q", "-B", "frozen", base)
+    config = yaml.safe_load((repo.root / ".evalbot.yml").read_text())
+    slow = {
+        "name": "slow",
+        "prompt": "prompts/slow.yaml",
+        "dataset": "evals/slow.jsonl",
+        "graders": [{"type": "equals"}],
+    }
+    config["suites"].append({**slow, "schema": "evals/slow.schema.yaml"})
+    repo.write(".evalbot.yml", config)
+    repo.write("prompts/slow.yaml", prompt_file("1.0.0"))
+    repo.write("evals/slow.jsonl", [{"id": "s1", "question": "a" * 40 + "b", "expected": "x"}])
+    repo.write("evals/slow.schema.yaml", CATASTROPHIC_SCHEMA)
+    frozen = repo.commit("a schema that backtracks")
+    cluster.github.pulls[3] = (base, frozen)
+    cluster.github.pull_refs[3] = ("main", "frozen")
+    cluster.start_worker()
+    async with deployed_web(cluster) as http:
+        await deliver(http, pull_event(2, ("main", base), ("feature", head)), "f-1")
+        wait_until(lambda: len(stub.answered) >= 2, 60, "pull request 2's run under way")
+        beats = HeartbeatWatch(cluster)
+        try:
+            sent = time.monotonic()
+            await deliver(http, pull_event(3, ("main", base), ("frozen", frozen)), "f-2")
+            wait_until(lambda: cluster.completed(frozen) is not None, 30, "the input error")
+            error_s = time.monotonic() - sent
+            # Pull request 2 finishes as if nothing happened: one run, on time, its heartbeat never late.
+            took_s = wait_until(lambda: cluster.completed(head) is not None, 60, "pull request 2's check")
+        finally:
+            beats.stop()
+    print(f"input error after {error_s:.1f} s; heartbeat gaps {beats.gaps()}")
+    evals = cluster.completed(frozen)
+    assert evals is not None and evals["conclusion"] == "failure"
+    summary = evals["output"]["summary"]
+    assert "- evals/slow.schema.yaml: \\`pattern\\` '^(a\\|a)*$' took longer than 1 s to match" in summary
+    assert "(on row 's1' of evals/slow.jsonl)" in summary
+    assert cluster.completed(head)["output"]["title"] == TITLE  # type: ignore[index]
+    assert "Worker lost, re-running" not in cluster.titles(head)
+    assert error_s < 10 and took_s < 20 * DELAY_S
+    assert max(beats.gaps(), default=0.0) < HEARTBEAT_INTERVAL_S + 1.0
+
+
+class HeartbeatWatch:
+    """Samples the running evaluations' heartbeat times (Redis clock) from a thread until stopped."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.seen: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for job_id, raw in self.cluster.redis.hgetall(HEARTBEATS_KEY).items():
+                at = float(json.loads(raw)["beat_at"])
+                times = self.seen.setdefault(job_id.decode(), [])
+                if not times or times[-1] != at:
+                    times.append(at)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def gaps(self) -> list[float]:
+        return [b - a for times in self.seen.values() for a, b in itertools.pairwise(times)]

@@ -112,6 +112,8 @@ class FakeGitHub:
         self.annotation_requests: list[int] = []
         self.comments: dict[int, dict[str, Any]] = {}
         self.default_branch = "main"
+        # Ruleset rules by branch, as "Get rules for a branch" lists them (a merge queue's settings).
+        self.branch_rules: dict[str, list[dict[str, Any]]] = {}
         # Issues the app opened or anyone did (not pull requests), by number.
         self.issues: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
@@ -296,6 +298,19 @@ class FakeGitHub:
         self._git_out("update-ref", ref, commit)
         return {"head_sha": commit, "head_ref": ref, "base_sha": parent, "base_ref": f"refs/heads/{base_ref}"}
 
+    def set_merge_queue(self, branch: str, grouping_strategy: str) -> None:
+        """A ruleset with a merge queue on `branch` (the parameters GitHub's REST API documents)."""
+        parameters = {
+            "merge_method": "MERGE",
+            "max_entries_to_build": 5,
+            "min_entries_to_merge": 1,
+            "max_entries_to_merge": 5,
+            "min_entries_to_merge_wait_minutes": 5,
+            "grouping_strategy": grouping_strategy,
+            "check_response_timeout_minutes": 60,
+        }
+        self.branch_rules[branch] = [{"type": "merge_queue", "parameters": parameters}]
+
     def _make_app(self) -> FastAPI:
         app = FastAPI()
 
@@ -374,6 +389,15 @@ class FakeGitHub:
             if number not in self.pulls:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
             return JSONResponse(self._pull(owner, repo, number))
+
+        @app.get("/repos/{owner}/{repo}/rules/branches/{branch:path}")
+        async def branch_rules(owner: str, repo: str, branch: str) -> JSONResponse:
+            # Every active rule that applies to the branch, each with where its ruleset lives (GitHub's shape).
+            rules = [
+                {"ruleset_source_type": "Repository", "ruleset_source": f"{owner}/{repo}", "ruleset_id": 1, **rule}
+                for rule in self.branch_rules.get(branch, [])
+            ]
+            return JSONResponse(rules)
 
         @app.get("/repos/{owner}/{repo}/git/ref/{ref:path}")
         async def git_ref(owner: str, repo: str, ref: str) -> JSONResponse:

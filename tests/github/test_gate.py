@@ -15,6 +15,7 @@ import yaml
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.spend import PULL_SPEND_KEY
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
@@ -67,7 +68,9 @@ class Gate:
         if run:
             await self.run_worker()
 
-    async def comment(self, number: int, login: str, body: str, created_at: str | None = None) -> None:
+    async def comment(
+        self, number: int, login: str, body: str, created_at: str | None = None, run: bool = True
+    ) -> None:
         payload = fixture("issue_comment.created.on-pr.DERIVED.json")
         payload["issue"]["number"] = number
         now = created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -75,7 +78,8 @@ class Gate:
         payload["comment"]["user"].update(login=login, type="User")
         payload["sender"].update(login=login, type="User")
         await self.deliver("issue_comment", payload)
-        await self.run_worker()
+        if run:
+            await self.run_worker()
 
     def latest(self, name: str, sha: str) -> dict[str, Any]:
         return self.fake.runs_named(name, sha)[-1]
@@ -410,3 +414,144 @@ async def test_a_draft_with_the_same_head_keeps_the_sha_from_passing(gate: Gate,
     await gate.event(2, "closed")
     assert gate.conclusions(head) == ("success", "success")
     assert gate.latest(EVALS_CHECK, head)["output"]["title"] == "No prompt, config or dataset changed"
+
+
+# Verdicts per (head, base) and spend across runs (issue 22): a fork at the same head and base shares the
+# evaluation (no block, no call), one against another base is evaluated; `/eval` joins a run under way,
+# and a pull request's runs stop at `budget.max_cost_usd_per_pull_request`.
+
+# 10 cases, base and head.
+CALLS = 20
+
+
+async def test_a_fork_at_an_approved_head_and_base_neither_reruns_nor_blocks(
+    gate: Gate, repo: GitRepo, stub: StubLLM
+) -> None:
+    build_pr_repo(repo, ["lead"])
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    await gate.event(2)
+    await gate.comment(2, "lead", "/approve")
+    assert gate.conclusions(head) == ("success", "success")
+
+    # An outsider opens a pull request from a fork at the very same commit, into the same base.
+    gate.open(3, "main")
+    gate.fake.fork_pulls.add(3)
+    gate.fake.pull_authors[3] = "outsider"
+    await gate.event(3)
+
+    assert gate.conclusions(head) == ("success", "success")
+    assert gate.latest(APPROVAL_CHECK, head)["output"]["title"] == "Approved by lead"
+    assert len(stub.requests) == CALLS
+    # Nothing in between held the head: no run of either check on it was ever anything but success.
+    assert all(r["conclusion"] == "success" for r in gate.fake.runs_named(APPROVAL_CHECK, head)[1:])
+
+
+async def test_a_trusted_pull_request_at_an_evaluated_head_and_base_shares_the_run(
+    gate: Gate, repo: GitRepo, stub: StubLLM
+) -> None:
+    build_pr_repo(repo, ["lead"])
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    await gate.event(2)
+    gate.open(3, "main")
+    await gate.event(3)
+    assert len(stub.requests) == CALLS
+    assert gate.conclusions(head) == ("success", "action_required")
+
+    # One approval of the evaluation serves both pull requests with that head and base.
+    await gate.comment(3, "lead", "/approve")
+    assert gate.conclusions(head) == ("success", "success")
+
+
+async def test_an_approval_on_a_pull_request_sharing_the_evaluation_is_not_its_authors_self_approval(
+    gate: Gate, repo: GitRepo, stub: StubLLM
+) -> None:
+    # Codertocat is an approver and the author of #2; self-approval is off.
+    build_pr_repo(repo, ["lead", "Codertocat"])
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    await gate.event(2)
+    # #3, by someone else, at the same head and base: Codertocat may approve it...
+    gate.open(3, "main")
+    gate.fake.pull_authors[3] = "other"
+    await gate.event(3)
+    await gate.comment(3, "Codertocat", "/approve")
+
+    # ...but that approval does not make their own #2 approved.
+    assert gate.conclusions(head) == ("success", "action_required")
+    title = gate.latest(APPROVAL_CHECK, head)["output"]["title"]
+    assert title == (
+        "#2 → main: Approval by Codertocat does not count: the author cannot approve it (`allow_self_approval` is off)"
+    )
+    assert len(stub.requests) == CALLS
+
+
+async def test_a_fork_against_another_base_still_waits_for_its_own_evaluation(
+    gate: Gate, repo: GitRepo, stub: StubLLM
+) -> None:
+    head = sandbox_repo(repo)
+    repo.git("branch", "release", "main")
+    gate.open(2, "main")
+    await gate.event(2)
+    await gate.comment(2, "lead", "/approve")
+    assert gate.conclusions(head) == ("success", "success")
+
+    gate.open(3, "release")
+    gate.fake.fork_pulls.add(3)
+    gate.fake.pull_authors[3] = "outsider"
+    await gate.event(3)
+
+    assert gate.conclusions(head) == ("action_required", "action_required")
+    approval = gate.latest(APPROVAL_CHECK, head)
+    assert approval["output"]["title"] == "Waiting for a maintainer's /eval"
+    assert "| #2 → `main` |" in approval["output"]["summary"]
+    assert len(stub.requests) == CALLS
+
+
+async def test_four_evals_of_one_head_make_one_run(gate: Gate, repo: GitRepo, stub: StubLLM) -> None:
+    build_pr_repo(repo, ["lead"])
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    # The pull request is opened, then three `/eval` come while its evaluation is queued.
+    await gate.event(2, run=False)
+    for _ in range(3):
+        await gate.comment(2, "lead", "/eval", run=False)
+
+    # Three commands and one evaluation: each `/eval` joined the run rather than queue its own.
+    assert await gate.run_worker() == 4
+    assert len(stub.requests) == CALLS
+    assert gate.latest(EVALS_CHECK, head)["conclusion"] == "success"
+
+
+async def test_a_pull_requests_runs_stop_at_its_budget_across_runs(
+    gate: Gate, repo: GitRepo, stub: StubLLM, redis: ArqRedis
+) -> None:
+    # 20 calls of 100 + 50 tokens at these prices: $0.01 spent by the first run. Its estimate is $0.021
+    # (every answer as long as max_tokens allows, the latency sample's calls too): one run fits under
+    # $0.025, a second ($0.01 + $0.021) does not.
+    prices = {"openai/stub": {"input_per_1k": 0.0025, "output_per_1k": 0.005}}
+    budget = {"max_cost_usd": 5.0, "max_cost_usd_per_pull_request": 0.025, "max_cost_usd_per_day": 100.0}
+    build_pr_repo(repo, ["lead"], prices=prices, budget=budget)
+    head = gate.sha("feature")
+    gate.open(2, "main")
+    await gate.event(2)
+    first = gate.latest(EVALS_CHECK, head)
+    assert first["conclusion"] == "success"
+    spent_key = PULL_SPEND_KEY.format(repo=REPO, pr=2)
+    assert float(await redis.get(spent_key)) == pytest.approx(0.01)
+    assert (
+        "Spend across runs before this one: this pull request $0.0000 of $0.0250 "
+        "(`budget.max_cost_usd_per_pull_request`)" in first["output"]["summary"]
+    )
+
+    # A writer asks again: the answers are in the cache, but the estimate must fit before anything runs.
+    await gate.comment(2, "lead", "/eval")
+    refused = gate.latest(EVALS_CHECK, head)
+    assert (
+        refused["output"]["title"]
+        == "Not evaluated: over what the budget across runs leaves (per pull request or per day)"
+    )
+    assert "this pull request has spent $0.0100 of $0.0250" in refused["output"]["summary"]
+    assert len(stub.requests) == CALLS
+    assert float(await redis.get(spent_key)) == pytest.approx(0.01)

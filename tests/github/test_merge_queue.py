@@ -54,6 +54,15 @@ class Queue:
         payload["pull_request"]["head"].update(sha=head, ref="feature")
         await self.deliver("pull_request", payload)
 
+    async def open_pull(self, number: int, branch: str) -> None:
+        """Pull request `number`, `branch` into main as the fake GitHub has it; evaluated by the worker."""
+        base, head = self.fake.pulls[number]
+        payload = fixture("pull_request.opened.json")
+        payload["pull_request"].update(number=number, draft=False)
+        payload["pull_request"]["base"].update(sha=base, ref="main")
+        payload["pull_request"]["head"].update(sha=head, ref=branch)
+        await self.deliver("pull_request", payload)
+
     async def comment(self, body: str, number: int = 2, login: str = "lead") -> None:
         payload = fixture("issue_comment.created.on-pr.DERIVED.json")
         payload["issue"]["number"] = number
@@ -118,9 +127,10 @@ async def test_an_approved_pull_request_passes_its_merge_group_with_no_model_cal
     evals, approval = await queue.checks_requested(group)
 
     assert conclusions(evals, approval) == [("completed", "success")] * 2
-    # The pull request, its two checks, three configs, the merge base, three trees, then two check runs
-    # (look up, create, complete).
-    assert len([r for r in fake_github.requests[before:] if r[1].startswith("/repos/")]) == 16
+    # The pull request, its two checks, the base branch's tip (its policy: the approver checked again), the
+    # queue's rules, three configs (the parent's is the tip's, read once), the merge base, three trees,
+    # then two check runs (look up, create, complete).
+    assert len([r for r in fake_github.requests[before:] if r[1].startswith("/repos/")]) == 18
     head = fake_github.pulls[2][1]
     assert evals["output"]["title"] == f"Matches what was evaluated and approved on #2 ({head[:7]})"
     assert approval["output"]["title"] == evals["output"]["title"]
@@ -181,6 +191,116 @@ async def test_a_file_the_base_changed_under_the_pull_request_passes_with_the_ba
     assert conclusions(evals, approval) == [("completed", "success")] * 2
     assert "| `evals/qa.jsonl` |" in evals["output"]["summary"] and "| no | ✅ |" in evals["output"]["summary"]
     assert len(stub.requests) == calls
+
+
+async def test_headgreen_a_failed_group_ahead_fails_the_next_group(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
+) -> None:
+    # "Only merge non-failing pull requests" off: GitHub lands a failed group with the next one that passes.
+    fake_github.set_merge_queue("main", "HEADGREEN")
+    calls = await approved(queue, stub)
+    # Pull request 3, never evaluated, changes the dataset; its group is queued ahead of #2's.
+    rows = [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(12)]
+    main = repo.git("rev-parse", "main").strip()
+    fake_github.pulls[3] = (main, on_branch(repo, "unevaluated", main, "evals/qa.jsonl", rows))
+    fake_github.pull_refs[3] = ("main", "unevaluated")
+    ahead = fake_github.queue(3)
+    ahead_evals, _ = await queue.checks_requested(ahead)
+    assert ahead_evals["conclusion"] == "failure"
+
+    # #2's group carries #3's dataset, which #2 did not change: its parent's content, and the parent failed.
+    evals, approval = await queue.checks_requested(fake_github.queue(2, parent=ahead["head_sha"]))
+
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    assert evals["output"]["title"] == "Differs from what was approved on #2: evals/qa.jsonl"
+    summary = evals["output"]["summary"]
+    assert "`grouping_strategy: HEADGREEN`" in summary
+    assert f"The group's parent {ahead['head_sha'][:7]} is not verified" in summary
+    assert len(stub.requests) == calls
+
+
+async def test_a_group_behind_a_group_evalbot_passed_passes_with_its_content(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, repo: GitRepo
+) -> None:
+    fake_github.set_merge_queue("main", "HEADGREEN")
+    await approved(queue, stub)
+    # Pull request 3 changes only the README: no approval needed, its group passes.
+    main = repo.git("rev-parse", "main").strip()
+    fake_github.pulls[3] = (main, on_branch(repo, "docs", main, "README.md", "docs\n"))
+    fake_github.pull_refs[3] = ("main", "docs")
+    await queue.open_pull(3, "docs")
+    ahead = fake_github.queue(3)
+    assert (await queue.checks_requested(ahead))[0]["conclusion"] == "success"
+
+    evals, approval = await queue.checks_requested(fake_github.queue(2, parent=ahead["head_sha"]))
+
+    assert conclusions(evals, approval) == [("completed", "success")] * 2
+
+
+def edit_policy(repo: GitRepo, **changes: Any) -> str:
+    """Branch `feature` from main with `.evalbot.yml` edited (policy only); its head SHA."""
+    repo.git("checkout", "-q", "-B", "feature", "main")
+    config = yaml.safe_load((repo.root / ".evalbot.yml").read_text())
+    repo.write(".evalbot.yml", {**config, **changes})
+    return repo.commit("policy only")
+
+
+async def test_a_policy_only_change_waits_for_a_base_approver_who_is_not_its_author(
+    queue: Queue, repo: GitRepo, fake_github: FakeGitHub, stub: StubLLM
+) -> None:
+    # The author is an approver, and the base allows self-approval: still not their call for policy.
+    base_config = yaml.safe_load((repo.root / ".evalbot.yml").read_text())
+    repo.git("checkout", "-q", "main")
+    repo.write(".evalbot.yml", {**base_config, "approvers": ["lead", "Codertocat"], "allow_self_approval": True})
+    repo.commit("author approves")
+    head = edit_policy(repo, approvers=["Codertocat"], thresholds={"accuracy_drop_pp": 50, "min_cases": 10})
+    await queue.open()
+
+    evals, approval = (queue.fake.runs_named(name, head)[-1] for name in (EVALS_CHECK, APPROVAL_CHECK))
+    assert (evals["conclusion"], approval["conclusion"]) == ("success", "action_required")
+    assert evals["output"]["title"].startswith("Policy changed (approvers, thresholds)")
+    assert approval["output"]["title"] == "Waiting for a lead's /approve (policy changed)"
+    summary = approval["output"]["summary"]
+    assert "### ⚠️ Policy changed" in summary
+    assert '| `approvers` | `["lead", "Codertocat"]` | `["Codertocat"]` |' in summary
+    assert stub.requests == []
+
+    # The merge queue refuses it before approval.
+    evals_group, approval_group = await queue.checks_requested(queue.fake.queue(2))
+    assert conclusions(evals_group, approval_group) == [("completed", "failure")] * 2
+
+    await queue.comment("/approve my own rules", login="Codertocat")
+    assert queue.fake.runs_named(APPROVAL_CHECK, head)[-1]["conclusion"] == "action_required"
+    replies = [c["body"] for c in fake_github.comments.values() if "evalbot:sticky" not in c["body"]]
+    assert replies[-1].endswith("the author of a pull request cannot approve a change to the policy\n")
+
+    await queue.comment("/approve reviewed the new thresholds", login="lead")
+    approved = queue.fake.runs_named(APPROVAL_CHECK, head)[-1]
+    assert (approved["conclusion"], approved["output"]["title"]) == ("success", "Approved by lead")
+    evals_group, approval_group = await queue.checks_requested(queue.fake.queue(2))
+    assert conclusions(evals_group, approval_group) == [("completed", "success")] * 2
+    assert stub.requests == []
+
+
+async def test_a_base_that_moved_on_does_not_make_an_unrelated_pull_request_a_policy_change(
+    queue: Queue, repo: GitRepo, stub: StubLLM
+) -> None:
+    # A docs-only branch starts at main; main then edits `prices:` and the judge.
+    repo.git("checkout", "-q", "-B", "feature", "main")
+    repo.write("README.md", "docs only\n")
+    repo.commit("docs")
+    repo.git("checkout", "-q", "main")
+    config = yaml.safe_load((repo.root / ".evalbot.yml").read_text())
+    prices = {"openai/stub": {"input_per_1k": 0.5, "output_per_1k": 1.0}}
+    repo.write(".evalbot.yml", {**config, "prices": prices, "judge": "openai/stub"})
+    repo.commit("prices on main")
+    repo.git("checkout", "-q", "feature")
+    await queue.open()
+
+    head = queue.fake.pulls[2][1]
+    approval = queue.fake.runs_named(APPROVAL_CHECK, head)[-1]
+    assert (approval["conclusion"], approval["output"]["title"]) == ("success", "No AI artefact changed")
+    assert stub.requests == []
 
 
 async def test_a_pull_request_not_approved_fails_its_group(

@@ -91,7 +91,8 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
     keys = sorted(k.decode() for k in await redis.keys("evalbot:*"))
     # The keys docs/trust-model.md lists; a new one must be added there, with its owner and bound. Approvals and the
     # audit trail are in the database, not in Redis.
-    known = {"delivery", "head", "refusals", "cache", "gate-notes", "verdict", "pr-jobs", "superseded"}
+    known = {"delivery", "head", "refusals", "cache", "gate-notes", "verdict", "pr-jobs", "superseded", "sha-pulls"}
+    known |= {"spend"}
     assert {k.split(":")[1] for k in keys} <= known
     for key in keys:
         assert await redis.ttl(key) > 0, key
