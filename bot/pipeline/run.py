@@ -42,10 +42,13 @@ from bot.pipeline.config import (
     RubricGrader,
     SimilarityGrader,
     StartsWithGrader,
+    model_refusal,
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
 from bot.pipeline.formats.promptfoo import assertion_grader
+from bot.pipeline.lineage import LineageCheck, check_sources
+from bot.pipeline.policies import PolicyReview, Reviewed, review
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -154,6 +157,10 @@ class Report:
     policy_error: str | None = None
     # Set when the real spend reached the budget mid-run: the run is partial and cannot pass.
     stopped: Stopped | None = None
+    # The base's `policies:` on every affected prompt (None: the base sets none).
+    policy: PolicyReview | None = None
+    # The `lineage:` gate of each affected suite that sets one.
+    lineage: list[LineageCheck] = field(default_factory=list)
 
     @property
     def inconclusive(self) -> list[Breach]:
@@ -176,7 +183,8 @@ class Report:
         if self.errors:
             return "error"
         failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
-        if failed or self.policy_error or self.stopped is not None:
+        governance = (self.policy is not None and self.policy.failed) or any(lc.failed for lc in self.lineage)
+        if failed or governance or self.policy_error or self.stopped is not None:
             return "fail"
         return "pass"
 
@@ -285,6 +293,11 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     if not the_plan.suites:
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
+    report.lineage = [
+        check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
+    ]
+    if the_plan.config.policies:
+        report.policy = await review_policies(the_plan, options, report.budget_usd)
     prices = _prices(the_plan.config)
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
     report.estimate = estimate(
@@ -335,6 +348,27 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
             continue
         results.append(quality)
     return results
+
+
+async def review_policies(the_plan: Plan, options: RunOptions, budget_usd: float) -> PolicyReview:
+    """The base's `policies:` on every planned suite's prompts and datasets, head and base; judged rules
+    by the base's judge, on a client of their own bounded by the run's budget."""
+    config = the_plan.config
+    items = [
+        Reviewed(sp.suite.name, sp.head_prompt, sp.base_prompt, sp.dataset, sp.base_dataset) for sp in the_plan.suites
+    ]
+    refused = model_refusal(config.judge, config.allowed_models)
+    if refused is not None and any(p.question for p in config.policies):
+        return PolicyReview(
+            errors=[f"judged policies need the judge {config.judge!r}, which is not allowed: {refused}"]
+        )
+    judge = ModelClient(
+        options.cache, _prices(config), options.concurrency, options.retry, options.api_base, SpendLimit(budget_usd)
+    )
+    try:
+        return await review(items, config.policies, judge, config.judge)
+    finally:
+        await judge.aclose()
 
 
 async def _file(source: Source, the_plan: Plan, ref: str, path: str | None) -> tuple[str, str] | None:
