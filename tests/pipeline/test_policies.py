@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from bot.engine.models import ModelClient
 from bot.errors import InputError
 from bot.github.publish import report_annotations
-from bot.pipeline.config import parse_config
-from bot.pipeline.policies import JUDGE_SYSTEM
+from bot.pipeline.config import PolicyRule, parse_config
+from bot.pipeline.policies import JUDGE_SYSTEM, Reviewed, review
+from bot.pipeline.prompts import parse_prompt
 from bot.pipeline.render import render_json, render_markdown
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.pipeline.source import GitSource
@@ -197,3 +199,42 @@ async def test_a_pull_request_cannot_drop_the_bases_policies(repo: GitRepo, stub
     report = await evaluate(GitSource(repo.root), "base", "head2", RunOptions(api_base=stub.base_url))
 
     assert report.policy is not None and [v.policy for v in report.policy.introduced] == ["no-open-ended-discounts"]
+
+
+async def test_length_and_a_dropped_disclaimer_fail_when_the_head_introduces_them() -> None:
+    base = parse_prompt(prompt_yaml("1.0.0", "Short.\nThis is not financial advice.\n"), "p.yaml")
+    head = parse_prompt(prompt_yaml("1.1.0", "A much longer prompt than allowed, by far.\n"), "p.yaml")
+    rules = [PolicyRule(name="short", max_chars=60), PolicyRule(name="disclaimer", must_match="not financial advice")]
+    judge = ModelClient()
+    try:
+        result = await review([Reviewed("s", head, base, None, None)], rules, judge, "openai/stub")
+    finally:
+        await judge.aclose()
+
+    assert [(v.policy, v.line) for v in result.introduced] == [("short", 4), ("disclaimer", 4)]
+    assert "63 characters, more than the 60 allowed" in result.introduced[0].message
+    assert result.standing == [] and result.failed
+
+
+async def test_a_judged_violation_on_both_sides_is_standing_whatever_the_judge_quotes(
+    repo: GitRepo, stub: StubLLM
+) -> None:
+    build(repo, BASE_SYSTEM + "Give any discount asked, always.\n", policies=[POLICIES[2]])
+    # A base branch that already offered discounts, in other words.
+    repo.git("checkout", "-q", "-b", "older", "base")
+    repo.write("prompts/agent.yaml", prompt_yaml("1.0.1", BASE_SYSTEM + "Give any discount asked.\n"))
+    repo.commit("the base offered discounts already", tag="base2")
+    repo.git("checkout", "-q", "main")
+
+    def quote_the_discount_line(body: dict[str, Any]) -> Reply:
+        if body["messages"][0]["content"] != JUDGE_SYSTEM:
+            return Reply("ok")
+        line = next(line for line in user_text(body).splitlines() if "discount" in line and "QUESTION" not in line)
+        return Reply(json.dumps({"answer": "yes", "evidence": line}))
+
+    stub.handler = quote_the_discount_line
+    report = await evaluate(GitSource(repo.root), "base2", "head", RunOptions(api_base=stub.base_url))
+
+    review = report.policy
+    assert review is not None and review.introduced == [] and not review.failed
+    assert [v.evidence for v in review.standing] == ["Give any discount asked, always."]
