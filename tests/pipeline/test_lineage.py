@@ -126,6 +126,10 @@ async def test_a_pull_request_cannot_lift_the_bases_requirement(repo: GitRepo, s
     report = await evaluate(GitSource(repo.root), "base", "head", RunOptions(api_base=stub.base_url))
 
     assert [c.failed for c in report.lineage] == [True] and report.verdict == "fail"
+    (change,) = report.definition_changes
+    assert "lineage: {'source_field': 'source', 'required': True} → {'source_field': 'source', 'required': False}" in (
+        change.changes
+    )
 
 
 async def test_optional_sources_are_listed_not_failed(repo: GitRepo, stub: StubLLM, tmp_path: Path) -> None:
