@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.github.publish import report_annotations
+from bot.github.publish import report_annotations, report_title
 from bot.pipeline.lineage import dataset_lineage, pull_request_of
 from bot.pipeline.render import render_markdown
 from bot.pipeline.run import RunOptions, evaluate
@@ -109,6 +109,7 @@ async def test_rows_without_a_required_source_fail_the_gate_with_their_ids(repo:
     (check,) = report.lineage
     assert check.failed and check.missing == [("c3", 3)]
     assert [s.verdict for s in report.suites] == ["pass"] and report.verdict == "fail"
+    assert report_title(report).endswith("; 1 row(s) without a source")
     (note,) = [n for n in report_annotations(report) if "no source" in n["title"]]
     assert (note["path"], note["start_line"], note["annotation_level"]) == ("evals/qa.jsonl", 3, "failure")
     assert "1 of 3 rows have no `source` (required by the base's `lineage:`): `c3` (line 3)" in render_markdown(report)

@@ -9,7 +9,7 @@ import pytest
 
 from bot.engine.models import ModelClient
 from bot.errors import InputError
-from bot.github.publish import report_annotations
+from bot.github.publish import report_annotations, report_title
 from bot.pipeline.config import PolicyRule, parse_config
 from bot.pipeline.policies import JUDGE_SYSTEM, Reviewed, review
 from bot.pipeline.prompts import parse_prompt
@@ -106,6 +106,7 @@ async def test_a_discount_clause_fails_the_pattern_and_the_judged_policy_with_ev
     judged = next(n for n in notes if "no-discount-promises" in n["title"])
     assert QUOTE in judged["message"]
 
+    assert report_title(report).endswith("; policy review: 3 violation(s) introduced")
     markdown = render_markdown(report)
     assert "### Policy review: ❌ fail" in markdown
     assert f"evidence: “{QUOTE}”" in markdown
