@@ -107,6 +107,33 @@ class Reviewed:
     base_prompt: Prompt | None
     head_dataset: Dataset | None
     base_dataset: Dataset | None
+    # The prompt files' text, to point annotations at the line a match is on (None: counted from the
+    # template, exact for plain text and YAML block scalars).
+    head_file: str | None = None
+    base_file: str | None = None
+
+
+@dataclass(frozen=True)
+class _Reviewing:
+    """A prompt under review and its file's lines."""
+
+    prompt: Prompt
+    file_lines: list[str] | None
+
+    def line(self, index: int, offset: int) -> int | None:
+        """The file line of character `offset` of message `index`'s template: the line of the file, from
+        the message's first, that holds the text there (a quoted or escaped string's newlines are not
+        the file's), else counted from the message's first line."""
+        message = self.prompt.messages[index]
+        source = message.template.source
+        counted = None if message.line is None else message.line + source.count("\n", 0, offset)
+        snippet = source[offset:].split("\n", 1)[0].strip()
+        if self.file_lines is None or message.line is None or not snippet:
+            return counted
+        # The same text earlier in the message: the file line of this occurrence, not the first.
+        earlier = source.count(snippet, 0, offset)
+        holding = [n + 1 for n in range(message.line - 1, len(self.file_lines)) if snippet in self.file_lines[n]]
+        return holding[earlier] if earlier < len(holding) else counted
 
 
 async def review(
@@ -125,13 +152,12 @@ async def review(
     base: list[Violation] = []
     for item in items:
         result.prompts_checked.append(item.head_prompt.path)
+        head_side = _Reviewing(item.head_prompt, _lines(item.head_file))
+        base_side = _Reviewing(item.base_prompt, _lines(item.base_file)) if item.base_prompt is not None else None
         for rule in policies:
-            head += await _check(
-                result, rule, item.suite, "head", item.head_prompt, item.head_dataset, judge, judge_model
-            )
-            if item.base_prompt is not None:
-                base_prompt, base_dataset = item.base_prompt, item.base_dataset
-                base += await _check(result, rule, item.suite, "base", base_prompt, base_dataset, judge, judge_model)
+            head += await _check(result, rule, item.suite, "head", head_side, item.head_dataset, judge, judge_model)
+            if base_side is not None:
+                base += await _check(result, rule, item.suite, "base", base_side, item.base_dataset, judge, judge_model)
     base_keys = {v.key for v in base}
     head_keys = {v.key for v in head}
     result.introduced = [v for v in head if v.key not in base_keys]
@@ -146,22 +172,23 @@ async def _check(
     rule: PolicyRule,
     suite: str,
     side: Side,
-    prompt: Prompt,
+    r: _Reviewing,
     dataset: Dataset | None,
     judge: ModelClient,
     judge_model: str,
 ) -> list[Violation]:
+    prompt = r.prompt
     try:
         if rule.must_not_match is not None:
-            return await asyncio.to_thread(_forbidden, rule, rule.must_not_match, suite, prompt)
+            return await asyncio.to_thread(_forbidden, rule, rule.must_not_match, suite, r)
         if rule.must_match is not None:
             return await asyncio.to_thread(_required, rule, rule.must_match, suite, prompt)
         if rule.max_chars is not None:
             return _too_long(rule, rule.max_chars, suite, prompt)
         if rule.pii:
-            return await asyncio.to_thread(_personal_data, rule, suite, prompt, dataset)
+            return await asyncio.to_thread(_personal_data, rule, suite, r, dataset)
         assert rule.question is not None
-        return await _judged(result, rule, rule.question, suite, prompt, judge, judge_model)
+        return await _judged(result, rule, rule.question, suite, r, judge, judge_model)
     except TimeoutError:
         result.errors.append(f"policy {rule.name}: matching {prompt.path} ({side}) took too long: not checked")
     except (ModelCallError, JudgeError, BudgetExhausted) as exc:
@@ -169,10 +196,8 @@ async def _check(
     return []
 
 
-def _line(prompt: Prompt, index: int, offset: int) -> int | None:
-    """The file line of character `offset` of message `index`'s template."""
-    start = prompt.messages[index].line
-    return None if start is None else start + prompt.messages[index].template.source.count("\n", 0, offset)
+def _lines(text: str | None) -> list[str] | None:
+    return None if text is None else text.splitlines()
 
 
 def _texts(prompt: Prompt) -> list[str]:
@@ -188,7 +213,8 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_EVIDENCE_CHARS else text[:MAX_EVIDENCE_CHARS] + "…"
 
 
-def _forbidden(rule: PolicyRule, pattern: str, suite: str, prompt: Prompt) -> list[Violation]:
+def _forbidden(rule: PolicyRule, pattern: str, suite: str, r: _Reviewing) -> list[Violation]:
+    prompt = r.prompt
     compiled = regex.compile(pattern)
     found = []
     for index, text in enumerate(_texts(prompt)):
@@ -199,7 +225,7 @@ def _forbidden(rule: PolicyRule, pattern: str, suite: str, prompt: Prompt) -> li
                     "must_not_match",
                     suite,
                     prompt.path,
-                    _line(prompt, index, match.start()),
+                    r.line(index, match.start()),
                     f"{prompt.messages[index].role} text matches the forbidden pattern {pattern!r}",
                     _clip(match.group()),
                 )
@@ -223,12 +249,13 @@ def _too_long(rule: PolicyRule, max_chars: int, suite: str, prompt: Prompt) -> l
     return [Violation(rule.name, "max_chars", suite, prompt.path, _first_line(prompt), message)]
 
 
-def _personal_data(rule: PolicyRule, suite: str, prompt: Prompt, dataset: Dataset | None) -> list[Violation]:
+def _personal_data(rule: PolicyRule, suite: str, r: _Reviewing, dataset: Dataset | None) -> list[Violation]:
+    prompt = r.prompt
     found = []
     for index, text in enumerate(_texts(prompt)):
         for pii in find_pii(text):
             message = f"personal data in the prompt's {prompt.messages[index].role} text: {pii.kind} {pii.masked}"
-            line = _line(prompt, index, pii.start)
+            line = r.line(index, pii.start)
             found.append(Violation(rule.name, "pii", suite, prompt.path, line, message, _fingerprint(pii.value)))
     if dataset is None:
         return found
@@ -272,10 +299,11 @@ async def _judged(
     rule: PolicyRule,
     question: str,
     suite: str,
-    prompt: Prompt,
+    r: _Reviewing,
     judge: ModelClient,
     judge_model: str,
 ) -> list[Violation]:
+    prompt = r.prompt
     answer = await judge.complete(
         judge_model, judge_messages(question, prompt), temperature=0, max_tokens=JUDGE_MAX_TOKENS
     )
@@ -295,6 +323,4 @@ async def _judged(
         return []
     index, offset = where
     message = f"the judge answers yes to “{question}”"
-    return [
-        Violation(rule.name, "question", suite, prompt.path, _line(prompt, index, offset), message, _clip(evidence))
-    ]
+    return [Violation(rule.name, "question", suite, prompt.path, r.line(index, offset), message, _clip(evidence))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,7 +298,7 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
     ]
     if the_plan.config.policies:
-        report.policy = await review_policies(the_plan, options, report.budget_usd)
+        report.policy = await review_policies(source, base, the_plan, options, report.budget_usd)
     prices = _prices(the_plan.config)
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
     report.estimate = estimate(
@@ -350,12 +351,30 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
     return results
 
 
-async def review_policies(the_plan: Plan, options: RunOptions, budget_usd: float) -> PolicyReview:
+async def review_policies(
+    source: Source, base: str, the_plan: Plan, options: RunOptions, budget_usd: float
+) -> PolicyReview:
     """The base's `policies:` on every planned suite's prompts and datasets, head and base; judged rules
     by the base's judge, on a client of their own bounded by the run's budget."""
     config = the_plan.config
+
+    async def text(ref: str, prompt: Prompt | None) -> str | None:
+        # Only to find annotation lines: a file already read once, so an error here is not the review's.
+        with contextlib.suppress(InputError):
+            return None if prompt is None else await read_file(source, ref, prompt.path, config.limits)
+        return None
+
     items = [
-        Reviewed(sp.suite.name, sp.head_prompt, sp.base_prompt, sp.dataset, sp.base_dataset) for sp in the_plan.suites
+        Reviewed(
+            sp.suite.name,
+            sp.head_prompt,
+            sp.base_prompt,
+            sp.dataset,
+            sp.base_dataset,
+            await text(the_plan.head, sp.head_prompt),
+            await text(base, sp.base_prompt),
+        )
+        for sp in the_plan.suites
     ]
     refused = model_refusal(config.judge, config.allowed_models)
     if refused is not None and any(p.question for p in config.policies):

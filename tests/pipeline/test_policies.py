@@ -16,7 +16,7 @@ from bot.pipeline.prompts import parse_prompt
 from bot.pipeline.render import render_json, render_markdown
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.pipeline.source import GitSource
-from tests.conftest import GitRepo, suite_config
+from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.stub_llm import Reply, StubLLM, user_text
 
 POLICIES = [
@@ -239,3 +239,18 @@ async def test_a_judged_violation_on_both_sides_is_standing_whatever_the_judge_q
     review = report.policy
     assert review is not None and review.introduced == [] and not review.failed
     assert [v.evidence for v in review.standing] == ["Give any discount asked, always."]
+
+
+async def test_the_annotation_is_on_the_files_line_in_a_quoted_yaml_string(repo: GitRepo, stub: StubLLM) -> None:
+    build(repo, HEAD_SYSTEM, policies=POLICIES[:1])
+    # yaml.dump writes the prompt as a quoted string: each newline of the text is a blank line in the file.
+    repo.write("prompts/agent.yaml", prompt_file("1.2.0", system_prompt=HEAD_SYSTEM + QUOTE + "\n"))
+    repo.commit("quoted", tag="quoted")
+    stub.handler = lambda body: Reply("ok")
+    report = await evaluate(GitSource(repo.root), "base", "quoted", RunOptions(api_base=stub.base_url))
+
+    text = (repo.root / "prompts/agent.yaml").read_text().splitlines()
+    found = [(v.line, v.evidence) for v in report.policy.introduced] if report.policy else []
+    # The same sentence twice: each occurrence on its own line.
+    assert found == [(7, "any discount"), (9, "any discount")]
+    assert QUOTE in text[6] and QUOTE in text[8]
