@@ -297,8 +297,6 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     report.lineage = [
         check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
     ]
-    if the_plan.config.policies:
-        report.policy = await review_policies(source, base, the_plan, options, report.budget_usd)
     prices = _prices(the_plan.config)
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
     report.estimate = estimate(
@@ -314,6 +312,8 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         report.problems.append("the estimated cost is above the budget: nothing was run")
         return report
     limit = SpendLimit(report.budget_usd)
+    if the_plan.config.policies:
+        report.policy = await review_policies(source, base, the_plan, options, limit)
     report.suites, report.spend, report.stopped = await _run_plan(the_plan, options, limit, report.estimate.calls)
     return report
 
@@ -352,10 +352,10 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
 
 
 async def review_policies(
-    source: Source, base: str, the_plan: Plan, options: RunOptions, budget_usd: float
+    source: Source, base: str, the_plan: Plan, options: RunOptions, limit: SpendLimit
 ) -> PolicyReview:
     """The base's `policies:` on every planned suite's prompts and datasets, head and base; judged rules
-    by the base's judge, on a client of their own bounded by the run's budget."""
+    by the base's judge, on a client of their own that spends from the run's budget (`limit`)."""
     config = the_plan.config
 
     async def text(ref: str, prompt: Prompt | None) -> str | None:
@@ -381,9 +381,7 @@ async def review_policies(
         return PolicyReview(
             errors=[f"judged policies need the judge {config.judge!r}, which is not allowed: {refused}"]
         )
-    judge = ModelClient(
-        options.cache, _prices(config), options.concurrency, options.retry, options.api_base, SpendLimit(budget_usd)
-    )
+    judge = ModelClient(options.cache, _prices(config), options.concurrency, options.retry, options.api_base, limit)
     try:
         return await review(items, config.policies, judge, config.judge)
     finally:

@@ -96,6 +96,8 @@ async def test_a_discount_clause_fails_the_pattern_and_the_judged_policy_with_ev
     assert review.errors == [] and review.unverified == []
     # The judge saw both prompts: one call each for the judged policy.
     assert review.judge_calls == 2
+    # Counted in the estimate checked against the budget: 3 cases x 2 prompts, and the 2 judge calls.
+    assert report.estimate is not None and report.estimate.calls == 8
 
     notes = [n for n in report_annotations(report) if n["title"].startswith("Policy")]
     assert {(n["path"], n["start_line"], n["annotation_level"]) for n in notes} == {
