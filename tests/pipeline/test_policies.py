@@ -256,3 +256,18 @@ async def test_the_annotation_is_on_the_files_line_in_a_quoted_yaml_string(repo:
     # The same sentence twice: each occurrence on its own line.
     assert found == [(7, "any discount"), (9, "any discount")]
     assert QUOTE in text[6] and QUOTE in text[8]
+
+
+async def test_personal_data_in_a_prompt_is_found_on_its_line_and_masked() -> None:
+    base = parse_prompt(prompt_yaml("1.0.0", "Be kind.\n"), "p.yaml")
+    head = parse_prompt(prompt_yaml("1.1.0", "Be kind.\nEscalate to ana.lopez@example.com.\n"), "p.yaml")
+    judge = ModelClient()
+    try:
+        result = await review([Reviewed("s", head, base, None, None)], [PolicyRule(name="pii", pii=True)], judge, "j")
+    finally:
+        await judge.aclose()
+
+    (found,) = result.introduced
+    masked = "•" * len("ana.lopez@example") + ".com"
+    assert (found.line, found.message) == (5, f"personal data in the prompt's system text: email {masked}")
+    assert "ana.lopez" not in found.evidence
