@@ -13,8 +13,9 @@ PiiKind = Literal["email", "phone", "card", "iban"]
 PII_TIMEOUT_S = 0.5
 
 _EMAIL = regex.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
-# 13-19 digits, optionally grouped by single spaces or hyphens (as cards are printed).
-_CARD = regex.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# 13-19 digits, optionally grouped by single spaces or hyphens (as cards are printed), starting as
+# the card networks' numbers do (2-6): a 13-digit millisecond timestamp starts with 1.
+_CARD = regex.compile(r"(?<![\d-])[2-6](?:[ -]?\d){12,18}(?![\d-])")
 # Country code, check digits, then 11-30 letters and digits, optionally in groups of four.
 _IBAN = regex.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # An international number (+ and 8-15 digits) or a North American one ((555) 123-4567, 555-123-4567).

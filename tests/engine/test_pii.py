@@ -41,6 +41,8 @@ def test_each_kind_with_its_position() -> None:
 
 def test_an_invalid_iban_and_plain_numbers_are_not_personal_data() -> None:
     assert find_pii("GB82WEST12345698765433, booking 123456, 2026-12-07, version 1.2.3") == []
+    # A Luhn-valid millisecond timestamp is not a card: card numbers start with 2-6.
+    assert luhn_valid("1733550000009") and find_pii("at 1733550000009") == []
 
 
 def test_a_north_american_number() -> None:
