@@ -245,6 +245,41 @@ def _validate(repo: Path) -> int:
     return EXIT_GATE_FAILED if certain or any(q.failed for q in data) else EXIT_PASS
 
 
+@cli.command("lineage")
+@click.argument("dataset")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+@click.option("--rev", default="HEAD", show_default=True, help="The revision to read the dataset and its history at.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+def lineage_command(dataset: str, repo: Path, rev: str, fmt: str) -> None:
+    """Each row's origin: the commit and pull request that last changed it, and the source it names.
+
+    Exits 1 when the dataset's suite sets `lineage: {required: true}` and a row names no source.
+    """
+    import csv
+    import dataclasses
+    import json
+
+    from bot.pipeline.lineage import RowOrigin, dataset_lineage
+
+    try:
+        origins, check = asyncio.run(dataset_lineage(repo, rev, dataset))
+    except EvalbotError as exc:
+        _fail(exc)
+    rows = [dataclasses.asdict(origin) for origin in origins]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=[f.name for f in dataclasses.fields(RowOrigin)])
+        writer.writeheader()
+        writer.writerows(rows)
+    if check.missing:
+        ids = ", ".join(case_id for case_id, _line in check.missing[:20])
+        more = f" and {len(check.missing) - 20} more" if len(check.missing) > 20 else ""
+        level = "fail" if check.failed else "warning"
+        click.echo(f"{level}: {len(check.missing)} rows have no `{check.source_field}`: {ids}{more}", err=True)
+    sys.exit(EXIT_GATE_FAILED if check.failed else EXIT_PASS)
+
+
 @cli.command("init")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 def init_command(repo: Path) -> None:

@@ -104,6 +104,11 @@ def report_annotations(report: Report) -> list[dict[str, Any]]:
                 found.append(annotation(dq.dataset, line, level["contamination"], "Contaminated row", message))
         for line, message in dq.outliers:
             found.append(annotation(dq.dataset, line, level["anomalies"], "Outlier", message))
+    governance = [
+        *(report.policy.annotations() if report.policy else []),
+        *(n for lc in report.lineage for n in lc.annotations()),
+    ]
+    found += [annotation(*note) for note in governance]
     for suite in report.suites:
         for flip in suite.regressions:
             line = suite.regression_lines.get(flip.case_id)

@@ -25,6 +25,7 @@ from bot.pipeline.config import (
     unwrapped,
     uses_judge,
 )
+from bot.pipeline.policies import judge_messages
 
 # Without a tokenizer per provider (tiktoken would fetch its tables from the network), a token is
 # counted as 4 characters of English text: the usual rule of thumb, within about 20% for prose.
@@ -148,4 +149,10 @@ def estimate(
                     elif isinstance(grader, SimilarityGrader):
                         reference = str(case.fields.get(grader.field, ""))
                         result.add(grader.model, output_tokens + _tokens(reference), 0, price, repeats)
+    # Judged policies: one call per question for each prompt reviewed, base and head.
+    questions = [policy.question for policy in the_plan.config.policies if policy.question]
+    for sp in the_plan.suites:
+        for prompt in filter(None, (sp.head_prompt, sp.base_prompt)):
+            for question in questions:
+                result.add(judge_model, _message_tokens(judge_messages(question, prompt)), JUDGE_MAX_TOKENS, price)
     return result

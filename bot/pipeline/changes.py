@@ -467,6 +467,9 @@ def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: s
         changes.append(f"schema file {base.schema_} changed")
     if base.training_data != head.training_data:
         changes.append(f"training data: {base.training_data or 'none'} → {head.training_data or 'none'}")
+    if base.lineage != head.lineage:
+        was, now = (suite.lineage.model_dump() if suite.lineage else "none" for suite in (base, head))
+        changes.append(f"lineage: {was} → {now}")
     gates: dict[str, Any] = base.data_gates.model_dump(by_alias=True)
     for key, value in head.data_gates.model_dump(by_alias=True).items():
         if gates[key] != value:

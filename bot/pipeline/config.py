@@ -400,10 +400,50 @@ class Limits(_Strict):
         return int(self.max_file_mb * 1_000_000)
 
 
+class Lineage(_Strict):
+    """Where each row of a suite's dataset comes from (`evalbot lineage`); a gate when `required`."""
+
+    # The row field naming the row's origin (a ticket, a log export, "synthetic"...).
+    source_field: str = Field(default="source", min_length=1)
+    # Rows without a non-empty `source_field` fail `evalbot/evals` (else they are only listed).
+    required: bool = False
+
+
+class PolicyRule(_Strict):
+    """One rule of `policies:`, checked on every affected prompt, base and head (bot.pipeline.policies)."""
+
+    name: str = Field(min_length=1)
+    # A pattern (the `regex` module) the prompt's text must not contain / must contain.
+    must_not_match: str | None = None
+    must_match: str | None = None
+    # The most characters the prompt's messages may have together.
+    max_chars: int | None = Field(default=None, ge=1)
+    # Personal data (e-mails, phone numbers, Luhn-valid cards, mod-97-valid IBANs) in prompts and datasets.
+    pii: bool = False
+    # A yes/no question the base's judge answers about the prompt, quoting it as evidence.
+    question: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> PolicyRule:
+        set_keys = [k for k in ("must_not_match", "must_match", "max_chars", "question") if getattr(self, k)]
+        if len(set_keys) + self.pii != 1:
+            raise ValueError(
+                "a policy takes exactly one of must_not_match, must_match, max_chars, pii: true or question"
+            )
+        for key in ("must_not_match", "must_match"):
+            pattern = getattr(self, key)
+            if pattern is not None:
+                try:
+                    regex.compile(pattern)
+                except regex.error as exc:
+                    raise ValueError(f"{key} is not a regular expression: {exc}") from None
+        return self
+
+
 # The fields of a suite that define its exam (DESIGN.md §6, trust model). `latency_sample` sets how
 # many pairs decide latency: a head that shrank it would make the latency gate undecidable.
 EXAM_FIELDS = frozenset(
-    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample"}
+    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample", "lineage"}
 )
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
 REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
@@ -449,6 +489,7 @@ class Suite(_Strict):
     graders: list[GraderSpec] = Field(default_factory=list)
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)
+    lineage: Lineage | None = None
 
     @field_validator("prompt", "dataset", "schema_", "training_data", "promptfoo")
     @classmethod
@@ -524,6 +565,8 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     # Glob patterns (fnmatch, case-sensitive) of the models a run may call; None: DEFAULT_MODEL_PROVIDERS.
     allowed_models: list[str] | None = None
+    # Policy review of every affected prompt (and PII in datasets): bot.pipeline.policies.
+    policies: list[PolicyRule] = Field(default_factory=list)
     suites: list[Suite] = Field(default_factory=list)
     # The parsed YAML, to name the line of a value found wrong after validation (a refused model).
     _node: yaml.Node | None = PrivateAttr(default=None)
@@ -548,6 +591,10 @@ class Config(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"suite names must be unique; repeated: {', '.join(duplicates)}")
+        policies = [policy.name for policy in self.policies]
+        repeated = sorted({name for name in policies if policies.count(name) > 1})
+        if repeated:
+            raise ValueError(f"policy names must be unique; repeated: {', '.join(repeated)}")
         return self
 
     def suite(self, name: str) -> Suite | None:

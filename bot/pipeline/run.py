@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -43,10 +44,13 @@ from bot.pipeline.config import (
     RubricGrader,
     SimilarityGrader,
     StartsWithGrader,
+    model_refusal,
 )
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
 from bot.pipeline.formats.promptfoo import assertion_grader
+from bot.pipeline.lineage import LineageCheck, check_sources
+from bot.pipeline.policies import PolicyReview, Reviewed, review
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
 from bot.pipeline.tradeoff import compare_models, worse_everywhere
@@ -167,6 +171,10 @@ class Report:
     policy_changes: list[PolicyChange] = field(default_factory=list)
     # Spend across runs as the run found it, when it is bounded across runs.
     caps: SpendCaps | None = None
+    # The base's `policies:` on every affected prompt (None: the base sets none).
+    policy: PolicyReview | None = None
+    # The `lineage:` gate of each affected suite that sets one.
+    lineage: list[LineageCheck] = field(default_factory=list)
 
     @property
     def inconclusive(self) -> list[Breach]:
@@ -189,7 +197,8 @@ class Report:
         if self.errors:
             return "error"
         failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
-        if failed or self.policy_error or self.stopped is not None:
+        governance = (self.policy is not None and self.policy.failed) or any(lc.failed for lc in self.lineage)
+        if failed or governance or self.policy_error or self.stopped is not None:
             return "fail"
         return "pass"
 
@@ -299,6 +308,9 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     if not the_plan.suites:
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
+    report.lineage = [
+        check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
+    ]
     prices = _prices(the_plan.config)
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
     cached = options.cache is not None and not options.fresh
@@ -326,6 +338,8 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
         # Stopped live at the first cap reached, this run's or one across runs.
         limit_usd = min(limit_usd, report.caps.left_usd)
     limit = SpendLimit(limit_usd)
+    if the_plan.config.policies:
+        report.policy = await review_policies(source, base, the_plan, options, limit)
     report.suites, report.spend, report.stopped = await _run_plan(the_plan, options, limit, report.estimate.calls)
     return report
 
@@ -361,6 +375,43 @@ async def data_checks(source: Source, the_plan: Plan, base: str | None) -> list[
             continue
         results.append(quality)
     return results
+
+
+async def review_policies(
+    source: Source, base: str, the_plan: Plan, options: RunOptions, limit: SpendLimit
+) -> PolicyReview:
+    """The base's `policies:` on every planned suite's prompts and datasets, head and base; judged rules
+    by the base's judge, on a client of their own that spends from the run's budget (`limit`)."""
+    config = the_plan.config
+
+    async def text(ref: str, prompt: Prompt | None) -> str | None:
+        # Only to find annotation lines: a file already read once, so an error here is not the review's.
+        with contextlib.suppress(InputError):
+            return None if prompt is None else await read_file(source, ref, prompt.path, config.limits)
+        return None
+
+    items = [
+        Reviewed(
+            sp.suite.name,
+            sp.head_prompt,
+            sp.base_prompt,
+            sp.dataset,
+            sp.base_dataset,
+            await text(the_plan.head, sp.head_prompt),
+            await text(base, sp.base_prompt),
+        )
+        for sp in the_plan.suites
+    ]
+    refused = model_refusal(config.judge, config.allowed_models)
+    if refused is not None and any(p.question for p in config.policies):
+        return PolicyReview(
+            errors=[f"judged policies need the judge {config.judge!r}, which is not allowed: {refused}"]
+        )
+    judge = ModelClient(options.cache, _prices(config), options.concurrency, options.retry, options.api_base, limit)
+    try:
+        return await review(items, config.policies, judge, config.judge)
+    finally:
+        await judge.aclose()
 
 
 async def _file(source: Source, the_plan: Plan, ref: str, path: str | None) -> tuple[str, str] | None:
