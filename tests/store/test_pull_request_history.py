@@ -82,12 +82,16 @@ async def test_a_pull_requests_runs_approval_and_override_outlive_a_redis_flush(
         ("pull_request", 2, pull.head, "fail", "main", "feature"),
     ]
 
-    # Redis lost everything, yet a re-run still finds the override, and the check shows the trail.
+    # Redis lost everything, the record of when the head arrived too: a command cannot be shown to have
+    # seen the head, so the first is refused with the reason (fail closed) and the head noted now.
+    await pull.comment("Codertocat", "/eval")
+    assert f"evalbot has no record of when `{pull.head[:7]}` arrived" in pull.replies()[-1]
+    # A re-run asked for after that still finds the override, and the check shows the trail.
     await pull.comment("Codertocat", "/eval")
     approval = pull.check(APPROVAL_CHECK)
     assert (approval["conclusion"], approval["output"]["title"]) == ("success", "Approved by lead (override)")
     summary = approval["output"]["summary"]
-    assert "<details><summary>Audit trail of this pull request (6)</summary>" in summary
+    assert "<details><summary>Audit trail of this pull request (7)</summary>" in summary
     assert f"| override | lead | `{pull.head[:7]}` | known regression, fixed in #14 |" in summary
     with job_store.engine.connect() as connection:
         rerun = connection.execute(select(Run).order_by(Run.id.desc())).first()
