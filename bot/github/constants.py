@@ -93,8 +93,11 @@ PROGRESS_MAX_UPDATES = 2
 RATE_LIMIT_RETRIES = 5
 RATE_LIMIT_MARGIN_S = 60
 UNCAPPED_WAIT_S = 60
-# GitHub's limit on a check run's output.summary / output.text and on a comment body.
-MAX_TEXT_CHARS = 65_535
+# GitHub's limits: a check run's output.summary / output.text in bytes of UTF-8 (422 "summary exceeds
+# a maximum bytesize of 65535"), an issue's or comment's body in characters (422 "Body is too long
+# (maximum is 65536 characters)").
+MAX_OUTPUT_BYTES = 65_535
+MAX_BODY_CHARS = 65_536
 
 
 # How often the worker looks for due `schedule:` firings (minutes; a firing runs within this much).
