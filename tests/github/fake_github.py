@@ -151,6 +151,9 @@ class FakeGitHub:
         # Installation tokens: lifetime (GitHub: one hour) and what the installation may do.
         self.token_lifetime_s = 3600.0
         self.installation_permissions: dict[str, str] = dict(APP_PERMISSIONS)
+        # What a refusal's `x-accepted-github-permissions` lists, by the permission refused, when GitHub
+        # accepts alternative sets (`a=read; b=write, c=read`); else the one permission.
+        self.accepted_permissions: dict[str, str] = {}
         self.tokens_issued = 0
         # The primary rate limit per installation: requests per window (GitHub: 5,000 an hour).
         self.rate_limit = 5000
@@ -275,7 +278,8 @@ class FakeGitHub:
         level = "read" if method in ("GET", "HEAD") else "write"
         granted = self.installation_permissions.get(needed or "")
         if needed is not None and (granted is None or (level == "write" and granted != "write")):
-            refusal = {**headers, "x-accepted-github-permissions": f"{needed}={level}"}
+            accepted = self.accepted_permissions.get(needed, f"{needed}={level}")
+            refusal = {**headers, "x-accepted-github-permissions": accepted}
             body = {
                 "message": "Resource not accessible by integration",
                 "documentation_url": "https://docs.github.com/rest",
