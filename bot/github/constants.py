@@ -80,6 +80,12 @@ SUPERSEDED_TTL_S = 7 * 24 * 3600
 MAX_REDELIVERIES = 3
 REDELIVERY_EVERY_S = 60
 REDELIVERED_KEY = "evalbot:redelivered:{guid}"
+# GitHub lists (and redelivers) the app's deliveries of the last three days.
+DELIVERY_RETENTION_S = 3 * 24 * 3600
+# The newest delivery id the redelivery cron has read: the next run pages down to it, no further.
+REDELIVERY_CURSOR_KEY = "evalbot:redelivery:cursor"
+# Deliveries whose every attempt so far failed, by GUID: {"id", "tries", "at"} (JSON).
+REDELIVERY_PENDING_KEY = "evalbot:redelivery:pending"
 OUTBOX_KEY = "evalbot:outbox:{repo}:{pr}:{sha}"
 OUTBOX_TTL_S = 24 * 3600
 # A job that cannot reach GitHub at all is tried again after this many seconds times its try number.
