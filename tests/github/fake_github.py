@@ -38,6 +38,13 @@ from tests.servers import ThreadedServer
 
 CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"}
 STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
+# GitHub's docs: "Only GitHub Actions can set a status of waiting, pending, or requested", and "You cannot
+# change a check run conclusion to stale, only GitHub can set this": an app setting one is refused.
+GITHUB_ONLY_STATUSES = {"waiting", "requested", "pending"}
+GITHUB_ONLY_CONCLUSIONS = {"stale"}
+# The collaborator permission endpoint's `permission` is a legacy base role: maintain counts as write,
+# triage as read (`role_name` keeps the role itself).
+_LEGACY_PERMISSION = {"maintain": "write", "triage": "read"}
 # GitHub's caps: the pull request file list, and the file list of a comparison (both documented).
 PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
@@ -529,8 +536,9 @@ class FakeGitHub:
 
         @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
         async def permission(owner: str, repo: str, user: str) -> JSONResponse:
-            level = self.permissions.get(user, "read")
-            return JSONResponse({"permission": level, "role_name": level, "user": {"login": user}})
+            role = self.permissions.get(user, "read")
+            permission = _LEGACY_PERMISSION.get(role, role)
+            return JSONResponse({"permission": permission, "role_name": role, "user": {"login": user}})
 
         @app.get("/orgs/{org}/teams/{team}/memberships/{user}")
         async def membership(org: str, team: str, user: str) -> JSONResponse:
@@ -731,6 +739,10 @@ class FakeGitHub:
             return f"status {body['status']!r} is not a member of {sorted(STATUSES)}"
         if "conclusion" in body and body["conclusion"] not in CONCLUSIONS:
             return f"conclusion {body['conclusion']!r} is not a member of {sorted(CONCLUSIONS)}"
+        if body.get("status") in GITHUB_ONLY_STATUSES:
+            return "Only GitHub Actions can set a status of waiting, pending, or requested."
+        if body.get("conclusion") in GITHUB_ONLY_CONCLUSIONS:
+            return "You cannot change a check run conclusion to stale, only GitHub can set this."
         if body.get("status") == "completed" and not body.get("conclusion"):
             return "conclusion is required when status is completed"
         actions = body.get("actions") or []

@@ -1,15 +1,19 @@
-"""Limits GitHub enforces as it enforces them: check-run output in bytes of UTF-8, bodies in characters."""
+"""Limits GitHub enforces as it enforces them: check-run output in bytes of UTF-8, bodies in characters;
+and the fake GitHub refusing what GitHub refuses (statuses and conclusions only GitHub sets, legacy
+collaborator permissions, bad credentials)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.github.client import installation_client
 from bot.github.constants import EVALS_CHECK
+from bot.github.permissions import has_write_access
 from bot.github.publish import Publisher, annotation, comment_body
 from bot.settings import Settings
 from tests.github.conftest import APP_ID
@@ -99,3 +103,41 @@ async def test_an_annotation_message_is_cut_to_64_kb_of_utf8(fake_github: FakeGi
     (posted,) = fake_github.annotations[check_id]
     assert 64 * 1024 - 4 < len(posted["message"].encode()) <= 64 * 1024
     assert posted["message"].endswith("✅…")
+
+
+@pytest.mark.parametrize("status", ["waiting", "requested", "pending"])
+async def test_the_fake_refuses_statuses_only_github_actions_sets(
+    fake_github: FakeGitHub, settings: Settings, status: str
+) -> None:
+    gh = installation_client(settings, 1)
+    answer = await refused(gh, "POST", "/repos/o/r/check-runs", {"name": "x", "head_sha": "a" * 40, "status": status})
+    assert answer["message"] == "Only GitHub Actions can set a status of waiting, pending, or requested."
+
+
+async def test_the_fake_refuses_a_stale_conclusion_only_github_sets(
+    fake_github: FakeGitHub, settings: Settings
+) -> None:
+    gh = installation_client(settings, 1)
+    created = await gh.arequest("POST", "/repos/o/r/check-runs", json={"name": "x", "head_sha": "a" * 40})
+    answer = await refused(gh, "PATCH", f"/repos/o/r/check-runs/{created.json()['id']}", {"conclusion": "stale"})
+    assert answer["message"] == "You cannot change a check run conclusion to stale, only GitHub can set this."
+
+
+async def test_the_collaborator_permission_is_a_legacy_role_and_maintainers_still_have_write_access(
+    fake_github: FakeGitHub, settings: Settings
+) -> None:
+    fake_github.permissions |= {"mona": "maintain", "tri": "triage"}
+    gh = installation_client(settings, 1)
+    answer = (await gh.arequest("GET", "/repos/o/r/collaborators/mona/permission")).json()
+    assert (answer["permission"], answer["role_name"]) == ("write", "maintain")
+    answer = (await gh.arequest("GET", "/repos/o/r/collaborators/tri/permission")).json()
+    assert (answer["permission"], answer["role_name"]) == ("read", "triage")
+    assert await has_write_access(gh, "o", "r", "mona")
+    assert not await has_write_access(gh, "o", "r", "tri")
+
+
+async def test_the_fake_answers_bad_credentials_to_an_unknown_token(fake_github: FakeGitHub) -> None:
+    async with httpx.AsyncClient(base_url=fake_github.url) as http:
+        response = await http.get("/repos/o/r/pulls/2", headers={"authorization": "token ghs_not_issued"})
+    assert response.status_code == 401
+    assert response.json()["message"] == "Bad credentials"
