@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     # calls x this / EVALBOT_CONCURRENCY, between a floor and a ceiling.
     EVALBOT_EXPECTED_CALL_S: float = 10.0
     # Failed webhook deliveries (answered 5xx: Redis down, a deploy) this recent are redelivered by
-    # the worker's cron; GitHub never redelivers by itself. Older ones are left: their news is stale.
-    REDELIVERY_LOOKBACK_S: int = 3600
+    # the worker's cron; GitHub never redelivers by itself, and keeps deliveries three days (a longer
+    # setting is cut to that). Older ones are left.
+    REDELIVERY_LOOKBACK_S: int = 3 * 24 * 3600
     # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise).
     METRICS_TOKEN: str | None = None
     # Run and suite pages: "Sign in with GitHub" through the App's user authorization (OAuth web flow).

@@ -8,7 +8,7 @@ from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
-from bot.github import ratelimit
+from bot.github import permissions, ratelimit
 from bot.github.constants import JOB_MAX_TRIES
 from bot.settings import Settings
 
@@ -35,13 +35,14 @@ def app_client(settings: Settings) -> GitHub[AppAuthStrategy]:
 def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
     """A client acting as one installation. githubkit retries 5xx (3 times) and waits out a rate limit
     only while the job has time for it (`ratelimit.retry`); it renews the installation token a minute
-    before it expires. Every answer feeds the installation's quota tracker and the request counts."""
+    before it expires. Every answer feeds the installation's quota tracker and the request counts; the
+    token's answer tells which permissions the installation granted (`permissions.missing_permissions`)."""
     return GitHub(
         app_auth(settings).as_installation(installation_id),
         base_url=settings.GITHUB_API_URL,
         timeout=30.0,
         auto_retry=ratelimit.retry,
-        async_event_hooks={"response": [ratelimit.response_hook(installation_id)]},
+        async_event_hooks={"response": [ratelimit.response_hook(installation_id), permissions.remember_granted]},
     )
 
 

@@ -80,6 +80,12 @@ SUPERSEDED_TTL_S = 7 * 24 * 3600
 MAX_REDELIVERIES = 3
 REDELIVERY_EVERY_S = 60
 REDELIVERED_KEY = "evalbot:redelivered:{guid}"
+# GitHub lists (and redelivers) the app's deliveries of the last three days.
+DELIVERY_RETENTION_S = 3 * 24 * 3600
+# The newest delivery id the redelivery cron has read: the next run pages down to it, no further.
+REDELIVERY_CURSOR_KEY = "evalbot:redelivery:cursor"
+# Deliveries whose every attempt so far failed, by GUID: {"id", "tries", "at"} (JSON).
+REDELIVERY_PENDING_KEY = "evalbot:redelivery:pending"
 OUTBOX_KEY = "evalbot:outbox:{repo}:{pr}:{sha}"
 OUTBOX_TTL_S = 24 * 3600
 # A job that cannot reach GitHub at all is tried again after this many seconds times its try number.
@@ -93,8 +99,11 @@ PROGRESS_MAX_UPDATES = 2
 RATE_LIMIT_RETRIES = 5
 RATE_LIMIT_MARGIN_S = 60
 UNCAPPED_WAIT_S = 60
-# GitHub's limit on a check run's output.summary / output.text and on a comment body.
-MAX_TEXT_CHARS = 65_535
+# GitHub's limits: a check run's output.summary / output.text in bytes of UTF-8 (422 "summary exceeds
+# a maximum bytesize of 65535"), an issue's or comment's body in characters (422 "Body is too long
+# (maximum is 65536 characters)").
+MAX_OUTPUT_BYTES = 65_535
+MAX_BODY_CHARS = 65_536
 
 
 # How often the worker looks for due `schedule:` firings (minutes; a firing runs within this much).

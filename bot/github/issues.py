@@ -6,7 +6,7 @@ from typing import Any
 
 from githubkit import GitHub
 
-from bot.github.constants import MAX_TEXT_CHARS
+from bot.github.constants import MAX_BODY_CHARS
 
 # Open issues looked through for the app's own (GitHub lists pull requests among them too).
 _MAX_PAGES = 10
@@ -35,7 +35,7 @@ async def upsert_issue(
     gh: GitHub[Any], owner: str, repo: str, title: str, body: str, app_id: str | None
 ) -> tuple[int, bool]:
     """Update the app's open issue `title` with `body`, or open it; (number, whether it was opened)."""
-    body = body if len(body) <= MAX_TEXT_CHARS else body[: MAX_TEXT_CHARS - 1] + "…"
+    body = body if len(body) <= MAX_BODY_CHARS else body[: MAX_BODY_CHARS - 1] + "…"
     number = await find_issue(gh, owner, repo, title, app_id)
     if number is not None:
         await gh.arequest("PATCH", f"/repos/{owner}/{repo}/issues/{number}", json={"body": body})

@@ -7,9 +7,9 @@ from typing import Any, Literal
 from githubkit import GitHub
 
 from bot.errors import Problem
-from bot.github.constants import COMMENT_MARKER, MAX_TEXT_CHARS
+from bot.github.constants import COMMENT_MARKER, MAX_BODY_CHARS, MAX_OUTPUT_BYTES
 from bot.github.redact import Redactor
-from bot.pipeline.render import render_markdown, render_template
+from bot.pipeline.render import cut_utf8, render_markdown, render_template, utf8_size
 from bot.pipeline.run import Report
 
 Conclusion = Literal["success", "failure", "neutral", "action_required", "cancelled", "timed_out", "skipped"]
@@ -19,9 +19,9 @@ Level = Literal["failure", "warning", "notice"]
 ANNOTATIONS_PER_REQUEST = 50
 # Annotations sent for one check run: past this, the summary counts the rest (one request per 50).
 MAX_ANNOTATIONS = 500
-# GitHub's limits on an annotation's title and message.
+# GitHub's limits on an annotation's title (characters) and message ("64 KB": bytes of UTF-8).
 _MAX_ANNOTATION_TITLE = 255
-_MAX_ANNOTATION_MESSAGE = 64 * 1024
+_MAX_ANNOTATION_MESSAGE_BYTES = 64 * 1024
 
 # GitHub's limit on a check run's title.
 _MAX_TITLE_CHARS = 255
@@ -33,9 +33,27 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def output(title: str, summary: str) -> dict[str, str]:
+def _clip_bytes(text: str, limit: int) -> str:
+    return text if utf8_size(text) <= limit else cut_utf8(text, limit - utf8_size("…")) + "…"
+
+
+def fit(text: str, limit: int, details_url: str | None = None, in_bytes: bool = True) -> str:
+    """`text` within `limit` bytes of UTF-8 (check-run output) or characters (bodies): a longer one is cut
+    between characters and ends with a note linking the full report on the run page (`details_url`)."""
+    size = utf8_size if in_bytes else len
+    if size(text) <= limit:
+        return text
+    note = render_template("cut.md.j2", details_url=details_url)
+    room = limit - size(note)
+    return (cut_utf8(text, room) if in_bytes else text[: max(0, room)]) + note
+
+
+def output(title: str, summary: str, details_url: str | None = None) -> dict[str, str]:
     """A check run's `output`, within GitHub's limits (a longer one is refused with 422)."""
-    return {"title": _clip(" ".join(title.split()), _MAX_TITLE_CHARS), "summary": _clip(summary, MAX_TEXT_CHARS)}
+    return {
+        "title": _clip(" ".join(title.split()), _MAX_TITLE_CHARS),
+        "summary": fit(summary, MAX_OUTPUT_BYTES, details_url),
+    }
 
 
 def report_title(report: Report) -> str:
@@ -54,7 +72,7 @@ def annotation(path: str, line: int, level: Level, title: str, message: str) -> 
         "end_line": line,
         "annotation_level": level,
         "title": _clip(title, _MAX_ANNOTATION_TITLE),
-        "message": _clip(message, _MAX_ANNOTATION_MESSAGE),
+        "message": _clip_bytes(message, _MAX_ANNOTATION_MESSAGE_BYTES),
     }
 
 
@@ -123,8 +141,8 @@ def comment_body(
 ) -> str:
     """The sticky comment: the hidden marker, the same Markdown as the check run, then the trend charts
     (Mermaid renders in comments) when they fit."""
-    room = MAX_TEXT_CHARS - 200  # marker and footer
-    body = _clip(summary_markdown, room)
+    room = MAX_BODY_CHARS - 200  # marker and footer
+    body = fit(summary_markdown, room, details_url, in_bytes=False)
     trends = trends if len(body) + len(trends) <= room else ""
     return render_template(
         "comment.md.j2", marker=COMMENT_MARKER, body=body, trends=trends, head_sha=head_sha, details_url=details_url
@@ -132,7 +150,8 @@ def comment_body(
 
 
 def report_markdown(report: Report, blob_url: str | None = None) -> str:
-    return render_markdown(report, max_chars=MAX_TEXT_CHARS - 200, blob_url=blob_url)
+    # Bytes are at least characters: what fits the check run fits the comment too.
+    return render_markdown(report, max_bytes=MAX_OUTPUT_BYTES - 200, blob_url=blob_url)
 
 
 class Publisher:
@@ -157,18 +176,22 @@ class Publisher:
         self.app_id = app_id
         self.redact = redact or Redactor.for_settings()
         self._base = f"/repos/{owner}/{repo}"
+        # The check run's "Details" page (the run page once the run is stored): a text cut to fit
+        # GitHub's limits links the full report there.
+        self.details_url: str | None = None
 
     def _output(self, title: str, summary: str) -> dict[str, str]:
-        return output(self.redact(title), self.redact(summary))
+        return output(self.redact(title), self.redact(summary), self.details_url)
 
     def _body(self, text: str) -> str:
-        return _clip(self.redact(text), MAX_TEXT_CHARS)
+        return fit(self.redact(text), MAX_BODY_CHARS, self.details_url, in_bytes=False)
 
     async def ensure_check(self, name: str, details_url: str | None = None) -> int:
         """The id of check run `name` on the head SHA: one still open (a job re-run after a crash), else a
         new queued one. A completed run is never reopened: GitHub expects a new run for a re-run."""
         existing = await self.check_run(name)
         if existing is not None and existing.get("status") != "completed":
+            self.details_url = details_url or existing.get("details_url") or self.details_url
             return int(existing["id"])
         created = await self.gh.arequest("POST", f"{self._base}/check-runs", json=self._new_run(name, details_url))
         return int(created.json()["id"])
@@ -193,6 +216,7 @@ class Publisher:
 
     def _new_run(self, name: str, details_url: str | None, status: str = "queued") -> dict[str, Any]:
         payload: dict[str, Any] = {"name": name, "head_sha": self.head_sha, "status": status}
+        self.details_url = details_url or self.details_url
         if self.pr_number:
             # GitHub's re-run payloads list no pull request for a fork's head: this names it.
             payload["external_id"] = str(self.pr_number)
@@ -223,7 +247,7 @@ class Publisher:
         notes = notes or []
         if more_notes:
             more = render_template("annotations_more.md.j2", shown=len(notes), more=more_notes).strip()
-            summary = _clip(summary, MAX_TEXT_CHARS - len(more) - 2) + "\n\n" + more
+            summary = fit(summary, MAX_OUTPUT_BYTES - utf8_size(more) - 2, self.details_url) + "\n\n" + more
         out = self._output(title, summary)
         batches = [notes[i : i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(notes), ANNOTATIONS_PER_REQUEST)]
         payload: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "output": out}

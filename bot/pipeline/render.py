@@ -17,8 +17,9 @@ import jinja2
 from bot.pipeline.compare import MIN_RATIO_PAIRS
 from bot.pipeline.run import Report
 
-# GitHub refuses a check-run summary or comment body above 65,535 characters (422).
-MAX_MARKDOWN_CHARS = 65_535
+# GitHub refuses a check run's summary or text above 65,535 bytes of UTF-8, whatever the character
+# count (422 "summary exceeds a maximum bytesize of 65535"): ✅, ⚠️, → and non-Latin text take 2-4 each.
+MAX_MARKDOWN_BYTES = 65_535
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "report_templates"
 _DETAIL_LIMITS = (50, 20, 10, 5, 0)
 # "Every row" and "whole answers" for the untrimmed report (a Jinja slice takes no None).
@@ -168,10 +169,21 @@ def render_template(name: str, **data: Any) -> str:
     return _environment().get_template(name).render(**data)
 
 
+def utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def cut_utf8(text: str, max_bytes: int) -> str:
+    """The longest start of `text` whose UTF-8 fits `max_bytes`: cut between characters, never inside one."""
+    data = text.encode()
+    # The text was whole UTF-8, so the only broken sequence is the one the cut split at the end.
+    return text if len(data) <= max_bytes else data[: max(0, max_bytes)].decode(errors="ignore")
+
+
 def render_markdown(
-    report: Report, template: str = "report.md.j2", max_chars: int = MAX_MARKDOWN_CHARS, blob_url: str | None = None
+    report: Report, template: str = "report.md.j2", max_bytes: int = MAX_MARKDOWN_BYTES, blob_url: str | None = None
 ) -> str:
-    """The report as Markdown. Detail sections shrink until it fits `max_chars`; the summary never does.
+    """The report as Markdown. Detail sections shrink until its UTF-8 fits `max_bytes`; the summary never does.
 
     `blob_url` (plain data, e.g. `https://github.com/o/r/blob/<head sha>`) links each problem's file and
     line; None (the CLI) names them without links.
@@ -181,10 +193,10 @@ def render_markdown(
     for limit in _DETAIL_LIMITS:
         output_limit = 300 if limit >= 20 else 120
         text = tpl.render(report=report, detail_limit=limit, output_limit=output_limit, blob_url=blob_url)
-        if len(text) <= max_chars:
+        if utf8_size(text) <= max_bytes:
             return text
     note = "\n\n…(report cut to fit GitHub's size limit)\n"
-    return text[: max_chars - len(note)] + note
+    return cut_utf8(text, max_bytes - utf8_size(note)) + note
 
 
 def render_full_markdown(report: Report, blob_url: str | None = None) -> str:

@@ -38,6 +38,13 @@ from tests.servers import ThreadedServer
 
 CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"}
 STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
+# GitHub's docs: "Only GitHub Actions can set a status of waiting, pending, or requested", and "You cannot
+# change a check run conclusion to stale, only GitHub can set this": an app setting one is refused.
+GITHUB_ONLY_STATUSES = {"waiting", "requested", "pending"}
+GITHUB_ONLY_CONCLUSIONS = {"stale"}
+# The collaborator permission endpoint's `permission` is a legacy base role: maintain counts as write,
+# triage as read (`role_name` keeps the role itself).
+_LEGACY_PERMISSION = {"maintain": "write", "triage": "read"}
 # GitHub's caps: the pull request file list, and the file list of a comparison (both documented).
 PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
@@ -66,6 +73,31 @@ _NEEDS = [
 # the process, as githubkit keeps a token for the whole process.
 _TOKENS: dict[str, tuple[int, float]] = {}
 _token_ids = itertools.count(1)
+
+
+def validation_failed(resource: str, field: str, code: str, message: str) -> JSONResponse:
+    """GitHub's 422 for a field it refuses, in its shape: the reason is in `errors`, not in `message`."""
+    error = {"resource": resource, "code": code, "field": field, "message": message}
+    return JSONResponse({"message": "Validation Failed", "errors": [error], "status": "422"}, status_code=422)
+
+
+def body_too_long(resource: str, body: str | None) -> JSONResponse | None:
+    """GitHub counts an issue's or comment's body in characters (code points), at most 65,536."""
+    if len(body or "") <= 65_536:
+        return None
+    if resource == "IssueComment":
+        return validation_failed(resource, "data", "unprocessable", "Body is too long (maximum is 65536 characters)")
+    return validation_failed(resource, "body", "custom", "body is too long (maximum is 65536 characters)")
+
+
+def output_too_big(body: dict[str, Any]) -> JSONResponse | None:
+    """GitHub counts a check run's output.summary and output.text in bytes of UTF-8, at most 65,535
+    (its docs say "characters"; the API answers "bytesize")."""
+    out = body.get("output") or {}
+    for key in ("summary", "text"):
+        if len((out.get(key) or "").encode()) > 65_535:
+            return validation_failed("CheckRun", key, "custom", f"{key} exceeds a maximum bytesize of 65535")
+    return None
 
 
 def _page(items: list[Any], page: int, per_page: int) -> list[Any]:
@@ -126,6 +158,9 @@ class FakeGitHub:
         # Installation tokens: lifetime (GitHub: one hour) and what the installation may do.
         self.token_lifetime_s = 3600.0
         self.installation_permissions: dict[str, str] = dict(APP_PERMISSIONS)
+        # What a refusal's `x-accepted-github-permissions` lists, by the permission refused, when GitHub
+        # accepts alternative sets (`a=read; b=write, c=read`); else the one permission.
+        self.accepted_permissions: dict[str, str] = {}
         self.tokens_issued = 0
         # The primary rate limit per installation: requests per window (GitHub: 5,000 an hour).
         self.rate_limit = 5000
@@ -250,7 +285,8 @@ class FakeGitHub:
         level = "read" if method in ("GET", "HEAD") else "write"
         granted = self.installation_permissions.get(needed or "")
         if needed is not None and (granted is None or (level == "write" and granted != "write")):
-            refusal = {**headers, "x-accepted-github-permissions": f"{needed}={level}"}
+            accepted = self.accepted_permissions.get(needed, f"{needed}={level}")
+            refusal = {**headers, "x-accepted-github-permissions": accepted}
             body = {
                 "message": "Resource not accessible by integration",
                 "documentation_url": "https://docs.github.com/rest",
@@ -476,8 +512,8 @@ class FakeGitHub:
             body = await request.json()
             if not body.get("title"):
                 return JSONResponse({"message": "title wasn't supplied"}, status_code=422)
-            if len(body.get("body") or "") > 65_536:
-                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            if refused := body_too_long("Issue", body.get("body")):
+                return refused
             number = max([*self.pulls, *self.issues, 0]) + 1
             # Opened with the installation token: the app's bot user, and the app named.
             user = {"login": "evalbot[bot]", "type": "Bot"}
@@ -492,16 +528,17 @@ class FakeGitHub:
             if number not in self.issues:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
             body = await request.json()
-            if len(body.get("body") or "") > 65_536:
-                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            if refused := body_too_long("Issue", body.get("body")):
+                return refused
             issue = self.issues[number]
             issue.update({k: v for k, v in body.items() if k in ("title", "body", "state")}, edits=issue["edits"] + 1)
             return JSONResponse(issue)
 
         @app.get("/repos/{owner}/{repo}/collaborators/{user}/permission")
         async def permission(owner: str, repo: str, user: str) -> JSONResponse:
-            level = self.permissions.get(user, "read")
-            return JSONResponse({"permission": level, "role_name": level, "user": {"login": user}})
+            role = self.permissions.get(user, "read")
+            permission = _LEGACY_PERMISSION.get(role, role)
+            return JSONResponse({"permission": permission, "role_name": role, "user": {"login": user}})
 
         @app.get("/orgs/{org}/teams/{team}/memberships/{user}")
         async def membership(org: str, team: str, user: str) -> JSONResponse:
@@ -538,6 +575,8 @@ class FakeGitHub:
         @app.post("/repos/{owner}/{repo}/check-runs")
         async def create_run(owner: str, repo: str, request: Request) -> JSONResponse:
             body = await request.json()
+            if refused := output_too_big(body):
+                return refused
             problem = self._invalid_run(body, creating=True)
             if problem:
                 return JSONResponse({"message": problem}, status_code=422)
@@ -552,6 +591,8 @@ class FakeGitHub:
         @app.patch("/repos/{owner}/{repo}/check-runs/{run_id}")
         async def update_run(owner: str, repo: str, run_id: int, request: Request) -> JSONResponse:
             body = await request.json()
+            if refused := output_too_big(body):
+                return refused
             problem = self._invalid_run(body, creating=False)
             if problem:
                 return JSONResponse({"message": problem}, status_code=422)
@@ -577,8 +618,8 @@ class FakeGitHub:
         @app.post("/repos/{owner}/{repo}/issues/{number}/comments")
         async def create_comment(owner: str, repo: str, number: int, request: Request) -> JSONResponse:
             body = (await request.json())["body"]
-            if len(body) > 65_535:
-                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            if refused := body_too_long("IssueComment", body):
+                return refused
             # Written with the installation token: GitHub shows the app's bot user as the author and
             # names the app in `performed_via_github_app`.
             comment = self.add_comment(number, body, "evalbot[bot]", "Bot", app_id=int(self.app_id))
@@ -587,8 +628,8 @@ class FakeGitHub:
         @app.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}")
         async def edit_comment(owner: str, repo: str, comment_id: int, request: Request) -> JSONResponse:
             body = (await request.json())["body"]
-            if len(body) > 65_535:
-                return JSONResponse({"message": "body is too long (maximum is 65536 characters)"}, status_code=422)
+            if refused := body_too_long("IssueComment", body):
+                return refused
             comment = self.comments[comment_id]
             comment.update(body=body, edits=comment["edits"] + 1)
             return JSONResponse(comment)
@@ -698,6 +739,10 @@ class FakeGitHub:
             return f"status {body['status']!r} is not a member of {sorted(STATUSES)}"
         if "conclusion" in body and body["conclusion"] not in CONCLUSIONS:
             return f"conclusion {body['conclusion']!r} is not a member of {sorted(CONCLUSIONS)}"
+        if body.get("status") in GITHUB_ONLY_STATUSES:
+            return "Only GitHub Actions can set a status of waiting, pending, or requested."
+        if body.get("conclusion") in GITHUB_ONLY_CONCLUSIONS:
+            return "You cannot change a check run conclusion to stale, only GitHub can set this."
         if body.get("status") == "completed" and not body.get("conclusion"):
             return "conclusion is required when status is completed"
         actions = body.get("actions") or []
@@ -712,9 +757,6 @@ class FakeGitHub:
             return "output needs title and summary"
         if len(out.get("title") or "") > 255:
             return "output.title is too long"
-        for key in ("summary", "text"):
-            if len(out.get(key) or "") > 65_535:
-                return f"output.{key} is too long (maximum is 65535 characters)"
         notes = out.get("annotations") or []
         if len(notes) > 50:
             return "output.annotations: no more than 50 items per request"
@@ -723,6 +765,9 @@ class FakeGitHub:
                 return "annotations need path, start_line, end_line, annotation_level and message"
             if note["annotation_level"] not in ("notice", "warning", "failure"):
                 return f"annotation_level {note['annotation_level']!r} is not one of notice, warning, failure"
+            # GitHub documents an annotation's message (and raw_details) as at most 64 KB.
+            if any(len((note.get(k) or "").encode()) > 64 * 1024 for k in ("message", "raw_details")):
+                return "annotations: message and raw_details are at most 64 KB"
         return None
 
     def start(self) -> FakeGitHub:

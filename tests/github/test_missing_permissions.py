@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 from arq import ArqRedis
+from githubkit.exception import RequestFailed
 
 from bot.errors import InputError
+from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.permissions import closest_missing, missing_permissions
 from bot.pipeline.config import parse_config
 from bot.settings import Settings
 from bot.store import Store
@@ -100,3 +103,37 @@ async def test_an_approval_that_cannot_be_checked_any_more_does_not_count_and_sa
     assert approval["conclusion"] == "action_required"
     assert approval["output"]["title"] == "Approval by tess cannot be checked: the app lacks Members: Read-only"
     assert "the owner then accepts it" in approval["output"]["summary"]
+
+
+async def test_a_refusal_names_only_what_the_closest_accepted_set_lacks(
+    fake_github: FakeGitHub, settings: Settings
+) -> None:
+    del fake_github.installation_permissions["members"]
+    # GitHub accepts either set; the installation has Contents, so only Members is missing from the second.
+    accepted = "organization_administration=write, members=read; members=read, contents=read"
+    fake_github.accepted_permissions["members"] = accepted
+    # An installation no other test uses: its token is issued now, with the permissions above.
+    gh = installation_client(settings, 4242)
+    with pytest.raises(RequestFailed) as refused:
+        await gh.arequest("GET", "/orgs/acme/teams/ai-leads/memberships/tess")
+
+    missing = missing_permissions(refused.value)
+
+    assert missing is not None
+    assert [(p.name, p.level, p.label, p.level_label) for p in missing] == [("members", "read", "Members", "Read-only")]
+
+
+def test_the_set_closest_to_granted_is_named_and_unknown_grants_name_the_first_set() -> None:
+    accepted = "contents=read, statuses=read; issues=write, pull_requests=write"
+    granted = {"issues": "write", "pull_requests": "read"}
+    assert [(p.name, p.level) for p in closest_missing(accepted, granted)] == [("pull_requests", "write")]
+    # Equally close: the first set's lacks.
+    assert [p.name for p in closest_missing("contents=read; checks=write", {})] == ["contents"]
+    # A level grants those below it: admin covers write.
+    assert [p.name for p in closest_missing("checks=write, members=read", {"checks": "admin"})] == ["members"]
+    assert [p.name for p in closest_missing(accepted, None)] == ["contents", "statuses"]
+    # Every set granted yet refused: the token's permissions are out of date, GitHub's first set is named.
+    assert [p.name for p in closest_missing(accepted, {"issues": "write", "pull_requests": "write"})] == [
+        "contents",
+        "statuses",
+    ]

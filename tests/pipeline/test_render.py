@@ -7,7 +7,7 @@ from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import compare_suite
 from bot.pipeline.config import Thresholds
-from bot.pipeline.render import MAX_MARKDOWN_CHARS, md_cell, md_code, render_json, render_markdown
+from bot.pipeline.render import MAX_MARKDOWN_BYTES, cut_utf8, md_cell, md_code, render_json, render_markdown
 from bot.pipeline.run import Report, Spend
 from bot.pipeline.variants import Variant
 
@@ -80,12 +80,19 @@ def test_repeats_are_stated_as_one_share_per_case() -> None:
 
 
 def test_huge_report_is_trimmed_in_details_never_in_the_summary() -> None:
-    long_output = "very long answer " * 100
+    # Non-Latin answers: GitHub counts the limit in bytes of UTF-8, 2-3 for each of these characters.
+    long_output = "очень длинный ответ → 長い答え " * 100
     report = report_with([True] * 3000, [False] * 3000, output=long_output)
     text = render_markdown(report)
-    assert len(text) <= MAX_MARKDOWN_CHARS
+    assert len(text.encode()) <= MAX_MARKDOWN_BYTES
     assert "| Accuracy | 100.0% [99.9, 100.0] | 0.0% [0.0, 0.1] | -100.0 pp" in text
     assert "…and 2950 more." in text
+
+
+def test_a_cut_in_utf8_falls_between_characters() -> None:
+    assert cut_utf8("a✅b", 3) == "a"  # "✅" is 3 bytes: a cut inside it keeps none of it
+    assert cut_utf8("a✅b", 4) == "a✅"
+    assert cut_utf8("a✅b", 5) == "a✅b"
 
 
 def test_json_has_the_same_numbers() -> None:
