@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
@@ -21,6 +23,17 @@ def _private_key(settings: Settings) -> str:
     raise EvalbotError("set PRIVATE_KEY or PRIVATE_KEY_PATH to the GitHub App's private key")
 
 
+# githubkit keeps JWTs by app id, and installation tokens by app id and installation, in one process-wide
+# cache: a rotated private key, or another GitHub with the same app id (an Enterprise server, a test's
+# fake), would be sent credentials made for the other. One cache per API URL and key.
+_caches: dict[tuple[str, str], MemCacheStrategy] = {}
+
+
+def _cache(settings: Settings) -> MemCacheStrategy:
+    key = (settings.GITHUB_API_URL, hashlib.sha256(_private_key(settings).encode()).hexdigest())
+    return _caches.setdefault(key, MemCacheStrategy())
+
+
 def app_auth(settings: Settings) -> AppAuthStrategy:
     if not settings.APP_ID:
         raise EvalbotError("set APP_ID to the GitHub App's id")
@@ -29,7 +42,13 @@ def app_auth(settings: Settings) -> AppAuthStrategy:
 
 def app_client(settings: Settings) -> GitHub[AppAuthStrategy]:
     """A client acting as the app itself (JWT): its webhook deliveries, its installations."""
-    return GitHub(app_auth(settings), base_url=settings.GITHUB_API_URL, timeout=30.0, auto_retry=True)
+    return GitHub(
+        app_auth(settings),
+        base_url=settings.GITHUB_API_URL,
+        timeout=30.0,
+        auto_retry=True,
+        cache_strategy=_cache(settings),
+    )
 
 
 def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
@@ -43,6 +62,7 @@ def installation_client(settings: Settings, installation_id: int) -> GitHub[AppI
         timeout=30.0,
         auto_retry=ratelimit.retry,
         async_event_hooks={"response": [ratelimit.response_hook(installation_id), permissions.remember_granted]},
+        cache_strategy=_cache(settings),
     )
 
 
