@@ -18,7 +18,6 @@ from typing import Any
 from arq.constants import abort_jobs_ss, default_queue_name, result_key_prefix
 from arq.utils import timestamp_ms
 
-from bot.github.client import installation_client
 from bot.github.constants import (
     EVALS_CHECK,
     PR_JOBS_KEY,
@@ -27,6 +26,7 @@ from bot.github.constants import (
     SUPERSEDED_TTL_S,
     eval_job_id,
 )
+from bot.github.context import github_client, publisher_for
 from bot.github.publish import Publisher
 from bot.github.redact import Redactor
 from bot.github.source import open_pulls_with_head
@@ -207,12 +207,11 @@ async def cancel_checks(
         How many check runs it completed, e.g. "cancelled 1".
     """
     settings: Settings = ctx["settings"]
-    owner, name = repo.split("/", 1)
-    gh = ctx.get("github_factory", installation_client)(settings, installation_id)
+    gh = github_client(ctx, installation_id)
     redact = Redactor.for_settings(settings)
     done = 0
     for sha in shas:
-        publisher = Publisher(gh, owner, name, pr_number, sha, settings.APP_ID, redact)
+        publisher = publisher_for(settings, gh, repo, pr_number, sha, redact)
         done += await complete_cancelled(ctx["redis"], installation_id, publisher, Reason(by=by))
     return f"cancelled {done}"
 

@@ -14,7 +14,7 @@ from arq import ArqRedis
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github import jobs, ratelimit
+from bot.github import jobs
 from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
 from bot.github.jobs import WorkerSettings
@@ -215,12 +215,12 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     # The hour passes.
     fake_github.spend_quota(INSTALLATION, 0)
     ctx = {"settings": settings, "redis": redis, "store": job_store}
-    assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "completed"
+    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert "after this run's time cap" in evals["output"]["summary"]
     # A run since on the same commit owns its check: a late completion leaves it alone.
-    assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
+    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
 
 
 @pytest.mark.slow
