@@ -8,11 +8,10 @@ import json
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import structlog
-from arq import Retry, cron
-from arq.connections import RedisSettings
+from arq import Retry
 from arq.worker import func
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
@@ -26,18 +25,14 @@ from bot.github.constants import (
     HEAD_KEY,
     HEAD_SETTLE_DELAYS_S,
     HEAD_TTL_S,
-    JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
-    SCHEDULE_TICK_MINUTES,
     SHORT_JOB_TIMEOUT_S,
-    WATCHDOG_EVERY_S,
     eval_job_id,
 )
 from bot.github.context import PullRequestJob, github_client
 from bot.github.gate import PullVerdict, publish_sha, read_base, shared_by_another, store_verdict, verdict_for
-from bot.github.merge_queue import merge_group_checks
 from bot.github.permissions import has_write_access, is_approver, missing_permissions
 from bot.github.publish import (
     Conclusion,
@@ -49,16 +44,13 @@ from bot.github.publish import (
     report_markdown,
     report_title,
 )
-from bot.github.records import run_page_url, start_store, stop_store
-from bot.github.redeliver import redeliver_failed
-from bot.github.schedule import check_schedules, scheduled_evaluation
+from bot.github.records import run_page_url
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
-from bot.settings import get_settings
 from bot.store.trends import suite_trends
 
 log = structlog.get_logger(__name__)
@@ -779,46 +771,3 @@ async def rerun_head(ctx: dict[str, Any], repo: str, installation_id: int, head_
     return await handle_command(
         ctx, repo, installation_id, int(pulls[0]["number"]), actor, command, raw=RERUN_RAW, head_sha=head_sha
     )
-
-
-async def _startup(ctx: dict[str, Any]) -> None:
-    ctx.setdefault("settings", get_settings())
-    # Pending migrations run before the first job: every job may write to the store.
-    await start_store(ctx)
-
-
-async def _shutdown(ctx: dict[str, Any]) -> None:
-    await stop_store(ctx)
-
-
-class WorkerSettings:
-    """`evalbot worker` runs these in `liveness.EvalbotWorker` (arq's own CLI would run them without the
-    hand-over on SIGTERM and without riding out a Redis restart)."""
-
-    functions: ClassVar[list[Any]] = [
-        liveness.watched(ratelimit.metered(evaluate_pull_request)),
-        complete_rate_limited_job,
-        func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
-        func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
-        func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
-        func(rerun_head, timeout=SHORT_JOB_TIMEOUT_S),
-        func(cancel.cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
-        scheduled_evaluation,
-        outbox.publish_outbox_job,
-    ]
-    # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds, failed
-    # deliveries every minute; arq runs each cron job on one worker only.
-    cron_jobs: ClassVar[list[Any]] = [
-        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
-        cron(liveness.watchdog, second=set(range(0, 60, WATCHDOG_EVERY_S)), run_at_startup=True, timeout=60),
-        cron(redeliver_failed, second={30}, run_at_startup=True, timeout=60),
-    ]
-    on_startup = _startup
-    on_shutdown = _shutdown
-    job_timeout = JOB_TIMEOUT_S
-    max_tries = JOB_MAX_TRIES
-    # A push or a close aborts the pull request's older evaluations (bot/github/cancel.py).
-    allow_abort_jobs = True
-    max_jobs = get_settings().WORKER_MAX_JOBS
-    job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
-    redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

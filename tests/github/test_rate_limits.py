@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from bot.github import jobs
 from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
-from bot.github.jobs import WorkerSettings
+from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
@@ -34,7 +34,7 @@ async def run_jobs(redis: ArqRedis, settings: Settings, job_store: Store, max_jo
     """Run the queued jobs as `evalbot worker` does (heartbeat, time cap, request counts) to the end,
     or to `max_jobs` of them."""
     options = {"max_burst_jobs": max_jobs, "max_jobs": settings.WORKER_MAX_JOBS}
-    return await run_burst(redis, settings, job_store, WorkerSettings.functions, **options)
+    return await run_burst(redis, settings, job_store, FUNCTIONS, **options)
 
 
 async def enqueue(redis: ArqRedis, pr: int, head: str) -> None:
