@@ -20,8 +20,10 @@ from arq.utils import timestamp_ms
 
 from bot.github.constants import (
     EVALS_CHECK,
+    EVALUATE_JOB,
     PR_JOBS_KEY,
     PR_JOBS_TTL_S,
+    PUBLISH_HEAD_JOB,
     SUPERSEDED_KEY,
     SUPERSEDED_TTL_S,
     eval_job_id,
@@ -86,7 +88,7 @@ async def enqueue_evaluation(
     `only`, ...), noted so that a push or a close can abort it."""
     await track(redis, repo, pr_number, job_id, head_sha)
     await redis.enqueue_job(
-        "evaluate_pull_request",
+        EVALUATE_JOB,
         _job_id=job_id,
         repo=repo,
         installation_id=installation_id,
@@ -182,7 +184,7 @@ async def complete_cancelled(
         return False
     if any(int(p["number"]) != publisher.pr_number for p in pulls):
         await redis.enqueue_job(
-            "publish_head",
+            PUBLISH_HEAD_JOB,
             _job_id=f"evalbot:publish:{repo}:{sha}:cancelled:{publisher.pr_number}:{time.time_ns()}",
             repo=repo,
             installation_id=installation_id,

@@ -84,7 +84,7 @@ async def check_schedules(ctx: dict[str, Any], now: float | None = None) -> list
         if fire is None or not await asyncio.to_thread(store.claim_firing, known.full_name, fire):
             continue
         await ctx["redis"].enqueue_job(
-            "scheduled_evaluation",
+            scheduled_evaluation.__name__,
             _job_id=scheduled_job_id(known.full_name, fire),
             repo=known.full_name,
             installation_id=known.installation_id,
