@@ -412,8 +412,8 @@ def worker_command() -> None:
     from arq.worker import get_kwargs
     from prometheus_client import start_http_server
 
-    from bot.github.jobs import WorkerSettings
     from bot.github.liveness import EvalbotWorker
+    from bot.github.worker.registry import WorkerSettings
     from bot.settings import get_settings
 
     settings = get_settings()

@@ -18,15 +18,17 @@ from typing import Any
 from arq.constants import abort_jobs_ss, default_queue_name, result_key_prefix
 from arq.utils import timestamp_ms
 
-from bot.github.client import installation_client
 from bot.github.constants import (
     EVALS_CHECK,
+    EVALUATE_JOB,
     PR_JOBS_KEY,
     PR_JOBS_TTL_S,
+    PUBLISH_HEAD_JOB,
     SUPERSEDED_KEY,
     SUPERSEDED_TTL_S,
     eval_job_id,
 )
+from bot.github.context import github_client, publisher_for
 from bot.github.publish import Publisher
 from bot.github.redact import Redactor
 from bot.github.source import open_pulls_with_head
@@ -86,7 +88,7 @@ async def enqueue_evaluation(
     `only`, ...), noted so that a push or a close can abort it."""
     await track(redis, repo, pr_number, job_id, head_sha)
     await redis.enqueue_job(
-        "evaluate_pull_request",
+        EVALUATE_JOB,
         _job_id=job_id,
         repo=repo,
         installation_id=installation_id,
@@ -182,7 +184,7 @@ async def complete_cancelled(
         return False
     if any(int(p["number"]) != publisher.pr_number for p in pulls):
         await redis.enqueue_job(
-            "publish_head",
+            PUBLISH_HEAD_JOB,
             _job_id=f"evalbot:publish:{repo}:{sha}:cancelled:{publisher.pr_number}:{time.time_ns()}",
             repo=repo,
             installation_id=installation_id,
@@ -207,12 +209,11 @@ async def cancel_checks(
         How many check runs it completed, e.g. "cancelled 1".
     """
     settings: Settings = ctx["settings"]
-    owner, name = repo.split("/", 1)
-    gh = ctx.get("github_factory", installation_client)(settings, installation_id)
+    gh = github_client(ctx, installation_id)
     redact = Redactor.for_settings(settings)
     done = 0
     for sha in shas:
-        publisher = Publisher(gh, owner, name, pr_number, sha, settings.APP_ID, redact)
+        publisher = publisher_for(settings, gh, repo, pr_number, sha, redact)
         done += await complete_cancelled(ctx["redis"], installation_id, publisher, Reason(by=by))
     return f"cancelled {done}"
 

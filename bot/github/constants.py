@@ -130,3 +130,13 @@ def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:
 def merge_group_job_id(repo: str, head_sha: str) -> str:
     """One check of a merge group's commit: a redelivery of `checks_requested` is dropped."""
     return f"evalbot:merge-group:{repo}:{head_sha}"
+
+
+# arq job names queued where the job's function cannot be imported: the web process (webhook.py) does
+# not load the evaluation code, and jobs.py imports cancel.py. tests/github/test_registry.py checks that
+# each names a job of the worker's registry.
+EVALUATE_JOB = "evaluate_pull_request"
+PUBLISH_HEAD_JOB = "publish_head"
+RERUN_HEAD_JOB = "rerun_head"
+HANDLE_COMMAND_JOB = "handle_command"
+MERGE_GROUP_JOB = "merge_group_checks"

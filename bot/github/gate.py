@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
@@ -25,8 +25,9 @@ from bot.github.constants import (
     VERDICT_TTL_S,
     eval_job_id,
 )
+from bot.github.context import PullRequestJob
 from bot.github.permissions import is_approver, missing_permissions
-from bot.github.publish import Conclusion, Publisher
+from bot.github.publish import Conclusion
 from bot.github.source import GitHubSource, branch_tip, get_pull_request, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
@@ -149,25 +150,6 @@ async def read_base(gh: GitHub[Any], owner: str, name: str, base_ref: str) -> tu
     return sha, config or Config()
 
 
-class ShaJob(Protocol):
-    """What publishing a SHA's checks needs from the job that asks for it."""
-
-    gh: Any
-    redis: Any
-    store: Store
-    repo: str
-    owner: str
-    name: str
-    installation_id: int
-    pr_number: int
-    head_sha: str
-    publisher: Publisher
-    details_url: str | None
-
-    async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
-        """The approval check's text for pull request `pr` (this job's by default)."""
-
-
 @dataclass
 class _Row:
     """One open pull request's part in the SHA's checks."""
@@ -185,7 +167,7 @@ class _Row:
 _EVALS_RANK = {"failure": 0, "timed_out": 0, "cancelled": 0, "action_required": 1, None: 2}
 
 
-async def publish_sha(job: ShaJob, own: dict[str, Any], evals_id: int | None = None) -> None:
+async def publish_sha(job: PullRequestJob, own: dict[str, Any], evals_id: int | None = None) -> None:
     """Publish the SHA's checks from the verdicts of every open pull request with this head.
 
     Args:
@@ -219,7 +201,9 @@ async def publish_sha(job: ShaJob, own: dict[str, Any], evals_id: int | None = N
         await _publish_approval(job, rows)
 
 
-async def _policy(job: ShaJob, base_ref: str, cache: dict[str, Config | BasePolicyError]) -> Config | BasePolicyError:
+async def _policy(
+    job: PullRequestJob, base_ref: str, cache: dict[str, Config | BasePolicyError]
+) -> Config | BasePolicyError:
     if base_ref not in cache:
         try:
             cache[base_ref] = (await read_base(job.gh, job.owner, job.name, base_ref))[1]
@@ -229,7 +213,7 @@ async def _policy(job: ShaJob, base_ref: str, cache: dict[str, Config | BasePoli
 
 
 async def _row(
-    job: ShaJob,
+    job: PullRequestJob,
     pull: dict[str, Any],
     verdict: PullVerdict | None,
     policies: dict[str, Config | BasePolicyError],
@@ -319,7 +303,7 @@ def _named(row: _Row, title: str, own: int) -> str:
     return title if row.pr == own else f"#{row.pr} → {row.base_ref}: {title}"
 
 
-async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) -> None:
+async def _publish_evals(job: PullRequestJob, rows: list[_Row], evals_id: int | None) -> None:
     if evals_id is None:
         return
     # Among equals, a pull request that was evaluated shows its report rather than "nothing changed".
@@ -340,7 +324,7 @@ async def _publish_evals(job: ShaJob, rows: list[_Row], evals_id: int | None) ->
     )
 
 
-async def _publish_approval(job: ShaJob, rows: list[_Row]) -> None:
+async def _publish_approval(job: PullRequestJob, rows: list[_Row]) -> None:
     blocking = [r for r in rows if not r.approved]
     shown = blocking[0] if blocking else rows[0]
     summary = shown.approval_summary or render_template("pending.md.j2", title=shown.approval_title)

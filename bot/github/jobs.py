@@ -6,42 +6,36 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any, ClassVar
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
-from arq import Retry, cron
-from arq.connections import RedisSettings
+from arq import Retry
 from arq.worker import func
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
 from bot.github import cancel, liveness, metrics, outbox, ratelimit, state
-from bot.github.client import installation_client, retry_later
+from bot.github.client import retry_later
 from bot.github.commands import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
     EVALS_CHECK,
     HEAD_KEY,
     HEAD_SETTLE_DELAYS_S,
     HEAD_TTL_S,
-    JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
     PROGRESS_INTERVAL_S,
     RETRY_DEFER_S,
-    SCHEDULE_TICK_MINUTES,
     SHORT_JOB_TIMEOUT_S,
-    WATCHDOG_EVERY_S,
     eval_job_id,
 )
+from bot.github.context import PullRequestJob, github_client
 from bot.github.gate import PullVerdict, publish_sha, read_base, shared_by_another, store_verdict, verdict_for
-from bot.github.merge_queue import merge_group_checks
 from bot.github.permissions import has_write_access, is_approver, missing_permissions
 from bot.github.publish import (
     Conclusion,
-    Publisher,
     blob_url,
     cap_annotations,
     comment_body,
@@ -50,115 +44,34 @@ from bot.github.publish import (
     report_markdown,
     report_title,
 )
-from bot.github.records import job_store, page_url, run_page_url, start_store, stop_store
-from bot.github.redact import Redactor
-from bot.github.redeliver import redeliver_failed
-from bot.github.schedule import check_schedules, scheduled_evaluation
+from bot.github.records import run_page_url
 from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
 from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
-from bot.settings import Settings, get_settings
-from bot.store import AuditEntry, Store
 from bot.store.trends import suite_trends
 
 log = structlog.get_logger(__name__)
 
-ClientFactory = Callable[[Settings, int], Any]
+
+async def _base_policy(job: PullRequestJob, base_ref: str) -> Config:
+    """`.evalbot.yml` of the base branch as it is now: who approves is never read from the pull request.
+
+    Raises:
+        BasePolicyError: the base's file cannot be read or parsed.
+    """
+    return (await read_base(job.gh, job.owner, job.name, base_ref))[1]
 
 
-@dataclass
-class _PullRequestJob:
-    """What every job on one pull request's head SHA needs: clients, names and where to post."""
-
-    settings: Settings
-    redis: Any
-    store: Store
-    gh: Any
-    repo: str
-    owner: str
-    name: str
-    installation_id: int
-    pr_number: int
-    head_sha: str
-    publisher: Publisher
-    details_url: str | None
-    # The running job's heartbeat and time cap (None outside a watched job).
-    beat: liveness.Heartbeat | None = None
-
-    @staticmethod
-    def client(ctx: dict[str, Any], installation_id: int) -> Any:
-        factory: ClientFactory = ctx.get("github_factory", installation_client)
-        return factory(ctx["settings"], installation_id)
-
-    @classmethod
-    def open(
-        cls, ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, head_sha: str, gh: Any = None
-    ) -> _PullRequestJob:
-        settings: Settings = ctx["settings"]
-        owner, name = repo.split("/", 1)
-        gh = gh or cls.client(ctx, installation_id)
-        details_url = page_url(settings)
-        publisher = Publisher(gh, owner, name, pr_number, head_sha, settings.APP_ID, Redactor.for_settings(settings))
-        store = job_store(ctx)
-        return cls(
-            settings,
-            ctx["redis"],
-            store,
-            gh,
-            repo,
-            owner,
-            name,
-            installation_id,
-            pr_number,
-            head_sha,
-            publisher,
-            details_url,
-            ctx.get("liveness"),
-        )
-
-    async def link_latest_run(self) -> None:
-        """Checks published after the run (an approval, a closed pull request's head) link to the
-        page of the head's latest run rather than to evalbot's front page."""
-        run_id = await asyncio.to_thread(self.store.latest_run_id, self.repo, self.pr_number, self.head_sha)
-        if run_id is not None:
-            page_id = await asyncio.to_thread(self.store.public_id, run_id)
-            self.details_url = run_page_url(self.settings, page_id) or self.details_url
-
-    async def base_policy(self, base_ref: str) -> Config:
-        """`.evalbot.yml` of the base branch as it is now: who approves is never read from the pull request.
-
-        Raises:
-            BasePolicyError: the base's file cannot be read or parsed.
-        """
-        return (await read_base(self.gh, self.owner, self.name, base_ref))[1]
-
-    async def audit(self, kind: str, actor: str, **details: Any) -> AuditEntry:
-        """Record an event in the durable trail; callers publish what it records only after this returns."""
-        return await state.audit(self.store, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
-
-    async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
-        number = pr or self.pr_number
-        audit = await state.audit_entries(self.store, self.repo, number, last=20)
-        # Inconclusive breaches and a rewritten exam go at the top of whatever the approval check says.
-        notes = await state.get_gate_notes(self.redis, self.repo, number, self.head_sha)
-        return render_template(
-            "approval.md.j2",
-            state=state_name,
-            head_sha=self.head_sha,
-            approvers=approvers,
-            audit=audit,
-            notes=notes,
-            **data,
-        )
-
-    async def fail(self, base_ref: str, conclusion: Conclusion, title: str, summary: str, reason: str) -> None:
-        """Keep this pull request's verdict on the SHA when it cannot pass: another pull request with the
-        same head must not publish a pass over it."""
-        verdict = PullVerdict(self.pr_number, base_ref, conclusion, title, summary, "blocked", reason=reason)
-        await store_verdict(self.redis, self.repo, self.head_sha, verdict)
+async def _fail(
+    job: PullRequestJob, base_ref: str, conclusion: Conclusion, title: str, summary: str, reason: str
+) -> None:
+    """Keep this pull request's verdict on the SHA when it cannot pass: another pull request with the
+    same head must not publish a pass over it."""
+    verdict = PullVerdict(job.pr_number, base_ref, conclusion, title, summary, "blocked", reason=reason)
+    await store_verdict(job.redis, job.repo, job.head_sha, verdict)
 
 
 async def evaluate_pull_request(
@@ -190,7 +103,7 @@ async def evaluate_pull_request(
         The gate verdict: "pass", "fail", "error"; "untrusted" when waiting for a `/eval`; "crashed"
         when the run could not finish; "no-policy" when the base's `.evalbot.yml` cannot be read.
     """
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
+    job = PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     bound = log.bind(repo=repo, pr=pr_number, sha=head_sha[:7], job_try=ctx.get("job_try", 1))
     started = time.perf_counter()
     started_at = time.time()
@@ -231,7 +144,7 @@ async def evaluate_pull_request(
             base_sha, base_config = await read_base(job.gh, job.owner, job.name, base_ref)
         except BasePolicyError as exc:
             summary = render_template("no_policy.md.j2", reason=str(exc))
-            await job.fail(base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
+            await _fail(job, base_ref, "failure", "The base branch's .evalbot.yml cannot be read", summary, str(exc))
             await publish_sha(job, pull, evals_id)
             await asyncio.to_thread(job.store.end_run, run_id, "no-policy")
             return "no-policy"
@@ -280,7 +193,7 @@ async def evaluate_pull_request(
         reason = f"the evaluation took longer than its cap of {cap_s:.0f} s"
         summary = render_template("job_failed.md.j2", reason=reason)
         with contextlib.suppress(Exception):
-            await asyncio.shield(job.fail(base_ref, "timed_out", "evalbot timed out", summary, "it timed out"))
+            await asyncio.shield(_fail(job, base_ref, "timed_out", "evalbot timed out", summary, "it timed out"))
             await asyncio.shield(job.publisher.complete(evals_id, "timed_out", "evalbot timed out", summary))
         metrics.JOBS.labels(result="timed_out").inc()
         raise
@@ -294,7 +207,7 @@ async def evaluate_pull_request(
         # rest stays in the worker's log.
         summary = render_template("job_failed.md.j2", error=type(exc).__name__)
         title = "evalbot could not finish the evaluation"
-        await job.fail(base_ref, "failure", title, summary, "the evaluation could not finish")
+        await _fail(job, base_ref, "failure", title, summary, "the evaluation could not finish")
         await job.publisher.complete(evals_id, "failure", title, summary, rerun_button=True)
         metrics.JOBS.labels(result="crashed").inc()
         await asyncio.to_thread(job.store.end_run, run_id, "crashed")
@@ -310,7 +223,7 @@ async def evaluate_pull_request(
     return report.verdict
 
 
-async def _settled_pull(job: _PullRequestJob, pr_number: int) -> dict[str, Any]:
+async def _settled_pull(job: PullRequestJob, pr_number: int) -> dict[str, Any]:
     """The pull request as GitHub gives it; asked again for a few seconds while it is closed or its head
     is not the job's commit: GitHub's API can lag a push or a reopen by a moment, and a job must not
     take its own fresh head for a stale one."""
@@ -324,7 +237,7 @@ async def _settled_pull(job: _PullRequestJob, pr_number: int) -> dict[str, Any]:
 
 
 async def _aborted(
-    ctx: dict[str, Any], job: _PullRequestJob, evals_id: int | None, base_ref: str | None, run_id: int
+    ctx: dict[str, Any], job: PullRequestJob, evals_id: int | None, base_ref: str | None, run_id: int
 ) -> bool:
     """Whether the job was aborted (a push superseded its head, or its pull request was closed); if so,
     it is cancelled (`_cancel`)."""
@@ -336,14 +249,14 @@ async def _aborted(
 
 
 async def _cancel(
-    job: _PullRequestJob, reason: cancel.Reason, evals_id: int | None, base_ref: str | None, run_id: int
+    job: PullRequestJob, reason: cancel.Reason, evals_id: int | None, base_ref: str | None, run_id: int
 ) -> None:
     """Complete the check run `cancelled` with the reason and make the verdict on the SHA block: the run
     did not finish, so nothing on this SHA may pass on it. Shielded: the task may be being cancelled."""
     summary = reason.summary(job.head_sha)
     with contextlib.suppress(Exception):
         if base_ref is not None:
-            await asyncio.shield(job.fail(base_ref, "cancelled", reason.title, summary, reason.title))
+            await asyncio.shield(_fail(job, base_ref, "cancelled", reason.title, summary, reason.title))
         closing = cancel.complete_cancelled(job.redis, job.installation_id, job.publisher, reason, evals_id)
         await asyncio.shield(closing)
         await asyncio.shield(asyncio.to_thread(job.store.end_run, run_id, "cancelled"))
@@ -352,7 +265,7 @@ async def _cancel(
 
 
 async def _rate_limited(
-    job: _PullRequestJob, exc: RateLimitExceeded, run_id: int, evals_id: int | None, base_ref: str | None = None
+    job: PullRequestJob, exc: RateLimitExceeded, run_id: int, evals_id: int | None, base_ref: str | None = None
 ) -> str:
     """Stopped at a rate limit it had no time to wait out: the check run completes as failed with the
     reason, never left in progress; with no quota left even for that, a job completes it after the reset."""
@@ -360,7 +273,7 @@ async def _rate_limited(
     title = "evalbot stopped at GitHub's rate limit"
     summary = render_template("rate_limited.md.j2", reason=reason)
     if base_ref is not None:
-        await job.fail(base_ref, "failure", title, summary, reason)
+        await _fail(job, base_ref, "failure", title, summary, reason)
     check_id = evals_id
     try:
         if check_id is None:
@@ -368,16 +281,65 @@ async def _rate_limited(
         await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
     except RateLimitExceeded as again:
         check = {"title": title, "summary": summary, "check_id": check_id}
-        await ratelimit.complete_later(
-            job.redis, again, job.repo, job.installation_id, job.pr_number, job.head_sha, **check
-        )
+        await complete_later(job.redis, again, job.repo, job.installation_id, job.pr_number, job.head_sha, **check)
     log.warning("stopped at GitHub's rate limit", repo=job.repo, pr=job.pr_number, reason=reason)
     metrics.JOBS.labels(result="rate-limited").inc()
     await asyncio.to_thread(job.store.end_run, run_id, "rate-limited")
     return "rate-limited"
 
 
-async def _wait_for_eval(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, fork: bool) -> None:
+async def complete_later(
+    redis: Any, exc: RateLimitExceeded, repo: str, installation_id: int, pr_number: int, head_sha: str, **check: Any
+) -> None:
+    """Queue `complete_rate_limited` (`check`: its title, summary and check_id) for when GitHub takes
+    requests again (a few seconds after)."""
+    await redis.enqueue_job(
+        complete_rate_limited.__name__,
+        # One per stopped run: a later run on the same commit may stop at a later reset.
+        _job_id=f"evalbot:rate-limited:{repo}:{pr_number}:{head_sha}:{time.time_ns()}",
+        _defer_until=ratelimit.reset_at(exc) + timedelta(seconds=5),
+        repo=repo,
+        installation_id=installation_id,
+        pr_number=pr_number,
+        head_sha=head_sha,
+        **check,
+    )
+
+
+async def complete_rate_limited(
+    ctx: dict[str, Any],
+    repo: str,
+    installation_id: int,
+    pr_number: int,
+    head_sha: str,
+    title: str,
+    summary: str,
+    check_id: int | None = None,
+) -> str:
+    """Complete the stopped run's `evalbot/evals` (`check_id`; None: it could not even be created) as
+    failed, with the rate limit as its reason: the run could not (its quota was 0). A run started since
+    on the same commit owns the check and is left alone. Still limited: again after the next reset.
+
+    Returns:
+        "completed", or "left to a newer run".
+    """
+    job = PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
+    try:
+        latest = await job.publisher.check_run(EVALS_CHECK)
+        if latest is None:
+            check_id = await job.publisher.ensure_check(EVALS_CHECK)
+        elif int(latest["id"]) != check_id or latest.get("status") == "completed":
+            return "left to a newer run"
+        await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
+    except RateLimitExceeded as exc:
+        raise Retry(defer=ratelimit.reset_at(exc) - datetime.now(UTC) + timedelta(seconds=5)) from exc
+    return "completed"
+
+
+complete_rate_limited_job = func(complete_rate_limited, timeout=SHORT_JOB_TIMEOUT_S, max_tries=24)
+
+
+async def _wait_for_eval(job: PullRequestJob, pull: dict[str, Any], evals_id: int, fork: bool) -> None:
     summary = render_template("untrusted.md.j2", fork=fork, head_sha=job.head_sha)
     await job.audit("awaiting_eval", "evalbot", reason="fork" if fork else "author without write access")
     title = "Waiting for a maintainer's /eval"
@@ -387,7 +349,7 @@ async def _wait_for_eval(job: _PullRequestJob, pull: dict[str, Any], evals_id: i
 
 
 async def _evaluate(
-    job: _PullRequestJob,
+    job: PullRequestJob,
     evals_id: int,
     base_sha: str,
     only: list[str] | None,
@@ -450,7 +412,7 @@ def _metrics_summary(report: Report) -> dict[str, Any]:
 
 
 async def _record(
-    job: _PullRequestJob,
+    job: PullRequestJob,
     report: Report,
     pull_request: dict[str, Any],
     trigger: str,
@@ -481,7 +443,7 @@ async def _record(
     return render_template("trends.md.j2", trends=trends)
 
 
-async def _publish(job: _PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report, trends: str = "") -> None:
+async def _publish(job: PullRequestJob, pull: dict[str, Any], evals_id: int, report: Report, trends: str = "") -> None:
     # Redis restarting: the verdicts go there, so the finished run waits for it.
     await liveness.wait_for_redis(job.redis)
     await job.audit("verdict", "evalbot", verdict=report.verdict, metrics=_metrics_summary(report))
@@ -555,10 +517,10 @@ async def handle_command(
     Returns:
         "accepted" or "refused".
     """
-    gh = _PullRequestJob.client(ctx, installation_id)
+    gh = github_client(ctx, installation_id)
     owner, name = repo.split("/", 1)
     pull = await get_pull_request(gh, owner, name, pr_number)
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, pull["head"]["sha"], gh)
+    job = PullRequestJob.open(ctx, repo, installation_id, pr_number, pull["head"]["sha"], gh)
     await job.link_latest_run()
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     try:
@@ -582,7 +544,7 @@ async def handle_command(
     return "accepted"
 
 
-async def _refuse(job: _PullRequestJob, actor: str, raw: str, reason: str, reply: str) -> str:
+async def _refuse(job: PullRequestJob, actor: str, raw: str, reason: str, reply: str) -> str:
     """Record the refusal and reply with it, unless `actor` is past the refusal rate limit."""
     if not await state.refusal_allowed(job.redis, job.repo, actor):
         log.warning("refusal over the rate limit: not answered", repo=job.repo, pr=job.pr_number, actor=actor)
@@ -593,7 +555,7 @@ async def _refuse(job: _PullRequestJob, actor: str, raw: str, reason: str, reply
 
 
 async def _decide(
-    job: _PullRequestJob,
+    job: PullRequestJob,
     command: Command | Refusal,
     actor: str,
     pull: dict[str, Any],
@@ -626,7 +588,7 @@ async def _decide(
     if command.name == "eval":
         return await _rerun(job, command, actor, pull)
     try:
-        policy = await job.base_policy(base_ref)
+        policy = await _base_policy(job, base_ref)
     except BasePolicyError as exc:
         return Refusal(f"no approval is accepted while the base branch's policy cannot be read: {exc}", show_help=False)
     if not await is_approver(job.gh, policy.approvers, actor):
@@ -647,7 +609,7 @@ async def _decide(
     return await _approve(job, command, actor, pull, policy)
 
 
-async def _unseen_head(job: _PullRequestJob, pull: dict[str, Any], created_at: str | None) -> str | None:
+async def _unseen_head(job: PullRequestJob, pull: dict[str, Any], created_at: str | None) -> str | None:
     """Why the comment may not have seen the head (or the base it is compared with), or None: a command
     vouches only for what its author saw."""
     if not created_at:
@@ -672,7 +634,7 @@ async def _unseen_head(job: _PullRequestJob, pull: dict[str, Any], created_at: s
 
 
 async def _approve(
-    job: _PullRequestJob, command: Command, actor: str, pull: dict[str, Any], policy: Config
+    job: PullRequestJob, command: Command, actor: str, pull: dict[str, Any], policy: Config
 ) -> Command | Refusal:
     base_ref = pull["base"]["ref"]
     # This pull request's result against its base (its own, or the evaluation of the same head and base
@@ -707,7 +669,7 @@ async def _approve(
     return command
 
 
-async def _reason_needed(job: _PullRequestJob, verdict: PullVerdict) -> str | None:
+async def _reason_needed(job: PullRequestJob, verdict: PullVerdict) -> str | None:
     """Why approving the head must carry a reason and count as an override; None when it need not."""
     if verdict.evals != "success":
         return "`evalbot/evals` failed on this commit"
@@ -718,13 +680,13 @@ async def _reason_needed(job: _PullRequestJob, verdict: PullVerdict) -> str | No
     return None
 
 
-async def _rerun(job: _PullRequestJob, command: Command, actor: str, pull: dict[str, Any]) -> Command | Refusal:
+async def _rerun(job: PullRequestJob, command: Command, actor: str, pull: dict[str, Any]) -> Command | Refusal:
     base_ref = pull["base"]["ref"]
     if not await has_write_access(job.gh, job.owner, job.name, actor):
         return Refusal("`/eval` needs write access to the repository", show_help=False)
     if command.budget_usd is not None or command.models:
         try:
-            policy = await job.base_policy(base_ref)
+            policy = await _base_policy(job, base_ref)
         except BasePolicyError as exc:
             return Refusal(
                 f"`--budget` and `--models` need the base branch's policy, which cannot be read: {exc}",
@@ -767,7 +729,7 @@ async def _rerun(job: _PullRequestJob, command: Command, actor: str, pull: dict[
     return command
 
 
-async def _runs_trusted(job: _PullRequestJob, job_id: str, pull: dict[str, Any]) -> bool:
+async def _runs_trusted(job: PullRequestJob, job_id: str, pull: dict[str, Any]) -> bool:
     """Whether evaluation `job_id` will evaluate rather than wait for a writer: one a `/eval` asked
     for, or one of a pull request whose author may write and whose head is not in a fork."""
     if ":by:" in job_id:
@@ -781,12 +743,12 @@ async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, hea
     Returns:
         "published", or "no open pull request" when none has that head any more.
     """
-    gh = _PullRequestJob.client(ctx, installation_id)
+    gh = github_client(ctx, installation_id)
     owner, name = repo.split("/", 1)
     pulls = await open_pulls_with_head(gh, owner, name, head_sha)
     if not pulls:
         return "no open pull request"
-    job = _PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
+    job = PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
     await job.link_latest_run()
     evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
     await publish_sha(job, pulls[0], evals_id)
@@ -800,7 +762,7 @@ async def rerun_head(ctx: dict[str, Any], repo: str, installation_id: int, head_
     Returns:
         What `handle_command` returned, or "no open pull request".
     """
-    gh = _PullRequestJob.client(ctx, installation_id)
+    gh = github_client(ctx, installation_id)
     owner, name = repo.split("/", 1)
     pulls = await open_pulls_with_head(gh, owner, name, head_sha)
     if not pulls:
@@ -809,46 +771,3 @@ async def rerun_head(ctx: dict[str, Any], repo: str, installation_id: int, head_
     return await handle_command(
         ctx, repo, installation_id, int(pulls[0]["number"]), actor, command, raw=RERUN_RAW, head_sha=head_sha
     )
-
-
-async def _startup(ctx: dict[str, Any]) -> None:
-    ctx.setdefault("settings", get_settings())
-    # Pending migrations run before the first job: every job may write to the store.
-    await start_store(ctx)
-
-
-async def _shutdown(ctx: dict[str, Any]) -> None:
-    await stop_store(ctx)
-
-
-class WorkerSettings:
-    """`evalbot worker` runs these in `liveness.EvalbotWorker` (arq's own CLI would run them without the
-    hand-over on SIGTERM and without riding out a Redis restart)."""
-
-    functions: ClassVar[list[Any]] = [
-        liveness.watched(ratelimit.metered(evaluate_pull_request)),
-        ratelimit.complete_rate_limited_job,
-        func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
-        func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
-        func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
-        func(rerun_head, timeout=SHORT_JOB_TIMEOUT_S),
-        func(cancel.cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
-        scheduled_evaluation,
-        outbox.publish_outbox_job,
-    ]
-    # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds, failed
-    # deliveries every minute; arq runs each cron job on one worker only.
-    cron_jobs: ClassVar[list[Any]] = [
-        cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
-        cron(liveness.watchdog, second=set(range(0, 60, WATCHDOG_EVERY_S)), run_at_startup=True, timeout=60),
-        cron(redeliver_failed, second={30}, run_at_startup=True, timeout=60),
-    ]
-    on_startup = _startup
-    on_shutdown = _shutdown
-    job_timeout = JOB_TIMEOUT_S
-    max_tries = JOB_MAX_TRIES
-    # A push or a close aborts the pull request's older evaluations (bot/github/cancel.py).
-    allow_abort_jobs = True
-    max_jobs = get_settings().WORKER_MAX_JOBS
-    job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
-    redis_settings = RedisSettings.from_dsn(get_settings().REDIS_URL)

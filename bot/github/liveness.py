@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,21 +28,17 @@ from arq.constants import (
 )
 from arq.worker import Worker
 from githubkit.exception import GitHubException
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
-from bot.github.client import installation_client
 from bot.github.constants import (
     EVALS_CHECK,
-    HEARTBEAT_INTERVAL_S,
     HEARTBEATS_KEY,
     JOB_MAX_TRIES,
-    JOB_TIMEOUT_CEILING_S,
-    JOB_TIMEOUT_FLOOR_S,
     LOST_AFTER_S,
     SUPERSEDED_KEY,
 )
+from bot.github.context import REDIS_DOWN, Heartbeat, github_client, publisher_for
 from bot.github.publish import Publisher
-from bot.github.redact import Redactor
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 
@@ -53,14 +47,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 # How long a step that needs Redis (publishing, arq's own bookkeeping) waits for it to answer again.
 REDIS_WAIT_S = 10 * 60
-_REDIS_DOWN = (RedisError, OSError)
-
-
-def planned_cap_s(calls: int, settings: Settings) -> float:
-    """An evaluation's time cap: its calls at the expected latency, `EVALBOT_CONCURRENCY` at a time,
-    never under the floor (start-up, slow providers) nor over the ceiling."""
-    planned = calls * settings.EVALBOT_EXPECTED_CALL_S / max(1, settings.EVALBOT_CONCURRENCY)
-    return float(min(JOB_TIMEOUT_CEILING_S, max(JOB_TIMEOUT_FLOOR_S, planned)))
 
 
 async def until_redis_answers(step: Callable[[], Awaitable[T]], what: str, up_to_s: float = REDIS_WAIT_S) -> T:
@@ -69,7 +55,7 @@ async def until_redis_answers(step: Callable[[], Awaitable[T]], what: str, up_to
     while True:
         try:
             return await step()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("redis unavailable, waiting", step=what, error=type(exc).__name__)
@@ -80,88 +66,6 @@ async def until_redis_answers(step: Callable[[], Awaitable[T]], what: str, up_to
 async def wait_for_redis(redis: Any) -> None:
     """Return once Redis answers: publishing writes verdicts there (a run goes on while it is down)."""
     await until_redis_answers(redis.ping, "publish")
-
-
-class Heartbeat:
-    """One running evaluation's record in Redis, renewed every HEARTBEAT_INTERVAL_S, and its time cap.
-
-    The record is removed whenever the job ends in its worker (finished, failed, aborted, handed
-    over), so a record left to go stale means the worker itself is gone.
-    """
-
-    def __init__(self, ctx: dict[str, Any], kwargs: dict[str, Any]):
-        self.redis = ctx["redis"]
-        self.settings: Settings = ctx["settings"]
-        self.job_id: str = ctx.get("job_id", "")
-        job_try = int(ctx.get("job_try", 1))
-        self.record = {
-            # Tells this run's record from the next run's of the same job id.
-            "token": f"{socket.gethostname()}:{os.getpid()}:{job_try}:{time.time_ns()}",
-            "repo": kwargs["repo"],
-            "installation_id": kwargs["installation_id"],
-            "pr_number": kwargs["pr_number"],
-            "head_sha": kwargs["head_sha"],
-            "job_try": job_try,
-        }
-        self.cap_s = float(JOB_TIMEOUT_CEILING_S)
-        self.cap: asyncio.Timeout | None = None
-        self._started = 0.0
-        self._planned = False
-        self._task: asyncio.Task[None] | None = None
-
-    def plan(self, calls: int) -> None:
-        """Cap the run at its planned time, counted from its start (known once its calls are)."""
-        if self._planned or self.cap is None:
-            return
-        self._planned = True
-        self.cap_s = planned_cap_s(calls, self.settings)
-        self.cap.reschedule(self._started + self.cap_s)
-
-    def left_s(self) -> float:
-        """Seconds until the run's time cap. Before its calls are known, the cap may still be planned down
-        to the floor: until then the time left is counted to the floor."""
-        deadline = self.cap.when() if self.cap is not None else None
-        if deadline is None:
-            return self.cap_s if self._planned else float(JOB_TIMEOUT_FLOOR_S)
-        if not self._planned:
-            deadline = min(deadline, self._started + JOB_TIMEOUT_FLOOR_S)
-        return deadline - asyncio.get_running_loop().time()
-
-    async def published(self) -> None:
-        """The run's results are on GitHub: if its worker is lost now, nothing needs running again."""
-        self.record["published"] = True
-        await self._beat()
-
-    def expired(self) -> bool:
-        return self.cap is not None and self.cap.expired()
-
-    async def _beat(self) -> None:
-        try:
-            seconds, micros = await self.redis.time()
-            beat = json.dumps({**self.record, "beat_at": seconds + micros / 1e6})
-            await self.redis.hset(HEARTBEATS_KEY, self.job_id, beat)
-        except _REDIS_DOWN as exc:
-            # Redis restarting: the run goes on; the watchdog does not judge across a restart.
-            log.warning("heartbeat not written", job_id=self.job_id, error=type(exc).__name__)
-
-    async def _beating(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-            await self._beat()
-
-    async def __aenter__(self) -> Heartbeat:
-        self._started = asyncio.get_running_loop().time()
-        await self._beat()
-        self._task = asyncio.create_task(self._beating())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        with contextlib.suppress(*_REDIS_DOWN):
-            raw = await self.redis.hget(HEARTBEATS_KEY, self.job_id)
-            if raw is not None and json.loads(raw)["token"] == self.record["token"]:
-                await self.redis.hdel(HEARTBEATS_KEY, self.job_id)
 
 
 def watched(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -179,7 +83,7 @@ def watched(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]
         except asyncio.CancelledError:
             if handing_over(ctx):
                 # A deploy is not the job's fault: give back the try arq counted for this run.
-                with contextlib.suppress(*_REDIS_DOWN):
+                with contextlib.suppress(*REDIS_DOWN):
                     await asyncio.shield(ctx["redis"].decr(retry_key_prefix + beat.job_id))
             raise
 
@@ -235,12 +139,8 @@ async def _release(redis: Any, job_id: str, raw: bytes, rerun: bool, finish: boo
 
 async def _mark(ctx: dict[str, Any], record: dict[str, Any], lost_s: int, last_try: bool) -> None:
     settings: Settings = ctx["settings"]
-    owner, name = str(record["repo"]).split("/", 1)
-    factory = ctx.get("github_factory", installation_client)
-    gh = factory(settings, int(record["installation_id"]))
-    publisher = Publisher(
-        gh, owner, name, int(record["pr_number"]), record["head_sha"], settings.APP_ID, Redactor.for_settings(settings)
-    )
+    gh = github_client(ctx, int(record["installation_id"]))
+    publisher = publisher_for(settings, gh, str(record["repo"]), int(record["pr_number"]), record["head_sha"])
     run = await publisher.check_run(EVALS_CHECK)
     if run is None or run.get("status") == "completed":
         return
@@ -318,7 +218,7 @@ class EvalbotWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             if not self._redis_down:
                 log.warning("redis unavailable: running jobs go on, none is taken", error=type(exc).__name__)
             self._redis_down = True

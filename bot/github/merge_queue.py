@@ -31,7 +31,7 @@ from arq import Retry
 from githubkit.exception import GitHubException, RequestFailed
 
 from bot.errors import BasePolicyError, InputError
-from bot.github.client import installation_client, retry_later, status_of
+from bot.github.client import retry_later, status_of
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
@@ -40,11 +40,11 @@ from bot.github.constants import (
     PARENT_WAIT_DELAYS_S,
     RETRY_DEFER_S,
 )
+from bot.github.context import github_client, publisher_for
 from bot.github.gate import PullVerdict, approval_for, read_base, verdict_for
 from bot.github.permissions import is_approver
 from bot.github.publish import Conclusion, Publisher
 from bot.github.records import job_store, page_url
-from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, get_pull_request, merge_base
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
@@ -316,11 +316,9 @@ async def merge_group_checks(
         The checks' conclusion, or "github-error" when GitHub took neither.
     """
     settings: Settings = ctx["settings"]
-    factory = ctx.get("github_factory", installation_client)
-    gh = factory(settings, installation_id)
-    owner, name = repo.split("/", 1)
+    gh = github_client(ctx, installation_id)
     group = MergeGroup(repo, head_sha, base_sha, base_ref, head_ref)
-    publisher = Publisher(gh, owner, name, 0, head_sha, settings.APP_ID, Redactor.for_settings(settings))
+    publisher = publisher_for(settings, gh, repo, 0, head_sha)
     details_url = page_url(settings)
     bound = log.bind(repo=repo, merge_group=head_sha[:7], job_try=ctx.get("job_try", 1))
     try:

@@ -14,7 +14,8 @@ from arq.worker import func
 from githubkit.exception import GitHubException, RequestError, RequestFailed
 
 from bot.github.constants import OUTBOX_KEY, OUTBOX_TTL_S, SHORT_JOB_TIMEOUT_S
-from bot.github.gate import ShaJob, publish_sha
+from bot.github.context import PullRequestJob
+from bot.github.gate import publish_sha
 from bot.github.source import get_pull_request
 
 log = structlog.get_logger(__name__)
@@ -35,11 +36,11 @@ def unavailable(exc: GitHubException) -> bool:
     return isinstance(exc, RequestError) or (isinstance(exc, RequestFailed) and exc.response.status_code >= 500)
 
 
-def _key(job: ShaJob) -> str:
+def _key(job: PullRequestJob) -> str:
     return OUTBOX_KEY.format(repo=job.repo, pr=job.pr_number, sha=job.head_sha)
 
 
-async def _publish(job: ShaJob, pull: dict[str, Any], evals_id: int, comment: str | None) -> None:
+async def _publish(job: PullRequestJob, pull: dict[str, Any], evals_id: int, comment: str | None) -> None:
     await publish_sha(job, pull, evals_id)
     if comment is not None:
         await job.publisher.upsert_comment(comment)
@@ -47,7 +48,7 @@ async def _publish(job: ShaJob, pull: dict[str, Any], evals_id: int, comment: st
     await job.redis.delete(_key(job))
 
 
-async def deliver(job: ShaJob, pull: dict[str, Any], evals_id: int, comment: str | None) -> bool:
+async def deliver(job: PullRequestJob, pull: dict[str, Any], evals_id: int, comment: str | None) -> bool:
     """Publish the SHA's checks from the stored verdicts and the sticky comment; when GitHub is
     unavailable, keep them and queue `publish_outbox`. True when published now."""
     try:
@@ -58,7 +59,7 @@ async def deliver(job: ShaJob, pull: dict[str, Any], evals_id: int, comment: str
         entry = {"evals_id": evals_id, "comment": comment}
         await job.redis.set(_key(job), json.dumps(entry), ex=OUTBOX_TTL_S)
         await job.redis.enqueue_job(
-            "publish_outbox",
+            publish_outbox.__name__,
             _job_id=f"{_key(job)}:{time.time_ns()}",
             _defer_by=backoff_s(1),
             repo=job.repo,
@@ -77,10 +78,7 @@ async def publish_outbox(ctx: dict[str, Any], repo: str, installation_id: int, p
     Returns:
         "published", or "nothing to publish" when it was published (or expired) meanwhile.
     """
-    # jobs.py imports this module for `deliver`; the job context is built there.
-    from bot.github.jobs import _PullRequestJob
-
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
+    job = PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
     raw = await job.redis.get(_key(job))
     if raw is None:
         return "nothing to publish"

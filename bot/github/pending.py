@@ -19,9 +19,8 @@ from githubkit.exception import GitHubException
 
 from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.context import publisher_for
 from bot.github.gate import finished, for_base, verdicts_on
-from bot.github.publish import Publisher
-from bot.github.redact import Redactor
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 
@@ -66,9 +65,8 @@ async def hold_checks(redis: Any, settings: Settings, payload: dict[str, Any]) -
     if not _can_post(settings):
         log.warning("cannot hold the checks pending: APP_ID and PRIVATE_KEY are not set", repo=repo, pr=number)
         return False
-    owner, name = repo.split("/", 1)
     gh = installation_client(settings, int(payload["installation"]["id"]))
-    publisher = Publisher(gh, owner, name, number, sha, settings.APP_ID, Redactor.for_settings(settings))
+    publisher = publisher_for(settings, gh, repo, number, sha)
     title = f"#{number} → {base_ref}: waiting for its evaluation"
     summary = render_template("pending.md.j2", title=title)
     try:

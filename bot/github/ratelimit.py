@@ -13,24 +13,20 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 import structlog
-from arq import Retry
-from arq.worker import func
 from githubkit.exception import GitHubException, RateLimitExceeded
 from githubkit.retry import RETRY_SERVER_ERROR
 from githubkit.typing import RetryOption
 
 from bot.github import metrics
 from bot.github.constants import (
-    EVALS_CHECK,
     PROGRESS_MAX_UPDATES,
     RATE_LIMIT_MARGIN_S,
     RATE_LIMIT_RETRIES,
-    SHORT_JOB_TIMEOUT_S,
     UNCAPPED_WAIT_S,
 )
 
@@ -170,57 +166,3 @@ def reason(exc: RateLimitExceeded, left_s: float | None) -> str:
     capped = left_s is not None and exc.retry_after.total_seconds() > left_s - RATE_LIMIT_MARGIN_S
     after = ", after this run's time cap" if capped else ""
     return f"GitHub's rate limit for this installation resets at {at} UTC{after}"
-
-
-async def complete_later(
-    redis: Any, exc: RateLimitExceeded, repo: str, installation_id: int, pr_number: int, head_sha: str, **check: Any
-) -> None:
-    """Queue `complete_rate_limited` (`check`: its title, summary and check_id) for when GitHub takes
-    requests again (a few seconds after)."""
-    await redis.enqueue_job(
-        "complete_rate_limited",
-        # One per stopped run: a later run on the same commit may stop at a later reset.
-        _job_id=f"evalbot:rate-limited:{repo}:{pr_number}:{head_sha}:{time.time_ns()}",
-        _defer_until=reset_at(exc) + timedelta(seconds=5),
-        repo=repo,
-        installation_id=installation_id,
-        pr_number=pr_number,
-        head_sha=head_sha,
-        **check,
-    )
-
-
-async def complete_rate_limited(
-    ctx: dict[str, Any],
-    repo: str,
-    installation_id: int,
-    pr_number: int,
-    head_sha: str,
-    title: str,
-    summary: str,
-    check_id: int | None = None,
-) -> str:
-    """Complete the stopped run's `evalbot/evals` (`check_id`; None: it could not even be created) as
-    failed, with the rate limit as its reason: the run could not (its quota was 0). A run started since
-    on the same commit owns the check and is left alone. Still limited: again after the next reset.
-
-    Returns:
-        "completed", or "left to a newer run".
-    """
-    # The job context and client live in jobs.py, which queues this job.
-    from bot.github.jobs import _PullRequestJob
-
-    job = _PullRequestJob.open(ctx, repo, installation_id, pr_number, head_sha)
-    try:
-        latest = await job.publisher.check_run(EVALS_CHECK)
-        if latest is None:
-            check_id = await job.publisher.ensure_check(EVALS_CHECK)
-        elif int(latest["id"]) != check_id or latest.get("status") == "completed":
-            return "left to a newer run"
-        await job.publisher.complete(check_id, "failure", title, summary, rerun_button=True)
-    except RateLimitExceeded as exc:
-        raise Retry(defer=reset_at(exc) - datetime.now(UTC) + timedelta(seconds=5)) from exc
-    return "completed"
-
-
-complete_rate_limited_job = func(complete_rate_limited, timeout=SHORT_JOB_TIMEOUT_S, max_tries=24)

@@ -15,10 +15,9 @@ from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
 from bot.errors import InputError
-from bot.github.client import installation_client
 from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
+from bot.github.context import github_client, publisher_for
 from bot.github.issues import upsert_issue
-from bot.github.publish import Publisher
 from bot.github.records import job_store
 from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, branch_tip
@@ -42,10 +41,6 @@ class Drift:
     suite: SuiteReport  # the previous scheduled run as "base", this one as "head"
     moved: list[str]  # keys of the rows that moved significantly past their threshold
     exam_changed: bool  # the suite's entry, judge or dataset rows differ from the previous run's
-
-
-def _client(ctx: dict[str, Any], installation_id: int) -> Any:
-    return ctx.get("github_factory", installation_client)(ctx["settings"], installation_id)
 
 
 async def default_branch_head(gh: GitHub[Any], owner: str, name: str) -> tuple[str, str]:
@@ -75,7 +70,7 @@ async def check_schedules(ctx: dict[str, Any], now: float | None = None) -> list
     for known in await asyncio.to_thread(store.repositories):
         owner, name = known.full_name.split("/", 1)
         try:
-            gh = _client(ctx, known.installation_id)
+            gh = github_client(ctx, known.installation_id)
             _branch, sha = await default_branch_head(gh, owner, name)
             config = await read_config(GitHubSource(gh, owner, name), sha)
         except (GitHubException, InputError) as exc:
@@ -89,7 +84,7 @@ async def check_schedules(ctx: dict[str, Any], now: float | None = None) -> list
         if fire is None or not await asyncio.to_thread(store.claim_firing, known.full_name, fire):
             continue
         await ctx["redis"].enqueue_job(
-            "scheduled_evaluation",
+            scheduled_evaluation.__name__,
             _job_id=scheduled_job_id(known.full_name, fire),
             repo=known.full_name,
             installation_id=known.installation_id,
@@ -130,7 +125,7 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
     settings = ctx["settings"]
     store = job_store(ctx)
     owner, name = repo.split("/", 1)
-    gh = _client(ctx, installation_id)
+    gh = github_client(ctx, installation_id)
     started = time.time()
     branch, sha = await default_branch_head(gh, owner, name)
     source = GitHubSource(gh, owner, name)
@@ -164,7 +159,7 @@ async def scheduled_evaluation(ctx: dict[str, Any], repo: str, installation_id: 
         repository_id=repository_id,
     )
     redact = Redactor.for_settings(settings)
-    publisher = Publisher(gh, owner, name, 0, sha, settings.APP_ID, redact)
+    publisher = publisher_for(settings, gh, repo, 0, sha, redact)
     bound = log.bind(repo=repo, sha=sha[:7])
     if report.errors or report.budget_refused or not report.suites:
         outcome = "not-run"

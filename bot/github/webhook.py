@@ -30,9 +30,14 @@ from bot.github.constants import (
     DELIVERY_KEY_PREFIX,
     DELIVERY_TTL_S,
     EVALS_CHECK,
+    EVALUATE_JOB,
+    HANDLE_COMMAND_JOB,
     HEAD_KEY,
     HEAD_TTL_S,
     MAX_WEBHOOK_BODY_BYTES,
+    MERGE_GROUP_JOB,
+    PUBLISH_HEAD_JOB,
+    RERUN_HEAD_JOB,
     eval_job_id,
     merge_group_job_id,
 )
@@ -109,13 +114,13 @@ def _eval_job(payload: dict[str, Any], pr: dict[str, Any], rerun_of: str | None 
     }
     job_id = eval_job_id(kwargs["repo"], kwargs["pr_number"], kwargs["head_sha"])
     # A re-run or a retarget must not be deduped against the first run of the same head SHA.
-    return Job("evaluate_pull_request", job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
+    return Job(EVALUATE_JOB, job_id + (f":rerun:{rerun_of}" if rerun_of else ""), kwargs)
 
 
 def _publish_head_job(payload: dict[str, Any], sha: str, key: str) -> Job:
     repo = payload["repository"]["full_name"]
     kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha}
-    return Job("publish_head", f"evalbot:publish:{repo}:{sha}:{key}", kwargs)
+    return Job(PUBLISH_HEAD_JOB, f"evalbot:publish:{repo}:{sha}:{key}", kwargs)
 
 
 def _pull_number(item: dict[str, Any]) -> int | None:
@@ -143,7 +148,7 @@ def _rerun_job(event: str, payload: dict[str, Any], delivery: str | None) -> tup
         # The web process does not call GitHub: the job finds the pull request by its head.
         repo = payload["repository"]["full_name"]
         kwargs = {"repo": repo, "installation_id": int(payload["installation"]["id"]), "head_sha": sha, "actor": actor}
-        return "enqueued", Job("rerun_head", f"evalbot:rerun:{repo}:{sha}:{key}", kwargs)
+        return "enqueued", Job(RERUN_HEAD_JOB, f"evalbot:rerun:{repo}:{sha}:{key}", kwargs)
     if number is None:
         return f"ignored: {event}.rerequested without a pull request", None
     job = _command_job(payload, number, actor, Command("eval", raw=RERUN_RAW), key, None)
@@ -191,7 +196,7 @@ def _command_job(
     else:
         kwargs["command"] = {k: v for k, v in asdict(parsed).items() if k != "raw"}
     digest = hashlib.sha256(parsed.raw.encode()).hexdigest()[:12]
-    return Job("handle_command", f"evalbot:cmd:{repo}:{key}:{digest}", kwargs)
+    return Job(HANDLE_COMMAND_JOB, f"evalbot:cmd:{repo}:{key}:{digest}", kwargs)
 
 
 def _merge_group_job(payload: dict[str, Any]) -> Job:
@@ -208,7 +213,7 @@ def _merge_group_job(payload: dict[str, Any]) -> Job:
     for key in ("head_sha", "base_sha"):
         if not COMMIT_SHA.fullmatch(kwargs[key]):
             raise ValueError(f"merge_group.{key} as a commit SHA")
-    return Job("merge_group_checks", merge_group_job_id(kwargs["repo"], kwargs["head_sha"]), kwargs)
+    return Job(MERGE_GROUP_JOB, merge_group_job_id(kwargs["repo"], kwargs["head_sha"]), kwargs)
 
 
 def _is_bot(user: dict[str, Any]) -> bool:
@@ -291,7 +296,7 @@ async def _supersede(pool: ArqRedis, superseded: cancel.Supersede, delivery: str
         return
     log.info("evaluations aborted", jobs=sorted(aborted), reason=superseded.reason.title)
     await pool.enqueue_job(
-        "cancel_checks",
+        cancel.cancel_checks.__name__,
         _job_id=f"evalbot:cancel:{superseded.repo}:{superseded.pr}:{delivery or time.time_ns()}",
         repo=superseded.repo,
         installation_id=superseded.installation_id,
@@ -332,7 +337,7 @@ async def _handle(
         await _supersede(pool, superseded, delivery)
     if job is None:
         return _answer(202, outcome, event)
-    if job.function == "evaluate_pull_request":
+    if job.function == EVALUATE_JOB:
         job = replace(job, job_id=await cancel.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
         kwargs = job.kwargs
         await cancel.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])

@@ -18,9 +18,9 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from bot.github import ratelimit
-from bot.github.jobs import WorkerSettings
 from bot.github.schedule import check_schedules
 from bot.github.webhook import create_app
+from bot.github.worker.registry import FUNCTIONS
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
@@ -99,7 +99,7 @@ async def redis() -> AsyncIterator[ArqRedis]:
 
 # The jobs the test worker runs: `evalbot worker`'s own list, wrappers (heartbeats, time caps, request
 # metering) included, and the schedule's cron job, which tests run on demand.
-TEST_FUNCTIONS = [*WorkerSettings.functions, check_schedules]
+TEST_FUNCTIONS = [*FUNCTIONS, check_schedules]
 
 
 async def run_burst(redis: ArqRedis, settings: Settings, store: Store, functions: Any = None, **options: Any) -> int:

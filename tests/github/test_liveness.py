@@ -10,7 +10,8 @@ from arq import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 
 from bot.github.constants import HEARTBEATS_KEY, SUPERSEDED_KEY
-from bot.github.liveness import planned_cap_s, watchdog
+from bot.github.context import planned_cap_s
+from bot.github.liveness import watchdog
 from bot.github.outbox import backoff_s
 from bot.settings import Settings
 

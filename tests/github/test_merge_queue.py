@@ -442,7 +442,7 @@ def test_the_file_rule(approved_blob: str | None, group: str | None, parent: str
 
 
 def test_the_worker_runs_merge_group_checks_as_a_short_job() -> None:
-    from bot.github.jobs import WorkerSettings
+    from bot.github.worker.registry import WorkerSettings
 
     (job,) = [f for f in WorkerSettings.functions if getattr(f, "name", None) == "merge_group_checks"]
     assert job.timeout_s == SHORT_JOB_TIMEOUT_S

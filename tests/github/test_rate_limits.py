@@ -14,10 +14,10 @@ from arq import ArqRedis
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github import jobs, ratelimit
+from bot.github import jobs
 from bot.github.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
-from bot.github.jobs import WorkerSettings
+from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
@@ -34,7 +34,7 @@ async def run_jobs(redis: ArqRedis, settings: Settings, job_store: Store, max_jo
     """Run the queued jobs as `evalbot worker` does (heartbeat, time cap, request counts) to the end,
     or to `max_jobs` of them."""
     options = {"max_burst_jobs": max_jobs, "max_jobs": settings.WORKER_MAX_JOBS}
-    return await run_burst(redis, settings, job_store, WorkerSettings.functions, **options)
+    return await run_burst(redis, settings, job_store, FUNCTIONS, **options)
 
 
 async def enqueue(redis: ArqRedis, pr: int, head: str) -> None:
@@ -216,12 +216,12 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     # The hour passes.
     fake_github.spend_quota(INSTALLATION, 0)
     ctx = {"settings": settings, "redis": redis, "store": job_store}
-    assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "completed"
+    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert "after this run's time cap" in evals["output"]["summary"]
     # A run since on the same commit owns its check: a late completion leaves it alone.
-    assert await ratelimit.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
+    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
 
 
 @pytest.mark.slow

@@ -233,7 +233,7 @@ def test_cli_eval_records_its_run_in_the_sqlite_file_beside_the_cache(
 
 
 async def test_the_worker_runs_pending_migrations_at_start(database_url: str, tmp_path: Path) -> None:
-    from bot.github.jobs import WorkerSettings
+    from bot.github.worker.registry import WorkerSettings
     from bot.settings import Settings
 
     ctx: dict[str, Any] = {"settings": Settings(DATABASE_URL=database_url, EVALBOT_CACHE_DIR=tmp_path / "cache")}

@@ -1,0 +1,1 @@
+"""What `evalbot worker` runs: the registry of arq jobs and cron jobs."""
