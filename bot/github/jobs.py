@@ -174,8 +174,9 @@ async def evaluate_pull_request(
     try:
         ledger = Ledger.of(job.redis, repo, pr_number, installation_id, base_config.budget)
         report = await _evaluate(job, evals_id, base_sha, only, budget_usd, models or [], ledger)
-        # A run that ends without a report (crashed, cut off) keeps its whole reservation counted.
-        await ledger.settle(spent_usd(report))
+        # A run that ends without a report (crashed, cut off) keeps its whole reservation counted. The
+        # finished run waits for a restarting Redis to settle, as it does to publish.
+        await liveness.until_redis_answers(lambda: ledger.settle(spent_usd(report)), "settle spend")
         trends = await _record(job, report, pull, trigger, started_at, run_id)
         await _publish(job, pull, evals_id, report, trends)
         if job.beat is not None:
