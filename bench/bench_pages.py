@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,37 +28,17 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_webhook import SECRET, delivery, free_port  # noqa: E402
 from bot.store import migrate, open_store  # noqa: E402
 from tests.github.fake_github import FakeGitHub, generate_app_keys  # noqa: E402
 from tests.web.fixtures import REPO, seed_run  # noqa: E402
 
-FIXTURE = ROOT / "tests" / "fixtures" / "github-webhooks" / "pull_request.opened.json"
-SECRET = "bench-secret"
 APP_ID = "4242"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 # Characters of each answer: a 5,000-case run's page was 22 MB unpaginated, about 2,200 bytes a case.
 ANSWER_CHARS = 1_000
 # Kept-alive connections the webhook sender spreads its requests over.
 CONNECTIONS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def delivery(number: int) -> tuple[bytes, dict[str, str]]:
-    payload = json.loads(FIXTURE.read_text())
-    payload["pull_request"]["head"]["sha"] = hashlib.sha1(str(number).encode()).hexdigest()
-    body = json.dumps(payload).encode()
-    headers = {
-        "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": f"bench-pages-{number}-{time.time_ns()}",
-        "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
-        "Content-Type": "application/json",
-    }
-    return body, headers
 
 
 def percentile(values: list[float], q: float) -> float:

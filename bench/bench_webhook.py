@@ -40,7 +40,8 @@ def delivery(number: int) -> tuple[bytes, dict[str, str]]:
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     headers = {
         "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": f"bench-{number}",
+        # Unique across runs: the web process dedupes delivery ids it has seen.
+        "X-GitHub-Delivery": f"bench-{number}-{time.time_ns()}",
         "X-Hub-Signature-256": signature,
         "Content-Type": "application/json",
     }
