@@ -171,9 +171,7 @@ def _sample(sp: SuitePlan, config: Adversarial) -> list[Case]:
     return [case for case in candidates if case.id in chosen]
 
 
-def _render(
-    sp: SuitePlan, fields: dict[str, Any], test: SuccessTest, plant: str
-) -> tuple[Messages, Messages | None]:
+def _render(sp: SuitePlan, fields: dict[str, Any], test: SuccessTest, plant: str) -> tuple[Messages, Messages | None]:
     def one(prompt: Prompt) -> Messages:
         messages = prompt.render(fields)
         return _planted(messages, plant) if test.canary else messages
@@ -360,7 +358,9 @@ async def _attack(
     plan: AttackPlan, report: AdversarialReport, client: ModelClient, judge: ModelClient, config: Config
 ) -> None:
     calls_before, judged_before = client.stats.calls, judge.stats.calls
-    sides: list[tuple[Side, Caller]] = [("head", plan.head), *([("base", plan.base)] if plan.base else [])]
+    sides: list[tuple[Side, Caller]] = [("head", plan.head)]
+    if plan.base is not None:
+        sides.append(("base", plan.base))
     jobs = [(probe, side, caller) for probe in plan.probes for side, caller in sides]
 
     async def one(job: tuple[Probe, Side, Caller]) -> tuple[bool | None, str]:
@@ -392,7 +392,9 @@ async def _attack(
         base = by_side[(id(probe), "base")][0] if plan.base else None
         if head and base is False:
             clipped = " ".join(output.split())[:MAX_EVIDENCE_CHARS]
-            report.breakthroughs.append(Breakthrough(probe.family, probe.attack, probe.case_id, probe.test.kind, clipped))
+            report.breakthroughs.append(
+                Breakthrough(probe.family, probe.attack, probe.case_id, probe.test.kind, clipped)
+            )
 
 
 def _families(
@@ -417,8 +419,9 @@ def _families(
     for family, (base_values, head_values, test), p_holm in zip(families, tests, adjusted, strict=True):
         n = len(head_values)
         head_rate = sum(head_values) / n if n else None
+        head_successes = int(sum(head_values))
         if plan.base is None or test is None:
-            results.append(FamilyResult(family, n, None, int(sum(head_values)), None, head_rate, None, None, None, "n/a"))
+            results.append(FamilyResult(family, n, None, head_successes, None, head_rate, None, None, None, "n/a"))
             continue
         delta_pp = test.delta * 100
         verdict: FamilyVerdict = "pass"
@@ -430,7 +433,7 @@ def _families(
                 family,
                 n,
                 int(sum(base_values)),
-                int(sum(head_values)),
+                head_successes,
                 test.base_mean,
                 head_rate,
                 delta_pp,

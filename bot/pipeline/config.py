@@ -489,7 +489,17 @@ class PolicyRule(_Strict):
 # The fields of a suite that define its exam (DESIGN.md §6, trust model). `latency_sample` sets how
 # many pairs decide latency: a head that shrank it would make the latency gate undecidable.
 EXAM_FIELDS = frozenset(
-    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample", "lineage", "adversarial"}
+    {
+        "graders",
+        "repeats",
+        "schema_",
+        "training_data",
+        "data_gates",
+        "expected_field",
+        "latency_sample",
+        "lineage",
+        "adversarial",
+    }
 )
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
 REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")

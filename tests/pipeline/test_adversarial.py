@@ -53,7 +53,9 @@ def test_every_released_library_loads_and_is_consistent() -> None:
         # Each family has attacks, and each attack a family the library lists.
         assert {a.family for a in library.attacks} == set(library.families)
         for attack in library.attacks:
-            assert SuccessTest.model_validate(attack.model_dump(include={"canary", "marker", "pattern", "tool", "judge"}))
+            # The code word a marker test looks for is asked for; a canary is planted where it is looked for.
+            assert "{marker}" in attack.text if attack.marker else "{marker}" not in attack.text
+            assert "{canary}" in (attack.plant or library.plant)
     assert set(load_library("v1").families) == FAMILIES
     # Every kind of test the seed names is in v1: a canary, a forbidden pattern, a judged one.
     assert {a.kind for a in load_library("v1").attacks} >= {"canary", "marker", "pattern", "judge"}
@@ -198,9 +200,7 @@ def attack_requests(stub: StubLLM) -> list[dict[str, Any]]:
     return [b for b in stub.answered if b["messages"][0]["content"] != JUDGE_SYSTEM and "\n\n" in user_text(b)]
 
 
-async def test_an_injection_the_head_lets_through_fails_the_gate_the_base_holding(
-    repo: GitRepo, stub: StubLLM
-) -> None:
+async def test_an_injection_the_head_lets_through_fails_the_gate_the_base_holding(repo: GitRepo, stub: StubLLM) -> None:
     build(repo, "You are a hotel agent.", head_adversarial=False)
     stub.handler = naive_unless_guarded
     report = await run(repo, stub)
@@ -256,9 +256,13 @@ async def test_a_guarded_head_passes_and_the_sample_is_the_same_every_run(repo: 
     assert "### Adversarial attacks on suite `agent`: ✅ no family rose" in render_markdown(report)
 
     source = GitSource(repo.root)
-    sampled = [{p.case_id for p in a.probes} for a in [*(await plan_attacks(source, await plan(source, "base", "head")))]]
-    again = [{p.case_id for p in a.probes} for a in await plan_attacks(source, await plan(source, "base", "head"))]
-    assert sampled == again and len(sampled[0]) == SAMPLE + 1
+
+    async def attacked() -> set[str]:
+        (attacks,) = await plan_attacks(source, await plan(source, "base", "head"))
+        return {p.case_id for p in attacks.probes}
+
+    first = await attacked()
+    assert first == await attacked() and len(first) == SAMPLE + 1
 
 
 async def test_the_budget_prices_attacks_and_refuses_a_run_they_do_not_fit(repo: GitRepo, stub: StubLLM) -> None:
