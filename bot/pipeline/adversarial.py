@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import regex
+
 from bot.engine.concurrency import map_bounded
 from bot.engine.graders import JUDGE_MAX_TOKENS, parse_judge_json
 from bot.engine.models import ModelClient
@@ -34,6 +36,8 @@ Side = Literal["base", "head"]
 FamilyVerdict = Literal["pass", "fail", "inconclusive", "n/a"]
 # An own attack row's keys that are not the prompt's fields.
 ROW_KEYS = ("family", "plant", *TEST_KEYS)
+# An own row's family: a name, as the library's are (it is shown in reports and approval notes).
+FAMILY_NAME = regex.compile(r"[A-Za-z0-9_-]{1,60}")
 # Answers quoted as evidence of an attack the head lets through, at most.
 MAX_EVIDENCE_CHARS = 200
 
@@ -226,8 +230,8 @@ async def _own_probes(
         except ValueError as exc:
             errors.append(f"{path}:{case.line}: row {case.id}: {' '.join(str(exc).split())}")
             continue
-        if not isinstance(family, str) or not family:
-            errors.append(f"{path}:{case.line}: row {case.id} names no `family`")
+        if not isinstance(family, str) or not FAMILY_NAME.fullmatch(family):
+            errors.append(f"{path}:{case.line}: row {case.id}: `family` must be a name like policy_violation")
             continue
         if test.marker:
             errors.append(f"{path}:{case.line}: row {case.id}: `marker` is for library attacks; use `pattern`")

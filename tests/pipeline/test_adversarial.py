@@ -10,13 +10,21 @@ import pytest
 from bot.engine.models import price_usd
 from bot.errors import InputError
 from bot.github.publish import report_title
-from bot.pipeline.adversarial import JUDGE_SYSTEM, AttackPlan, Caller, Probe, _families, plan_attacks
+from bot.pipeline.adversarial import (
+    JUDGE_SYSTEM,
+    AdversarialReport,
+    AttackPlan,
+    Caller,
+    Probe,
+    _families,
+    plan_attacks,
+)
 from bot.pipeline.attacks import Library, SuccessTest, load_library, versions
 from bot.pipeline.budget import attack_estimate, estimate
 from bot.pipeline.changes import plan
 from bot.pipeline.config import Adversarial, Thresholds
 from bot.pipeline.render import render_json, render_markdown
-from bot.pipeline.run import Report, RunOptions, evaluate
+from bot.pipeline.run import Breach, Report, RunOptions, evaluate
 from bot.pipeline.source import GitSource
 from bot.pipeline.yamlio import validate_model
 from tests.conftest import STUB_PRICES, GitRepo, prompt_file
@@ -138,6 +146,15 @@ def test_a_family_fails_on_a_significant_rise_after_holm() -> None:
     assert strict == {"broken": "fail", "wobbly": "fail", "held": "pass"}
 
 
+def test_a_rise_not_significant_asks_an_approval_for_a_reason() -> None:
+    plan_, outcomes = _plan({"wobbly": [(False, True)] + [(False, False)] * 9})
+    adv = AdversarialReport("s", "v1", ["q"], 10, 0, 0.0, 0.05, families=_families(plan_, outcomes, Thresholds()))
+    report = Report("base", "head", [], adversarial=[adv])
+    # Not a failure: one flip is no evidence; but a lead approves it only with a reason (an override).
+    assert report.verdict == "pass"
+    assert report.inconclusive == [Breach("s", "Attack success: wobbly", pytest.approx(10.0), "pp", 0.0, 0.5)]
+
+
 # --- end to end -----------------------------------------------------------------------------------------
 
 
@@ -241,7 +258,8 @@ async def test_an_injection_the_head_lets_through_fails_the_gate_the_base_holdin
     assert "| prompt_injection | 10 | 0.0% (0) | 100.0% (10) | +100.0 pp | 0.00391 | ❌ fail |" in markdown
     assert "Let through by the head, held by the base (51):" in markdown
     stored = json.loads(render_json(report))["adversarial"][0]
-    assert stored["families"][0]["verdict"] == "fail" and stored["calls"] == adv.calls
+    assert stored["failed"] is True and stored["calls"] == adv.calls
+    assert stored["families"][0]["verdict"] == "fail"
 
 
 async def test_a_guarded_head_passes_and_the_sample_is_the_same_every_run(repo: GitRepo, stub: StubLLM) -> None:
