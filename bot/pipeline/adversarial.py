@@ -137,6 +137,8 @@ class AdversarialReport:
     errors: list[str] = field(default_factory=list)
     calls: int = 0
     judge_calls: int = 0
+    # What the attacks and their judging cost.
+    usd: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -362,6 +364,7 @@ async def _attack(
     plan: AttackPlan, report: AdversarialReport, client: ModelClient, judge: ModelClient, config: Config
 ) -> None:
     calls_before, judged_before = client.stats.calls, judge.stats.calls
+    spent_before = client.stats.spend_usd + judge.stats.spend_usd
     sides: list[tuple[Side, Caller]] = [("head", plan.head)]
     if plan.base is not None:
         sides.append(("base", plan.base))
@@ -390,6 +393,7 @@ async def _attack(
     }
     report.calls = client.stats.calls - calls_before
     report.judge_calls = judge.stats.calls - judged_before
+    report.usd = client.stats.spend_usd + judge.stats.spend_usd - spent_before
     report.families = _families(plan, by_side, config.thresholds)
     for probe in plan.probes:
         head, output = by_side[(id(probe), "head")]

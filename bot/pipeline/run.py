@@ -106,6 +106,10 @@ class Spend:
     # cache (in `calls`, `http_requests` and `under_test_usd` too), and what they cost.
     latency_calls: int = 0
     latency_usd: float = 0.0
+    # Calls of the adversarial attacks (not in `calls` nor `under_test_usd`: they measure no answer's
+    # quality), and what they cost; their judge calls are in `judge_calls`.
+    attack_calls: int = 0
+    attack_usd: float = 0.0
 
     @property
     def per_success_usd(self) -> float | None:
@@ -447,7 +451,7 @@ def _prices(config: Config) -> dict[str, Price]:
     return {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
 
 
-# Work run after the suites on the run's clients (under test, judge): their budget, cache and spend.
+# Work run after the suites on a client of its own and the run's judge, within the run's budget.
 AfterSuites = Callable[[ModelClient, ModelClient], Awaitable[None]]
 
 
@@ -466,12 +470,15 @@ async def _run_plan(
     judge = ModelClient(options.cache, prices, *shared)
     # Latency measured again never comes from the cache (nor from a call in flight for another case).
     measure = ModelClient(None, prices, *shared)
+    # Adversarial attacks: the same budget, cache and turn, their spend counted apart.
+    attacker = ModelClient(None if options.fresh else options.cache, prices, *shared)
     try:
-        return await _run_suites(the_plan, options, limit, calls_planned, client, judge, measure, after)
+        return await _run_suites(the_plan, options, limit, calls_planned, client, judge, measure, attacker, after)
     finally:
         await client.aclose()
         await judge.aclose()
         await measure.aclose()
+        await attacker.aclose()
 
 
 async def _run_suites(
@@ -482,6 +489,7 @@ async def _run_suites(
     client: ModelClient,
     judge: ModelClient,
     measure: ModelClient,
+    attacker: ModelClient,
     after: AfterSuites | None = None,
 ) -> tuple[list[SuiteReport], Spend, Stopped | None]:
     config: Config = the_plan.config
@@ -576,26 +584,28 @@ async def _run_suites(
     try:
         suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
         if after is not None:
-            await after(client, judge)
+            await after(attacker, judge)
     except BudgetExhausted:
         suites = []
-        answered = client.stats.answered + judge.stats.answered + measure.stats.answered
+        answered = sum(c.stats.answered for c in (client, judge, measure, attacker))
         stopped = Stopped(limit.spent_usd, limit.budget_usd, answered, calls_planned)
-    s, j, lm = client.stats, judge.stats, measure.stats
+    s, j, lm, a = client.stats, judge.stats, measure.stats, attacker.stats
     spend = Spend(
         calls=s.calls + lm.calls,
         cached=s.cached,
-        http_requests=s.http_requests + j.http_requests + lm.http_requests,
-        retries=s.retries + j.retries + lm.retries,
-        errors=s.errors + j.errors + lm.errors,
+        http_requests=s.http_requests + j.http_requests + lm.http_requests + a.http_requests,
+        retries=s.retries + j.retries + lm.retries + a.retries,
+        errors=s.errors + j.errors + lm.errors + a.errors,
         under_test_usd=s.spend_usd + lm.spend_usd,
         judge_calls=j.calls,
         judge_usd=j.spend_usd,
-        unpriced_calls=s.unpriced + j.unpriced + lm.unpriced,
+        unpriced_calls=s.unpriced + j.unpriced + lm.unpriced + a.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
         wall_s=time.perf_counter() - started,
         passed_answers=passed,
         latency_calls=lm.calls,
         latency_usd=lm.spend_usd,
+        attack_calls=a.calls,
+        attack_usd=a.spend_usd,
     )
     return suites, spend, stopped
