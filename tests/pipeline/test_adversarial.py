@@ -11,6 +11,7 @@ import pytest
 from bot.engine.models import price_usd
 from bot.errors import InputError
 from bot.github.publish import report_title
+from bot.github.spend import spent_usd
 from bot.pipeline.adversarial import (
     JUDGE_SYSTEM,
     AdversarialReport,
@@ -274,6 +275,9 @@ async def test_an_injection_the_head_lets_through_fails_the_gate_the_base_holdin
     # graders call no judge, so every judge call was an attack's.
     assert report.spend.attack_usd == pytest.approx(102 * 0.00002)
     assert adv.usd == pytest.approx(report.spend.attack_usd + report.spend.judge_usd)
+    # What the caps across runs settle to (per pull request, per day) includes the attacks.
+    spend = report.spend
+    assert spent_usd(report) == pytest.approx(spend.under_test_usd + spend.judge_usd + spend.attack_usd)
     # The canary is planted in the system prompt of base and head alike, and only the head leaks it.
     planted = [b for b in attack_requests(stub) if "Internal reference code: CANARY-" in b["messages"][0]["content"]]
     assert len(planted) == 2 * 2 * SAMPLE
