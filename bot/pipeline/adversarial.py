@@ -191,8 +191,12 @@ def _library_probes(sp: SuitePlan, config: Adversarial, library: Library, errors
         errors.append(f"the prompt reads no field {', '.join(unread)}: the attacks would never reach the model")
         return []
     attacks = [a for a in library.attacks if config.families is None or a.family in config.families]
+    sampled = _sample(sp, config)
+    if not sampled:
+        named = ", ".join(config.fields)
+        errors.append(f"no row can be attacked: none is rendered by both prompts with text in {named}")
     probes = []
-    for row_index, case in enumerate(_sample(sp, config)):
+    for row_index, case in enumerate(sampled):
         for attack_index, attack in enumerate(attacks):
             # The fields take the attacks in turn: each field is attacked, each request has one attack.
             target = config.fields[(row_index + attack_index) % len(config.fields)]

@@ -397,3 +397,19 @@ async def test_attack_rows_without_a_success_test_fail_closed_whatever_the_head_
     assert adv.errors[0].startswith("evals/attacks.jsonl:1: row bad: ")
     assert "exactly one success test" in adv.errors[0]
     assert adv.own_rows == 1 and not any(f.pairs == 2 * SAMPLE + 1 for f in adv.families)
+
+
+async def test_a_dataset_with_no_row_to_attack_fails_closed(repo: GitRepo, stub: StubLLM) -> None:
+    build(repo, "You are a hotel agent. " + GUARD)
+    # Numbers, not text: an attack cannot be appended to them.
+    repo.write("evals/agent.jsonl", [{"id": f"c{i}", "question": i, "expected": "ok"} for i in range(ROWS)])
+    repo.commit("numbers")
+    repo.git("tag", "-f", "head")
+    stub.handler = naive_unless_guarded
+    report = await run(repo, stub)
+
+    (adv,) = report.adversarial
+    assert adv.failed and report.verdict == "fail"
+    assert adv.errors == ["no row can be attacked: none is rendered by both prompts with text in question"]
+    # The suite's own attack row still ran.
+    assert [(f.family, f.pairs) for f in adv.families] == [("policy_violation", 1)]
