@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import regex
+from pydantic import ValidationError
 
 from bot.engine.concurrency import map_bounded
 from bot.engine.graders import JUDGE_MAX_TOKENS, parse_judge_json
@@ -233,8 +234,9 @@ async def _own_probes(
         family = meta.pop("family", None)
         try:
             test = SuccessTest.model_validate(meta)
-        except ValueError as exc:
-            errors.append(f"{path}:{case.line}: row {case.id}: {' '.join(str(exc).split())}")
+        except ValidationError as exc:
+            problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            errors.append(f"{path}:{case.line}: row {case.id}: {problems}")
             continue
         if not isinstance(family, str) or not FAMILY_NAME.fullmatch(family):
             errors.append(f"{path}:{case.line}: row {case.id}: `family` must be a name like policy_violation")

@@ -394,8 +394,10 @@ async def test_attack_rows_without_a_success_test_fail_closed_whatever_the_head_
     (adv,) = report.adversarial
     assert adv.failed and report.verdict == "fail"
     assert len(adv.errors) == 1
-    assert adv.errors[0].startswith("evals/attacks.jsonl:1: row bad: ")
-    assert "exactly one success test" in adv.errors[0]
+    assert adv.errors == [
+        "evals/attacks.jsonl:1: row bad: an attack takes exactly one success test of canary, marker, pattern, "
+        "tool, judge; given: []"
+    ]
     assert adv.own_rows == 1 and not any(f.pairs == 2 * SAMPLE + 1 for f in adv.families)
 
 
