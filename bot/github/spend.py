@@ -89,5 +89,6 @@ class Ledger:
 
 
 def spent_usd(report: Report) -> float:
-    """What a run really spent: calls under test and judges."""
-    return 0.0 if report.spend is None else report.spend.under_test_usd + report.spend.judge_usd
+    """What a run really spent: calls under test, judges and adversarial attacks."""
+    spend = report.spend
+    return 0.0 if spend is None else spend.under_test_usd + spend.judge_usd + spend.attack_usd

@@ -3,7 +3,7 @@ the caps across runs leave)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.engine.graders import (
@@ -14,6 +14,8 @@ from bot.engine.graders import (
     hallucination_messages,
     rubric_messages,
 )
+from bot.pipeline.adversarial import AttackPlan
+from bot.pipeline.adversarial import judge_messages as attack_judge_messages
 from bot.pipeline.changes import Plan
 from bot.pipeline.config import (
     ClosedQaGrader,
@@ -156,3 +158,17 @@ def estimate(
             for question in questions:
                 result.add(judge_model, _message_tokens(judge_messages(question, prompt)), JUDGE_MAX_TOKENS, price)
     return result
+
+
+def attack_estimate(result: Estimate, plans: Sequence[AttackPlan], price: PriceFn, judge_model: str) -> None:
+    """Add the adversarial suites' calls to `result`: each attack sent to base and head, and for a judged
+    attack a judge call on each answer (as long as the prompt's `max_tokens` allows)."""
+    for plan in plans:
+        callers = [plan.head, *([plan.base] if plan.base else [])]
+        for probe in plan.probes:
+            for caller, messages in zip(callers, (probe.head, probe.base), strict=False):
+                assert messages is not None
+                result.add(caller.model, _message_tokens(messages), caller.max_tokens, price)
+                if probe.test.judge is not None:
+                    judged = _message_tokens(attack_judge_messages(probe.test.judge, probe.text, ""))
+                    result.add(judge_model, judged + caller.max_tokens, JUDGE_MAX_TOKENS, price)

@@ -11,6 +11,8 @@ import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from bot.errors import InputError
+from bot.pipeline.attacks import load_library
 from bot.pipeline.source import path_problem
 from bot.pipeline.templates import TemplateFormat
 from bot.pipeline.yamlio import line_of, load_yaml, validate_model
@@ -409,6 +411,50 @@ class Lineage(_Strict):
     required: bool = False
 
 
+class Adversarial(_Strict):
+    """Attacks on a suite's prompts, base and head (bot.pipeline.adversarial): a gate per attack family."""
+
+    # The version of evalbot's attack library (bot/pipeline/attacks/v<N>.yaml).
+    library: str = "v1"
+    # The library's families to run; None: every one.
+    families: list[str] | None = Field(default=None, min_length=1)
+    # The row fields the attacks' text goes into (in turn, one per attack and row).
+    fields: list[str] = Field(default_factory=list)
+    # Rows of the dataset attacked (a seeded sample, the same every run): each gets every attack.
+    sample: int = Field(default=10, ge=0, le=500)
+    seed: int = 0
+    # The suite's own attack rows (a dataset file: the prompt's fields, `family` and a success test).
+    rows: str | None = None
+    # How far a family's success rate may rise (head − base, percentage points) before the gate asks
+    # whether the rise is significant.
+    max_increase_pp: float = Field(default=0.0, ge=0, le=100)
+
+    @field_validator("rows")
+    @classmethod
+    def _rows_inside_the_repository(cls, path: str | None) -> str | None:
+        problem = None if path is None else path_problem(path)
+        if problem is not None:
+            raise ValueError(f"must be a path inside the repository, like evals/attacks.jsonl: {problem}")
+        return path
+
+    @model_validator(mode="after")
+    def _runnable(self) -> Adversarial:
+        try:
+            library = load_library(self.library)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        unknown = [f for f in self.families or [] if f not in library.families]
+        if unknown:
+            raise ValueError(
+                f"library {self.library} has no family {', '.join(unknown)} (it has {', '.join(library.families)})"
+            )
+        if self.sample and not self.fields:
+            raise ValueError("`fields` names the row fields the attacks go into (or set `sample: 0` and `rows`)")
+        if not self.sample and self.rows is None:
+            raise ValueError("nothing to attack with: `sample: 0` and no `rows`")
+        return self
+
+
 class PolicyRule(_Strict):
     """One rule of `policies:`, checked on every affected prompt, base and head (bot.pipeline.policies)."""
 
@@ -443,7 +489,17 @@ class PolicyRule(_Strict):
 # The fields of a suite that define its exam (DESIGN.md §6, trust model). `latency_sample` sets how
 # many pairs decide latency: a head that shrank it would make the latency gate undecidable.
 EXAM_FIELDS = frozenset(
-    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample", "lineage"}
+    {
+        "graders",
+        "repeats",
+        "schema_",
+        "training_data",
+        "data_gates",
+        "expected_field",
+        "latency_sample",
+        "lineage",
+        "adversarial",
+    }
 )
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
 REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
@@ -490,6 +546,8 @@ class Suite(_Strict):
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)
     lineage: Lineage | None = None
+    # Attacks on the prompt, base and head, gated per family (policy: the base's, with the exam).
+    adversarial: Adversarial | None = None
 
     @field_validator("prompt", "dataset", "schema_", "training_data", "promptfoo")
     @classmethod

@@ -221,6 +221,8 @@ def report_dict(report: Report) -> dict[str, Any]:
             if variant is not None:
                 for result, obj in zip(variant["results"], getattr(suite, key).results, strict=True):
                     result["passed"], result["hallucinated"] = obj.passed, obj.hallucinated
+    for adversarial_data, adversarial in zip(data["adversarial"], report.adversarial, strict=True):
+        adversarial_data["failed"] = adversarial.failed
     return data
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,8 @@ from bot.engine.metrics import latency_of, per_case
 from bot.engine.models import ModelClient, Price, RetryPolicy, SpendLimit, price_usd
 from bot.engine.runner import CaseInput, CaseResult, VariantSpec, regrade, run_variant, time_pairs
 from bot.errors import BudgetExhausted, InputError, Problem, sorted_errors, unpack
-from bot.pipeline.budget import Estimate, SpendCaps, estimate
+from bot.pipeline.adversarial import AdversarialReport, plan_attacks, run_attacks
+from bot.pipeline.budget import Estimate, SpendCaps, attack_estimate, estimate
 from bot.pipeline.changes import Plan, PolicyChange, SuitePlan, plan
 from bot.pipeline.compare import LatencyEvidence, SuiteReport, assertion_counts, compare_suite
 from bot.pipeline.config import (
@@ -104,6 +106,10 @@ class Spend:
     # cache (in `calls`, `http_requests` and `under_test_usd` too), and what they cost.
     latency_calls: int = 0
     latency_usd: float = 0.0
+    # Calls of the adversarial attacks (not in `calls` nor `under_test_usd`: they measure no answer's
+    # quality), and what they cost; their judge calls are in `judge_calls`.
+    attack_calls: int = 0
+    attack_usd: float = 0.0
 
     @property
     def per_success_usd(self) -> float | None:
@@ -175,15 +181,25 @@ class Report:
     policy: PolicyReview | None = None
     # The `lineage:` gate of each affected suite that sets one.
     lineage: list[LineageCheck] = field(default_factory=list)
+    # The `adversarial:` gate of each affected suite that sets one.
+    adversarial: list[AdversarialReport] = field(default_factory=list)
 
     @property
     def inconclusive(self) -> list[Breach]:
-        return [
+        rows = [
             Breach(s.name, row.label, row.delta, row.delta_unit, row.threshold, row.p_value)
             for s in self.suites
             for row in s.inconclusive
             if row.delta is not None and row.threshold is not None
         ]
+        # An attack family whose success rate rose, not significantly: a lead owns the call, with a reason.
+        attacks = [
+            Breach(a.suite, f"Attack success: {f.family}", f.delta_pp, "pp", a.max_increase_pp, f.p_holm)
+            for a in self.adversarial
+            for f in a.inconclusive
+            if f.delta_pp is not None
+        ]
+        return rows + attacks
 
     @property
     def budget_refused(self) -> bool:
@@ -198,6 +214,7 @@ class Report:
             return "error"
         failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
         governance = (self.policy is not None and self.policy.failed) or any(lc.failed for lc in self.lineage)
+        governance = governance or any(a.failed for a in self.adversarial)
         if failed or governance or self.policy_error or self.stopped is not None:
             return "fail"
         return "pass"
@@ -311,12 +328,13 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     report.lineage = [
         check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
     ]
-    prices = _prices(the_plan.config)
+    price = functools.partial(price_usd, prices=_prices(the_plan.config))
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts
     cached = options.cache is not None and not options.fresh
-    report.estimate = estimate(
-        the_plan, lambda model, pt, ct: price_usd(model, pt, ct, prices), options.models, billed_attempts, cached
-    )
+    report.estimate = estimate(the_plan, price, options.models, billed_attempts, cached)
+    # Attacks are rendered before any call: the budget prices them with the rest.
+    attacks = await plan_attacks(source, the_plan)
+    attack_estimate(report.estimate, attacks, price, the_plan.config.judge)
     if report.estimate.unpriced_models:
         report.problems.append(
             f"no price is known for {', '.join(report.estimate.unpriced_models)}, so the budget cannot bound the "
@@ -340,7 +358,13 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     limit = SpendLimit(limit_usd)
     if the_plan.config.policies:
         report.policy = await review_policies(source, base, the_plan, options, limit)
-    report.suites, report.spend, report.stopped = await _run_plan(the_plan, options, limit, report.estimate.calls)
+
+    async def attack(client: ModelClient, judge: ModelClient) -> None:
+        report.adversarial = await run_attacks(attacks, client, judge, the_plan.config)
+
+    report.suites, report.spend, report.stopped = await _run_plan(
+        the_plan, options, limit, report.estimate.calls, attack if attacks else None
+    )
     return report
 
 
@@ -427,11 +451,15 @@ def _prices(config: Config) -> dict[str, Price]:
     return {m: (p.input_per_1k, p.output_per_1k) for m, p in config.prices.items()}
 
 
+# Work run after the suites on a client of its own and the run's judge, within the run's budget.
+AfterSuites = Callable[[ModelClient, ModelClient], Awaitable[None]]
+
+
 async def _run_plan(
-    the_plan: Plan, options: RunOptions, limit: SpendLimit, calls_planned: int
+    the_plan: Plan, options: RunOptions, limit: SpendLimit, calls_planned: int, after: AfterSuites | None = None
 ) -> tuple[list[SuiteReport], Spend, Stopped | None]:
-    """Run every planned suite; stop starting calls once the real spend reaches `limit` (then no suite
-    is reported: a partial comparison would not say what the change does)."""
+    """Run every planned suite, then `after`; stop starting calls once the real spend reaches `limit`
+    (then no suite is reported: a partial comparison would not say what the change does)."""
     prices = _prices(the_plan.config)
     # One owner for both clients: the run's calls and its judges' take one turn together, among
     # the other runs sharing the provider's limit in a worker.
@@ -442,12 +470,15 @@ async def _run_plan(
     judge = ModelClient(options.cache, prices, *shared)
     # Latency measured again never comes from the cache (nor from a call in flight for another case).
     measure = ModelClient(None, prices, *shared)
+    # Adversarial attacks: the same budget, cache and turn, their spend counted apart.
+    attacker = ModelClient(None if options.fresh else options.cache, prices, *shared)
     try:
-        return await _run_suites(the_plan, options, limit, calls_planned, client, judge, measure)
+        return await _run_suites(the_plan, options, limit, calls_planned, client, judge, measure, attacker, after)
     finally:
         await client.aclose()
         await judge.aclose()
         await measure.aclose()
+        await attacker.aclose()
 
 
 async def _run_suites(
@@ -458,6 +489,8 @@ async def _run_suites(
     client: ModelClient,
     judge: ModelClient,
     measure: ModelClient,
+    attacker: ModelClient,
+    after: AfterSuites | None = None,
 ) -> tuple[list[SuiteReport], Spend, Stopped | None]:
     config: Config = the_plan.config
 
@@ -550,25 +583,29 @@ async def _run_suites(
     stopped = None
     try:
         suites = await gather_or_cancel(*(suite_report(sp) for sp in the_plan.suites))
+        if after is not None:
+            await after(attacker, judge)
     except BudgetExhausted:
         suites = []
-        answered = client.stats.answered + judge.stats.answered + measure.stats.answered
+        answered = sum(c.stats.answered for c in (client, judge, measure, attacker))
         stopped = Stopped(limit.spent_usd, limit.budget_usd, answered, calls_planned)
-    s, j, lm = client.stats, judge.stats, measure.stats
+    s, j, lm, a = client.stats, judge.stats, measure.stats, attacker.stats
     spend = Spend(
         calls=s.calls + lm.calls,
         cached=s.cached,
-        http_requests=s.http_requests + j.http_requests + lm.http_requests,
-        retries=s.retries + j.retries + lm.retries,
-        errors=s.errors + j.errors + lm.errors,
+        http_requests=s.http_requests + j.http_requests + lm.http_requests + a.http_requests,
+        retries=s.retries + j.retries + lm.retries + a.retries,
+        errors=s.errors + j.errors + lm.errors + a.errors,
         under_test_usd=s.spend_usd + lm.spend_usd,
         judge_calls=j.calls,
         judge_usd=j.spend_usd,
-        unpriced_calls=s.unpriced + j.unpriced + lm.unpriced,
+        unpriced_calls=s.unpriced + j.unpriced + lm.unpriced + a.unpriced,
         cache_backend=options.cache.name if options.cache else "off",
         wall_s=time.perf_counter() - started,
         passed_answers=passed,
         latency_calls=lm.calls,
         latency_usd=lm.spend_usd,
+        attack_calls=a.calls,
+        attack_usd=a.spend_usd,
     )
     return suites, spend, stopped

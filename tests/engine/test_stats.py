@@ -4,6 +4,7 @@ import pytest
 
 from bot.engine import stats
 from bot.engine.stats import (
+    holm_adjusted,
     mcnemar_power,
     paired_delta,
     paired_ratio,
@@ -198,3 +199,10 @@ def test_the_ratio_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
     reference = paired_ratio(base, head, "p95", 1.1)
     monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_VALUES", chunk_values)
     assert paired_ratio(base, head, "p95", 1.1) == reference
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
+    # Sorted 0.01, 0.02, 0.04: × 3, × 2, × 1, each at least the one before (step-down), at most 1.
+    assert holm_adjusted([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm_adjusted([]) == []
