@@ -148,7 +148,7 @@ def test_migration_0003_gives_earlier_runs_a_page_id_and_no_repository_id(databa
                     ),
                     {"at": "2026-12-01T00:00:00+00:00"},
                 )
-        migrate(store)
+        migrate(store, "0003")
         assert revision(store) == "0003"
         first, second = store.public_id(1), store.public_id(2)
         assert first and second and first != second and len(first) == 24
