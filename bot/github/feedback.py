@@ -58,25 +58,22 @@ class FeedbackRefused(Exception):
 
 @dataclass(frozen=True)
 class FeedbackSuite:
-    """A suite as the default branch defines it, with what a feedback row of it must look like."""
+    """What a feedback row of a suite looks like, as the default branch defines the suite."""
 
-    suite: Suite
     dataset: str
-    id_field: str
-    expected_field: str
-    source_field: str
-    validator: BoundedValidator | None
+    id_field: str = DEFAULT_ID_FIELD
+    expected_field: str = DEFAULT_EXPECTED_FIELD
+    source_field: str = Lineage().source_field
+    validator: BoundedValidator | None = None
 
     @classmethod
     def of(cls, suite: Suite, validator: BoundedValidator | None = None) -> FeedbackSuite:
         assert suite.dataset is not None  # a promptfoo suite is refused before
-        lineage = suite.lineage or Lineage()
         return cls(
-            suite,
             suite.dataset,
             suite.id_field or DEFAULT_ID_FIELD,
             suite.expected_field or DEFAULT_EXPECTED_FIELD,
-            lineage.source_field,
+            (suite.lineage or Lineage()).source_field,
             validator,
         )
 
@@ -106,19 +103,30 @@ class FeedbackSuite:
         return [f"{'/'.join(str(p) for p in e.absolute_path) or '(row)'}: {e.message}" for e in errors]
 
 
+def dataset_suite(config: Config, name: str) -> Suite:
+    """Suite `name` of `config`, when it reads a dataset file (rows can be added to it).
+
+    Raises:
+        FeedbackRefused: no such suite, or a promptfoo suite.
+    """
+    suite = config.suite(name)
+    if suite is None:
+        raise FeedbackRefused(422, f"suite: the default branch's .evalbot.yml has no suite named {name!r}")
+    if suite.dataset is None:
+        raise FeedbackRefused(422, f"suite: {name!r} reads its cases from a promptfoo config, not a dataset file")
+    return suite
+
+
 def usable_suite(config: Config | None, name: str) -> Suite:
-    """The suite `name` of the default branch's config, when feedback can be written into its dataset.
+    """The suite `name` of the default branch's config, when the app can write feedback into its dataset.
 
     Raises:
         FeedbackRefused: feedback is not enabled, no such suite, or its dataset is not JSONL.
     """
     if config is None or config.feedback is None:
         raise FeedbackRefused(403, "feedback is not enabled: the default branch's .evalbot.yml has no `feedback:`")
-    suite = config.suite(name)
-    if suite is None:
-        raise FeedbackRefused(422, f"suite: the default branch's .evalbot.yml has no suite named {name!r}")
-    if suite.dataset is None:
-        raise FeedbackRefused(422, f"suite: {name!r} reads its cases from a promptfoo config, not a dataset file")
+    suite = dataset_suite(config, name)
+    assert suite.dataset is not None  # dataset_suite refuses a suite without one
     if dataset_format(suite.dataset) != "jsonl":
         raise FeedbackRefused(422, f"suite: feedback rows are appended to JSONL datasets; {suite.dataset} is not one")
     return suite

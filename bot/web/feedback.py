@@ -4,7 +4,6 @@ default branch defines it (its row schema included), and kept until the feedback
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -57,18 +56,16 @@ async def _body(request: Request) -> bytes | None:
 
 
 async def _over_rate(request: Request, token: str, limit: int) -> int | None:
-    """Seconds until the token may post again when it posted `limit` records this minute; else None.
-    One counter per token and minute in Redis: every web process counts against the same limit."""
-    now = time.time()
-    window = int(now // RATE_WINDOW_S)
-    key = f"{RATE_KEY_PREFIX}{token_hash(token)}:{window}"
+    """Seconds until the token may post again when it posted `limit` records in its current window of
+    RATE_WINDOW_S (started by its first record); else None. The count is in Redis: every web process
+    counts against the same limit."""
+    key = RATE_KEY_PREFIX + token_hash(token)
     redis = request.app.state.redis
-    used = int(await redis.incr(key))
-    if used == 1:
-        await redis.expire(key, RATE_WINDOW_S * 2)
-    if used <= limit:
+    # The window and its expiry are set in one command, before the count: a count never outlives it.
+    await redis.set(key, 0, ex=RATE_WINDOW_S, nx=True)
+    if int(await redis.incr(key)) <= limit:
         return None
-    return max(1, int((window + 1) * RATE_WINDOW_S - now) + 1)
+    return max(1, int(await redis.ttl(key)))
 
 
 router = APIRouter()
