@@ -248,7 +248,9 @@ async def merge_feedback(ctx: dict[str, Any], repo: str, installation_id: int) -
     title = f"evalbot: {len(ids)} feedback rows into " + ", ".join(path for _s, path, _i in written)
     pull = (
         await gh.arequest(
-            "POST", f"/repos/{owner}/{name}/pulls", json={"title": title[:255], "head": head, "base": branch, "body": body}
+            "POST",
+            f"/repos/{owner}/{name}/pulls",
+            json={"title": title[:255], "head": head, "base": branch, "body": body},
         )
     ).json()
     number = int(pull["number"])

@@ -14,6 +14,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
+from bot.engine.metrics import accuracy_of, per_case
 from bot.errors import InputError
 from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
 from bot.github.context import github_client, publisher_for
@@ -21,7 +22,6 @@ from bot.github.issues import upsert_issue
 from bot.github.records import job_store
 from bot.github.redact import Redactor
 from bot.github.source import GitHubSource, branch_tip
-from bot.engine.metrics import accuracy_of, per_case
 from bot.github.spend import Ledger, spent_usd
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
@@ -67,7 +67,9 @@ def feedback_drop(
     common = [case_id for case_id in is_ if case_id in was]
     if not common:
         return None
-    drop = FeedbackDrop(len(common), sum(was[c] for c in common) / len(common), sum(is_[c] for c in common) / len(common))
+    drop = FeedbackDrop(
+        len(common), sum(was[c] for c in common) / len(common), sum(is_[c] for c in common) / len(common)
+    )
     return drop if (drop.before - drop.now) * 100 > thresholds.accuracy_drop_pp else None
 
 

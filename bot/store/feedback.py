@@ -197,6 +197,4 @@ def _redacted(value: Any, store: Store) -> Any:
 
 
 def _feedback(row: FeedbackRecord) -> Feedback:
-    return Feedback(
-        row.id, row.suite, dict(row.inputs), row.output, row.correct, row.corrected, _utc(row.created_at)
-    )
+    return Feedback(row.id, row.suite, dict(row.inputs), row.output, row.correct, row.corrected, _utc(row.created_at))

@@ -477,9 +477,13 @@ class FakeGitHub:
             if body.get("encoding", "utf-8") not in ("utf-8", "base64") or not isinstance(body.get("content"), str):
                 return validation_failed("Blob", "content", "invalid", "content and an encoding of utf-8 or base64")
             raw = base64.b64decode(body["content"]) if body.get("encoding") == "base64" else body["content"].encode()
-            sha = subprocess.run(
-                ["git", "-C", str(self.repo_root), "hash-object", "-w", "--stdin"], input=raw, capture_output=True
-            ).stdout.decode().strip()
+            sha = (
+                subprocess.run(
+                    ["git", "-C", str(self.repo_root), "hash-object", "-w", "--stdin"], input=raw, capture_output=True
+                )
+                .stdout.decode()
+                .strip()
+            )
             return JSONResponse({"sha": sha, "url": f"/repos/{owner}/{repo}/git/blobs/{sha}"}, status_code=201)
 
         @app.post("/repos/{owner}/{repo}/git/trees")
@@ -493,7 +497,9 @@ class FakeGitHub:
                     self._git_out("read-tree", body["base_tree"], env=index)
                 for entry in body.get("tree") or []:
                     if entry.get("mode") not in ("100644", "100755", "040000", "160000", "120000"):
-                        return JSONResponse({"message": f"Invalid tree info: mode {entry.get('mode')!r}"}, status_code=422)
+                        return JSONResponse(
+                            {"message": f"Invalid tree info: mode {entry.get('mode')!r}"}, status_code=422
+                        )
                     sha = entry.get("sha")
                     if "content" in entry:
                         sha = self._git_out("hash-object", "-w", "--stdin", stdin=entry["content"])
@@ -549,7 +555,9 @@ class FakeGitHub:
                 message = f"A pull request already exists for {owner}:{head_ref}."
                 return validation_failed("PullRequest", "head", "custom", message)
             if self._git("rev-list", "--count", f"{base}..{head}").stdout.strip() == "0":
-                return validation_failed("PullRequest", "head", "custom", f"No commits between {base_ref} and {head_ref}")
+                return validation_failed(
+                    "PullRequest", "head", "custom", f"No commits between {base_ref} and {head_ref}"
+                )
             number = max([*self.pulls, *self.issues, 0]) + 1
             self.pulls[number] = (base, head)
             self.pull_refs[number] = (base_ref, head_ref)

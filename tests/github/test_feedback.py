@@ -17,7 +17,7 @@ from bot.github.constants import EVALS_CHECK
 from bot.github.feedback import check_feedback_merges
 from bot.settings import Settings
 from bot.store import Store
-from bot.store.feedback import mint_token, pending_feedback
+from bot.store.feedback import add_feedback, mark_proposed, mint_token, pending_feedback
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import fixture, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
@@ -70,7 +70,13 @@ async def post(web: httpx.AsyncClient, token: str, **body: Any) -> httpx.Respons
 
 def case(n: int, correct: bool = True, corrected: str | None = None) -> dict[str, Any]:
     output = f"a{n}" if correct else "nope"
-    return {"suite": "qa", "inputs": {"question": f"q{n}"}, "output": output, "correct": correct, "corrected": corrected}
+    return {
+        "suite": "qa",
+        "inputs": {"question": f"q{n}"},
+        "output": output,
+        "correct": correct,
+        "corrected": corrected,
+    }
 
 
 async def test_a_token_is_kept_hashed_and_a_wrong_or_missing_one_is_401(
@@ -189,7 +195,9 @@ async def test_three_feedback_records_become_one_app_pull_request_that_the_gate_
     payload["pull_request"]["base"].update(sha=main, ref="main")
     payload["pull_request"]["head"].update(sha=head, ref=fake_github.pull_refs[number][1])
     body = json.dumps(payload).encode()
-    assert (await web.post("/api/github/webhooks", content=body, headers=signed_headers(body, "pull_request"))).status_code == 202
+    assert (
+        await web.post("/api/github/webhooks", content=body, headers=signed_headers(body, "pull_request"))
+    ).status_code == 202
     assert await run_worker() == 1
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert evals["status"] == "completed" and evals["conclusion"] == "success"
@@ -200,3 +208,43 @@ async def test_three_feedback_records_become_one_app_pull_request_that_the_gate_
     assert await check_feedback_merges(ctx, now=MONDAY_AFTER + 7 * 24 * 3600) == [REPO]
     await run_worker()
     assert list(fake_github.pull_bodies) == [number]
+
+
+@pytest.mark.slow
+async def test_the_drift_issue_says_when_accuracy_drops_on_the_rows_merged_from_feedback(
+    repo: GitRepo, job_store: Store, redis: ArqRedis, run_worker: Any, fake_github: FakeGitHub, stub: StubLLM
+) -> None:
+    ids = [add_feedback(job_store, REPO, "qa", {"question": f"q{n}"}, f"a{n}", True, None) for n in (10, 11, 12)]
+    mark_proposed(job_store, ids, 7, "0" * 40)
+    config = suite_config(
+        "qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}], schedule={"cron": "0 3 * * *"}
+    )
+    config["thresholds"] = {"latency_p95_increase_pct": 1000}
+    repo.write(".evalbot.yml", config)
+    rows = [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)]
+    merged = [
+        {"id": f"feedback-{i}", "question": f"q{n}", "expected": f"a{n}"}
+        for i, n in zip(ids, (10, 11, 12), strict=True)
+    ]
+    repo.write("evals/qa.jsonl", rows + merged)
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0", system_prompt="v1"))
+    repo.commit("main")
+    seen = MINTED + 4 * 3600  # 12:00 UTC; the nightly run fires at 03:00 UTC
+    job_store.note_repository(REPO, 1, at=seen)
+    wrong: set[int] = set()
+
+    def answer(body: dict[str, Any]) -> Reply:
+        n = int(user_text(body).rsplit("q", 1)[-1])
+        return Reply(text="nope" if n in wrong else f"a{n}", prompt_tokens=100, completion_tokens=50)
+
+    stub.handler = answer
+    for night, broken in ((1, set()), (2, {10, 11, 12})):
+        wrong |= broken
+        await redis.enqueue_job("check_schedules", now=seen + night * 24 * 3600 - 8 * 3600)
+        await run_worker()
+    (issue,) = fake_github.issues.values()
+    assert issue["title"] == "evalbot: drift on qa"
+    assert (
+        "⚠️ Accuracy on the 3 cases merged from production feedback dropped: 100.0% → 0.0% (-100.0 pp; more than "
+        "`thresholds.accuracy_drop_pp`)."
+    ) in issue["body"]

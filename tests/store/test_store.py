@@ -46,7 +46,15 @@ def test_migrations_run_up_from_an_empty_database(database_url: str, tmp_path: P
         migrate(store)
         assert revision(store) == head_revision() == "0004"
         tables = set(inspect(store.engine).get_table_names())
-        assert {"runs", "suite_results", "case_outcomes", "audit_events", "repositories", "feedback", "feedback_tokens"} <= tables
+        assert {
+            "runs",
+            "suite_results",
+            "case_outcomes",
+            "audit_events",
+            "repositories",
+            "feedback",
+            "feedback_tokens",
+        } <= tables
         migrate(store)  # nothing pending: a second start changes nothing
         assert revision(store) == head_revision()
     finally:
