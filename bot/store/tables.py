@@ -179,7 +179,8 @@ class FeedbackRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     repository: Mapped[str] = mapped_column(String(1000))
     suite: Mapped[str] = mapped_column(String(255))
-    inputs: Mapped[dict[str, Any]]
+    # JSON, not JSONB: the fields keep the order they were posted in, as the dataset row will.
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     output: Mapped[str] = mapped_column(Text)
     correct: Mapped[bool] = mapped_column(Boolean)
     corrected: Mapped[str | None] = mapped_column(Text)

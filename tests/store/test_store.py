@@ -250,6 +250,7 @@ async def test_the_worker_runs_pending_migrations_at_start(database_url: str, tm
         assert revision(ctx["store"]) == head_revision()
         assert [job.name for job in WorkerSettings.cron_jobs] == [
             "cron:check_schedules",
+            "cron:check_feedback_merges",
             "cron:watchdog",
             "cron:redeliver_failed",
         ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0004"
 down_revision = "0003"
@@ -30,7 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("repository", sa.String(1000), nullable=False),
         sa.Column("suite", sa.String(255), nullable=False),
-        sa.Column("inputs", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("inputs", sa.JSON, nullable=False),
         sa.Column("output", sa.Text, nullable=False),
         sa.Column("correct", sa.Boolean, nullable=False),
         sa.Column("corrected", sa.Text, nullable=True),
