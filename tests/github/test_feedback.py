@@ -19,7 +19,7 @@ from bot.settings import Settings
 from bot.store import Store
 from bot.store.feedback import add_feedback, mark_proposed, mint_token, pending_feedback
 from tests.conftest import GitRepo, prompt_file, suite_config
-from tests.github.conftest import fixture, signed_headers, webhook_client
+from tests.github.conftest import fixture, run_burst, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, StubLLM, user_text
 
@@ -248,3 +248,16 @@ async def test_the_drift_issue_says_when_accuracy_drops_on_the_rows_merged_from_
         "⚠️ Accuracy on the 3 cases merged from production feedback dropped: 100.0% → 0.0% (-100.0 pp; more than "
         "`thresholds.accuracy_drop_pp`)."
     ) in issue["body"]
+
+
+async def test_without_contents_write_no_pull_request_is_opened_and_the_feedback_stays_pending(
+    repo: GitRepo, token: str, job_store: Store, redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
+) -> None:
+    build_main(repo, feedback=WEEKLY)
+    add_feedback(job_store, REPO, "qa", {"question": "q10"}, "a10", True, None)
+    ctx = {"settings": settings, "store": job_store, "redis": redis}
+    assert await check_feedback_merges(ctx, now=MONDAY_AFTER) == [REPO]
+    await run_burst(redis, settings, job_store)
+    assert ("POST", f"/repos/{REPO}/git/blobs") in fake_github.requests  # refused: Contents is read-only
+    assert fake_github.pull_bodies == {}
+    assert [f.inputs for f in pending_feedback(job_store, REPO)] == [{"question": "q10"}]
