@@ -122,6 +122,8 @@ class CaseOutcome(Base):
     # The answer and each grader's grade (passed, score, the judge's reason), for the run page.
     output: Mapped[str | None] = mapped_column(Text)
     grades: Mapped[list[dict[str, Any]] | None] = mapped_column(Document)
+    # Where the case's row comes from, for a suite with `lineage:`: {"source", "change"} (CaseOrigin).
+    origin: Mapped[dict[str, Any] | None] = mapped_column(Document)
 
 
 class AuditEvent(Base):

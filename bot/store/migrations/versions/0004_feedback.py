@@ -1,4 +1,4 @@
-"""Production feedback and the per-repository tokens that post it.
+"""Production feedback and the per-repository tokens that post it; each case's origin (`lineage:`).
 
 Revision ID: 0004
 Revises: 0003
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0004"
 down_revision = "0003"
@@ -39,9 +40,13 @@ def upgrade() -> None:
         sa.Column("merged_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_feedback_pending", "feedback", ["repository", "pull_request"])
+    with op.batch_alter_table("case_outcomes") as outcomes:
+        outcomes.add_column(sa.Column("origin", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("case_outcomes") as outcomes:
+        outcomes.drop_column("origin")
     op.drop_index("ix_feedback_pending", "feedback")
     op.drop_table("feedback")
     op.drop_table("feedback_tokens")
