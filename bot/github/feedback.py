@@ -12,10 +12,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from githubkit import GitHub
-from githubkit.exception import GitHubException
+from githubkit.exception import GitHubException, RequestFailed
 
 from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors
 from bot.errors import InputError
@@ -207,6 +208,8 @@ async def merge_feedback(ctx: dict[str, Any], repo: str, installation_id: int) -
     """
     store: Store = job_store(ctx)
     pending = await asyncio.to_thread(pending_feedback, store, repo)
+    if not pending:
+        return "nothing"
     owner, name = repo.split("/", 1)
     gh = github_client(ctx, installation_id)
     branch, sha = await default_branch_head(gh, owner, name)
@@ -243,20 +246,30 @@ async def merge_feedback(ctx: dict[str, Any], repo: str, installation_id: int) -
         await gh.arequest("POST", f"{base}/commits", json={"message": message, "tree": new_tree, "parents": [sha]})
     ).json()["sha"]
     head = f"{BRANCH_PREFIX}{min(ids)}-{max(ids)}"
-    await gh.arequest("POST", f"{base}/refs", json={"ref": f"refs/heads/{head}", "sha": commit})
+    try:
+        await gh.arequest("POST", f"{base}/refs", json={"ref": f"refs/heads/{head}", "sha": commit})
+    except RequestFailed as exc:
+        if exc.response.status_code != 422:
+            raise
+        # The branch of these same rows, made by an earlier try that stopped before marking them: the
+        # app's own, moved to this commit.
+        await gh.arequest("PATCH", f"{base}/refs/heads/{quote(head)}", json={"sha": commit, "force": True})
     body = render_template("feedback_pull.md.j2", written=written, branch=branch, sha=sha)
     title = f"evalbot: {len(ids)} feedback rows into " + ", ".join(path for _s, path, _i in written)
-    pull = (
-        await gh.arequest(
-            "POST",
-            f"/repos/{owner}/{name}/pulls",
-            json={"title": title[:255], "head": head, "base": branch, "body": body},
-        )
-    ).json()
-    number = int(pull["number"])
+    number = await _open_pull(gh, owner, name, head, {"title": title[:255], "head": head, "base": branch, "body": body})
     await asyncio.to_thread(mark_proposed, store, ids, number, commit)
     await asyncio.to_thread(
         store.append_audit, repo, "feedback_proposed", "evalbot", pr=number, sha=commit, feedback=ids, branch=head
     )
     log.info("feedback pull request", repo=repo, pr=number, rows=len(ids))
     return f"opened #{number}"
+
+
+async def _open_pull(gh: GitHub[Any], owner: str, name: str, head: str, pull: dict[str, Any]) -> int:
+    """The number of the open pull request from branch `head`: one an earlier try opened, else a new one."""
+    listed = await gh.arequest(
+        "GET", f"/repos/{owner}/{name}/pulls", params={"head": f"{owner}:{head}", "state": "open"}
+    )
+    for found in listed.json():
+        return int(found["number"])
+    return int((await gh.arequest("POST", f"/repos/{owner}/{name}/pulls", json=pull)).json()["number"])

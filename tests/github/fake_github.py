@@ -416,10 +416,18 @@ class FakeGitHub:
 
         @app.get("/repos/{owner}/{repo}/pulls")
         async def list_pulls(
-            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30
+            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30, head: str | None = None
         ) -> JSONResponse:
             found = [self._pull(owner, repo, n) for n in sorted(self.pulls)]
             found = [p for p in found if state == "all" or p["state"] == state]
+            if head is not None:
+                # `user:ref-name`: the pull requests from that branch of that user's repository.
+                user, _, ref = head.partition(":")
+                found = [
+                    p
+                    for p in found
+                    if p["head"]["ref"] == ref and p["head"]["repo"]["full_name"].startswith(user + "/")
+                ]
             return JSONResponse(_page(found, page, per_page))
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
@@ -542,6 +550,23 @@ class FakeGitHub:
                 return JSONResponse({"message": "Reference already exists"}, status_code=422)
             self._git_out("update-ref", ref, sha)
             return JSONResponse({"ref": ref, "object": {"sha": sha, "type": "commit"}}, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/git/refs/{ref:path}")
+        async def update_ref(owner: str, repo: str, ref: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            old = self._git("rev-parse", "--verify", "--quiet", f"refs/{ref}").stdout.strip()
+            sha = str(body.get("sha") or "")
+            if not old:
+                return JSONResponse({"message": "Reference does not exist"}, status_code=422)
+            if self._git("cat-file", "-t", sha).stdout.strip() != "commit":
+                return JSONResponse({"message": "Object does not exist"}, status_code=422)
+            if self._git("merge-base", "--is-ancestor", old, sha).returncode != 0 and not body.get("force"):
+                return JSONResponse({"message": "Update is not a fast forward"}, status_code=422)
+            self._git_out("update-ref", f"refs/{ref}", sha)
+            for number, (_base, head_ref) in self.pull_refs.items():
+                if f"heads/{head_ref}" == ref and number not in self.closed:
+                    self.pulls[number] = (self.pulls[number][0], sha)  # a push to the pull request's branch
+            return JSONResponse({"ref": f"refs/{ref}", "object": {"sha": sha, "type": "commit"}})
 
         @app.post("/repos/{owner}/{repo}/pulls")
         async def create_pull(owner: str, repo: str, request: Request) -> JSONResponse:

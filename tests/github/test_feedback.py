@@ -14,10 +14,10 @@ from arq import ArqRedis
 from sqlalchemy import text
 
 from bot.github.constants import EVALS_CHECK
-from bot.github.feedback import check_feedback_merges
+from bot.github.feedback import check_feedback_merges, merge_feedback
 from bot.settings import Settings
 from bot.store import Store
-from bot.store.feedback import add_feedback, mark_proposed, mint_token, pending_feedback
+from bot.store.feedback import add_feedback, is_feedback_pull, mark_proposed, mint_token, pending_feedback
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import fixture, run_burst, signed_headers, webhook_client
 from tests.github.fake_github import FakeGitHub
@@ -261,3 +261,26 @@ async def test_without_contents_write_no_pull_request_is_opened_and_the_feedback
     assert ("POST", f"/repos/{REPO}/git/blobs") in fake_github.requests  # refused: Contents is read-only
     assert fake_github.pull_bodies == {}
     assert [f.inputs for f in pending_feedback(job_store, REPO)] == [{"question": "q10"}]
+
+
+async def test_a_merge_stopped_before_marking_its_rows_reuses_its_branch_and_pull_request(
+    repo: GitRepo, token: str, job_store: Store, redis: ArqRedis, settings: Settings, fake_github: FakeGitHub
+) -> None:
+    main = build_main(repo, feedback=WEEKLY)
+    fake_github.installation_permissions["contents"] = "write"
+    for n in (10, 11):
+        add_feedback(job_store, REPO, "qa", {"question": f"q{n}"}, f"a{n}", True, None)
+    ctx = {"settings": settings, "store": job_store, "redis": redis}
+    opened = await merge_feedback(ctx, REPO, 1)
+    (number,) = fake_github.pull_bodies
+    assert opened == f"opened #{number}"
+    with job_store.engine.begin() as connection:  # as if the job had stopped before marking the rows
+        connection.execute(text("UPDATE feedback SET pull_request = NULL, merge_sha = NULL, merged_at = NULL"))
+
+    assert await merge_feedback(ctx, REPO, 1) == f"opened #{number}"
+    assert list(fake_github.pull_bodies) == [number]  # no second pull request
+    head = fake_github.pulls[number][1]
+    assert repo.git("rev-list", "--count", f"{main}..{head}").strip() == "1"  # the branch moved, not stacked
+    assert len(repo.git("show", f"{head}:evals/qa.jsonl").splitlines()) == 12
+    assert is_feedback_pull(job_store, REPO, number, head) and pending_feedback(job_store, REPO) == []
+    assert await merge_feedback(ctx, REPO, 1) == "nothing"
