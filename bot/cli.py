@@ -488,6 +488,86 @@ def audit_command(repo: str, pr_number: int | None, fmt: str, last: int) -> None
         writer.writerow(["" if v is None else v for v in row] + [json.dumps(rest, sort_keys=True) if rest else ""])
 
 
+@cli.group("feedback")
+def feedback_group() -> None:
+    """Production feedback posted to `POST /api/feedback`: the repository's token, and the rows not yet merged."""
+
+
+@feedback_group.command("token")
+@click.argument("repo")
+def feedback_token_command(repo: str) -> None:
+    """Mint (or rotate) REPO's (owner/name) feedback token and print it once: the database keeps only
+    its hash, and the previous token stops working."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.store.feedback import mint_token
+
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        _fail(InputError(f"{repo!r} is not owner/name"))
+    try:
+        store = _open_store(migrate_first=True)
+        token = mint_token(store, repo)
+    except SQLAlchemyError as exc:
+        _fail(EvalbotError(f"cannot write the token to the database: {exc}"))
+    store.close()
+    click.echo(token)
+    click.echo(f"The feedback token of {repo}, shown this once: send it as `Authorization: Bearer <token>`.", err=True)
+
+
+@feedback_group.command("export")
+@click.option("--repo", "repo", required=True, help="owner/name of the repository.")
+@click.option("--suite", "suite_name", required=True, help="The suite whose rows to write.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".evalbot.yml"),
+    show_default=True,
+    help="The .evalbot.yml naming the suite's id, expected and source fields (defaults when absent).",
+)
+def feedback_export_command(repo: str, suite_name: str, fmt: str, config_path: Path) -> None:
+    """Write the suite's confirmed feedback that no pull request has proposed yet, as dataset rows with
+    their lineage, for teams that merge feedback by hand."""
+    import csv
+    import json
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.github.feedback import FeedbackRefused, FeedbackSuite, dataset_suite
+    from bot.pipeline.config import parse_config
+    from bot.store import revision
+    from bot.store.feedback import pending_feedback
+
+    suite = FeedbackSuite(f"{suite_name}.jsonl")
+    if config_path.is_file():
+        try:
+            suite = FeedbackSuite.of(dataset_suite(parse_config(config_path.read_text(), str(config_path)), suite_name))
+        except FeedbackRefused as exc:
+            _fail(InputError(str(exc), str(config_path)))
+        except EvalbotError as exc:
+            _fail(exc)
+    store = _open_store(migrate_first=False)
+    try:
+        if revision(store) is None:
+            _fail(EvalbotError("the database has no evalbot tables yet: run `evalbot migrate` (or start the worker)"))
+        rows = [suite.row(item) for item in pending_feedback(store, repo) if item.suite == suite_name]
+    except SQLAlchemyError as exc:
+        _fail(EvalbotError(f"cannot read the feedback from the database: {exc}"))
+    finally:
+        store.close()
+    if fmt == "jsonl":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        values = [row.get(column) for column in columns]
+        writer.writerow(["" if v is None else v if isinstance(v, str) else json.dumps(v) for v in values])
+
+
 # glibc's mallopt parameter for the number of malloc arenas (malloc.h).
 M_ARENA_MAX = -8
 

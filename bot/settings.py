@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # Worker processes that build run pages (a 5,000-case run's page takes a CPU for a while; in a
     # process of its own it does not hold up the webhook endpoint). 0: a thread of the web process.
     WEB_PAGE_PROCESSES: int = 2
+    # Records one repository's feedback token may post to `POST /api/feedback` per minute (then 429).
+    FEEDBACK_RATE_PER_MINUTE: int = 60
 
     @field_validator("PRIVATE_KEY")
     @classmethod

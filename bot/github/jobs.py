@@ -51,6 +51,7 @@ from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
+from bot.store.feedback import is_feedback_pull
 from bot.store.trends import suite_trends
 
 log = structlog.get_logger(__name__)
@@ -133,7 +134,9 @@ async def evaluate_pull_request(
             closed = pull.get("state") == "closed"
             await _cancel(job, cancel.Reason(by=None if closed else pull["head"]["sha"]), evals_id, base_ref, run_id)
             return "cancelled"
-        if not trusted:
+        # The app's own pull request of production feedback, its head still the app's commit, is as
+        # trusted as the feedback the repository's token posted (bot/github/feedback.py).
+        if not trusted and not await asyncio.to_thread(is_feedback_pull, job.store, repo, pr_number, head_sha):
             fork = is_fork(pull)
             author = pull["user"]["login"]
             if fork or not await has_write_access(job.gh, job.owner, job.name, author):

@@ -14,6 +14,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
+from bot.engine.metrics import accuracy_of, per_case
 from bot.errors import InputError
 from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
 from bot.github.context import github_client, publisher_for
@@ -27,7 +28,9 @@ from bot.pipeline.config import Config, Thresholds
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
+from bot.pipeline.variants import Variant
 from bot.store import Store, StoredRun
+from bot.store.feedback import proposed_case_ids
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +44,33 @@ class Drift:
     suite: SuiteReport  # the previous scheduled run as "base", this one as "head"
     moved: list[str]  # keys of the rows that moved significantly past their threshold
     exam_changed: bool  # the suite's entry, judge or dataset rows differ from the previous run's
+    feedback: FeedbackDrop | None = None  # accuracy dropped on the rows merged from production feedback
+
+
+@dataclass(frozen=True)
+class FeedbackDrop:
+    """Accuracy on the suite's rows that came from production feedback, in both runs (paired cases)."""
+
+    cases: int
+    before: float
+    now: float
+
+
+def feedback_drop(
+    store: Store, repository: str, suite: str, before: Variant, now: Variant, thresholds: Thresholds
+) -> FeedbackDrop | None:
+    """The drop in accuracy on `suite`'s rows merged from feedback (bot/github/feedback.py), when it is
+    more than `accuracy_drop_pp`: few rows, so the point estimate decides, as the issue only alerts."""
+    ids = proposed_case_ids(store, repository, suite)
+    was = per_case([r for r in before.results if r.case_id in ids], accuracy_of)
+    is_ = per_case([r for r in now.results if r.case_id in ids], accuracy_of)
+    common = [case_id for case_id in is_ if case_id in was]
+    if not common:
+        return None
+    drop = FeedbackDrop(
+        len(common), sum(was[c] for c in common) / len(common), sum(is_[c] for c in common) / len(common)
+    )
+    return drop if (drop.before - drop.now) * 100 > thresholds.accuracy_drop_pp else None
 
 
 async def default_branch_head(gh: GitHub[Any], owner: str, name: str) -> tuple[str, str]:
@@ -108,9 +138,10 @@ def drifts(store: Store, previous: StoredRun, report: Report, thresholds: Thresh
             continue
         comparison = compare_suite(suite.name, [_REASON], before, suite.head, thresholds)
         keys = [row.key for row in comparison.rows if moved(row)]
-        if keys:
+        dropped = feedback_drop(store, previous.repository, suite.name, before, suite.head, thresholds)
+        if keys or dropped:
             exam_changed = store.stored_definition(previous.id, suite.name) != suite.definition_hash
-            found.append(Drift(comparison, keys, exam_changed))
+            found.append(Drift(comparison, keys, exam_changed, dropped))
     return found
 
 

@@ -455,6 +455,15 @@ class Adversarial(_Strict):
         return self
 
 
+class Feedback(_Strict):
+    """Production feedback (`POST /api/feedback`) and when confirmed feedback is proposed to the suites'
+    datasets by a pull request the app opens (bot/github/feedback.py). Read from the default branch."""
+
+    # When the app opens its pull request of confirmed feedback not yet merged (UTC cron); None: never
+    # (teams that merge by hand use `evalbot feedback export`).
+    merge: Schedule | None = None
+
+
 class PolicyRule(_Strict):
     """One rule of `policies:`, checked on every affected prompt, base and head (bot.pipeline.policies)."""
 
@@ -625,6 +634,8 @@ class Config(_Strict):
     allowed_models: list[str] | None = None
     # Policy review of every affected prompt (and PII in datasets): bot.pipeline.policies.
     policies: list[PolicyRule] = Field(default_factory=list)
+    # Production feedback into the suites' datasets: None refuses `POST /api/feedback` for the repository.
+    feedback: Feedback | None = None
     suites: list[Suite] = Field(default_factory=list)
     # The parsed YAML, to name the line of a value found wrong after validation (a refused model).
     _node: yaml.Node | None = PrivateAttr(default=None)

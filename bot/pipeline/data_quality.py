@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine import drift
 from bot.errors import InputError
@@ -14,6 +14,9 @@ from bot.pipeline.datasets import Case, Dataset, parse_dataset
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.templates import TemplateError
 from bot.pipeline.yamlio import load_yaml
+
+if TYPE_CHECKING:
+    from bot.engine.patterns import BoundedValidator
 
 # Shown in full; the rest are counted (a report has to fit in a check run).
 MAX_LISTED = 20
@@ -161,11 +164,16 @@ def _keywords(schema: Any) -> set[str]:
     return found
 
 
-def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -> None:
+def load_row_schema(path: str, text: str) -> tuple[Any, BoundedValidator]:
+    """A suite's row schema (JSON or YAML) and its validator, whose patterns match under a time bound.
+
+    Raises:
+        InputError: the text is not a JSON Schema, or one whose keys could not be matched in bounded time.
+    """
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
-    from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors, unbounded_keyword
+    from bot.engine.patterns import BoundedValidator, unbounded_keyword
 
     schema, _node = load_yaml(text, path)  # YAML is a superset of JSON: one loader for both
     try:
@@ -181,7 +189,13 @@ def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -
         )
     # Patterns are the pull request's: matched under a time bound (bot/engine/patterns.py), and kept
     # out of fastjsonschema, whose `re` would hold the worker.
-    validator = BoundedValidator(schema)
+    return schema, BoundedValidator(schema)
+
+
+def _check_schema(result: DataQuality, dataset: Dataset, path: str, text: str) -> None:
+    from bot.engine.patterns import PatternError, bounded_errors
+
+    schema, validator = load_row_schema(path, text)
 
     def is_valid(row: Any) -> bool:
         return not bounded_errors(validator, row, first_only=True)

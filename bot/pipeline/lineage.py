@@ -25,6 +25,19 @@ _MERGE = regex.compile(r"^Merge pull request #(\d+)")
 MAX_MERGES_SEARCHED = 200
 
 
+# What the change under evaluation did to a row: added it, or changed its fields.
+RowChange = Literal["added", "changed"]
+
+
+@dataclass(frozen=True)
+class CaseOrigin:
+    """What a run knows of a case's origin: the source its row names (None: none), and whether the
+    change under evaluation added or changed the row (None: the row is as the base has it)."""
+
+    source: str | None
+    change: RowChange | None = None
+
+
 @dataclass
 class LineageCheck:
     """The lineage gate of one suite: the rows that name no source."""
@@ -36,6 +49,8 @@ class LineageCheck:
     rows: int
     # (case id, line) of each row whose `source_field` is missing or empty.
     missing: list[tuple[str, int]] = field(default_factory=list)
+    # Each case's origin, by case id: shown on the run page.
+    origins: dict[str, CaseOrigin] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -48,13 +63,28 @@ class LineageCheck:
         return [(self.dataset, line, level, f"Row {case_id} has no source", message) for case_id, line in self.missing]
 
 
-def check_sources(suite: str, dataset: Dataset, lineage: Lineage) -> LineageCheck:
-    """The rows of `dataset` that do not carry `lineage.source_field` (absent, null or blank)."""
+def row_changes(head: Dataset, base: Dataset | None) -> dict[str, RowChange]:
+    """The rows of `head` that are not in `base` (by case id) or whose fields differ there."""
+    before = {case.id: case.fields for case in base.cases} if base is not None else {}
+    return {
+        case.id: "added" if case.id not in before else "changed"
+        for case in head.cases
+        if before.get(case.id) != case.fields
+    }
+
+
+def check_sources(
+    suite: str, dataset: Dataset, lineage: Lineage, changes: dict[str, RowChange] | None = None
+) -> LineageCheck:
+    """The rows of `dataset` that do not carry `lineage.source_field` (absent, null or blank), and each
+    row's origin (its source, and its change from `changes`, see `row_changes`)."""
     result = LineageCheck(suite, dataset.path, lineage.source_field, lineage.required, len(dataset.cases))
     for case in dataset.cases:
         value = case.fields.get(lineage.source_field)
-        if value is None or not str(value).strip():
+        named = value is not None and bool(str(value).strip())
+        if not named:
             result.missing.append((case.id, case.line))
+        result.origins[case.id] = CaseOrigin(str(value) if named else None, (changes or {}).get(case.id))
     return result
 
 

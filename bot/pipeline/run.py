@@ -51,7 +51,7 @@ from bot.pipeline.config import (
 from bot.pipeline.data_quality import DataQuality, check
 from bot.pipeline.files import read_file
 from bot.pipeline.formats.promptfoo import assertion_grader
-from bot.pipeline.lineage import LineageCheck, check_sources
+from bot.pipeline.lineage import LineageCheck, check_sources, row_changes
 from bot.pipeline.policies import PolicyReview, Reviewed, review
 from bot.pipeline.prompts import Prompt
 from bot.pipeline.source import Source
@@ -325,8 +325,16 @@ async def evaluate(source: Source, base: str, head: str, options: RunOptions | N
     if not the_plan.suites:
         return report
     report.budget_usd = options.budget_usd if options.budget_usd is not None else the_plan.config.budget.max_cost_usd
+    # Against the base, rows the change adds or edits are its own (the run page shows them as such).
     report.lineage = [
-        check_sources(sp.suite.name, sp.dataset, sp.suite.lineage) for sp in the_plan.suites if sp.suite.lineage
+        check_sources(
+            sp.suite.name,
+            sp.dataset,
+            sp.suite.lineage,
+            row_changes(sp.dataset, sp.base_dataset) if base != head else None,
+        )
+        for sp in the_plan.suites
+        if sp.suite.lineage
     ]
     price = functools.partial(price_usd, prices=_prices(the_plan.config))
     billed_attempts = (options.retry or RetryPolicy()).max_billed_attempts

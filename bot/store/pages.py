@@ -73,6 +73,8 @@ class CaseRow:
     head: Answer | None
 
     status: CaseStatus
+    # Where the case's row comes from (suites with `lineage:`): {"source", "change"}.
+    origin: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ def run_page(
                 _answer(base) if base else None,
                 _answer(head) if head else None,
                 case.status,
+                answered.origin if (answered := head or base) else None,
             )
         )
     suites = []

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.pipeline.compare import SuiteReport
+from bot.pipeline.lineage import CaseOrigin
 from bot.pipeline.redact import Redactor
 from bot.pipeline.render import render_full_markdown
 from bot.pipeline.run import Report
@@ -348,6 +349,7 @@ class Store:
                 for key, value in values.items():
                     setattr(run, key, value)
             session.flush()
+            origins = {check.suite: check.origins for check in report.lineage}
             for suite in report.suites:
                 for name, variant in _variants(suite).items():
                     on_base = name == "base"
@@ -358,7 +360,10 @@ class Store:
                         # Plain rows, not ORM objects: a 1,000-case run's answers take half the memory
                         # and a third of the CPU to write, with no identity map to keep them in.
                         session.execute(
-                            insert(CaseOutcome), _outcomes(run.id, suite.name, name, variant.results, self.redact)
+                            insert(CaseOutcome),
+                            _outcomes(
+                                run.id, suite.name, name, variant.results, self.redact, origins.get(suite.name, {})
+                            ),
                         )
             return run.id
 
@@ -563,7 +568,12 @@ def _suite_result(
 
 
 def _outcomes(
-    run_id: int, suite: str, variant: str, results: list[CaseResult], redact: Callable[[str], str]
+    run_id: int,
+    suite: str,
+    variant: str,
+    results: list[CaseResult],
+    redact: Callable[[str], str],
+    origins: dict[str, CaseOrigin],
 ) -> list[dict[str, Any]]:
     return [
         dict(
@@ -581,9 +591,16 @@ def _outcomes(
             error=redact(r.error) if r.error else r.error,
             output=redact(r.output) if r.output else r.output,
             grades=[_grade(g, redact) for g in r.grades],
+            origin=_origin(origins.get(r.case_id), redact),
         )
         for r in results
     ]
+
+
+def _origin(origin: CaseOrigin | None, redact: Callable[[str], str]) -> dict[str, Any] | None:
+    if origin is None:
+        return None
+    return {"source": redact(origin.source) if origin.source else origin.source, "change": origin.change}
 
 
 def _grade(grade: Grade, redact: Callable[[str], str]) -> dict[str, Any]:

@@ -122,6 +122,8 @@ class CaseOutcome(Base):
     # The answer and each grader's grade (passed, score, the judge's reason), for the run page.
     output: Mapped[str | None] = mapped_column(Text)
     grades: Mapped[list[dict[str, Any]] | None] = mapped_column(Document)
+    # Where the case's row comes from, for a suite with `lineage:`: {"source", "change"} (CaseOrigin).
+    origin: Mapped[dict[str, Any] | None] = mapped_column(Document)
 
 
 class AuditEvent(Base):
@@ -154,3 +156,39 @@ class WebSession(Base):
     created_at: Mapped[datetime]
     # When GitHub's user token expires (or the session's own limit, if sooner).
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class FeedbackToken(Base):
+    """A repository's token for `POST /api/feedback`: only its sha256 is kept (a copy of the table
+    posts nothing), and the feedback schedule's last firing."""
+
+    __tablename__ = "feedback_tokens"
+
+    repository: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    # The `feedback.merge` firing last enqueued: a firing opens one pull request, even if its job crashes.
+    last_merge_fire_at: Mapped[datetime | None]
+
+
+class FeedbackRecord(Base):
+    """One piece of production feedback: a case's input fields, the answer given, and whether it was
+    right (or the right answer); proposed to the suite's dataset once, by the pull request it names."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_pending", "repository", "pull_request"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(1000))
+    suite: Mapped[str] = mapped_column(String(255))
+    # JSON, not JSONB: the fields keep the order they were posted in, as the dataset row will.
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[str] = mapped_column(Text)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    corrected: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    # The app's pull request that wrote the row into the dataset, and its head commit: the gate trusts
+    # that pull request while its head is still the app's commit.
+    pull_request: Mapped[int | None]
+    merge_sha: Mapped[str | None] = mapped_column(String(200))
+    merged_at: Mapped[datetime | None]

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.settings import Settings
 from bot.web.auth import SESSION_MAX_AGE_S, session_secret
+from bot.web.feedback import router as feedback_router
 from bot.web.routes import Web, router
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -64,6 +65,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     secret = session_secret(settings)
     app.state.web = web = Web(settings)
     app.include_router(router)
+    app.include_router(feedback_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Signed, HttpOnly (Starlette always sets it), SameSite=Lax; Secure when the site is served over HTTPS.
     # It holds the sign-in's state and PKCE verifier, then only the key of the server-side session.

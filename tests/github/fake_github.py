@@ -133,6 +133,8 @@ class FakeGitHub:
         # Pull request details beyond base and head: author, head repository (forks).
         self.pull_authors: dict[int, str] = {}
         self.fork_pulls: set[int] = set()
+        # Title and body of the pull requests the app opened (POST /pulls).
+        self.pull_bodies: dict[int, dict[str, Any]] = {}
         self.permissions: dict[str, str] = {"Codertocat": "admin"}  # collaborator permission by login
         self.teams: dict[str, set[str]] = {}  # "org/team-slug" -> active members
         self.reactions: list[tuple[int, str]] = []
@@ -414,10 +416,18 @@ class FakeGitHub:
 
         @app.get("/repos/{owner}/{repo}/pulls")
         async def list_pulls(
-            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30
+            owner: str, repo: str, state: str = "open", page: int = 1, per_page: int = 30, head: str | None = None
         ) -> JSONResponse:
             found = [self._pull(owner, repo, n) for n in sorted(self.pulls)]
             found = [p for p in found if state == "all" or p["state"] == state]
+            if head is not None:
+                # `user:ref-name`: the pull requests from that branch of that user's repository.
+                user, _, ref = head.partition(":")
+                found = [
+                    p
+                    for p in found
+                    if p["head"]["ref"] == ref and p["head"]["repo"]["full_name"].startswith(user + "/")
+                ]
             return JSONResponse(_page(found, page, per_page))
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
@@ -467,6 +477,119 @@ class FakeGitHub:
                 mode, kind, blob = meta.split()
                 entries.append({"path": path, "mode": mode, "type": kind, "sha": blob})
             return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
+
+        # --- The Git Data API (a branch and a commit made without a clone) and opening a pull request ---
+        @app.post("/repos/{owner}/{repo}/git/blobs")
+        async def create_blob(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            if body.get("encoding", "utf-8") not in ("utf-8", "base64") or not isinstance(body.get("content"), str):
+                return validation_failed("Blob", "content", "invalid", "content and an encoding of utf-8 or base64")
+            raw = base64.b64decode(body["content"]) if body.get("encoding") == "base64" else body["content"].encode()
+            sha = (
+                subprocess.run(
+                    ["git", "-C", str(self.repo_root), "hash-object", "-w", "--stdin"], input=raw, capture_output=True
+                )
+                .stdout.decode()
+                .strip()
+            )
+            return JSONResponse({"sha": sha, "url": f"/repos/{owner}/{repo}/git/blobs/{sha}"}, status_code=201)
+
+        @app.post("/repos/{owner}/{repo}/git/trees")
+        async def create_tree(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            with tempfile.TemporaryDirectory() as tmp:
+                index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                if body.get("base_tree"):
+                    if self._git("cat-file", "-t", body["base_tree"]).stdout.strip() != "tree":
+                        return JSONResponse({"message": "Invalid tree info"}, status_code=422)
+                    self._git_out("read-tree", body["base_tree"], env=index)
+                for entry in body.get("tree") or []:
+                    if entry.get("mode") not in ("100644", "100755", "040000", "160000", "120000"):
+                        return JSONResponse(
+                            {"message": f"Invalid tree info: mode {entry.get('mode')!r}"}, status_code=422
+                        )
+                    sha = entry.get("sha")
+                    if "content" in entry:
+                        sha = self._git_out("hash-object", "-w", "--stdin", stdin=entry["content"])
+                    elif not sha or self._git("cat-file", "-t", sha).returncode != 0:
+                        return JSONResponse({"message": "Invalid tree info"}, status_code=422)
+                    cacheinfo = f"{entry['mode']},{sha},{entry['path']}"
+                    self._git_out("update-index", "--add", "--cacheinfo", cacheinfo, env=index)
+                tree = self._git_out("write-tree", env=index)
+            return JSONResponse({"sha": tree, "tree": [], "truncated": False}, status_code=201)
+
+        @app.post("/repos/{owner}/{repo}/git/commits")
+        async def create_commit(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            if not body.get("message") or not body.get("tree"):
+                return validation_failed("Commit", "message", "missing_field", "message and tree are required")
+            parents = body.get("parents") or []
+            for sha in [body["tree"], *parents]:
+                if self._git("cat-file", "-t", sha).returncode != 0:
+                    return JSONResponse({"message": "Object does not exist"}, status_code=422)
+            args = [arg for parent in parents for arg in ("-p", parent)]
+            sha = self._git_out("commit-tree", body["tree"], *args, "-m", body["message"])
+            return JSONResponse(self._commit(sha), status_code=201)
+
+        @app.get("/repos/{owner}/{repo}/git/commits/{sha}")
+        async def get_commit(owner: str, repo: str, sha: str) -> JSONResponse:
+            if self._git("cat-file", "-t", sha).stdout.strip() != "commit":
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            return JSONResponse(self._commit(sha))
+
+        @app.post("/repos/{owner}/{repo}/git/refs")
+        async def create_ref(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            ref, sha = str(body.get("ref") or ""), str(body.get("sha") or "")
+            if not ref.startswith("refs/") or ref.count("/") < 2:
+                message = "Reference name must start with 'refs/' and have at least two slashes."
+                return JSONResponse({"message": message}, status_code=422)
+            if self._git("cat-file", "-t", sha).stdout.strip() != "commit":
+                return JSONResponse({"message": "Object does not exist"}, status_code=422)
+            if self._git("rev-parse", "--verify", "--quiet", ref).returncode == 0:
+                return JSONResponse({"message": "Reference already exists"}, status_code=422)
+            self._git_out("update-ref", ref, sha)
+            return JSONResponse({"ref": ref, "object": {"sha": sha, "type": "commit"}}, status_code=201)
+
+        @app.patch("/repos/{owner}/{repo}/git/refs/{ref:path}")
+        async def update_ref(owner: str, repo: str, ref: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            old = self._git("rev-parse", "--verify", "--quiet", f"refs/{ref}").stdout.strip()
+            sha = str(body.get("sha") or "")
+            if not old:
+                return JSONResponse({"message": "Reference does not exist"}, status_code=422)
+            if self._git("cat-file", "-t", sha).stdout.strip() != "commit":
+                return JSONResponse({"message": "Object does not exist"}, status_code=422)
+            if self._git("merge-base", "--is-ancestor", old, sha).returncode != 0 and not body.get("force"):
+                return JSONResponse({"message": "Update is not a fast forward"}, status_code=422)
+            self._git_out("update-ref", f"refs/{ref}", sha)
+            for number, (_base, head_ref) in self.pull_refs.items():
+                if f"heads/{head_ref}" == ref and number not in self.closed:
+                    self.pulls[number] = (self.pulls[number][0], sha)  # a push to the pull request's branch
+            return JSONResponse({"ref": f"refs/{ref}", "object": {"sha": sha, "type": "commit"}})
+
+        @app.post("/repos/{owner}/{repo}/pulls")
+        async def create_pull(owner: str, repo: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            head_ref, base_ref = str(body.get("head") or ""), str(body.get("base") or "")
+            head = self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{head_ref}").stdout.strip()
+            base = self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{base_ref}").stdout.strip()
+            if not body.get("title") or not head or not base:
+                return validation_failed("PullRequest", "head" if not head else "base", "invalid", "not a branch")
+            if any(refs[1] == head_ref and n not in self.closed for n, refs in self.pull_refs.items()):
+                message = f"A pull request already exists for {owner}:{head_ref}."
+                return validation_failed("PullRequest", "head", "custom", message)
+            if self._git("rev-list", "--count", f"{base}..{head}").stdout.strip() == "0":
+                return validation_failed(
+                    "PullRequest", "head", "custom", f"No commits between {base_ref} and {head_ref}"
+                )
+            number = max([*self.pulls, *self.issues, 0]) + 1
+            self.pulls[number] = (base, head)
+            self.pull_refs[number] = (base_ref, head_ref)
+            # Opened with the installation token: the app's bot user is its author.
+            self.pull_authors[number] = "evalbot[bot]"
+            self.pull_bodies[number] = {"title": body["title"], "body": body.get("body")}
+            return JSONResponse(self._pull(owner, repo, number), status_code=201)
 
         @app.get("/repos/{owner}/{repo}")
         async def repository(owner: str, repo: str, request: Request) -> Response:
@@ -669,15 +792,26 @@ class FakeGitHub:
         }
         fork = {"full_name": f"fork-owner/{repo}", "html_url": f"https://github.com/fork-owner/{repo}"}
         head_repo = fork if number in self.fork_pulls else base_repo
+        author = self.pull_authors.get(number, "Codertocat")
         return {
             "number": number,
             "state": "closed" if number in self.closed else "open",
             "draft": number in self.drafts,
-            "user": {"login": self.pull_authors.get(number, "Codertocat"), "type": "User"},
+            "user": {"login": author, "type": "Bot" if author.endswith("[bot]") else "User"},
             # `base.sha` is the base's tip when the head was last pushed, not now (GitHub's behaviour).
             "base": {"sha": base, "ref": base_ref, "repo": base_repo},
             "head": {"sha": head, "ref": head_ref, "repo": head_repo},
             "changed_files": len(self._diff(base, head)),
+        }
+
+    def _commit(self, sha: str) -> dict[str, Any]:
+        """A commit as the Git Data API shows it: its tree, parents and message."""
+        tree, parents, message = self._git_out("show", "-s", "--format=%T%n%P%n%B", sha).split("\n", 2)
+        return {
+            "sha": sha,
+            "tree": {"sha": tree},
+            "parents": [{"sha": p} for p in parents.split()],
+            "message": message.strip(),
         }
 
     def _entry(self, ref: str, path: str) -> tuple[str, str, str, int] | None:

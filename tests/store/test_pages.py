@@ -13,9 +13,10 @@ from bot.pipeline.run import RunOptions, evaluate
 from bot.pipeline.source import GitSource
 from bot.store import Store, migrate, open_store, revision
 from bot.store.pages import installation_of, run_page, run_ref
-from tests.conftest import GitRepo
+from bot.web.render import run_page_html
+from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.store.test_store import REPO, _fixed_run, _priced_repo, database_url_for
-from tests.stub_llm import Reply, StubLLM
+from tests.stub_llm import Reply, StubLLM, user_text
 
 
 @pytest.fixture
@@ -148,7 +149,7 @@ def test_migration_0003_gives_earlier_runs_a_page_id_and_no_repository_id(databa
                     ),
                     {"at": "2026-12-01T00:00:00+00:00"},
                 )
-        migrate(store)
+        migrate(store, "0003")
         assert revision(store) == "0003"
         first, second = store.public_id(1), store.public_id(2)
         assert first and second and first != second and len(first) == 24
@@ -180,3 +181,35 @@ async def test_secrets_are_redacted_before_anything_is_stored(repo: GitRepo, stu
         assert stored.count("[redacted]") >= 3
     finally:
         store.close()
+
+
+async def test_each_cases_origin_is_stored_with_the_run_and_shown_on_its_page(
+    repo: GitRepo, stub: StubLLM, store: Store, database_url: str, tmp_path: Path
+) -> None:
+    config = suite_config("qa", "prompts/qa.yaml", "evals/qa.jsonl", [{"type": "equals"}])
+    config["suites"][0]["lineage"] = {"source_field": "source"}
+    repo.write(".evalbot.yml", config)
+    rows = [{"id": "c0", "question": "q0", "expected": "a0", "source": "ticket-1"}, {"id": "c1", "question": "q1"}]
+    repo.write("evals/qa.jsonl", [{**rows[0]}, {**rows[1], "expected": "a1"}])
+    repo.write("prompts/qa.yaml", prompt_file("1.0.0"))
+    repo.commit("base", tag="base")
+    added = {"id": "c2", "question": "q2", "expected": "a2", "source": "feedback:7"}
+    repo.write("evals/qa.jsonl", [rows[0], {**rows[1], "expected": "b1"}, added])
+    repo.commit("head", tag="head")
+    stub.handler = lambda body: Reply(text="a" + user_text(body)[-1])
+    report = await evaluate(GitSource(repo.root), "base", "head", RunOptions(api_base=stub.base_url))
+    run_id = store.record_run(report, repository=REPO, trigger="pull_request", started_at=1_800_000_000, pr=5)
+
+    page = run_page(store, run_id)
+    assert page is not None
+    assert {c.case_id: c.origin for c in page.suites[0].cases} == {
+        "c0": {"source": "ticket-1", "change": None},
+        "c1": {"source": None, "change": "changed"},
+        "c2": {"source": "feedback:7", "change": "added"},
+    }
+    context = {"request": {"url": {"path": "/runs/x"}}, "user": None, "csrf": ""}
+    html = run_page_html(database_url_for(database_url, tmp_path), run_id, "", "", "", 1, context)
+    assert html is not None
+    assert "origin: <code>feedback:7</code> · added by this pull request (#5)" in html
+    assert "origin: no source · changed by this pull request (#5)" in html
+    assert "origin: <code>ticket-1</code></span>" in html

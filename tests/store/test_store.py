@@ -44,9 +44,17 @@ def test_migrations_run_up_from_an_empty_database(database_url: str, tmp_path: P
     try:
         assert revision(store) is None
         migrate(store)
-        assert revision(store) == head_revision() == "0003"
+        assert revision(store) == head_revision() == "0004"
         tables = set(inspect(store.engine).get_table_names())
-        assert {"runs", "suite_results", "case_outcomes", "audit_events", "repositories"} <= tables
+        assert {
+            "runs",
+            "suite_results",
+            "case_outcomes",
+            "audit_events",
+            "repositories",
+            "feedback",
+            "feedback_tokens",
+        } <= tables
         migrate(store)  # nothing pending: a second start changes nothing
         assert revision(store) == head_revision()
     finally:
@@ -242,6 +250,7 @@ async def test_the_worker_runs_pending_migrations_at_start(database_url: str, tm
         assert revision(ctx["store"]) == head_revision()
         assert [job.name for job in WorkerSettings.cron_jobs] == [
             "cron:check_schedules",
+            "cron:check_feedback_merges",
             "cron:watchdog",
             "cron:redeliver_failed",
         ]

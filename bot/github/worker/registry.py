@@ -9,7 +9,7 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from bot.github import cancel, liveness, outbox, ratelimit
+from bot.github import cancel, feedback, liveness, outbox, ratelimit
 from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
@@ -34,11 +34,13 @@ FUNCTIONS: list[Any] = [
     func(cancel.cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
     scheduled_evaluation,
     outbox.publish_outbox_job,
+    feedback.merge_feedback,
 ]
 # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds, failed
 # deliveries every minute; arq runs each cron job on one worker only.
 CRON_JOBS: list[Any] = [
     cron(check_schedules, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
+    cron(feedback.check_feedback_merges, minute=set(range(0, 60, SCHEDULE_TICK_MINUTES)), run_at_startup=False),
     cron(liveness.watchdog, second=set(range(0, 60, WATCHDOG_EVERY_S)), run_at_startup=True, timeout=60),
     cron(redeliver_failed, second={30}, run_at_startup=True, timeout=60),
 ]
