@@ -393,3 +393,67 @@ def paired_ratio(
         log_spread=float(finite.std(ddof=1)) if len(finite) > 1 else 0.0,
         alpha=alpha,
     )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values, in the order given: rejecting where an adjusted
+    p-value is below α keeps the chance of any false rejection among the family at most α, whatever
+    the tests' dependence, and rejects at least what Bonferroni does.
+
+    The i-th smallest p-value is multiplied by (m − i + 1) (i from 1), capped at 1, and made
+    non-decreasing in that order (a larger p-value is never adjusted below a smaller one's).
+    """
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def rate_above_p(successes: int, n: int, limit: float) -> float:
+    """The exact one-sided p-value that a rate is above `limit`, from `successes` of `n`:
+    P(X ≥ successes) for X ~ Binomial(n, limit). 1 for no trials."""
+    if n == 0 or successes <= 0:
+        return 1.0
+    return float(binomial_sf(successes - 1, n, limit))
+
+
+def rate_cases_needed(limit: float, rate: float, alpha: float = ALPHA) -> int | None:
+    """Cases for a rate of `rate` to test above `limit` one-sided at `alpha` with 80% power (the
+    normal approximation of the one-sample binomial test); None when `rate` is not above `limit`."""
+    if rate <= limit:
+        return None
+    spread = normal_ppf(1 - alpha) * math.sqrt(limit * (1 - limit)) + normal_ppf(POWER) * math.sqrt(rate * (1 - rate))
+    return max(math.ceil((spread / (rate - limit)) ** 2), 1)
+
+
+def gap_change_interval(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Interval | None:
+    """95% interval of the change (head − base) of the gap between the best and the worst group's mean.
+
+    A paired, stratified percentile bootstrap: each group's cases are resampled within the group (its
+    size kept), a case's base and head values together, and the gap taken on each side of every
+    resample. None for fewer than two groups or an empty one.
+
+    Args:
+        groups: per group, (base values, head values) of its cases, in the same case order.
+    """
+    if len(groups) < 2 or any(not base for base, _ in groups):
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    base_means = np.empty((len(groups), BOOTSTRAP_RESAMPLES))
+    head_means = np.empty((len(groups), BOOTSTRAP_RESAMPLES))
+    for g, (base, head) in enumerate(groups):
+        b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
+        rows = max(1, BOOTSTRAP_CHUNK_VALUES // len(b))
+        for start in range(0, BOOTSTRAP_RESAMPLES, rows):
+            stop = min(start + rows, BOOTSTRAP_RESAMPLES)
+            picks = rng.integers(0, len(b), size=(stop - start, len(b)))
+            base_means[g, start:stop] = b[picks].mean(axis=1)
+            head_means[g, start:stop] = h[picks].mean(axis=1)
+    changes = (head_means.max(axis=0) - head_means.min(axis=0)) - (base_means.max(axis=0) - base_means.min(axis=0))
+    low, high = np.percentile(changes, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return Interval(float(low), float(high))

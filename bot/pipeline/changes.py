@@ -470,6 +470,9 @@ def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: s
     if base.lineage != head.lineage:
         was, now = (suite.lineage.model_dump() if suite.lineage else "none" for suite in (base, head))
         changes.append(f"lineage: {was} → {now}")
+    if base.fairness != head.fairness:
+        was, now = (suite.fairness.model_dump() if suite.fairness else "none" for suite in (base, head))
+        changes.append(f"fairness: {was} → {now}")
     gates: dict[str, Any] = base.data_gates.model_dump(by_alias=True)
     for key, value in head.data_gates.model_dump(by_alias=True).items():
         if gates[key] != value:

@@ -409,6 +409,42 @@ class Lineage(_Strict):
     required: bool = False
 
 
+class Counterfactual(_Strict):
+    """Counterfactual probes: each probed case rendered once per value of `field` (bot.pipeline.fairness)."""
+
+    # The row field the prompt reads that names the person (guest_name, pronoun, language...).
+    field: str = Field(min_length=1)
+    values: list[str] = Field(min_length=2)
+    # Cases probed at most (the same ones, chosen by their ids, at base and head): each costs one call
+    # per value on each side.
+    max_cases: int = Field(default=100, ge=1, le=5000)
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("counterfactual values must be distinct")
+        return values
+
+
+class Fairness(_Strict):
+    """A suite's fairness gate (bot.pipeline.fairness): accuracy per group, and counterfactual probes."""
+
+    # The row field whose values are the groups (guest tier, language, region).
+    group_field: str | None = Field(default=None, min_length=1)
+    # The most the gap between the best and the worst group's accuracy may widen, in percentage points.
+    max_gap_increase_pp: float = Field(default=5.0, ge=0)
+    counterfactual: Counterfactual | None = None
+    # The largest share of probed cases whose graded outcome may differ between the values.
+    max_flip_rate: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> Fairness:
+        if self.group_field is None and self.counterfactual is None:
+            raise ValueError("fairness takes `group_field`, `counterfactual` or both")
+        return self
+
+
 class PolicyRule(_Strict):
     """One rule of `policies:`, checked on every affected prompt, base and head (bot.pipeline.policies)."""
 
@@ -443,7 +479,17 @@ class PolicyRule(_Strict):
 # The fields of a suite that define its exam (DESIGN.md §6, trust model). `latency_sample` sets how
 # many pairs decide latency: a head that shrank it would make the latency gate undecidable.
 EXAM_FIELDS = frozenset(
-    {"graders", "repeats", "schema_", "training_data", "data_gates", "expected_field", "latency_sample", "lineage"}
+    {
+        "graders",
+        "repeats",
+        "schema_",
+        "training_data",
+        "data_gates",
+        "expected_field",
+        "latency_sample",
+        "lineage",
+        "fairness",
+    }
 )
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
 REFERENCE_GRADERS = ("equals", "contains", "similarity", "starts_with", "fuzzy_match", "rubric")
@@ -490,6 +536,7 @@ class Suite(_Strict):
     training_data: str | None = None
     data_gates: DataGates = Field(default_factory=DataGates)
     lineage: Lineage | None = None
+    fairness: Fairness | None = None
 
     @field_validator("prompt", "dataset", "schema_", "training_data", "promptfoo")
     @classmethod

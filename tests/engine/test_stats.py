@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bot.engine import stats
@@ -198,3 +200,41 @@ def test_the_ratio_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
     reference = paired_ratio(base, head, "p95", 1.1)
     monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_VALUES", chunk_values)
     assert paired_ratio(base, head, "p95", 1.1) == reference
+
+
+def test_holm_adjusts_a_hand_worked_family() -> None:
+    # Sorted 0.01, 0.02, 0.04 times 3, 2, 1: 0.03, 0.04, 0.04. All three are below 0.05, where
+    # Bonferroni (times 3: 0.03, 0.06, 0.12) rejects only the first.
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # Monotone: 0.04 × 1 = 0.04 would fall below 0.03 × 2 = 0.06, so it takes 0.06; capped at 1.
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
+
+
+def test_a_rate_above_a_limit_is_an_exact_binomial_tail() -> None:
+    # 3 of 10 above 5%: P(X ≥ 3) for X ~ Binomial(10, 0.05) = 1 − P(0) − P(1) − P(2).
+    tail = 1 - sum(math.comb(10, k) * 0.05**k * 0.95 ** (10 - k) for k in range(3))
+    assert stats.rate_above_p(3, 10, 0.05) == pytest.approx(tail)
+    assert stats.rate_above_p(0, 10, 0.05) == 1.0 and stats.rate_above_p(0, 0, 0.05) == 1.0
+
+
+def test_cases_for_a_rate_to_test_above_its_limit() -> None:
+    # ((1.6449 √(0.05·0.95) + 0.8416 √(0.3·0.7)) / 0.25)² = (0.7442 / 0.25)² = 8.86 → 9.
+    assert stats.rate_cases_needed(0.05, 0.30) == 9
+    assert stats.rate_cases_needed(0.05, 0.10) > stats.rate_cases_needed(0.05, 0.30)
+    assert stats.rate_cases_needed(0.05, 0.05) is None
+
+
+def test_the_gap_change_interval_pairs_cases_within_groups() -> None:
+    same = [1.0] * 90 + [0.0] * 10
+    dropped = [1.0] * 75 + [0.0] * 25
+    # Group b's head loses 15 of its 90 passing cases (in the same order); group a is unchanged: the gap
+    # goes 0 → 15 pp.
+    interval = stats.gap_change_interval([(same, same), (same, dropped)])
+    # The resampled base gap is not 0 (two groups of 100 at 90% differ by chance): the interval is
+    # wide and reaches a little below 0.
+    assert interval == stats.Interval(pytest.approx(-0.02, abs=1e-9), pytest.approx(0.21, abs=1e-9))
+    # Nothing changed: every resample has the same gap on both sides.
+    assert stats.gap_change_interval([(same, same), (dropped, dropped)]) == stats.Interval(0.0, 0.0)
+    assert stats.gap_change_interval([(same, same)]) is None
