@@ -150,9 +150,7 @@ class FairnessReport:
 
 def groups_of(cases: Sequence[Case], group_field: str) -> dict[str, str]:
     """Each case's group: its value of `group_field` as text; a case without one is in none."""
-    return {
-        case.id: str(case.fields[group_field]) for case in cases if case.fields.get(group_field) not in (None, "")
-    }
+    return {case.id: str(case.fields[group_field]) for case in cases if case.fields.get(group_field) not in (None, "")}
 
 
 def group_fairness(
@@ -187,7 +185,11 @@ def group_fairness(
     names = sorted(members)
     head_values = {g: [head_acc[c] for c in members[g]] for g in names}
     base_values = {g: [base_acc[c] for c in members[g]] for g in names} if base_acc is not None else None
-    tests = {g: paired_test(base_values[g], head_values[g], alpha) for g in names} if base_values else {}
+    tests = {}
+    for g in names:
+        test = paired_test(base_values[g], head_values[g], alpha) if base_values else None
+        if test is not None:
+            tests[g] = test
     adjusted = dict(zip(names, holm([tests[g].p_decrease for g in names]), strict=True)) if tests else {}
     diffs = {c: head_acc[c] - base_acc[c] for c in paired_ids} if base_acc is not None else {}
 
@@ -310,7 +312,8 @@ async def counterfactual(
 
     async def side(name: str, prompt: Prompt, model: str) -> dict[str, tuple[float | None, ...]]:
         rendered = await asyncio.to_thread(render_cases, prompt, probes, sp.dataset.path)
-        inputs = [CaseInput(p.id, p.category, p.fields, rendered.requests[p.id]) for p in probes if p.id in rendered.requests]
+        requests = rendered.requests
+        inputs = [CaseInput(p.id, p.category, p.fields, requests[p.id]) for p in probes if p.id in requests]
         scores = per_case(await probe(name, prompt, model, inputs), accuracy_of)
         return {
             case.id: tuple(scores.get(f"{case.id}{PROBE_SEPARATOR}{i}") for i in range(len(settings.values)))

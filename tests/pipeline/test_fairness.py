@@ -183,7 +183,9 @@ async def test_a_base_that_flips_as_often_is_standing(repo: GitRepo, stub: StubL
 
 
 def variant(name: str, passed: dict[str, bool]) -> Variant:
-    results = [CaseResult(case_id, None, 0, grades=(Grade("equals", "accuracy", ok),)) for case_id, ok in passed.items()]
+    results = [
+        CaseResult(case_id, None, 0, grades=(Grade("equals", "accuracy", ok),)) for case_id, ok in passed.items()
+    ]
     return Variant(name, "1", "openai/stub", results)
 
 
