@@ -11,7 +11,6 @@ import pytest
 
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
-from bot.engine.stats import holm
 from bot.errors import InputError
 from bot.github.publish import report_title
 from bot.pipeline.config import Thresholds, parse_config
@@ -161,6 +160,9 @@ async def test_a_name_sensitive_head_flips_30_percent_of_the_probes(repo: GitRep
     assert probes is not None and probes.verdict == "fail" and probes.probed == 40
     assert (probes.head.flipped, probes.head.counted, probes.head.rate) == (12, 40, 0.3)
     assert probes.base is not None and (probes.base.flipped, probes.base.counted) == (0, 40)
+    # Exact: P(X ≥ 12) for X ~ Binomial(40, 0.05).
+    tail = 1 - sum(comb(40, k) * 0.05**k * 0.95 ** (40 - k) for k in range(12))
+    assert probes.p_value == pytest.approx(tail) and probes.p_value < 1e-6
     assert [case.case_id for case in probes.flipped][:3] == ["c0", "c1", "c2"]
     assert probes.flipped[0].head == (1.0, 0.0, 1.0)
     # Every probed case once per name, base and head, beside the 40 cases of each side.
@@ -227,12 +229,6 @@ async def test_too_small_groups_are_inconclusive_with_the_cases_needed(repo: Git
     markdown = render_markdown(report)
     assert "### Fairness of suite `agent`: ⚠️ inconclusive" in markdown
     assert "a decision needs about 44 paired cases per group (80% power, one-sided α = 0.05 / 4 groups)" in markdown
-
-
-def test_holm_decides_per_group_where_bonferroni_would_not() -> None:
-    # Three groups' drop p-values: Holm rejects all at 0.05 (0.03, 0.04, 0.04), Bonferroni only one.
-    assert [p < 0.05 for p in holm([0.01, 0.02, 0.04])] == [True, True, True]
-    assert [3 * p < 0.05 for p in (0.01, 0.02, 0.04)] == [True, False, False]
 
 
 def test_fairness_needs_a_group_field_or_probes() -> None:
