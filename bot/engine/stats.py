@@ -429,23 +429,48 @@ def rate_cases_needed(limit: float, rate: float, alpha: float = ALPHA) -> int | 
     return max(math.ceil((spread / (rate - limit)) ** 2), 1)
 
 
-def gap_change_interval(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Interval | None:
-    """95% interval of the change (head − base) of the gap between the best and the worst group's mean.
+@dataclass(frozen=True)
+class GroupGap:
+    """The paired, stratified bootstrap of per-group means at base and head (`group_gap`).
 
-    A paired, stratified percentile bootstrap: each group's cases are resampled within the group (its
-    size kept), a case's base and head values together, and the gap taken on each side of every
-    resample. None for fewer than two groups or an empty one.
+    `interval`: the 95% interval of the change (head − base) of the gap between the best and the worst
+    group's mean. Per group, in the order given: `relative`, its change minus the change of the other
+    groups' cases together; `p_behind`, the one-sided bootstrap p-value that it fell more than `margin`
+    behind them (the share of resamples where it did not, at least one: resolved to 1 / resamples);
+    `spread`, the standard deviation of `relative` over the resamples (its standard error at these cases).
+    """
+
+    interval: Interval
+    relative: list[float]
+    p_behind: list[float]
+    spread: list[float]
+    margin: float
+
+    def cases_needed(self, index: int, cases: int, alpha: float) -> int | None:
+        """Cases in the group for a lag of the observed size to be past `margin` one-sided at `alpha` with
+        80% power (the standard error shrinking as 1/√n); None when it does not lag by more than `margin`."""
+        excess = -self.relative[index] - self.margin
+        if excess <= 0 or self.spread[index] == 0:
+            return None
+        return max(math.ceil(cases * (_z_sum(alpha) * self.spread[index] / excess) ** 2), 1)
+
+
+def group_gap(groups: Sequence[tuple[Sequence[float], Sequence[float]]], margin: float) -> GroupGap | None:
+    """Bootstrap the groups' means: each group's cases resampled within the group (its size kept), a
+    case's base and head values together, every group in each resample. None for fewer than two groups
+    or an empty one.
 
     Args:
         groups: per group, (base values, head values) of its cases, in the same case order.
+        margin: how far a group may fall behind the others (same unit as the values: 0.05 for 5 pp).
     """
     if len(groups) < 2 or any(not base for base, _ in groups):
         return None
     import numpy as np
 
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    base_means = np.empty((len(groups), BOOTSTRAP_RESAMPLES))
-    head_means = np.empty((len(groups), BOOTSTRAP_RESAMPLES))
+    shape = (len(groups), BOOTSTRAP_RESAMPLES)
+    base_means, head_means = np.empty(shape), np.empty(shape)
     for g, (base, head) in enumerate(groups):
         b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
         rows = max(1, BOOTSTRAP_CHUNK_VALUES // len(b))
@@ -456,4 +481,14 @@ def gap_change_interval(groups: Sequence[tuple[Sequence[float], Sequence[float]]
             head_means[g, start:stop] = h[picks].mean(axis=1)
     changes = (head_means.max(axis=0) - head_means.min(axis=0)) - (base_means.max(axis=0) - base_means.min(axis=0))
     low, high = np.percentile(changes, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return Interval(float(low), float(high))
+    sizes = np.asarray([len(base) for base, _ in groups], dtype=float)[:, None]
+    moved = (head_means - base_means) * sizes  # each group's summed change per resample
+    observed = [float(sum(h) - sum(b)) for b, h in groups]
+    total, cases = sum(observed), float(sizes.sum())
+    relative, p_behind, spread = [], [], []
+    for g, size in enumerate(float(n) for n in sizes[:, 0]):
+        lag = moved[g] / size - (moved.sum(axis=0) - moved[g]) / (cases - size)
+        relative.append(observed[g] / size - (total - observed[g]) / (cases - size))
+        p_behind.append(max(int(np.sum(lag >= -margin)), 1) / BOOTSTRAP_RESAMPLES)
+        spread.append(float(lag.std(ddof=1)))
+    return GroupGap(Interval(float(low), float(high)), relative, p_behind, spread, margin)

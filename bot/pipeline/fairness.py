@@ -2,9 +2,9 @@
 counterfactual probes that render each case once per value of a field (docs/governance.md, Fairness).
 
 The group gate fails when the gap between the best and the worst group widens by more than
-`max_gap_increase_pp` and a group that fell that far behind the rest lost accuracy significantly: the
-one-sided exact paired test of its drop, Holm-corrected across the groups. The probes fail when more
-than `max_flip_rate` of the cases change their graded outcome with the value, one-sided significant.
+`max_gap_increase_pp` and a group fell that far behind the rest while losing accuracy, both one-sided
+significant and Holm-corrected across the groups. The probes fail when more than `max_flip_rate` of the
+cases change their graded outcome with the value, one-sided significant.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from bot.engine.concurrency import gather_or_cancel
 from bot.engine.metrics import accuracy_of, hallucination_of, per_case
 from bot.engine.runner import CaseInput, CaseResult
 from bot.engine.stats import (
+    GroupGap,
     Interval,
-    gap_change_interval,
+    group_gap,
     holm,
     mean,
     paired_test,
@@ -60,9 +61,13 @@ class GroupRow:
     # repeated samples), and its p-value Holm-adjusted across the groups.
     p_drop: float | None
     p_holm: float | None
+    # The one-sided bootstrap test that it fell more than the threshold behind the rest, and Holm's.
+    p_behind: float | None
+    p_behind_holm: float | None
     base_hallucination: float | None
     head_hallucination: float | None
-    # Fell behind by more than the threshold, and dropped significantly (Holm): what fails the gate.
+    # Fell behind by more than the threshold, significantly, and dropped significantly (Holm, both):
+    # what fails the gate.
     harmed: bool = False
 
 
@@ -82,7 +87,7 @@ class GroupFairness:
     threshold_pp: float
     alpha: float
     verdict: Verdict
-    # Inconclusive: paired cases per group the largest drop needs to be decided (Holm's first level α/k,
+    # Inconclusive: paired cases per group the lagging groups need to be decided (Holm's first level α/k,
     # 80% power).
     cases_needed: int | None = None
     # Paired cases whose row has no value in `field`: in no group.
@@ -164,6 +169,12 @@ def group_fairness(
     """Accuracy per group on the cases both variants graded (the head's alone without a base), and the
     gate's verdict on the change of the gap between the best and the worst group.
 
+    A group is harmed when two one-sided tests, each Holm-corrected across the groups, are significant:
+    the exact paired test of a drop in its accuracy, and the bootstrap test that its change fell more
+    than `threshold_pp` behind the other groups' cases. Both must hold (an intersection-union test, of
+    level α): the first alone would blame a drop all groups share, the second alone a group left behind
+    by the others' gains.
+
     Args:
         group_field: the row field naming the groups.
         groups: each case's group (`groups_of`).
@@ -183,73 +194,64 @@ def group_fairness(
         if case_id in groups:
             members.setdefault(groups[case_id], []).append(case_id)
     names = sorted(members)
-    head_values = {g: [head_acc[c] for c in members[g]] for g in names}
-    base_values = {g: [base_acc[c] for c in members[g]] for g in names} if base_acc is not None else None
-    tests = {}
-    for g in names:
-        test = paired_test(base_values[g], head_values[g], alpha) if base_values else None
-        if test is not None:
-            tests[g] = test
-    adjusted = dict(zip(names, holm([tests[g].p_decrease for g in names]), strict=True)) if tests else {}
-    diffs = {c: head_acc[c] - base_acc[c] for c in paired_ids} if base_acc is not None else {}
+    head_values = [[head_acc[c] for c in members[g]] for g in names]
+    base_values = [[base_acc[c] for c in members[g]] for g in names] if base_acc is not None else None
+    tests = [paired_test(b, h, alpha) for b, h in zip(base_values, head_values, strict=True)] if base_values else []
+    drops = [t for t in tests if t is not None]
+    gap = group_gap(list(zip(base_values, head_values, strict=True)), threshold_pp / 100) if base_values else None
+    p_drop = holm([t.p_decrease for t in drops]) if len(drops) == len(names) else []
+    p_behind = holm(gap.p_behind) if gap is not None else []
 
     rows = []
-    for g in names:
-        test = tests.get(g)
-        relative = None
-        if test is not None:
-            rest = [d for c, d in diffs.items() if groups.get(c) != g]
-            relative = (test.delta - (sum(rest) / len(rest) if rest else 0.0)) * 100
-        behind = relative is not None and test is not None and test.delta < 0 and -relative > threshold_pp
+    for i, g in enumerate(names):
+        test = drops[i] if p_drop else None
+        relative = gap.relative[i] * 100 if gap is not None else None
+        # Fell behind the rest by more than the gap may widen, while losing accuracy itself.
+        behind = test is not None and relative is not None and test.delta < 0 and -relative > threshold_pp
+        significant = bool(p_drop) and bool(p_behind) and max(p_drop[i], p_behind[i]) < alpha
         rows.append(
             GroupRow(
                 group=g,
                 cases=len(members[g]),
-                base_accuracy=mean(base_values[g]) if base_values else None,
-                head_accuracy=mean(head_values[g]),
+                base_accuracy=mean(base_values[i]) if base_values else None,
+                head_accuracy=mean(head_values[i]),
                 change_pp=test.delta * 100 if test else None,
                 relative_pp=relative,
                 p_drop=test.p_decrease if test else None,
-                p_holm=adjusted.get(g),
+                p_holm=p_drop[i] if p_drop else None,
+                p_behind=gap.p_behind[i] if gap is not None else None,
+                p_behind_holm=p_behind[i] if p_behind else None,
                 base_hallucination=_rate(base_hal, members[g]) if base is not None else None,
                 head_hallucination=_rate(head_hal, members[g]),
-                harmed=behind and (strict or adjusted[g] < alpha),
+                harmed=behind and (strict or significant),
             )
         )
     base_gap = _gap([r.base_accuracy for r in rows]) if base_values else None
     head_gap = _gap([r.head_accuracy for r in rows])
     change = head_gap - base_gap if head_gap is not None and base_gap is not None else None
-    interval = None
-    if base_values and len(names) > 1:
-        found = gap_change_interval([(base_values[g], head_values[g]) for g in names])
-        interval = Interval(found.low * 100, found.high * 100) if found else None
     verdict: Verdict = "n/a"
     needed = None
-    if change is not None and len(names) > 1:
-        behind_rows = [r for r in rows if r.relative_pp is not None and r.change_pp is not None and r.change_pp < 0]
-        behind_rows = [r for r in behind_rows if r.relative_pp is not None and -r.relative_pp > threshold_pp]
-        if change <= threshold_pp or not behind_rows:
+    if change is not None and gap is not None:
+        lagging = [
+            i
+            for i, r in enumerate(rows)
+            if r.change_pp is not None and r.change_pp < 0 and -gap.relative[i] * 100 > threshold_pp
+        ]
+        if change <= threshold_pp or not lagging:
             # Not widened past the threshold, or widened only because a group improved: no group is harmed.
             verdict = "pass"
         elif any(r.harmed for r in rows):
             verdict = "fail"
         else:
             verdict = "inconclusive"
-            # Holm's first step tests at α/k: what a group needs to be decided whatever the others show.
-            assert base_values is not None
-            counts = [
-                test.cases_needed(-1)
-                for r in behind_rows
-                if (test := paired_test(base_values[r.group], head_values[r.group], alpha / len(names))) is not None
-            ]
-            needed = max((n for n in counts if n is not None), default=None)
+            needed = _cases_needed(lagging, rows, base_values or [], head_values, gap, alpha / len(names))
     return GroupFairness(
         field=group_field,
         groups=rows,
         base_gap_pp=base_gap,
         head_gap_pp=head_gap,
         change_pp=change,
-        interval=interval,
+        interval=Interval(gap.interval.low * 100, gap.interval.high * 100) if gap is not None else None,
         base_hallucination_gap_pp=_gap([r.base_hallucination for r in rows]),
         head_hallucination_gap_pp=_gap([r.head_hallucination for r in rows]),
         threshold_pp=threshold_pp,
@@ -258,6 +260,24 @@ def group_fairness(
         cases_needed=needed,
         without_group=sum(1 for c in paired_ids if c not in groups),
     )
+
+
+def _cases_needed(
+    lagging: list[int],
+    rows: list[GroupRow],
+    base_values: list[list[float]],
+    head_values: list[list[float]],
+    gap: GroupGap,
+    level: float,
+) -> int | None:
+    """Paired cases per group for the lagging groups' two tests to decide at Holm's first level α/k (the
+    level a group must pass whatever the others show), 80% power: the larger of the two, the most of the
+    groups."""
+    counts = []
+    for i in lagging:
+        test = paired_test(base_values[i], head_values[i], level)
+        counts += [test.cases_needed(-1) if test else None, gap.cases_needed(i, rows[i].cases, level)]
+    return max((n for n in counts if n is not None), default=None)
 
 
 def _rate(values: Mapping[str, float], case_ids: Sequence[str]) -> float | None:

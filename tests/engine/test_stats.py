@@ -226,15 +226,28 @@ def test_cases_for_a_rate_to_test_above_its_limit() -> None:
     assert stats.rate_cases_needed(0.05, 0.05) is None
 
 
-def test_the_gap_change_interval_pairs_cases_within_groups() -> None:
+def test_the_group_bootstrap_pairs_cases_within_groups() -> None:
     same = [1.0] * 90 + [0.0] * 10
     dropped = [1.0] * 75 + [0.0] * 25
     # Group b's head loses 15 of its 90 passing cases (in the same order); group a is unchanged: the gap
-    # goes 0 → 15 pp.
-    interval = stats.gap_change_interval([(same, same), (same, dropped)])
+    # goes 0 → 15 pp, and b's change is 15 pp below a's.
+    gap = stats.group_gap([(same, same), (same, dropped)], margin=0.05)
+    assert gap is not None
     # The resampled base gap is not 0 (two groups of 100 at 90% differ by chance): the interval is
     # wide and reaches a little below 0.
-    assert interval == stats.Interval(pytest.approx(-0.02, abs=1e-9), pytest.approx(0.21, abs=1e-9))
-    # Nothing changed: every resample has the same gap on both sides.
-    assert stats.gap_change_interval([(same, same), (dropped, dropped)]) == stats.Interval(0.0, 0.0)
-    assert stats.gap_change_interval([(same, same)]) is None
+    assert gap.interval == stats.Interval(pytest.approx(-0.02, abs=1e-9), pytest.approx(0.21, abs=1e-9))
+    assert gap.relative == pytest.approx([0.15, -0.15])
+    # b's lag: 15 of 100 broke, sd √(0.15 · 0.85 / 100) = 3.6 pp; 5 pp is 2.8 of them away.
+    assert gap.spread[1] == pytest.approx(0.0357, abs=0.002)
+    assert gap.p_behind[0] == 1.0 and gap.p_behind[1] < 0.01
+    # Nothing changed: every resample has the same gap on both sides, and no group lags.
+    still = stats.group_gap([(same, same), (dropped, dropped)], margin=0.05)
+    assert still is not None and still.interval == stats.Interval(0.0, 0.0) and still.p_behind == [1.0, 1.0]
+    assert stats.group_gap([(same, same)], margin=0.05) is None
+
+
+def test_cases_for_a_lag_past_its_margin() -> None:
+    gap = stats.GroupGap(stats.Interval(0, 0), relative=[-0.15], p_behind=[0.2], spread=[0.05], margin=0.05)
+    # 100 × ((1.6449 + 0.8416) × 0.05 / 0.10)² = 154.6 → 155.
+    assert gap.cases_needed(0, 100, 0.05) == 155
+    assert stats.GroupGap(stats.Interval(0, 0), [-0.04], [1.0], [0.05], 0.05).cases_needed(0, 100, 0.05) is None

@@ -11,6 +11,7 @@ import pytest
 
 from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
+from bot.engine.stats import paired_test
 from bot.errors import InputError
 from bot.github.publish import report_title
 from bot.pipeline.config import Thresholds, parse_config
@@ -101,13 +102,16 @@ async def test_a_drop_in_one_group_fails_the_gate(repo: GitRepo, stub: StubLLM) 
     assert gold.change_pp == pytest.approx(-15) and gold.relative_pp == pytest.approx(-15)
     # 15 cases broke, none fixed: exact McNemar P(X ≥ 15 | 15, 1/2) = 2^-15, times 4 groups (Holm's first step).
     assert gold.p_drop == pytest.approx(0.5**15) and gold.p_holm == pytest.approx(4 * 0.5**15)
+    # Its lag, 15 pp against the 5 allowed, 2.8 standard errors (3.6 pp) away: the bootstrap's p, Holm's.
+    assert gold.p_behind is not None and gold.p_behind_holm is not None and gold.p_behind_holm < 0.05
     assert gold.harmed and not any(row.harmed for row in groups.groups if row.group != "gold")
     assert (groups.base_gap_pp, groups.head_gap_pp, groups.change_pp) == pytest.approx((0, 15, 15))
     assert groups.interval is not None and groups.interval.low < 15 < groups.interval.high
 
     markdown = render_markdown(report)
     assert "### Fairness of suite `agent`: ❌ fail" in markdown
-    assert "| gold | 100 | 90.0% | 75.0% | -15.0 pp | -15.0 pp | 3.05e-05 (0.000122) ❌ |" in markdown
+    assert "| gold | 100 | 90.0% | 75.0% | -15.0 pp | -15.0 pp | 3.05e-05 (0.000122) | " in markdown
+    assert f"{gold.p_behind:.3g} ({gold.p_behind_holm:.3g}) ❌ |" in markdown
     assert "Gap between the best and the worst group: 0.0 pp → 15.0 pp (+15.0 pp, 95% CI" in markdown
     assert report_title(report).endswith("; fairness failed: agent")
     # Stored with the run: the JSON report (and the run page's Markdown) hold the groups.
@@ -206,10 +210,19 @@ def test_small_groups_say_how_many_cases_a_decision_needs() -> None:
     assert result.verdict == "inconclusive" and result.change_pp == pytest.approx(20)
     # McNemar: 2 broken, none fixed, P = 1/4; Holm over 2 groups: 1/2.
     assert [(row.p_drop, row.p_holm) for row in result.groups] == [(0.25, 0.5), (1.0, 1.0)]
-    # At Holm's first level α/2 = 0.025 the test rejects once 6 flipped cases all broke (2^-6 < 0.025 <
-    # 2^-5); every flip breaks a case here, so the power is P(Binomial(n, 0.2) ≥ 6): 80% from n = 39.
+    a = result.groups[0]
+    assert a.relative_pp == pytest.approx(-20) and a.p_behind is not None and a.p_behind > 0.05
+    # Each test's need at Holm's first level α/2 = 0.025, 80% power. The drop: McNemar rejects once 6
+    # flipped cases all broke (2^-6 < 0.025 < 2^-5); every flip breaks a case here, so its power is
+    # P(Binomial(n, 0.2) ≥ 6), 80% from n = 39.
     assert power(38, 6) < 0.8 <= power(39, 6)
-    assert result.cases_needed == 39
+    test = paired_test([1.0] * 10, [0.0] * 2 + [1.0] * 8, alpha=0.025)
+    assert test is not None and test.cases_needed(-1) == 39
+    # The lag (20 pp, 15 past the 5 allowed) with its standard error √(0.2 · 0.8 / 10) = 12.6 pp:
+    # 10 × ((1.96 + 0.8416) × 0.1265 / 0.15)² = 55.8 → 56. The larger decides.
+    textbook = 10 * ((1.96 + 0.8416) * (0.16 / 10) ** 0.5 / 0.15) ** 2
+    assert textbook == pytest.approx(55.8, abs=0.05)
+    assert result.cases_needed == 56
 
 
 async def test_too_small_groups_are_inconclusive_with_the_cases_needed(repo: GitRepo, stub: StubLLM) -> None:
@@ -220,15 +233,18 @@ async def test_too_small_groups_are_inconclusive_with_the_cases_needed(repo: Git
 
     groups = report.suites[0].fairness.groups  # type: ignore[union-attr]
     assert groups is not None and groups.verdict == "inconclusive" and report.verdict == "pass"
-    # At α/4 = 0.0125 the test needs 7 broken flips (2^-7 < 0.0125 < 2^-6): P(Binomial(n, 0.2) ≥ 7) ≥ 0.8.
-    assert power(43, 7) < 0.8 <= power(44, 7) and groups.cases_needed == 44
+    # At α/4 = 0.0125 the drop test needs 7 broken flips (2^-7 < 0.0125 < 2^-6): P(Binomial(n, 0.2) ≥ 7)
+    # reaches 0.8 at n = 44. The lag's need is larger: 10 × ((2.2414 + 0.8416) × 0.1265 / 0.15)² = 67.6
+    # with the textbook standard error, 70 with the bootstrap's (12.8 pp).
+    assert power(43, 7) < 0.8 <= power(44, 7)
+    assert groups.cases_needed == 70
     # An inconclusive breach: a lead approves it with a reason.
     assert [(b.suite, b.metric, b.delta, b.threshold) for b in report.inconclusive] == [
         ("agent", "Fairness gap (tier)", pytest.approx(20), 5)
     ]
     markdown = render_markdown(report)
     assert "### Fairness of suite `agent`: ⚠️ inconclusive" in markdown
-    assert "a decision needs about 44 paired cases per group (80% power, one-sided α = 0.05 / 4 groups)" in markdown
+    assert "a decision needs about 70 paired cases per group (80% power, one-sided α = 0.05 / 4 groups)" in markdown
 
 
 def test_fairness_needs_a_group_field_or_probes() -> None:
