@@ -219,7 +219,13 @@ def _fairness_breaches(report: FairnessReport) -> list[Breach]:
     found = []
     groups, probes = report.groups, report.counterfactual
     if groups is not None and groups.verdict == "inconclusive" and groups.change_pp is not None:
-        p_value = min((r.p_holm for r in groups.groups if r.p_holm is not None), default=None)
+        # A group is harmed when both its tests are significant: the larger p of each decides it.
+        decisive = [
+            max(r.p_holm, r.p_behind_holm)
+            for r in groups.groups
+            if r.p_holm is not None and r.p_behind_holm is not None
+        ]
+        p_value = min(decisive, default=None)
         metric = f"Fairness gap ({groups.field})"
         found.append(Breach(report.suite, metric, groups.change_pp, "pp", groups.threshold_pp, p_value))
     if probes is not None and probes.verdict == "inconclusive" and probes.head.rate is not None:

@@ -242,6 +242,8 @@ async def test_too_small_groups_are_inconclusive_with_the_cases_needed(repo: Git
     assert [(b.suite, b.metric, b.delta, b.threshold) for b in report.inconclusive] == [
         ("agent", "Fairness gap (tier)", pytest.approx(20), 5)
     ]
+    # Its p-value: gold's drop, Holm-adjusted (4 × 1/4 = 1), the larger of gold's two.
+    assert report.inconclusive[0].p_value == 1.0
     markdown = render_markdown(report)
     assert "### Fairness of suite `agent`: ⚠️ inconclusive" in markdown
     assert "a decision needs about 70 paired cases per group (80% power, one-sided α = 0.05 / 4 groups)" in markdown
