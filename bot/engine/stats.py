@@ -395,14 +395,100 @@ def paired_ratio(
     )
 
 
-def holm_adjusted(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment of p-values tested together (same order): each is significant at
-    α when its adjusted value is below α, and the chance of any false alarm stays at most α whatever
-    the tests' dependence, without Bonferroni's loss of power."""
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values, in the order given: rejecting where an adjusted
+    p-value is below α keeps the chance of any false rejection among the family at most α, whatever
+    the tests' dependence, and rejects at least what Bonferroni does.
+
+    The i-th smallest p-value is multiplied by (m − i + 1) (i from 1), capped at 1, and made
+    non-decreasing in that order (a larger p-value is never adjusted below a smaller one's).
+    """
     m = len(p_values)
-    adjusted = [0.0] * m
+    adjusted = [1.0] * m
     running = 0.0
     for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
         running = max(running, min(1.0, (m - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
+
+
+def rate_above_p(successes: int, n: int, limit: float) -> float:
+    """The exact one-sided p-value that a rate is above `limit`, from `successes` of `n`:
+    P(X ≥ successes) for X ~ Binomial(n, limit). 1 for no trials."""
+    if n == 0 or successes <= 0:
+        return 1.0
+    return float(binomial_sf(successes - 1, n, limit))
+
+
+def rate_cases_needed(limit: float, rate: float, alpha: float = ALPHA) -> int | None:
+    """Cases for a rate of `rate` to test above `limit` one-sided at `alpha` with 80% power (the
+    normal approximation of the one-sample binomial test); None when `rate` is not above `limit`."""
+    if rate <= limit:
+        return None
+    spread = normal_ppf(1 - alpha) * math.sqrt(limit * (1 - limit)) + normal_ppf(POWER) * math.sqrt(rate * (1 - rate))
+    return max(math.ceil((spread / (rate - limit)) ** 2), 1)
+
+
+@dataclass(frozen=True)
+class GroupGap:
+    """The paired, stratified bootstrap of per-group means at base and head (`group_gap`).
+
+    `interval`: the 95% interval of the change (head − base) of the gap between the best and the worst
+    group's mean. Per group, in the order given: `relative`, its change minus the change of the other
+    groups' cases together; `p_behind`, the one-sided bootstrap p-value that it fell more than `margin`
+    behind them (the share of resamples where it did not, at least one: resolved to 1 / resamples);
+    `spread`, the standard deviation of `relative` over the resamples (its standard error at these cases).
+    """
+
+    interval: Interval
+    relative: list[float]
+    p_behind: list[float]
+    spread: list[float]
+    margin: float
+
+    def cases_needed(self, index: int, cases: int, alpha: float) -> int | None:
+        """Cases in the group for a lag of the observed size to be past `margin` one-sided at `alpha` with
+        80% power (the standard error shrinking as 1/√n); None when it does not lag by more than `margin`."""
+        excess = -self.relative[index] - self.margin
+        if excess <= 0 or self.spread[index] == 0:
+            return None
+        return max(math.ceil(cases * (_z_sum(alpha) * self.spread[index] / excess) ** 2), 1)
+
+
+def group_gap(groups: Sequence[tuple[Sequence[float], Sequence[float]]], margin: float) -> GroupGap | None:
+    """Bootstrap the groups' means: each group's cases resampled within the group (its size kept), a
+    case's base and head values together, every group in each resample. None for fewer than two groups
+    or an empty one.
+
+    Args:
+        groups: per group, (base values, head values) of its cases, in the same case order.
+        margin: how far a group may fall behind the others (same unit as the values: 0.05 for 5 pp).
+    """
+    if len(groups) < 2 or any(not base for base, _ in groups):
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    shape = (len(groups), BOOTSTRAP_RESAMPLES)
+    base_means, head_means = np.empty(shape), np.empty(shape)
+    for g, (base, head) in enumerate(groups):
+        b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
+        rows = max(1, BOOTSTRAP_CHUNK_VALUES // len(b))
+        for start in range(0, BOOTSTRAP_RESAMPLES, rows):
+            stop = min(start + rows, BOOTSTRAP_RESAMPLES)
+            picks = rng.integers(0, len(b), size=(stop - start, len(b)))
+            base_means[g, start:stop] = b[picks].mean(axis=1)
+            head_means[g, start:stop] = h[picks].mean(axis=1)
+    changes = (head_means.max(axis=0) - head_means.min(axis=0)) - (base_means.max(axis=0) - base_means.min(axis=0))
+    low, high = np.percentile(changes, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    sizes = np.asarray([len(base) for base, _ in groups], dtype=float)[:, None]
+    moved = (head_means - base_means) * sizes  # each group's summed change per resample
+    observed = [float(sum(h) - sum(b)) for b, h in groups]
+    total, cases = sum(observed), float(sizes.sum())
+    relative, p_behind, spread = [], [], []
+    for g, size in enumerate(float(n) for n in sizes[:, 0]):
+        lag = moved[g] / size - (moved.sum(axis=0) - moved[g]) / (cases - size)
+        relative.append(observed[g] / size - (total - observed[g]) / (cases - size))
+        p_behind.append(max(int(np.sum(lag >= -margin)), 1) / BOOTSTRAP_RESAMPLES)
+        spread.append(float(lag.std(ddof=1)))
+    return GroupGap(Interval(float(low), float(high)), relative, p_behind, spread, margin)

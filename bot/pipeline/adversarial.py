@@ -22,7 +22,7 @@ from bot.engine.graders import JUDGE_MAX_TOKENS, parse_judge_json
 from bot.engine.models import ModelClient
 from bot.engine.patterns import PatternError, search
 from bot.engine.runner import openai_tools
-from bot.engine.stats import holm_adjusted, paired_test
+from bot.engine.stats import holm, paired_test
 from bot.errors import InputError, JudgeError, ModelCallError
 from bot.pipeline.attacks import CANARY, MARKER, TEST_KEYS, Library, SuccessTest, load_library
 from bot.pipeline.changes import Plan, SuitePlan
@@ -428,7 +428,7 @@ def _families(
                 base_values.append(float(base))
         tests.append((base_values, head_values, paired_test(base_values, head_values, thresholds.alpha)))
     p_values = [t.p_increase if t is not None else 1.0 for *_, t in tests]
-    adjusted = holm_adjusted(p_values) if plan.base else [None] * len(families)
+    adjusted = holm(p_values) if plan.base else [None] * len(families)
     results = []
     for family, (base_values, head_values, test), p_holm in zip(families, tests, adjusted, strict=True):
         n = len(head_values)

@@ -16,7 +16,7 @@ from bot.engine.graders import (
 )
 from bot.pipeline.adversarial import AttackPlan
 from bot.pipeline.adversarial import judge_messages as attack_judge_messages
-from bot.pipeline.changes import Plan
+from bot.pipeline.changes import Plan, SuitePlan
 from bot.pipeline.config import (
     ClosedQaGrader,
     FactualityGrader,
@@ -27,6 +27,7 @@ from bot.pipeline.config import (
     unwrapped,
     uses_judge,
 )
+from bot.pipeline.fairness import probed_cases
 from bot.pipeline.policies import judge_messages
 
 # Without a tokenizer per provider (tiktoken would fetch its tables from the network), a token is
@@ -157,6 +158,8 @@ def estimate(
         for prompt in filter(None, (sp.head_prompt, sp.base_prompt)):
             for question in questions:
                 result.add(judge_model, _message_tokens(judge_messages(question, prompt)), JUDGE_MAX_TOKENS, price)
+    for sp in the_plan.suites:
+        _counterfactual_probes(result, sp, judge_model, price)
     return result
 
 
@@ -172,3 +175,27 @@ def attack_estimate(result: Estimate, plans: Sequence[AttackPlan], price: PriceF
                 if probe.test.judge is not None:
                     judged = _message_tokens(attack_judge_messages(probe.test.judge, probe.text, ""))
                     result.add(judge_model, judged + caller.max_tokens, JUDGE_MAX_TOKENS, price)
+
+
+def _counterfactual_probes(result: Estimate, sp: SuitePlan, judge_model: str, price: PriceFn) -> None:
+    """A `fairness.counterfactual` suite's probes: each probed case once per value, on base and head, with a
+    judge call per judged grader (sized on the case's own request: a value changes a few words)."""
+    settings = sp.suite.fairness.counterfactual if sp.suite.fairness is not None else None
+    if settings is None:
+        return
+    count = len(settings.values) * sp.suite.repeats
+    for prompt in filter(None, (sp.head_prompt, sp.base_prompt)):
+        requests = sp.requests(prompt)
+        for case in probed_cases(sp.evaluated_cases, settings):
+            if case.id not in requests:
+                continue
+            size = _message_tokens(requests[case.id])
+            result.add(prompt.model, size, prompt.output_tokens, price, count)
+            for spec in sp.suite.graders:
+                grader = unwrapped(spec)
+                if uses_judge(grader):
+                    judge_in = size + prompt.output_tokens + _tokens(str(case.fields))
+                    model = getattr(grader, "model", None) or judge_model
+                    result.add(model, judge_in, JUDGE_MAX_TOKENS, price, count)
+                elif isinstance(grader, SimilarityGrader):
+                    result.add(grader.model, prompt.output_tokens + _tokens(str(case.fields)), 0, price, count)

@@ -473,6 +473,9 @@ def _definition_changes(base: Suite, head: Suite, base_judge: str, head_judge: s
     if base.adversarial != head.adversarial:
         was, now = (suite.adversarial.model_dump() if suite.adversarial else "none" for suite in (base, head))
         changes.append(f"adversarial: {was} → {now}")
+    if base.fairness != head.fairness:
+        was, now = (suite.fairness.model_dump() if suite.fairness else "none" for suite in (base, head))
+        changes.append(f"fairness: {was} → {now}")
     gates: dict[str, Any] = base.data_gates.model_dump(by_alias=True)
     for key, value in head.data_gates.model_dump(by_alias=True).items():
         if gates[key] != value:

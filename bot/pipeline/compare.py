@@ -30,6 +30,7 @@ from bot.pipeline.config import Thresholds
 from bot.pipeline.variants import Variant, paired
 
 if TYPE_CHECKING:
+    from bot.pipeline.fairness import FairnessReport
     from bot.pipeline.tradeoff import ModelComparison
 
 Verdict = Literal["pass", "fail", "inconclusive", "improved", "n/a"]
@@ -202,6 +203,8 @@ class SuiteReport:
     assertions_base: list[AssertionCount] = field(default_factory=list)
     # The pairs the latency rows rest on (None without a base).
     latency: LatencySummary | None = None
+    # The suite's `fairness:` gate (base policy), when its exam sets one.
+    fairness: FairnessReport | None = None
 
     @property
     def inconclusive(self) -> list[MetricRow]:

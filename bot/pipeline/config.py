@@ -464,6 +464,42 @@ class Feedback(_Strict):
     merge: Schedule | None = None
 
 
+class Counterfactual(_Strict):
+    """Counterfactual probes: each probed case rendered once per value of `field` (bot.pipeline.fairness)."""
+
+    # The row field the prompt reads that names the person (guest_name, pronoun, language...).
+    field: str = Field(min_length=1)
+    values: list[str] = Field(min_length=2)
+    # Cases probed at most (the same ones, chosen by their ids, at base and head): each costs one call
+    # per value on each side.
+    max_cases: int = Field(default=100, ge=1, le=5000)
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("counterfactual values must be distinct")
+        return values
+
+
+class Fairness(_Strict):
+    """A suite's fairness gate (bot.pipeline.fairness): accuracy per group, and counterfactual probes."""
+
+    # The row field whose values are the groups (guest tier, language, region).
+    group_field: str | None = Field(default=None, min_length=1)
+    # The most the gap between the best and the worst group's accuracy may widen, in percentage points.
+    max_gap_increase_pp: float = Field(default=5.0, ge=0)
+    counterfactual: Counterfactual | None = None
+    # The largest share of probed cases whose graded outcome may differ between the values.
+    max_flip_rate: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> Fairness:
+        if self.group_field is None and self.counterfactual is None:
+            raise ValueError("fairness takes `group_field`, `counterfactual` or both")
+        return self
+
+
 class PolicyRule(_Strict):
     """One rule of `policies:`, checked on every affected prompt, base and head (bot.pipeline.policies)."""
 
@@ -508,6 +544,7 @@ EXAM_FIELDS = frozenset(
         "latency_sample",
         "lineage",
         "adversarial",
+        "fairness",
     }
 )
 # Graders whose `field:` is the reference answer: left unset, it is the suite's `expected_field`.
@@ -557,6 +594,7 @@ class Suite(_Strict):
     lineage: Lineage | None = None
     # Attacks on the prompt, base and head, gated per family (policy: the base's, with the exam).
     adversarial: Adversarial | None = None
+    fairness: Fairness | None = None
 
     @field_validator("prompt", "dataset", "schema_", "training_data", "promptfoo")
     @classmethod

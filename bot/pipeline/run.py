@@ -49,6 +49,7 @@ from bot.pipeline.config import (
     model_refusal,
 )
 from bot.pipeline.data_quality import DataQuality, check
+from bot.pipeline.fairness import FairnessReport, assess
 from bot.pipeline.files import read_file
 from bot.pipeline.formats.promptfoo import assertion_grader
 from bot.pipeline.lineage import LineageCheck, check_sources, row_changes
@@ -199,7 +200,13 @@ class Report:
             for f in a.inconclusive
             if f.delta_pp is not None
         ]
-        return rows + attacks
+        fairness = [breach for f in self.fairness for breach in _fairness_breaches(f)]
+        return rows + attacks + fairness
+
+    @property
+    def fairness(self) -> list[FairnessReport]:
+        """The `fairness:` gate of each suite whose exam sets one."""
+        return [s.fairness for s in self.suites if s.fairness is not None]
 
     @property
     def budget_refused(self) -> bool:
@@ -215,6 +222,7 @@ class Report:
         failed = self.problems or any(s.verdict == "fail" for s in self.suites) or any(d.failed for d in self.data)
         governance = (self.policy is not None and self.policy.failed) or any(lc.failed for lc in self.lineage)
         governance = governance or any(a.failed for a in self.adversarial)
+        governance = governance or any(f.failed for f in self.fairness)
         if failed or governance or self.policy_error or self.stopped is not None:
             return "fail"
         return "pass"
@@ -222,6 +230,27 @@ class Report:
     @property
     def exit_code(self) -> int:
         return {"pass": 0, "fail": 1, "error": 2}[self.verdict]
+
+
+def _fairness_breaches(report: FairnessReport) -> list[Breach]:
+    """A fairness gate past its limit but not significantly: a lead decides, with a reason."""
+    found = []
+    groups, probes = report.groups, report.counterfactual
+    if groups is not None and groups.verdict == "inconclusive" and groups.change_pp is not None:
+        # A group is harmed when both its tests are significant: the larger p of each decides it.
+        decisive = [
+            max(r.p_holm, r.p_behind_holm)
+            for r in groups.groups
+            if r.p_holm is not None and r.p_behind_holm is not None
+        ]
+        p_value = min(decisive, default=None)
+        metric = f"Fairness gap ({groups.field})"
+        found.append(Breach(report.suite, metric, groups.change_pp, "pp", groups.threshold_pp, p_value))
+    if probes is not None and probes.verdict == "inconclusive" and probes.head.rate is not None:
+        metric = f"Counterfactual flip rate ({probes.field})"
+        rate, limit = probes.head.rate * 100, probes.max_flip_rate * 100
+        found.append(Breach(report.suite, metric, rate, "%", limit, probes.p_value))
+    return found
 
 
 def build_graders(specs: list[GraderSpec], judge: ModelClient, judge_model: str) -> list[g.Grader]:
@@ -522,6 +551,10 @@ async def _run_suites(
             results = await run_variant(client, spec, _cases(prompt, sp), graders, sp.suite.repeats, progress)
             return Variant(name, prompt.revision, model, results)
 
+        async def probe(name: str, prompt: Prompt, model: str, cases: list[CaseInput]) -> list[CaseResult]:
+            # Counterfactual probes: on the run's client and budget, outside the progress of its cases.
+            return await run_variant(client, _spec(name, prompt, model), cases, graders, sp.suite.repeats)
+
         others = sp.other_models(options.models)
         head_variant, *rest = await gather_or_cancel(*(variant(*v) for v in sp.variants(options.models)))
         model_variants = dict(zip(others, rest[: len(others)], strict=True))
@@ -531,6 +564,7 @@ async def _run_suites(
         if base_variant is not None and any(r.stored for r in answers):
             latency = await remeasure(sp, base_variant, head_variant)
         report = compare_suite(sp.suite.name, list(sp.reasons), base_variant, head_variant, config.thresholds, latency)
+        report.fairness = await assess(sp, base_variant, head_variant, probe, config.thresholds)
         report.definition_hash = sp.definition_hash(config.judge)
         if any(isinstance(spec, PromptfooAssertionGrader) for spec in sp.suite.graders):
             report.assertions_head = assertion_counts(head_variant.results)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bot.engine import stats
 from bot.engine.stats import (
-    holm_adjusted,
     mcnemar_power,
     paired_delta,
     paired_ratio,
@@ -201,8 +202,52 @@ def test_the_ratio_bootstrap_draws_the_same_numbers_in_chunks_of_any_size(
     assert paired_ratio(base, head, "p95", 1.1) == reference
 
 
-def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
-    # Sorted 0.01, 0.02, 0.04: × 3, × 2, × 1, each at least the one before (step-down), at most 1.
-    assert holm_adjusted([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    assert holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])
-    assert holm_adjusted([]) == []
+def test_holm_adjusts_a_hand_worked_family() -> None:
+    # Sorted 0.01, 0.02, 0.04 times 3, 2, 1: 0.03, 0.04, 0.04. All three are below 0.05, where
+    # Bonferroni (times 3: 0.03, 0.06, 0.12) rejects only the first.
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # Monotone: 0.04 × 1 = 0.04 would fall below 0.03 × 2 = 0.06, so it takes 0.06; capped at 1.
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
+
+
+def test_a_rate_above_a_limit_is_an_exact_binomial_tail() -> None:
+    # 3 of 10 above 5%: P(X ≥ 3) for X ~ Binomial(10, 0.05) = 1 − P(0) − P(1) − P(2).
+    tail = 1 - sum(math.comb(10, k) * 0.05**k * 0.95 ** (10 - k) for k in range(3))
+    assert stats.rate_above_p(3, 10, 0.05) == pytest.approx(tail)
+    assert stats.rate_above_p(0, 10, 0.05) == 1.0 and stats.rate_above_p(0, 0, 0.05) == 1.0
+
+
+def test_cases_for_a_rate_to_test_above_its_limit() -> None:
+    # ((1.6449 √(0.05·0.95) + 0.8416 √(0.3·0.7)) / 0.25)² = (0.7442 / 0.25)² = 8.86 → 9.
+    assert stats.rate_cases_needed(0.05, 0.30) == 9
+    assert stats.rate_cases_needed(0.05, 0.10) > stats.rate_cases_needed(0.05, 0.30)
+    assert stats.rate_cases_needed(0.05, 0.05) is None
+
+
+def test_the_group_bootstrap_pairs_cases_within_groups() -> None:
+    same = [1.0] * 90 + [0.0] * 10
+    dropped = [1.0] * 75 + [0.0] * 25
+    # Group b's head loses 15 of its 90 passing cases (in the same order); group a is unchanged: the gap
+    # goes 0 → 15 pp, and b's change is 15 pp below a's.
+    gap = stats.group_gap([(same, same), (same, dropped)], margin=0.05)
+    assert gap is not None
+    # The resampled base gap is not 0 (two groups of 100 at 90% differ by chance): the interval is
+    # wide and reaches a little below 0.
+    assert gap.interval == stats.Interval(pytest.approx(-0.02, abs=1e-9), pytest.approx(0.21, abs=1e-9))
+    assert gap.relative == pytest.approx([0.15, -0.15])
+    # b's lag: 15 of 100 broke, sd √(0.15 · 0.85 / 100) = 3.6 pp; 5 pp is 2.8 of them away.
+    assert gap.spread[1] == pytest.approx(0.0357, abs=0.002)
+    assert gap.p_behind[0] == 1.0 and gap.p_behind[1] < 0.01
+    # Nothing changed: every resample has the same gap on both sides, and no group lags.
+    still = stats.group_gap([(same, same), (dropped, dropped)], margin=0.05)
+    assert still is not None and still.interval == stats.Interval(0.0, 0.0) and still.p_behind == [1.0, 1.0]
+    assert stats.group_gap([(same, same)], margin=0.05) is None
+
+
+def test_cases_for_a_lag_past_its_margin() -> None:
+    gap = stats.GroupGap(stats.Interval(0, 0), relative=[-0.15], p_behind=[0.2], spread=[0.05], margin=0.05)
+    # 100 × ((1.6449 + 0.8416) × 0.05 / 0.10)² = 154.6 → 155.
+    assert gap.cases_needed(0, 100, 0.05) == 155
+    assert stats.GroupGap(stats.Interval(0, 0), [-0.04], [1.0], [0.05], 0.05).cases_needed(0, 100, 0.05) is None
