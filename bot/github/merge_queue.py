@@ -38,6 +38,7 @@ from bot.github.constants import (
     GROUP_RESULT_KEY,
     GROUP_RESULT_TTL_S,
     PARENT_WAIT_DELAYS_S,
+    MERGE_QUEUE_BRANCH,
     RETRY_DEFER_S,
 )
 from bot.github.context import github_client, publisher_for
@@ -54,9 +55,7 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# The merge group's branch: GitHub documents the `gh-readonly-queue/<base branch>/` prefix; the rest,
-# `pr-<number>-<parent sha>`, is what GitHub sends (octokit's example payload and real queues).
-_QUEUE_REF = re.compile(r"refs/heads/gh-readonly-queue/(?P<base>.+)/pr-(?P<pr>[1-9][0-9]*)-[0-9a-f]{40,64}")
+_QUEUE_REF = re.compile(f"refs/heads/{MERGE_QUEUE_BRANCH.pattern}")
 
 
 def queued_pull(head_ref: str, base_ref: str) -> int | None:

@@ -7,8 +7,10 @@ Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparis
 Installations are limited as GitHub documents ("Rate limits for the REST API", "Troubleshooting the
 REST API"): every answer carries the `x-ratelimit-*` headers of the installation's hourly quota; past
 it, 403 "API rate limit exceeded for installation ID …" with `x-ratelimit-remaining: 0`; a secondary
-limit is a 403 with `retry-after`. Installation tokens expire (`expires_at`, an hour by default) and an
-expired one is answered 401 "Bad credentials". An endpoint needing a permission the installation lacks
+limit is a 403 or a 429, with `retry-after` or with no hint (then GitHub asks for at least a minute);
+requests made before the wait is over are kept (`requests_while_limited`) and limited again.
+Installation tokens expire (`expires_at`, an hour by default) and an expired one is answered 401 "Bad
+credentials". An endpoint needing a permission the installation lacks
 is answered 403 "Resource not accessible by integration" with `x-accepted-github-permissions`.
 """
 
@@ -169,10 +171,16 @@ class FakeGitHub:
         # Requests made with an installation token, in order: (installation, method, path).
         self.installation_requests: list[tuple[int, str, str]] = []
         # A secondary limit: the next `secondary_hits` installation requests (to paths containing
-        # `secondary_path`: GitHub limits per endpoint) get a 403 with `retry-after`.
+        # `secondary_path`: GitHub limits per endpoint) get a `secondary_status` (403 or 429) with
+        # `retry-after`, or with no hint at all when `secondary_retry_after_s` is None.
         self.secondary_hits = 0
-        self.secondary_retry_after_s = 1
+        self.secondary_retry_after_s: int | None = 1
+        self.secondary_status = 403
         self.secondary_path = ""
+        # After a limited answer GitHub asks the installation to wait: `retry-after`, the reset, or (no
+        # hint) at least a minute. Requests made before that are kept here (and limited again).
+        self._wait_until: dict[int, float] = {}
+        self.requests_while_limited: list[tuple[int, str, str]] = []
         self.rate_limited = 0  # requests refused for a primary or secondary rate limit
         self.secondary_hits_served = 0
         self._ids = itertools.count(1000)
@@ -234,10 +242,17 @@ class FakeGitHub:
         with self._lock:
             self._rate[installation_id] = (self.rate_limit, time.time() + reset_in_s)
 
+    def wait_over(self, installation_id: int) -> None:
+        """The wait GitHub asked of the installation after a limited answer has passed."""
+        with self._lock:
+            self._wait_until.pop(installation_id, None)
+
     def spend_quota(self, installation_id: int, used: int) -> None:
-        """Count `used` requests in the installation's window (a window of `rate_window_s` from now)."""
+        """Count `used` requests in the installation's window (a window of `rate_window_s` from now: the
+        wait for the last one's reset is over)."""
         with self._lock:
             self._rate[installation_id] = (used, time.time() + self.rate_window_s)
+            self._wait_until.pop(installation_id, None)
 
     def _installation_of(self, header: str) -> int | None:
         """The installation a live token belongs to; None for an unknown or expired token."""
@@ -267,20 +282,29 @@ class FakeGitHub:
     def _limited(self, installation_id: int, method: str, path: str) -> tuple[Response | None, dict[str, str]]:
         """A rate-limit or permission refusal for this installation request, or None; and its rate headers."""
         used, reset = self._rate.get(installation_id, (0, 0.0))
-        over = used >= self.rate_limit and time.time() < reset
+        now = time.time()
+        over = used >= self.rate_limit and now < reset
         headers = self._rate_headers(installation_id, counted=not over)
-        secondary = self.secondary_hits > 0 and self.secondary_path in path
+        early = now < self._wait_until.get(installation_id, 0.0)
+        if early:
+            self.requests_while_limited.append((installation_id, method, path))
+        secondary = (self.secondary_hits > 0 and self.secondary_path in path) or (early and not over)
         if over or secondary:
             self.rate_limited += 1
         if over:
+            self._wait_until[installation_id] = reset
             message = f"API rate limit exceeded for installation ID {installation_id}."
             return JSONResponse({"message": message}, status_code=403, headers=headers), headers
         if secondary:
-            self.secondary_hits -= 1
-            self.secondary_hits_served += 1
+            if not early:
+                self.secondary_hits -= 1
+                self.secondary_hits_served += 1
+            wait_s = self.secondary_retry_after_s
+            self._wait_until[installation_id] = max(self._wait_until.get(installation_id, 0.0), now + (wait_s or 60))
             message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-            retry = {**headers, "retry-after": str(self.secondary_retry_after_s)}
-            return JSONResponse({"message": message}, status_code=403, headers=retry), headers
+            hint = {} if wait_s is None else {"retry-after": str(wait_s)}
+            limited = {**headers, **hint}
+            return JSONResponse({"message": message}, status_code=self.secondary_status, headers=limited), headers
         needed = next((name for pattern, name in _NEEDS if pattern.match(path)), None)
         level = "read" if method in ("GET", "HEAD") else "write"
         granted = self.installation_permissions.get(needed or "")
