@@ -42,6 +42,9 @@ HEAD_SETTLE_DELAYS_S = (1.0, 2.0, 4.0)
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"
 REFUSALS_PER_WINDOW = 5
 REFUSALS_WINDOW_S = 10 * 60
+# `/help` is answered once per user and pull request in this window; asked again, it is only logged.
+HELP_KEY = "evalbot:help:{repo}:{pr}:{user}"
+HELP_WINDOW_S = 3600
 # GitHub caps webhook payloads at 25 MB ("Payload cap", webhook events and payloads docs): anything
 # bigger is not GitHub's, and is refused before it is read whole.
 MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
