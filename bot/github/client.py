@@ -11,8 +11,8 @@ from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
 from bot.github import permissions, ratelimit
-from bot.github.throttle import InstallationThrottle
 from bot.github.constants import JOB_MAX_TRIES
+from bot.github.throttle import InstallationThrottle
 from bot.settings import Settings
 
 

@@ -37,8 +37,8 @@ from bot.github.constants import (
     EVALS_CHECK,
     GROUP_RESULT_KEY,
     GROUP_RESULT_TTL_S,
-    PARENT_WAIT_DELAYS_S,
     MERGE_QUEUE_BRANCH,
+    PARENT_WAIT_DELAYS_S,
     RETRY_DEFER_S,
 )
 from bot.github.context import github_client, publisher_for

@@ -23,7 +23,6 @@ from githubkit.retry import RETRY_SERVER_ERROR
 from githubkit.typing import RetryOption
 
 from bot.github import metrics
-from bot.github.throttle import THROTTLED_HEADER, is_rate_limited
 from bot.github.constants import (
     PROGRESS_MAX_UPDATES,
     RATE_LIMIT_INLINE_WAIT_S,
@@ -31,6 +30,7 @@ from bot.github.constants import (
     RATE_LIMIT_RETRIES,
     UNCAPPED_WAIT_S,
 )
+from bot.github.throttle import THROTTLED_HEADER, is_rate_limited
 
 log = structlog.get_logger(__name__)
 
