@@ -2,7 +2,9 @@
 
 It checks the app JWT and the installation token, and refuses what GitHub refuses (422 on an output
 over 65,535 characters, an unknown conclusion, more than 3 actions, a title over 255 characters).
-Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison, 100 per page.
+Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison, 100 per page; a
+recursive tree past 100,000 entries is truncated; a renamed file is listed once, "renamed", with its
+`previous_filename`. A completed check run is not reopened.
 
 Installations are limited as GitHub documents ("Rate limits for the REST API", "Troubleshooting the
 REST API"): every answer carries the `x-ratelimit-*` headers of the installation's hourly quota; past
@@ -52,6 +54,8 @@ PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
 # Most list endpoints take `per_page` up to 100.
 PER_PAGE_MAX = 100
+# A recursive tree is cut (`truncated: true`) past 100,000 entries (GitHub's "Get a tree" docs).
+TREE_ENTRIES_MAX = 100_000
 # The permissions app.yml asks for: what an installation has unless a test takes one away.
 APP_PERMISSIONS = {
     "checks": "write",
@@ -60,6 +64,7 @@ APP_PERMISSIONS = {
     "contents": "read",
     "metadata": "read",
     "members": "read",
+    "merge_queues": "read",
 }
 # The permission each endpoint family needs (GitHub's "Permissions required for GitHub Apps"); writes
 # need "write". Pull-request comments go through the issues API.
@@ -139,6 +144,7 @@ class FakeGitHub:
         self.teams: dict[str, set[str]] = {}  # "org/team-slug" -> active members
         self.reactions: list[tuple[int, str]] = []
         self.files_status = 200  # answer of the pull request file list (500: always broken)
+        self.tree_entries_max = TREE_ENTRIES_MAX
         self.check_runs: dict[int, dict[str, Any]] = {}
         # Annotations per check run, in the order received (GitHub appends each update's), and the
         # size of each request's batch.
@@ -404,7 +410,9 @@ class FakeGitHub:
                 return response
             installation = self._installation_of(header)
             if installation is None:
-                return JSONResponse({"message": "Bad credentials"}, status_code=401)
+                # GitHub: no credentials "Requires authentication"; a token it does not take "Bad credentials".
+                message = "Bad credentials" if header else "Requires authentication"
+                return JSONResponse({"message": message}, status_code=401)
             with self._lock:
                 refusal, rate = self._limited(installation, request.method, request.url.path)
             if refusal is not None:
@@ -490,7 +498,8 @@ class FakeGitHub:
                 meta, path = line.split("\t", 1)
                 mode, kind, blob = meta.split()
                 entries.append({"path": path, "mode": mode, "type": kind, "sha": blob})
-            return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
+            truncated = len(entries) > self.tree_entries_max
+            return JSONResponse({"sha": sha, "tree": entries[: self.tree_entries_max], "truncated": truncated})
 
         @app.get("/repos/{owner}/{repo}")
         async def repository(owner: str, repo: str, request: Request) -> Response:
@@ -621,6 +630,10 @@ class FakeGitHub:
             if problem:
                 return JSONResponse({"message": problem}, status_code=422)
             run = self.check_runs[run_id]
+            if run["status"] == "completed" and body.get("status", "completed") != "completed":
+                # A completed run's status no longer changes (GitHub: a re-run is a new check run); the fake
+                # refuses loudly where GitHub may leave the run as it was.
+                return validation_failed("CheckRun", "status", "invalid", "a completed check run cannot be reopened")
             run.update(body)
             if body.get("conclusion"):
                 run["status"] = "completed"
@@ -664,13 +677,17 @@ class FakeGitHub:
 
     def _diff(self, base: str, head: str) -> list[dict[str, Any]]:
         """What `base...head` changes, as GitHub lists files (by path)."""
-        out = self._git("diff", "--name-status", "--no-renames", f"{base}...{head}").stdout
+        out = self._git("diff", "--name-status", "--find-renames", f"{base}...{head}").stdout
         status = {"A": "added", "D": "removed"}
-        rows = [line.split("\t", 1) for line in out.splitlines()]
-        return [
-            {"filename": path, "status": status.get(code, "modified")}
-            for code, path in sorted(rows, key=lambda r: r[1])
-        ]
+        files = []
+        for line in out.splitlines():
+            code, *paths = line.split("\t")
+            if code.startswith("R"):
+                # GitHub lists a rename once, under its new name, with the old one beside it.
+                files.append({"filename": paths[1], "previous_filename": paths[0], "status": "renamed"})
+            else:
+                files.append({"filename": paths[0], "status": status.get(code, "modified")})
+        return sorted(files, key=lambda f: str(f["filename"]))
 
     def _repository(self, full_name: str) -> dict[str, Any]:
         return {

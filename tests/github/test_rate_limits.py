@@ -305,7 +305,10 @@ async def test_a_burst_of_20_pull_requests_never_leaves_a_check_in_progress(
     started = time.monotonic()
     assert await run_jobs(redis, settings.model_copy(update={"WORKER_MAX_JOBS": 4}), job_store) >= 20
 
-    assert fake_github.rate_limited > fake_github.secondary_hits_served
+    # More requests went through than two windows allow: the quota ran out twice and its reset was
+    # waited for (the limiter stops at `x-ratelimit-remaining: 0`, before GitHub has to refuse).
+    assert fake_github.secondary_hits_served == 2
+    assert len(fake_github.requests_to(INSTALLATION)) > 2 * fake_github.rate_limit
     # Limits of 2 s are waited out, never a run's whole cap (a loaded machine still stays far below it).
     assert time.monotonic() - started < 120
     for head in heads:
