@@ -24,11 +24,12 @@ import asyncio
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import Retry
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
 from bot.errors import BasePolicyError, InputError
 from bot.github.client import retry_later, status_of
@@ -326,6 +327,11 @@ async def merge_group_checks(
         key = GROUP_RESULT_KEY.format(repo=repo, sha=head_sha)
         await ctx["redis"].set(key, result.conclusion, ex=GROUP_RESULT_TTL_S)
         await _publish(publisher, group, result, details_url)
+    except RateLimitExceeded as exc:
+        # The installation is blocked for longer than a job waits: the group is judged again once GitHub
+        # takes its requests, rather than failed for a limit (the queue waits for its checks meanwhile).
+        bound.warning("stopped at GitHub's rate limit; retrying the job", wait_s=exc.retry_after.total_seconds())
+        raise Retry(defer=exc.retry_after + timedelta(seconds=5)) from exc
     except GitHubException as exc:
         # As for evaluations: GitHub failing after githubkit's retries is tried again later; a refusal
         # (4xx) or the last try fails the group closed, with the reason, rather than leave it waiting.

@@ -387,6 +387,22 @@ async def test_github_failing_is_retried_then_fails_the_group_closed(
         )
 
 
+async def test_a_merge_group_stopped_at_a_rate_limit_is_judged_again_after_it(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    await approved(queue, stub)
+    group = fake_github.queue(2)
+    # GitHub asks the installation to wait ten minutes: longer than a job waits in its slot.
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, 600
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis, "job_try": 1}
+    with pytest.raises(Retry) as again:
+        await merge_group_checks(ctx, repo=REPO, installation_id=1, **group)
+
+    assert again.value.defer_score is not None and again.value.defer_score >= 600_000
+    assert fake_github.runs_named(EVALS_CHECK, group["head_sha"]) == []
+    assert fake_github.requests_while_limited == []
+
+
 def test_route_enqueues_checks_requested_from_the_real_payload() -> None:
     payload = fixture("merge_group.checks_requested.json")
     sha = "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d"
