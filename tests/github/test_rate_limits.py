@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from arq import ArqRedis
+from arq import ArqRedis, create_pool
+from arq.connections import RedisSettings
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
@@ -20,7 +21,7 @@ from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, THROTTLE_KEY, eval
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
-from tests.conftest import GitRepo, prompt_file, suite_config
+from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.conftest import answers, build_pr_repo, run_burst
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, StubLLM
@@ -248,6 +249,32 @@ async def test_a_limit_without_a_hint_ends_the_run_and_completes_its_check_a_min
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert evals["output"]["title"] == "evalbot stopped at GitHub's rate limit"
+
+
+async def test_one_limited_answer_stops_the_installations_jobs_in_another_worker(
+    fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, job_store: Store, head: str
+) -> None:
+    # Pull request 3 has the same head as 2: two jobs of one installation.
+    fake_github.pulls[3] = fake_github.pulls[2]
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s, fake_github.secondary_path = 1, None, "/pulls/2"
+    await enqueue(redis, 2, head)
+    assert await run_jobs(redis, settings, job_store, max_jobs=1) == 1
+    sent = len(fake_github.installation_requests)
+
+    # Another worker, sharing nothing with the first but Redis, takes pull request 3's job: not one of
+    # its requests reaches GitHub during the wait, and its check is completed after it.
+    other = await create_pool(RedisSettings.from_dsn(redis_test_url()))
+    try:
+        await enqueue(other, 3, head)
+        assert await run_jobs(other, settings, job_store, max_jobs=1) == 1
+        assert await Job(eval_job_id(REPO, 3, head), other).result() == "rate-limited"
+    finally:
+        await other.aclose()
+    assert len(fake_github.installation_requests) == sent
+    assert fake_github.requests_while_limited == []
+    assert fake_github.runs_named(EVALS_CHECK, head)[0]["status"] == "queued"  # pull request 2's, for now
+    deferred = await redis.zrange("arq:queue", 0, -1, withscores=True)
+    assert len(deferred) == 2 and all(score / 1000 >= time.time() + 55 for _, score in deferred)
 
 
 async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
