@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Jobs one worker process runs at once (arq's `max_jobs`). Every running evaluation polls GitHub
     # from one installation's hourly quota: more jobs per worker do not make that quota larger.
     WORKER_MAX_JOBS: int = 10
+    # Seconds between an installation's writes (POST, PATCH, PUT, DELETE), across every worker: GitHub's
+    # best practices ask for at least one between mutative requests (secondary rate limits).
+    GITHUB_WRITE_SPACING_S: float = 1.0
     # The worker serves its own Prometheus metrics here (jobs, model calls, spend).
     WORKER_METRICS_PORT: int = 9100
     # Where the worker's metrics server listens: this host only unless a deployment opens it up.

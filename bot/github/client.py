@@ -12,6 +12,7 @@ from githubkit.exception import GitHubException
 from bot.errors import EvalbotError
 from bot.github import permissions, ratelimit
 from bot.github.constants import JOB_MAX_TRIES
+from bot.github.throttle import InstallationThrottle
 from bot.settings import Settings
 
 
@@ -51,16 +52,24 @@ def app_client(settings: Settings) -> GitHub[AppAuthStrategy]:
     )
 
 
-def installation_client(settings: Settings, installation_id: int) -> GitHub[AppInstallationAuthStrategy]:
+def installation_client(
+    settings: Settings, installation_id: int, redis: Any = None
+) -> GitHub[AppInstallationAuthStrategy]:
     """A client acting as one installation. githubkit retries 5xx (3 times) and waits out a rate limit
     only while the job has time for it (`ratelimit.retry`); it renews the installation token a minute
     before it expires. Every answer feeds the installation's quota tracker and the request counts; the
-    token's answer tells which permissions the installation granted (`permissions.missing_permissions`)."""
+    token's answer tells which permissions the installation granted (`permissions.missing_permissions`).
+    With `redis` (a worker's), its requests go through the installation's limiter, shared by every job
+    of every worker (`throttle.InstallationThrottle`)."""
+    transport = None
+    if redis is not None:
+        transport = InstallationThrottle(redis, installation_id, settings.GITHUB_WRITE_SPACING_S)
     return GitHub(
         app_auth(settings).as_installation(installation_id),
         base_url=settings.GITHUB_API_URL,
         timeout=30.0,
         auto_retry=ratelimit.retry,
+        async_transport=transport,
         async_event_hooks={"response": [ratelimit.response_hook(installation_id), permissions.remember_granted]},
         cache_strategy=_cache(settings),
     )

@@ -42,6 +42,9 @@ HEAD_SETTLE_DELAYS_S = (1.0, 2.0, 4.0)
 REFUSALS_KEY = "evalbot:refusals:{repo}:{user}"
 REFUSALS_PER_WINDOW = 5
 REFUSALS_WINDOW_S = 10 * 60
+# `/help` is answered once per user and pull request in this window; asked again, it is only logged.
+HELP_KEY = "evalbot:help:{repo}:{pr}:{user}"
+HELP_WINDOW_S = 3600
 # GitHub caps webhook payloads at 25 MB ("Payload cap", webhook events and payloads docs): anything
 # bigger is not GitHub's, and is refused before it is read whole.
 MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024
@@ -99,6 +102,19 @@ PROGRESS_MAX_UPDATES = 2
 RATE_LIMIT_RETRIES = 5
 RATE_LIMIT_MARGIN_S = 60
 UNCAPPED_WAIT_S = 60
+# An evaluation waits out a limit in its worker slot only this long; a longer one ends the run, its check
+# completed when the installation is let through again: a slot asleep for minutes holds one of
+# WORKER_MAX_JOBS while every job of the installation is blocked anyway.
+RATE_LIMIT_INLINE_WAIT_S = 30
+# Each installation's limiter (bot/github/throttle.py), in Redis for every worker: when it is blocked
+# until, when its last write was answered, the write in flight and how long it may hold the turn.
+THROTTLE_KEY = "evalbot:gh-throttle:{installation}"
+THROTTLE_TTL_S = 24 * 3600
+WRITE_LEASE_S = 60
+# A limit without `retry-after` or `x-ratelimit-remaining: 0` (a bare 429, a secondary-limit 403): GitHub
+# asks for at least a minute, then exponentially longer while the limits go on.
+SECONDARY_FIRST_WAIT_S = 60
+SECONDARY_MAX_WAIT_S = 3600
 # GitHub's limits: a check run's output.summary / output.text in bytes of UTF-8 (422 "summary exceeds
 # a maximum bytesize of 65535"), an issue's or comment's body in characters (422 "Body is too long
 # (maximum is 65536 characters)").
@@ -125,6 +141,13 @@ def scheduled_job_id(repo: str, fire_at: float) -> str:
 def eval_job_id(repo: str, pr_number: int, head_sha: str) -> str:
     """One evaluation per (repository, pull request, head SHA): arq drops a second enqueue."""
     return f"evalbot:eval:{repo}:{pr_number}:{head_sha}"
+
+
+# A merge group's branch: GitHub documents the `gh-readonly-queue/<base branch>/` prefix; the rest,
+# `pr-<number>-<parent sha>`, is what GitHub sends (octokit's example payload and real queues).
+MERGE_QUEUE_BRANCH = re.compile(
+    r"gh-readonly-queue/(?P<base>.+)/pr-(?P<pr>[1-9][0-9]*)-(?P<parent>[0-9a-f]{40}|[0-9a-f]{64})"
+)
 
 
 def merge_group_job_id(repo: str, head_sha: str) -> str:

@@ -38,9 +38,12 @@ ClientFactory = Callable[[Settings, int], Any]
 
 
 def github_client(ctx: dict[str, Any], installation_id: int) -> Any:
-    """The installation's client: arq's `ctx["github_factory"]` (tests) or `installation_client`."""
-    factory: ClientFactory = ctx.get("github_factory", installation_client)
-    return factory(ctx["settings"], installation_id)
+    """The installation's client: arq's `ctx["github_factory"]` (tests) or `installation_client`, through
+    the installation's limiter in the worker's Redis."""
+    factory: ClientFactory | None = ctx.get("github_factory")
+    if factory is not None:
+        return factory(ctx["settings"], installation_id)
+    return installation_client(ctx["settings"], installation_id, redis=ctx.get("redis"))
 
 
 def publisher_for(

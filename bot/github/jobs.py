@@ -574,7 +574,11 @@ async def _decide(
     if isinstance(command, Refusal):
         return command
     if command.name == "help":
-        await job.publisher.reply(render_template("help.md.j2"))
+        if await state.help_allowed(job.redis, job.repo, job.pr_number, actor):
+            await job.publisher.reply(render_template("help.md.j2"))
+        else:
+            # Anyone who can comment could otherwise make the bot write without end.
+            log.info("/help already answered this hour: not again", repo=job.repo, pr=job.pr_number, actor=actor)
         return command
     head = job.head_sha[:7]
     if seen_sha is not None and seen_sha != job.head_sha:

@@ -24,11 +24,12 @@ import asyncio
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import Retry
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
 from bot.errors import BasePolicyError, InputError
 from bot.github.client import retry_later, status_of
@@ -37,6 +38,7 @@ from bot.github.constants import (
     EVALS_CHECK,
     GROUP_RESULT_KEY,
     GROUP_RESULT_TTL_S,
+    MERGE_QUEUE_BRANCH,
     PARENT_WAIT_DELAYS_S,
     RETRY_DEFER_S,
 )
@@ -54,9 +56,7 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# The merge group's branch: GitHub documents the `gh-readonly-queue/<base branch>/` prefix; the rest,
-# `pr-<number>-<parent sha>`, is what GitHub sends (octokit's example payload and real queues).
-_QUEUE_REF = re.compile(r"refs/heads/gh-readonly-queue/(?P<base>.+)/pr-(?P<pr>[1-9][0-9]*)-[0-9a-f]{40,64}")
+_QUEUE_REF = re.compile(f"refs/heads/{MERGE_QUEUE_BRANCH.pattern}")
 
 
 def queued_pull(head_ref: str, base_ref: str) -> int | None:
@@ -327,6 +327,11 @@ async def merge_group_checks(
         key = GROUP_RESULT_KEY.format(repo=repo, sha=head_sha)
         await ctx["redis"].set(key, result.conclusion, ex=GROUP_RESULT_TTL_S)
         await _publish(publisher, group, result, details_url)
+    except RateLimitExceeded as exc:
+        # The installation is blocked for longer than a job waits: the group is judged again once GitHub
+        # takes its requests, rather than failed for a limit (the queue waits for its checks meanwhile).
+        bound.warning("stopped at GitHub's rate limit; retrying the job", wait_s=exc.retry_after.total_seconds())
+        raise Retry(defer=exc.retry_after + timedelta(seconds=5)) from exc
     except GitHubException as exc:
         # As for evaluations: GitHub failing after githubkit's retries is tried again later; a refusal
         # (4xx) or the last try fails the group closed, with the reason, rather than leave it waiting.

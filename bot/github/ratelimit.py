@@ -25,10 +25,12 @@ from githubkit.typing import RetryOption
 from bot.github import metrics
 from bot.github.constants import (
     PROGRESS_MAX_UPDATES,
+    RATE_LIMIT_INLINE_WAIT_S,
     RATE_LIMIT_MARGIN_S,
     RATE_LIMIT_RETRIES,
     UNCAPPED_WAIT_S,
 )
+from bot.github.throttle import THROTTLED_HEADER, is_rate_limited
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +107,9 @@ def response_hook(installation_id: int) -> Callable[[httpx.Response], Awaitable[
     too) is counted, and its rate-limit headers kept."""
 
     async def seen(response: httpx.Response) -> None:
+        if THROTTLED_HEADER in response.headers:
+            # Answered by the installation's limiter: nothing went to GitHub.
+            return
         token = response.request.url.path.endswith("/access_tokens")
         kind = "token" if token else response.request.method.lower()
         metrics.GITHUB_REQUESTS.labels(kind=kind).inc()
@@ -115,19 +120,21 @@ def response_hook(installation_id: int) -> Callable[[httpx.Response], Awaitable[
             # Made with the app's JWT: the app's quota, not the installation's.
             return
         observe(installation_id, response.headers)
-        limited = response.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in response.headers
-        if response.status_code in (403, 429) and limited:
-            metrics.GITHUB_RATE_LIMITED.inc()
+        if response.status_code in (403, 429):
+            await response.aread()
+            if is_rate_limited(response):
+                metrics.GITHUB_RATE_LIMITED.inc()
 
     return seen
 
 
 def retry(exc: GitHubException, retry_count: int) -> RetryOption:
     """githubkit's retry decision: 5xx as githubkit retries them; a rate limit waited out only while
-    the wait leaves the job time to finish, so a job never sleeps past its time cap."""
+    the wait leaves the job time to finish, so a job never sleeps past its time cap, and an evaluation
+    at most RATE_LIMIT_INLINE_WAIT_S (a longer wait ends it, its check completed later)."""
     if isinstance(exc, RateLimitExceeded):
         left = _TIME_LEFT.get()
-        allowed_s = UNCAPPED_WAIT_S if left is None else left() - RATE_LIMIT_MARGIN_S
+        allowed_s = UNCAPPED_WAIT_S if left is None else min(RATE_LIMIT_INLINE_WAIT_S, left() - RATE_LIMIT_MARGIN_S)
         if retry_count < RATE_LIMIT_RETRIES and exc.retry_after.total_seconds() <= allowed_s:
             log.warning("GitHub rate limit: waiting", wait_s=exc.retry_after.total_seconds())
             return RetryOption(True, exc.retry_after)

@@ -10,6 +10,8 @@ from typing import Any
 from bot.github.constants import (
     GATE_NOTES_KEY,
     GATE_NOTES_TTL_S,
+    HELP_KEY,
+    HELP_WINDOW_S,
     REFUSALS_KEY,
     REFUSALS_PER_WINDOW,
     REFUSALS_WINDOW_S,
@@ -70,6 +72,12 @@ async def refusal_allowed(redis: Any, repo: str, user: str) -> bool:
     # The window starts with the first refusal; INCR keeps the TTL that SET gave the key.
     await redis.set(key, 0, ex=REFUSALS_WINDOW_S, nx=True)
     return int(await redis.incr(key)) <= REFUSALS_PER_WINDOW
+
+
+async def help_allowed(redis: Any, repo: str, pr: int, user: str) -> bool:
+    """Whether `user`'s `/help` on pull request `pr` is to be answered: the first in HELP_WINDOW_S."""
+    key = HELP_KEY.format(repo=repo, pr=pr, user=user.casefold())
+    return bool(await redis.set(key, 1, ex=HELP_WINDOW_S, nx=True))
 
 
 async def note_pull(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> None:

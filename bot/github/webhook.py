@@ -36,6 +36,7 @@ from bot.github.constants import (
     HEAD_TTL_S,
     MAX_WEBHOOK_BODY_BYTES,
     MERGE_GROUP_JOB,
+    MERGE_QUEUE_BRANCH,
     PUBLISH_HEAD_JOB,
     RERUN_HEAD_JOB,
     eval_job_id,
@@ -139,6 +140,19 @@ def _rerun_job(event: str, payload: dict[str, Any], delivery: str | None) -> tup
     item = payload.get(event) or {}
     sha, actor = str(item["head_sha"]), payload["sender"]["login"]
     key = f"rerun:{delivery or item.get('id')}"
+    suite = (item.get("check_suite") or {}) if event == "check_run" else item
+    queued = MERGE_QUEUE_BRANCH.fullmatch(str(suite.get("head_branch") or ""))
+    if queued is not None and (event == "check_suite" or item.get("name") in (EVALS_CHECK, APPROVAL_CHECK)):
+        # A merge group's commit (GitHub lists no pull request for it): judged again, both checks
+        # published again; its branch names the queue's branch and the group's parent.
+        group = {
+            "head_sha": sha,
+            "base_sha": queued["parent"],
+            "base_ref": f"refs/heads/{queued['base']}",
+            "head_ref": f"refs/heads/{queued[0]}",
+        }
+        job = _merge_group_job({**payload, "merge_group": group})
+        return "enqueued", Job(job.function, f"{job.job_id}:{key}", job.kwargs)
     if event == "check_run" and item.get("name") == APPROVAL_CHECK:
         return "enqueued", _publish_head_job(payload, sha, key)
     if event == "check_run" and item.get("name") != EVALS_CHECK:

@@ -77,6 +77,8 @@ class Cluster:
             "EVALBOT_CACHE_DIR": str(tmp / "cache"),
             "OPENAI_API_KEY": "sk-test",
             "DATABASE_URL": database,
+            # As in tests/github: a second between writes would only make these runs longer.
+            "GITHUB_WRITE_SPACING_S": "0.01",
             **env,
         }
         self.workers: list[subprocess.Popen[bytes]] = []

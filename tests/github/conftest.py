@@ -86,6 +86,9 @@ def settings(
         REDIS_URL=redis_test_url(),
         EVALBOT_API_BASE=stub.base_url,
         DATABASE_URL=worker_database,
+        # Writes a second apart would make every test seconds longer; tests/github/test_throttle.py
+        # checks the spacing itself.
+        GITHUB_WRITE_SPACING_S=0.01,
     )
 
 

@@ -2,13 +2,17 @@
 
 It checks the app JWT and the installation token, and refuses what GitHub refuses (422 on an output
 over 65,535 characters, an unknown conclusion, more than 3 actions, a title over 255 characters).
-Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison, 100 per page.
+Lists stop where GitHub's do: 3,000 files for a pull request, 300 for a comparison, 100 per page; a
+recursive tree past 100,000 entries is truncated; a renamed file is listed once, "renamed", with its
+`previous_filename`. A completed check run is not reopened.
 
 Installations are limited as GitHub documents ("Rate limits for the REST API", "Troubleshooting the
 REST API"): every answer carries the `x-ratelimit-*` headers of the installation's hourly quota; past
 it, 403 "API rate limit exceeded for installation ID …" with `x-ratelimit-remaining: 0`; a secondary
-limit is a 403 with `retry-after`. Installation tokens expire (`expires_at`, an hour by default) and an
-expired one is answered 401 "Bad credentials". An endpoint needing a permission the installation lacks
+limit is a 403 or a 429, with `retry-after` or with no hint (then GitHub asks for at least a minute);
+requests made before the wait is over are kept (`requests_while_limited`) and limited again.
+Installation tokens expire (`expires_at`, an hour by default) and an expired one is answered 401 "Bad
+credentials". An endpoint needing a permission the installation lacks
 is answered 403 "Resource not accessible by integration" with `x-accepted-github-permissions`.
 """
 
@@ -50,6 +54,8 @@ PULL_FILES_MAX = 3000
 COMPARE_FILES_MAX = 300
 # Most list endpoints take `per_page` up to 100.
 PER_PAGE_MAX = 100
+# A recursive tree is cut (`truncated: true`) past 100,000 entries (GitHub's "Get a tree" docs).
+TREE_ENTRIES_MAX = 100_000
 # The permissions app.yml asks for: what an installation has unless a test takes one away.
 APP_PERMISSIONS = {
     "checks": "write",
@@ -58,6 +64,7 @@ APP_PERMISSIONS = {
     "contents": "read",
     "metadata": "read",
     "members": "read",
+    "merge_queues": "read",
 }
 # The permission each endpoint family needs (GitHub's "Permissions required for GitHub Apps"); writes
 # need "write". Pull-request comments go through the issues API.
@@ -139,6 +146,7 @@ class FakeGitHub:
         self.teams: dict[str, set[str]] = {}  # "org/team-slug" -> active members
         self.reactions: list[tuple[int, str]] = []
         self.files_status = 200  # answer of the pull request file list (500: always broken)
+        self.tree_entries_max = TREE_ENTRIES_MAX
         self.check_runs: dict[int, dict[str, Any]] = {}
         # Annotations per check run, in the order received (GitHub appends each update's), and the
         # size of each request's batch.
@@ -171,10 +179,16 @@ class FakeGitHub:
         # Requests made with an installation token, in order: (installation, method, path).
         self.installation_requests: list[tuple[int, str, str]] = []
         # A secondary limit: the next `secondary_hits` installation requests (to paths containing
-        # `secondary_path`: GitHub limits per endpoint) get a 403 with `retry-after`.
+        # `secondary_path`: GitHub limits per endpoint) get a `secondary_status` (403 or 429) with
+        # `retry-after`, or with no hint at all when `secondary_retry_after_s` is None.
         self.secondary_hits = 0
-        self.secondary_retry_after_s = 1
+        self.secondary_retry_after_s: int | None = 1
+        self.secondary_status = 403
         self.secondary_path = ""
+        # After a limited answer GitHub asks the installation to wait: `retry-after`, the reset, or (no
+        # hint) at least a minute. Requests made before that are kept here (and limited again).
+        self._wait_until: dict[int, float] = {}
+        self.requests_while_limited: list[tuple[int, str, str]] = []
         self.rate_limited = 0  # requests refused for a primary or secondary rate limit
         self.secondary_hits_served = 0
         self._ids = itertools.count(1000)
@@ -236,10 +250,17 @@ class FakeGitHub:
         with self._lock:
             self._rate[installation_id] = (self.rate_limit, time.time() + reset_in_s)
 
+    def wait_over(self, installation_id: int) -> None:
+        """The wait GitHub asked of the installation after a limited answer has passed."""
+        with self._lock:
+            self._wait_until.pop(installation_id, None)
+
     def spend_quota(self, installation_id: int, used: int) -> None:
-        """Count `used` requests in the installation's window (a window of `rate_window_s` from now)."""
+        """Count `used` requests in the installation's window (a window of `rate_window_s` from now: the
+        wait for the last one's reset is over)."""
         with self._lock:
             self._rate[installation_id] = (used, time.time() + self.rate_window_s)
+            self._wait_until.pop(installation_id, None)
 
     def _installation_of(self, header: str) -> int | None:
         """The installation a live token belongs to; None for an unknown or expired token."""
@@ -269,20 +290,29 @@ class FakeGitHub:
     def _limited(self, installation_id: int, method: str, path: str) -> tuple[Response | None, dict[str, str]]:
         """A rate-limit or permission refusal for this installation request, or None; and its rate headers."""
         used, reset = self._rate.get(installation_id, (0, 0.0))
-        over = used >= self.rate_limit and time.time() < reset
+        now = time.time()
+        over = used >= self.rate_limit and now < reset
         headers = self._rate_headers(installation_id, counted=not over)
-        secondary = self.secondary_hits > 0 and self.secondary_path in path
+        early = now < self._wait_until.get(installation_id, 0.0)
+        if early:
+            self.requests_while_limited.append((installation_id, method, path))
+        secondary = (self.secondary_hits > 0 and self.secondary_path in path) or (early and not over)
         if over or secondary:
             self.rate_limited += 1
         if over:
+            self._wait_until[installation_id] = reset
             message = f"API rate limit exceeded for installation ID {installation_id}."
             return JSONResponse({"message": message}, status_code=403, headers=headers), headers
         if secondary:
-            self.secondary_hits -= 1
-            self.secondary_hits_served += 1
+            if not early:
+                self.secondary_hits -= 1
+                self.secondary_hits_served += 1
+            wait_s = self.secondary_retry_after_s
+            self._wait_until[installation_id] = max(self._wait_until.get(installation_id, 0.0), now + (wait_s or 60))
             message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-            retry = {**headers, "retry-after": str(self.secondary_retry_after_s)}
-            return JSONResponse({"message": message}, status_code=403, headers=retry), headers
+            hint = {} if wait_s is None else {"retry-after": str(wait_s)}
+            limited = {**headers, **hint}
+            return JSONResponse({"message": message}, status_code=self.secondary_status, headers=limited), headers
         needed = next((name for pattern, name in _NEEDS if pattern.match(path)), None)
         level = "read" if method in ("GET", "HEAD") else "write"
         granted = self.installation_permissions.get(needed or "")
@@ -382,7 +412,9 @@ class FakeGitHub:
                 return response
             installation = self._installation_of(header)
             if installation is None:
-                return JSONResponse({"message": "Bad credentials"}, status_code=401)
+                # GitHub: no credentials "Requires authentication"; a token it does not take "Bad credentials".
+                message = "Bad credentials" if header else "Requires authentication"
+                return JSONResponse({"message": message}, status_code=401)
             with self._lock:
                 refusal, rate = self._limited(installation, request.method, request.url.path)
             if refusal is not None:
@@ -476,7 +508,8 @@ class FakeGitHub:
                 meta, path = line.split("\t", 1)
                 mode, kind, blob = meta.split()
                 entries.append({"path": path, "mode": mode, "type": kind, "sha": blob})
-            return JSONResponse({"sha": sha, "tree": entries, "truncated": False})
+            truncated = len(entries) > self.tree_entries_max
+            return JSONResponse({"sha": sha, "tree": entries[: self.tree_entries_max], "truncated": truncated})
 
         # --- The Git Data API (a branch and a commit made without a clone) and opening a pull request ---
         @app.post("/repos/{owner}/{repo}/git/blobs")
@@ -720,6 +753,10 @@ class FakeGitHub:
             if problem:
                 return JSONResponse({"message": problem}, status_code=422)
             run = self.check_runs[run_id]
+            if run["status"] == "completed" and body.get("status", "completed") != "completed":
+                # A completed run's status no longer changes (GitHub: a re-run is a new check run); the fake
+                # refuses loudly where GitHub may leave the run as it was.
+                return validation_failed("CheckRun", "status", "invalid", "a completed check run cannot be reopened")
             run.update(body)
             if body.get("conclusion"):
                 run["status"] = "completed"
@@ -763,13 +800,17 @@ class FakeGitHub:
 
     def _diff(self, base: str, head: str) -> list[dict[str, Any]]:
         """What `base...head` changes, as GitHub lists files (by path)."""
-        out = self._git("diff", "--name-status", "--no-renames", f"{base}...{head}").stdout
+        out = self._git("diff", "--name-status", "--find-renames", f"{base}...{head}").stdout
         status = {"A": "added", "D": "removed"}
-        rows = [line.split("\t", 1) for line in out.splitlines()]
-        return [
-            {"filename": path, "status": status.get(code, "modified")}
-            for code, path in sorted(rows, key=lambda r: r[1])
-        ]
+        files = []
+        for line in out.splitlines():
+            code, *paths = line.split("\t")
+            if code.startswith("R"):
+                # GitHub lists a rename once, under its new name, with the old one beside it.
+                files.append({"filename": paths[1], "previous_filename": paths[0], "status": "renamed"})
+            else:
+                files.append({"filename": paths[0], "status": status.get(code, "modified")})
+        return sorted(files, key=lambda f: str(f["filename"]))
 
     def _repository(self, full_name: str) -> dict[str, Any]:
         return {

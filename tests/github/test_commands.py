@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 import pytest
+from arq import ArqRedis
 
+from bot.github import jobs
 from bot.github.commands import Command, Refusal, parse_command
+from bot.github.constants import HELP_KEY
+from bot.settings import Settings
+from bot.store import Store
+from tests.conftest import GitRepo
+from tests.github.conftest import build_pr_repo
+from tests.github.fake_github import FakeGitHub
 
 
 @pytest.mark.parametrize(
@@ -49,3 +57,30 @@ from bot.github.commands import Command, Refusal, parse_command
 )
 def test_parse_command(body: str, expected: Command | Refusal | None) -> None:
     assert parse_command(body) == expected
+
+
+async def test_help_is_answered_once_per_user_and_pull_request_an_hour(
+    repo: GitRepo, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings, job_store: Store
+) -> None:
+    base, head = build_pr_repo(repo, ["lead"])
+    fake_github.pulls[2] = fake_github.pulls[3] = (base, head)
+    ctx = {"settings": settings, "redis": redis, "store": job_store}
+
+    async def ask(pr: int, user: str) -> None:
+        await jobs.handle_command(ctx, "Codertocat/Hello-World", 1, pr, user, {"name": "help"}, raw="/help")
+
+    def replies(pr: int) -> list[str]:
+        return [c["user"]["login"] for c in fake_github.comments.values() if c["issue"] == pr]
+
+    for user in ("lead", "Lead", "dev"):
+        await ask(2, user)
+    await ask(3, "lead")
+    # Once for lead (however the login is written), once for dev, once on the other pull request.
+    assert (len(replies(2)), len(replies(3))) == (2, 1)
+    key = HELP_KEY.format(repo="Codertocat/Hello-World", pr=2, user="lead")
+    assert 3590 < await redis.ttl(key) <= 3600
+
+    # The hour passes: answered again.
+    await redis.delete(key)
+    await ask(2, "lead")
+    assert len(replies(2)) == 3

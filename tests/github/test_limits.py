@@ -1,23 +1,29 @@
 """Limits GitHub enforces as it enforces them: check-run output in bytes of UTF-8, bodies in characters;
 and the fake GitHub refusing what GitHub refuses (statuses and conclusions only GitHub sets, legacy
-collaborator permissions, bad credentials)."""
+collaborator permissions, bad credentials, a completed check run reopened) and answering in GitHub's
+shapes (renames, truncated trees, the app's permissions)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
-from bot.github.client import installation_client
+from bot.errors import InputError
+from bot.github.client import app_auth, installation_client
 from bot.github.constants import EVALS_CHECK
 from bot.github.permissions import has_write_access
 from bot.github.publish import Publisher, annotation, comment_body
+from bot.github.source import GitHubSource
 from bot.settings import Settings
+from tests.conftest import GitRepo
 from tests.github.conftest import APP_ID
-from tests.github.fake_github import FakeGitHub
+from tests.github.fake_github import APP_PERMISSIONS, FakeGitHub
 
 RUN_PAGE = "https://evalbot.example/runs/r-1"
 # What reports carry: 3 bytes each in UTF-8 ("✅" and "→" 3, "ф" 2, "⚠️" 6), one character each but "⚠️".
@@ -141,3 +147,57 @@ async def test_the_fake_answers_bad_credentials_to_an_unknown_token(fake_github:
         response = await http.get("/repos/o/r/pulls/2", headers={"authorization": "token ghs_not_issued"})
     assert response.status_code == 401
     assert response.json()["message"] == "Bad credentials"
+
+
+async def test_the_fake_asks_for_credentials_when_none_are_sent(fake_github: FakeGitHub) -> None:
+    async with httpx.AsyncClient(base_url=fake_github.url) as http:
+        response = await http.get("/repos/o/r/pulls/2")
+    assert (response.status_code, response.json()["message"]) == (401, "Requires authentication")
+
+
+async def test_the_fake_refuses_to_reopen_a_completed_check_run(fake_github: FakeGitHub, settings: Settings) -> None:
+    gh = installation_client(settings, 1)
+    body = {"name": "x", "head_sha": "a" * 40, "conclusion": "success"}
+    created = (await gh.arequest("POST", "/repos/o/r/check-runs", json=body)).json()
+    answer = await refused(gh, "PATCH", f"/repos/o/r/check-runs/{created['id']}", {"status": "in_progress"})
+    assert answer["errors"][0]["message"] == "a completed check run cannot be reopened"
+    assert fake_github.check_runs[created["id"]]["status"] == "completed"
+
+
+async def test_the_fake_lists_a_rename_once_with_its_previous_name(
+    repo: GitRepo, fake_github: FakeGitHub, settings: Settings
+) -> None:
+    repo.write("evals/qa.jsonl", [{"id": f"c{i}", "question": f"q{i}", "expected": f"a{i}"} for i in range(10)])
+    base = repo.commit("base")
+    repo.git("mv", "evals/qa.jsonl", "evals/golden.jsonl")
+    head = repo.commit("rename")
+    gh = installation_client(settings, 1)
+    files = (await gh.arequest("GET", f"/repos/o/r/compare/{base}...{head}")).json()["files"]
+    assert files == [{"filename": "evals/golden.jsonl", "previous_filename": "evals/qa.jsonl", "status": "renamed"}]
+    # What a run takes as changed: both names.
+    assert await GitHubSource(gh, "o", "r").changed_paths(base, head) == ["evals/golden.jsonl", "evals/qa.jsonl"]
+
+
+async def test_the_fake_truncates_a_tree_too_large_to_list_and_a_run_says_so(
+    repo: GitRepo, fake_github: FakeGitHub, settings: Settings
+) -> None:
+    for name in ("a", "b", "c"):
+        repo.write(f"{name}.txt", name)
+    sha = repo.commit("three files")
+    fake_github.tree_entries_max = 2
+    gh = installation_client(settings, 1)
+    answer = (await gh.arequest("GET", f"/repos/o/r/git/trees/{sha}", params={"recursive": "1"})).json()
+    assert (len(answer["tree"]), answer["truncated"]) == (2, True)
+    with pytest.raises(InputError, match="too large to read whole"):
+        await GitHubSource(gh, "o", "r").tree(sha)
+
+
+async def test_the_fakes_installations_have_the_permissions_app_yml_asks_for(
+    fake_github: FakeGitHub, settings: Settings
+) -> None:
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "app.yml").read_text())
+    assert manifest["default_permissions"] == APP_PERMISSIONS
+    assert APP_PERMISSIONS["merge_queues"] == "read"
+    gh = GitHub(app_auth(settings), base_url=fake_github.url)
+    token = (await gh.arequest("POST", "/app/installations/1/access_tokens")).json()
+    assert token["permissions"] == manifest["default_permissions"]

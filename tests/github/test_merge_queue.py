@@ -22,7 +22,15 @@ from bot.github.merge_queue import check_file, merge_group_checks, queued_pull
 from bot.github.webhook import Job, route
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file
-from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
+from tests.github.conftest import (
+    answers,
+    build_pr_repo,
+    check_run_event,
+    check_suite_event,
+    fixture,
+    signed_headers,
+    webhook_client,
+)
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import StubLLM
 
@@ -379,6 +387,22 @@ async def test_github_failing_is_retried_then_fails_the_group_closed(
         )
 
 
+async def test_a_merge_group_stopped_at_a_rate_limit_is_judged_again_after_it(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, redis: ArqRedis, settings: Settings
+) -> None:
+    await approved(queue, stub)
+    group = fake_github.queue(2)
+    # GitHub asks the installation to wait ten minutes: longer than a job waits in its slot.
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, 600
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis, "job_try": 1}
+    with pytest.raises(Retry) as again:
+        await merge_group_checks(ctx, repo=REPO, installation_id=1, **group)
+
+    assert again.value.defer_score is not None and again.value.defer_score >= 600_000
+    assert fake_github.runs_named(EVALS_CHECK, group["head_sha"]) == []
+    assert fake_github.requests_while_limited == []
+
+
 def test_route_enqueues_checks_requested_from_the_real_payload() -> None:
     payload = fixture("merge_group.checks_requested.json")
     sha = "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d"
@@ -401,6 +425,60 @@ def test_route_enqueues_checks_requested_from_the_real_payload() -> None:
     forged = {**payload, "merge_group": {**payload["merge_group"], "base_sha": "../../pulls"}}
     with pytest.raises(ValueError, match=r"merge_group\.base_sha as a commit SHA"):
         route("merge_group", forged)
+
+
+def merge_group_rerun(event: str, group: dict[str, str], check: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A `check_run.rerequested` (on `check`) or `check_suite.rerequested` of a merge group's commit, as
+    GitHub sends it: the suite on the group's branch, no pull request listed."""
+    branch = group["head_ref"].removeprefix("refs/heads/")
+    if event == "check_run":
+        assert check is not None
+        payload = check_run_event("rerequested", check, "lead")
+        payload["check_run"]["check_suite"].update(head_branch=branch, head_sha=group["head_sha"], pull_requests=[])
+        return payload
+    payload = check_suite_event(group["head_sha"], "lead")
+    payload["check_suite"]["head_branch"] = branch
+    payload["repository"]["full_name"] = REPO
+    return payload
+
+
+@pytest.mark.parametrize("event", ["check_run", "check_suite"])
+def test_route_enqueues_a_merge_group_rerun_from_the_real_payload(event: str) -> None:
+    sha, parent = "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", "929f8209d40f77f4abc622a499c93a83babdbe64"
+    group = {"head_sha": sha, "head_ref": f"refs/heads/gh-readonly-queue/release/v2/pr-104-{parent}"}
+    check = {"id": 7, "name": EVALS_CHECK, "head_sha": sha, "status": "completed", "conclusion": "failure"}
+    payload = merge_group_rerun(event, group, check)
+    outcome, job = route(event, payload, "d-9")
+    assert outcome == "enqueued" and job is not None
+    assert (job.function, job.job_id) == ("merge_group_checks", f"evalbot:merge-group:{REPO}:{sha}:rerun:d-9")
+    assert job.kwargs == {
+        "repo": REPO,
+        "installation_id": payload["installation"]["id"],
+        "head_sha": sha,
+        "base_sha": parent,
+        "base_ref": "refs/heads/release/v2",
+        "head_ref": group["head_ref"],
+    }
+
+
+@pytest.mark.parametrize("event", ["check_run", "check_suite"])
+async def test_a_rerun_on_a_merge_group_judges_it_again(
+    queue: Queue, stub: StubLLM, fake_github: FakeGitHub, event: str
+) -> None:
+    # The group was checked before the pull request was approved: it failed.
+    await queue.open()
+    group = fake_github.queue(2)
+    evals, approval = await queue.checks_requested(group)
+    assert conclusions(evals, approval) == [("completed", "failure")] * 2
+    await queue.comment("/approve")
+    calls = len(stub.requests)
+
+    await queue.deliver(event, merge_group_rerun(event, group, evals))
+
+    runs = [fake_github.runs_named(name, group["head_sha"]) for name in (EVALS_CHECK, APPROVAL_CHECK)]
+    assert [len(named) for named in runs] == [2, 2]
+    assert conclusions(runs[0][-1], runs[1][-1]) == [("completed", "success")] * 2
+    assert len(stub.requests) == calls
 
 
 def test_the_app_subscribes_to_merge_groups() -> None:

@@ -10,17 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
-from arq import ArqRedis
+from arq import ArqRedis, create_pool
+from arq.connections import RedisSettings
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
 from bot.github import jobs
 from bot.github.client import installation_client
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, THROTTLE_KEY, eval_job_id
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
-from tests.conftest import GitRepo, prompt_file, suite_config
+from tests.conftest import GitRepo, prompt_file, redis_test_url, suite_config
 from tests.github.conftest import answers, build_pr_repo, run_burst
 from tests.github.fake_github import FakeGitHub
 from tests.stub_llm import Reply, StubLLM
@@ -177,16 +178,27 @@ async def test_low_remaining_quota_posts_no_progress(fake_github: FakeGitHub, he
 
 
 async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_reason(
-    fake_github: FakeGitHub, stub: StubLLM, head: str, evaluate: Evaluate
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    redis: ArqRedis,
+    settings: Settings,
+    job_store: Store,
+    head: str,
+    evaluate: Evaluate,
 ) -> None:
-    # A secondary limit asking for an hour's wait: past the run's 10-minute cap.
+    # A secondary limit asking for an hour's wait, once the check run is open: past the run's 10-minute cap.
     fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, 3600
+    fake_github.secondary_path = "/pulls/2"
     # The reset's minute, as the run sees it: it may fall on either side of a minute boundary.
     resets = {time.strftime("%H:%M", time.gmtime(time.time() + 3600))}
-    assert await evaluate(head) == 1
+    assert await evaluate(head, max_jobs=1) == 1
     resets.add(time.strftime("%H:%M", time.gmtime(time.time() + 3600)))
 
-    # (Waiting for the reset instead would outlast the test's timeout.)
+    # Nothing more is asked of GitHub for the hour, not even the check's completion: a job completes
+    # it after the wait. (Waiting for it instead would outlast the test's timeout.)
+    assert fake_github.requests_while_limited == []
+    assert fake_github.runs_named(EVALS_CHECK, head)[0]["status"] == "queued"
+    await finish_after_the_wait(fake_github, redis, settings, job_store, at_least_s=3600)
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert evals["output"]["title"] == "evalbot stopped at GitHub's rate limit"
@@ -196,6 +208,73 @@ async def test_a_limit_longer_than_the_time_left_completes_the_check_with_the_re
         for at in resets
     )
     assert stub.requests == []
+
+
+async def finish_after_the_wait(
+    fake_github: FakeGitHub, redis: ArqRedis, settings: Settings, job_store: Store, at_least_s: float
+) -> None:
+    """The one job left queued completes the stopped run's check, deferred `at_least_s` or more; run it
+    as if that time had passed (for GitHub and for the installation's limiter)."""
+    ((job_id, score),) = await redis.zrange("arq:queue", 0, -1, withscores=True)
+    assert score / 1000 >= time.time() + at_least_s - 5
+    info = await Job(job_id.decode(), redis).info()
+    assert info is not None and info.function == "complete_rate_limited"
+    fake_github.wait_over(INSTALLATION)
+    await redis.delete(THROTTLE_KEY.format(installation=INSTALLATION))
+    ctx = {"settings": settings, "redis": redis, "store": job_store}
+    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_a_limit_without_a_hint_ends_the_run_and_completes_its_check_a_minute_later(
+    fake_github: FakeGitHub,
+    stub: StubLLM,
+    redis: ArqRedis,
+    settings: Settings,
+    job_store: Store,
+    head: str,
+    evaluate: Evaluate,
+    status: int,
+) -> None:
+    # GitHub's secondary limit without `retry-after` or `x-ratelimit-remaining: 0` (a bare 429, or a 403
+    # naming the limit), once the check run is open: not a refusal, a wait of at least a minute.
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s = 1, None
+    fake_github.secondary_status, fake_github.secondary_path = status, "/pulls/2"
+    assert await evaluate(head, max_jobs=1) == 1
+
+    assert await Job(eval_job_id(REPO, 2, head), redis).result() == "rate-limited"
+    assert fake_github.requests_while_limited == []
+    assert stub.requests == []
+    await finish_after_the_wait(fake_github, redis, settings, job_store, at_least_s=60)
+    (evals,) = fake_github.runs_named(EVALS_CHECK, head)
+    assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
+    assert evals["output"]["title"] == "evalbot stopped at GitHub's rate limit"
+
+
+async def test_one_limited_answer_stops_the_installations_jobs_in_another_worker(
+    fake_github: FakeGitHub, stub: StubLLM, redis: ArqRedis, settings: Settings, job_store: Store, head: str
+) -> None:
+    # Pull request 3 has the same head as 2: two jobs of one installation.
+    fake_github.pulls[3] = fake_github.pulls[2]
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s, fake_github.secondary_path = 1, None, "/pulls/2"
+    await enqueue(redis, 2, head)
+    assert await run_jobs(redis, settings, job_store, max_jobs=1) == 1
+    sent = len(fake_github.installation_requests)
+
+    # Another worker, sharing nothing with the first but Redis, takes pull request 3's job: not one of
+    # its requests reaches GitHub during the wait, and its check is completed after it.
+    other = await create_pool(RedisSettings.from_dsn(redis_test_url()))
+    try:
+        await enqueue(other, 3, head)
+        assert await run_jobs(other, settings, job_store, max_jobs=1) == 1
+        assert await Job(eval_job_id(REPO, 3, head), other).result() == "rate-limited"
+    finally:
+        await other.aclose()
+    assert len(fake_github.installation_requests) == sent
+    assert fake_github.requests_while_limited == []
+    assert fake_github.runs_named(EVALS_CHECK, head)[0]["status"] == "queued"  # pull request 2's, for now
+    deferred = await redis.zrange("arq:queue", 0, -1, withscores=True)
+    assert len(deferred) == 2 and all(score / 1000 >= time.time() + 55 for _, score in deferred)
 
 
 async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
@@ -213,8 +292,9 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     info = await Job(job_id, redis).info()
     assert info is not None and info.function == "complete_rate_limited"
 
-    # The hour passes.
+    # The hour passes (for GitHub and for the installation's limiter).
     fake_github.spend_quota(INSTALLATION, 0)
+    await redis.delete(THROTTLE_KEY.format(installation=INSTALLATION))
     ctx = {"settings": settings, "redis": redis, "store": job_store}
     assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
@@ -242,27 +322,29 @@ async def test_a_burst_of_20_pull_requests_never_leaves_a_check_in_progress(
         fake_github.pulls[number] = (base, heads[-1])
     stub.handler = answers(9)
     # 150 requests every 15 s for the installation: the 20 pull requests (about 380 requests) run out
-    # of the quota twice and wait for its reset. And a secondary limit on comparisons that asks two of
-    # them to wait an hour, past their time cap.
+    # of the quota twice and wait for its reset. And two secondary limits on comparisons asking for 2 s,
+    # which every job of the installation waits out.
     fake_github.rate_limit, fake_github.rate_window_s = 150, 15.0
-    fake_github.secondary_hits, fake_github.secondary_retry_after_s = 2, 3600
+    fake_github.secondary_hits, fake_github.secondary_retry_after_s = 2, 2
     fake_github.secondary_path = "/compare/"
     for number, head in enumerate(heads, 1):
         await enqueue(redis, number, head)
     started = time.monotonic()
     assert await run_jobs(redis, settings.model_copy(update={"WORKER_MAX_JOBS": 4}), job_store) >= 20
 
-    assert fake_github.rate_limited > fake_github.secondary_hits_served
+    # More requests went through than two windows allow: the quota ran out twice and its reset was
+    # waited for (the limiter stops at `x-ratelimit-remaining: 0`, before GitHub has to refuse).
+    assert fake_github.secondary_hits_served == 2
+    assert len(fake_github.requests_to(INSTALLATION)) > 2 * fake_github.rate_limit
     # Limits of 2 s are waited out, never a run's whole cap (a loaded machine still stays far below it).
     assert time.monotonic() - started < 120
-    outcomes = []
     for head in heads:
         runs = fake_github.runs_named(EVALS_CHECK, head)
         assert runs and all(run["status"] == "completed" for run in runs), runs
-        outcomes.append((runs[-1]["conclusion"], runs[-1]["output"]["title"]))
-    stopped = ("failure", "evalbot stopped at GitHub's rate limit")
-    assert sorted(set(outcomes)) == [stopped, ("success", "qa: accuracy 50.0% → 90.0% (+40.0 pp)")]
-    assert outcomes.count(stopped) == 2
+        assert (runs[-1]["conclusion"], runs[-1]["output"]["title"]) == (
+            "success",
+            "qa: accuracy 50.0% → 90.0% (+40.0 pp)",
+        )
     assert all(run["status"] == "completed" for run in fake_github.check_runs.values())
 
 

@@ -92,7 +92,7 @@ async def test_every_key_evalbot_writes_has_a_ttl_or_is_a_capped_stream(pull: Pu
     # The keys docs/trust-model.md lists; a new one must be added there, with its owner and bound. Approvals and the
     # audit trail are in the database, not in Redis.
     known = {"delivery", "head", "refusals", "cache", "gate-notes", "verdict", "pr-jobs", "superseded", "sha-pulls"}
-    known |= {"spend"}
+    known |= {"spend", "help", "gh-throttle"}
     assert {k.split(":")[1] for k in keys} <= known
     for key in keys:
         assert await redis.ttl(key) > 0, key
