@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.github.commands import Command, Refusal, parse_command
+from bot.github.flows.command_line import Command, Refusal, parse_command
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from arq import ArqRedis
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github import jobs
-from bot.github.client import installation_client
+from bot.github.flows import evaluate as jobs
+from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
