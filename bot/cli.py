@@ -365,7 +365,7 @@ def setup_command(
     """Create the GitHub App from app.yml (GitHub's manifest flow) and write its settings to an env file."""
     import uvicorn
 
-    from bot.github.setup import plan, setup_app
+    from bot.github.api.setup import plan, setup_app
 
     local = f"http://127.0.0.1:{port}"
     try:
@@ -412,7 +412,7 @@ def worker_command() -> None:
     from arq.worker import get_kwargs
     from prometheus_client import start_http_server
 
-    from bot.github.liveness import EvalbotWorker
+    from bot.github.worker.liveness import EvalbotWorker
     from bot.github.worker.registry import WorkerSettings
     from bot.settings import get_settings
 

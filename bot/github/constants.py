@@ -56,7 +56,7 @@ DELIVERY_CLAIM_TTL_S = 30
 # The head record outlives any review: a command on a pull request whose record is gone is refused.
 HEAD_TTL_S = 90 * 24 * 3600
 
-# An evaluation's time cap is planned from its calls (bot/github/liveness.py), within these bounds;
+# An evaluation's time cap is planned from its calls (bot/github/worker/liveness.py), within these bounds;
 # arq's own timeout is the ceiling plus a margin, so the planned cap always fires first. A killed job
 # is not waited out: the watchdog re-runs it once its heartbeat is older than LOST_AFTER_S.
 JOB_TIMEOUT_FLOOR_S = 10 * 60

@@ -21,8 +21,11 @@ from githubkit.webhooks import verify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from bot.github import cancel, metrics, pending, state
-from bot.github.commands import RERUN_RAW, Command, Refusal, parse_command
+from bot.github import metrics
+from bot.github.state import aborts as cancel
+from bot.github.flows import pending
+from bot.github.state import approvals as state
+from bot.github.flows.command_line import RERUN_RAW, Command, Refusal, parse_command
 from bot.github.constants import (
     APPROVAL_CHECK,
     COMMIT_SHA,
@@ -42,7 +45,7 @@ from bot.github.constants import (
     eval_job_id,
     merge_group_job_id,
 )
-from bot.github.publish import RERUN_ACTION
+from bot.github.api.publish import RERUN_ACTION
 from bot.settings import Settings, get_settings
 from bot.web import install as install_web
 

@@ -24,7 +24,7 @@ from githubkit import GitHub, TokenAuthStrategy
 from githubkit.exception import RequestFailed
 
 from bot.errors import ConfigError
-from bot.github.client import installation_client
+from bot.github.api.client import installation_client
 from bot.settings import Settings
 
 # How long a repository's visibility and a user's read access are trusted before GitHub is asked again:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from bot.github.records import store_url
+from bot.github.state.records import store_url
 from bot.settings import Settings
 from bot.store import Store, open_store
 from bot.store.pages import STATUSES, installation_of, run_ref

@@ -17,8 +17,8 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from bot.github import ratelimit
-from bot.github.schedule import check_schedules
+from bot.github.api import ratelimit
+from bot.github.flows.schedule import check_schedules
 from bot.github.webhook import create_app
 from bot.github.worker.registry import FUNCTIONS
 from bot.settings import Settings

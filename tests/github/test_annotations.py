@@ -9,7 +9,7 @@ import httpx
 import pytest
 from arq import ArqRedis
 
-from bot.github import publish
+from bot.github.api import publish
 from bot.github.constants import EVALS_CHECK
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from arq import ArqRedis
 
-from bot.github import jobs
-from bot.github.commands import Command, Refusal, parse_command
+from bot.github.flows import evaluate as jobs
+from bot.github.flows.command_line import Command, Refusal, parse_command
 from bot.github.constants import HELP_KEY
 from bot.settings import Settings
 from bot.store import Store

@@ -12,7 +12,7 @@ import pytest
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, COMMENT_MARKER, EVALS_CHECK
-from bot.github.jobs import evaluate_pull_request
+from bot.github.flows.evaluate import evaluate_pull_request
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
@@ -202,7 +202,7 @@ async def test_progress_is_posted_while_cases_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base, head = pr
-    monkeypatch.setattr("bot.github.jobs.PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr("bot.github.flows.evaluate.PROGRESS_INTERVAL_S", 0.0)
     slow = stub.handler
     stub.handler = lambda body: Reply(**{**vars(slow(body)), "delay_s": 0.05})
     await evaluate_pull_request({"settings": settings, "redis": redis}, **job_args(base, head))
@@ -236,7 +236,7 @@ async def test_github_down_before_any_check_run_asks_arq_to_retry(
     from arq import Retry
     from githubkit import GitHub
 
-    from bot.github.client import app_auth
+    from bot.github.api.client import app_auth
 
     base, head = build(repo)
     fake_github.fail_next = [502]

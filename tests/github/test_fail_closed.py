@@ -9,7 +9,7 @@ import pytest
 from arq import ArqRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.github import cancel
+from bot.github.state import aborts as cancel
 from bot.github.constants import DELIVERY_CLAIM_TTL_S, DELIVERY_KEY_PREFIX, EVALS_CHECK
 from bot.settings import Settings
 from tests.conftest import GitRepo

@@ -15,7 +15,7 @@ import yaml
 from arq import ArqRedis
 
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
-from bot.github.spend import PULL_SPEND_KEY
+from bot.github.state.spend import PULL_SPEND_KEY
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client

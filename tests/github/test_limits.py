@@ -15,11 +15,11 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import InputError
-from bot.github.client import app_auth, installation_client
+from bot.github.api.client import app_auth, installation_client
 from bot.github.constants import EVALS_CHECK
-from bot.github.permissions import has_write_access
-from bot.github.publish import Publisher, annotation, comment_body
-from bot.github.source import GitHubSource
+from bot.github.api.permissions import has_write_access
+from bot.github.api.publish import Publisher, annotation, comment_body
+from bot.github.api.source import GitHubSource
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import APP_ID

@@ -16,9 +16,9 @@ import yaml
 from arq import ArqRedis, Retry
 from githubkit import GitHub
 
-from bot.github.client import app_auth
+from bot.github.api.client import app_auth
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, SHORT_JOB_TIMEOUT_S
-from bot.github.merge_queue import check_file, merge_group_checks, queued_pull
+from bot.github.flows.merge_queue import check_file, merge_group_checks, queued_pull
 from bot.github.webhook import Job, route
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file

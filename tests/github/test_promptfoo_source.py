@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from bot.github.client import installation_client
-from bot.github.source import GitHubSource
+from bot.github.api.client import installation_client
+from bot.github.api.source import GitHubSource
 from bot.pipeline.config import Limits, Suite
 from bot.pipeline.suites import read_suite
 from bot.settings import Settings

@@ -15,8 +15,8 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github import jobs
-from bot.github.client import installation_client
+from bot.github.flows import evaluate as jobs
+from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, THROTTLE_KEY, eval_job_id
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings

@@ -11,9 +11,9 @@ import structlog.testing
 from arq import ArqRedis
 from githubkit.exception import RequestFailed
 
-from bot.github.client import app_client
+from bot.github.api.client import app_client
 from bot.github.constants import MAX_REDELIVERIES, REDELIVERED_KEY
-from bot.github.redeliver import redeliver_failed
+from bot.github.flows.redeliver import redeliver_failed
 from bot.settings import Settings
 from tests.github.fake_github import FakeGitHub
 

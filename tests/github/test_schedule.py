@@ -8,7 +8,7 @@ import pytest
 from arq import ArqRedis
 
 from bot.github.constants import DRIFT_CHECK
-from bot.github.schedule import due_firing
+from bot.github.flows.schedule import due_firing
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.fake_github import FakeGitHub

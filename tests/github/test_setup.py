@@ -22,7 +22,7 @@ import pytest
 from arq import ArqRedis
 
 from bot.errors import ConfigError
-from bot.github.setup import plan, read_env, setup_app
+from bot.github.api.setup import plan, read_env, setup_app
 from tests.conftest import redis_test_url
 from tests.github.conftest import APP_ID
 from tests.github.fake_github import FakeGitHub

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.github.publish import report_annotations, report_title
+from bot.github.api.publish import report_annotations, report_title
 from bot.pipeline.lineage import dataset_lineage, pull_request_of
 from bot.pipeline.render import render_markdown
 from bot.pipeline.run import RunOptions, evaluate

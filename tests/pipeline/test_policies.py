@@ -9,7 +9,7 @@ import pytest
 
 from bot.engine.models import ModelClient
 from bot.errors import InputError
-from bot.github.publish import report_annotations, report_title
+from bot.github.api.publish import report_annotations, report_title
 from bot.pipeline.config import PolicyRule, parse_config
 from bot.pipeline.policies import JUDGE_SYSTEM, Reviewed, review
 from bot.pipeline.prompts import parse_prompt

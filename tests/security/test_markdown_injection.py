@@ -9,7 +9,7 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from bot.github.state import Approval
+from bot.github.state.approvals import Approval
 from bot.pipeline.render import render_markdown, render_template
 from bot.pipeline.run import Report, RunOptions, evaluate
 from bot.pipeline.source import GitSource

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.github.constants import EVALS_CHECK
-from bot.github.jobs import evaluate_pull_request
+from bot.github.flows.evaluate import evaluate_pull_request
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import answers

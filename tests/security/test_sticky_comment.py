@@ -5,7 +5,7 @@ from __future__ import annotations
 from arq import ArqRedis
 
 from bot.github.constants import COMMENT_MARKER
-from bot.github.jobs import evaluate_pull_request
+from bot.github.flows.evaluate import evaluate_pull_request
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import APP_ID, answers, build_pr_repo

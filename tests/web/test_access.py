@@ -18,7 +18,7 @@ import pytest
 from arq import ArqRedis
 
 from bot.github.constants import EVALS_CHECK
-from bot.github.jobs import evaluate_pull_request
+from bot.github.flows.evaluate import evaluate_pull_request
 from bot.settings import Settings
 from bot.store import Store
 from bot.store.sessions import signed_in

@@ -9,7 +9,11 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from bot.github import cancel, feedback, liveness, outbox, ratelimit
+from bot.github.state import aborts as cancel
+from bot.github.worker import liveness
+from bot.github.flows import outbox
+from bot.github.api import ratelimit
+from bot.github import feedback
 from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
@@ -17,11 +21,11 @@ from bot.github.constants import (
     SHORT_JOB_TIMEOUT_S,
     WATCHDOG_EVERY_S,
 )
-from bot.github.jobs import complete_rate_limited_job, evaluate_pull_request, handle_command, publish_head, rerun_head
-from bot.github.merge_queue import merge_group_checks
-from bot.github.records import start_store, stop_store
-from bot.github.redeliver import redeliver_failed
-from bot.github.schedule import check_schedules, scheduled_evaluation
+from bot.github.flows.evaluate import complete_rate_limited_job, evaluate_pull_request, handle_command, publish_head, rerun_head
+from bot.github.flows.merge_queue import merge_group_checks
+from bot.github.state.records import start_store, stop_store
+from bot.github.flows.redeliver import redeliver_failed
+from bot.github.flows.schedule import check_schedules, scheduled_evaluation
 from bot.settings import get_settings
 
 FUNCTIONS: list[Any] = [
@@ -66,7 +70,7 @@ class WorkerSettings:
     on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
-    # A push or a close aborts the pull request's older evaluations (bot/github/cancel.py).
+    # A push or a close aborts the pull request's older evaluations (bot/github/state/aborts.py).
     allow_abort_jobs = True
     max_jobs = get_settings().WORKER_MAX_JOBS
     job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S

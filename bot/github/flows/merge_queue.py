@@ -32,7 +32,7 @@ from arq import Retry
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 
 from bot.errors import BasePolicyError, InputError
-from bot.github.client import retry_later, status_of
+from bot.github.api.client import retry_later, status_of
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
@@ -43,11 +43,11 @@ from bot.github.constants import (
     RETRY_DEFER_S,
 )
 from bot.github.context import github_client, publisher_for
-from bot.github.gate import PullVerdict, approval_for, read_base, verdict_for
-from bot.github.permissions import is_approver
-from bot.github.publish import Conclusion, Publisher
-from bot.github.records import job_store, page_url
-from bot.github.source import GitHubSource, get_pull_request, merge_base
+from bot.github.flows.gate import PullVerdict, approval_for, read_base, verdict_for
+from bot.github.api.permissions import is_approver
+from bot.github.api.publish import Conclusion, Publisher
+from bot.github.state.records import job_store, page_url
+from bot.github.api.source import GitHubSource, get_pull_request, merge_base
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template

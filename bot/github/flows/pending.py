@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 from githubkit.exception import GitHubException
 
-from bot.github.client import installation_client
+from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.github.context import publisher_for
-from bot.github.gate import finished, for_base, verdicts_on
+from bot.github.flows.gate import finished, for_base, verdicts_on
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 

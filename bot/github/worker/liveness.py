@@ -38,7 +38,7 @@ from bot.github.constants import (
     SUPERSEDED_KEY,
 )
 from bot.github.context import REDIS_DOWN, Heartbeat, github_client, publisher_for
-from bot.github.publish import Publisher
+from bot.github.api.publish import Publisher
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 

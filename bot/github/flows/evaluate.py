@@ -17,9 +17,14 @@ from githubkit.exception import GitHubException, RateLimitExceeded, RequestFaile
 
 from bot.engine.cache import RedisCache
 from bot.errors import BasePolicyError, InputError
-from bot.github import cancel, liveness, metrics, outbox, ratelimit, state
-from bot.github.client import retry_later
-from bot.github.commands import RERUN_RAW, Command, Refusal
+from bot.github import metrics
+from bot.github.state import aborts as cancel
+from bot.github.worker import liveness
+from bot.github.flows import outbox
+from bot.github.api import ratelimit
+from bot.github.state import approvals as state
+from bot.github.api.client import retry_later
+from bot.github.flows.command_line import RERUN_RAW, Command, Refusal
 from bot.github.constants import (
     EVALS_CHECK,
     HEAD_KEY,
@@ -32,9 +37,9 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.context import PullRequestJob, github_client
-from bot.github.gate import PullVerdict, publish_sha, read_base, shared_by_another, store_verdict, verdict_for
-from bot.github.permissions import has_write_access, is_approver, missing_permissions
-from bot.github.publish import (
+from bot.github.flows.gate import PullVerdict, publish_sha, read_base, shared_by_another, store_verdict, verdict_for
+from bot.github.api.permissions import has_write_access, is_approver, missing_permissions
+from bot.github.api.publish import (
     Conclusion,
     blob_url,
     cap_annotations,
@@ -44,9 +49,9 @@ from bot.github.publish import (
     report_markdown,
     report_title,
 )
-from bot.github.records import run_page_url
-from bot.github.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
-from bot.github.spend import Ledger, spent_usd
+from bot.github.state.records import run_page_url
+from bot.github.api.source import GitHubSource, get_pull_request, is_fork, open_pulls_with_head
+from bot.github.state.spend import Ledger, spent_usd
 from bot.pipeline.config import Config, model_refusal
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template

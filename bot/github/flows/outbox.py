@@ -15,8 +15,8 @@ from githubkit.exception import GitHubException, RequestError, RequestFailed
 
 from bot.github.constants import OUTBOX_KEY, OUTBOX_TTL_S, SHORT_JOB_TIMEOUT_S
 from bot.github.context import PullRequestJob
-from bot.github.gate import publish_sha
-from bot.github.source import get_pull_request
+from bot.github.flows.gate import publish_sha
+from bot.github.api.source import get_pull_request
 
 log = structlog.get_logger(__name__)
 

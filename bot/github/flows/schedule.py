@@ -18,11 +18,11 @@ from bot.engine.metrics import accuracy_of, per_case
 from bot.errors import InputError
 from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
 from bot.github.context import github_client, publisher_for
-from bot.github.issues import upsert_issue
-from bot.github.records import job_store
-from bot.github.redact import Redactor
-from bot.github.source import GitHubSource, branch_tip
-from bot.github.spend import Ledger, spent_usd
+from bot.github.api.issues import upsert_issue
+from bot.github.state.records import job_store
+from bot.github.api.redact import Redactor
+from bot.github.api.source import GitHubSource, branch_tip
+from bot.github.state.spend import Ledger, spent_usd
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
 from bot.pipeline.files import read_config

@@ -29,9 +29,9 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.context import github_client, publisher_for
-from bot.github.publish import Publisher
-from bot.github.redact import Redactor
-from bot.github.source import open_pulls_with_head
+from bot.github.api.publish import Publisher
+from bot.github.api.redact import Redactor
+from bot.github.api.source import open_pulls_with_head
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 

@@ -16,7 +16,8 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import BasePolicyError, InputError
-from bot.github import cancel, state
+from bot.github.state import aborts as cancel
+from bot.github.state import approvals as state
 from bot.github.constants import (
     APPROVAL_CHECK,
     VERDICT_KEY,
@@ -26,9 +27,9 @@ from bot.github.constants import (
     eval_job_id,
 )
 from bot.github.context import PullRequestJob
-from bot.github.permissions import is_approver, missing_permissions
-from bot.github.publish import Conclusion
-from bot.github.source import GitHubSource, branch_tip, get_pull_request, open_pulls_with_head
+from bot.github.api.permissions import is_approver, missing_permissions
+from bot.github.api.publish import Conclusion
+from bot.github.api.source import GitHubSource, branch_tip, get_pull_request, open_pulls_with_head
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template

@@ -21,7 +21,7 @@ import structlog
 from githubkit.exception import GitHubException
 
 from bot.github import metrics
-from bot.github.client import app_client
+from bot.github.api.client import app_client
 from bot.github.constants import (
     DELIVERY_RETENTION_S,
     MAX_REDELIVERIES,
