@@ -133,8 +133,8 @@ def merge_group_job_id(repo: str, head_sha: str) -> str:
 
 
 # arq job names queued where the job's function cannot be imported: the web process (webhook.py) does
-# not load the evaluation code, and jobs.py imports cancel.py. tests/github/test_registry.py checks that
-# each names a job of the worker's registry.
+# not load the evaluation code, and bot/github/state/ sits below the flows. tests/github/test_registry.py
+# checks that each names a job of the worker's registry.
 EVALUATE_JOB = "evaluate_pull_request"
 PUBLISH_HEAD_JOB = "publish_head"
 RERUN_HEAD_JOB = "rerun_head"

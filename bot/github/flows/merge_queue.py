@@ -41,7 +41,8 @@ from bot.github.constants import (
     RETRY_DEFER_S,
 )
 from bot.github.context import github_client, publisher_for
-from bot.github.flows.gate import PullVerdict, approval_for, read_base, verdict_for
+from bot.github.flows.gate import read_base
+from bot.github.state.verdicts import PullVerdict, approval_for, verdict_for
 from bot.github.api.permissions import is_approver
 from bot.github.api.publish import Conclusion, Publisher
 from bot.github.state.records import job_store, page_url
