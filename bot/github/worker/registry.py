@@ -9,7 +9,6 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from bot.github.api import ratelimit
 from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
@@ -31,7 +30,7 @@ from bot.github.worker import liveness
 from bot.settings import get_settings
 
 FUNCTIONS: list[Any] = [
-    liveness.watched(ratelimit.metered(evaluate_pull_request)),
+    liveness.watched(liveness.metered(evaluate_pull_request)),
     complete_rate_limited_job,
     func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
     func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
