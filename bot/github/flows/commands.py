@@ -76,7 +76,7 @@ async def handle_command(
     await job.link_latest_run()
     parsed = Refusal(refusal or "", raw) if command is None else Command(**{**command, "raw": raw})
     try:
-        result = await _decide(job, parsed, actor, pull, created_at, head_sha)
+        result = await _carry_out(job, parsed, actor, pull, created_at, head_sha)
     except RequestFailed as exc:
         # The installation lacks a permission the command needs (Members, for `@org/team` approvers):
         # say which and where to grant it, rather than end without a word.
@@ -106,7 +106,7 @@ async def _refuse(job: PullRequestJob, actor: str, raw: str, reason: str, reply:
     return "refused"
 
 
-async def _decide(
+async def _carry_out(
     job: PullRequestJob,
     command: Command | Refusal,
     actor: str,
