@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from bot.github.state import approvals
 from bot.github.api.client import installation_client
-from bot.github.constants import HEARTBEAT_INTERVAL_S, HEARTBEATS_KEY, JOB_TIMEOUT_CEILING_S, JOB_TIMEOUT_FLOOR_S
 from bot.github.api.publish import Publisher
-from bot.github.state.records import job_store, page_url, run_page_url
 from bot.github.api.redact import Redactor
+from bot.github.constants import HEARTBEAT_INTERVAL_S, HEARTBEATS_KEY, JOB_TIMEOUT_CEILING_S, JOB_TIMEOUT_FLOOR_S
+from bot.github.state import approvals
+from bot.github.state.records import job_store, page_url, run_page_url
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 from bot.store import AuditEntry, Store

@@ -22,10 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from bot.github import metrics
-from bot.github.state import aborts
-from bot.github.flows import cancelled, pending
-from bot.github.state import approvals
-from bot.github.flows.command_line import RERUN_RAW, Command, Refusal, parse_command
+from bot.github.api.publish import RERUN_ACTION
 from bot.github.constants import (
     APPROVAL_CHECK,
     COMMIT_SHA,
@@ -44,7 +41,9 @@ from bot.github.constants import (
     eval_job_id,
     merge_group_job_id,
 )
-from bot.github.api.publish import RERUN_ACTION
+from bot.github.flows import cancelled, pending
+from bot.github.flows.command_line import RERUN_RAW, Command, Refusal, parse_command
+from bot.github.state import aborts, approvals
 from bot.settings import Settings, get_settings
 from bot.web import install as install_web
 

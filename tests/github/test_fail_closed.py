@@ -9,8 +9,8 @@ import pytest
 from arq import ArqRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.github.state import aborts
 from bot.github.constants import DELIVERY_CLAIM_TTL_S, DELIVERY_KEY_PREFIX, EVALS_CHECK
+from bot.github.state import aborts
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client

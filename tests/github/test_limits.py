@@ -12,9 +12,9 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.github.api.client import installation_client
-from bot.github.constants import EVALS_CHECK
 from bot.github.api.permissions import has_write_access
 from bot.github.api.publish import Publisher, annotation, comment_body
+from bot.github.constants import EVALS_CHECK
 from bot.settings import Settings
 from tests.github.conftest import APP_ID
 from tests.github.fake_github import FakeGitHub

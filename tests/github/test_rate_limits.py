@@ -14,9 +14,9 @@ from arq import ArqRedis
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github.flows import rate_limited
 from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, eval_job_id
+from bot.github.flows import rate_limited
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store

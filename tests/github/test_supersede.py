@@ -19,8 +19,8 @@ import pytest
 from arq import ArqRedis
 from arq.worker import Worker
 
-from bot.github.flows.cancelled import cancel_checks
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.flows.cancelled import cancel_checks
 from bot.github.flows.commands import handle_command
 from bot.github.flows.evaluate import evaluate_pull_request
 from bot.github.flows.gate import publish_head

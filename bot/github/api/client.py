@@ -10,8 +10,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
-from bot.github.api import permissions
-from bot.github.api import ratelimit
+from bot.github.api import permissions, ratelimit
 from bot.github.constants import JOB_MAX_TRIES
 from bot.settings import Settings
 

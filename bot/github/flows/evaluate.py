@@ -357,5 +357,3 @@ def _gate_notes(report: Report) -> dict[str, Any]:
         "inconclusive": [asdict(breach) for breach in report.inconclusive],
         "definition_changes": [asdict(change) for change in report.definition_changes],
     }
-
-

@@ -32,6 +32,9 @@ from githubkit.exception import GitHubException, RequestFailed
 
 from bot.errors import BasePolicyError, InputError
 from bot.github.api.client import retry_later, status_of
+from bot.github.api.permissions import is_approver
+from bot.github.api.publish import Conclusion, Publisher
+from bot.github.api.source import GitHubSource, get_pull_request, merge_base
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
@@ -42,11 +45,8 @@ from bot.github.constants import (
 )
 from bot.github.context import github_client, publisher_for
 from bot.github.flows.gate import read_base
-from bot.github.state.verdicts import PullVerdict, approval_for, verdict_for
-from bot.github.api.permissions import is_approver
-from bot.github.api.publish import Conclusion, Publisher
 from bot.github.state.records import job_store, page_url
-from bot.github.api.source import GitHubSource, get_pull_request, merge_base
+from bot.github.state.verdicts import PullVerdict, approval_for, verdict_for
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template

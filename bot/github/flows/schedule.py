@@ -15,12 +15,12 @@ from githubkit.exception import GitHubException
 
 from bot.engine.cache import RedisCache
 from bot.errors import InputError
-from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
-from bot.github.context import github_client, publisher_for
 from bot.github.api.issues import upsert_issue
-from bot.github.state.records import job_store
 from bot.github.api.redact import Redactor
 from bot.github.api.source import GitHubSource, branch_tip
+from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
+from bot.github.context import github_client, publisher_for
+from bot.github.state.records import job_store
 from bot.github.state.spend import Ledger, spent_usd
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds

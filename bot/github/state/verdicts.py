@@ -85,9 +85,7 @@ async def shared_by_another(redis: Any, repo: str, sha: str, pr: int, base_ref: 
     return verdict if verdict is not None and verdict.pr != pr and verdict.approval in _FINISHED else None
 
 
-async def approval_for(
-    store: Store, repo: str, prs: list[int], sha: str, verdict: PullVerdict
-) -> Approval | None:
+async def approval_for(store: Store, repo: str, prs: list[int], sha: str, verdict: PullVerdict) -> Approval | None:
     """The approval of `sha` against the verdict's base, given on any of `prs` (a pull request first, then
     those sharing its evaluation) or on the pull request whose evaluation it is."""
     for pr in dict.fromkeys([*prs, verdict.pr]):
@@ -95,5 +93,3 @@ async def approval_for(
         if approval is not None:
             return approval
     return None
-
-

@@ -30,6 +30,8 @@ from arq.worker import Worker
 from githubkit.exception import GitHubException
 from redis.exceptions import WatchError
 
+from bot.github.api import ratelimit
+from bot.github.api.publish import Publisher
 from bot.github.constants import (
     EVALS_CHECK,
     HEARTBEATS_KEY,
@@ -38,8 +40,6 @@ from bot.github.constants import (
     SUPERSEDED_KEY,
 )
 from bot.github.context import REDIS_DOWN, Heartbeat, github_client, publisher_for
-from bot.github.api import ratelimit
-from bot.github.api.publish import Publisher
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 

@@ -69,7 +69,7 @@ class WorkerSettings:
     on_shutdown = _shutdown
     job_timeout = JOB_TIMEOUT_S
     max_tries = JOB_MAX_TRIES
-    # A push or a close aborts the pull request's older evaluations (bot/github/state/aborts.py, bot/github/flows/cancelled.py).
+    # A push or a close aborts the pull request's older evaluations (bot/github/state/aborts.py).
     allow_abort_jobs = True
     max_jobs = get_settings().WORKER_MAX_JOBS
     job_completion_wait = get_settings().WORKER_SHUTDOWN_GRACE_S
