@@ -4,6 +4,8 @@ Check runs live on a commit, and branch protection does not ask which pull reque
 job stores its pull request's verdict on the SHA, and the SHA's two checks are published from all of
 them: `success` only when every open pull request with that head passes (evaluated where its diff
 touches AI files, approved by an approver of its base branch's current policy where needed).
+`decide` is the approval check's rule for one pull request, with no I/O; `publish_head`, a job,
+publishes a SHA's checks again when one of its pull requests closed.
 """
 
 from __future__ import annotations
