@@ -534,7 +534,7 @@ def feedback_export_command(repo: str, suite_name: str, fmt: str, config_path: P
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.github.feedback import FeedbackRefused, FeedbackSuite, dataset_suite
+    from bot.github.flows.feedback import FeedbackRefused, FeedbackSuite, dataset_suite
     from bot.pipeline.config import parse_config
     from bot.store import revision
     from bot.store.feedback import pending_feedback

@@ -18,6 +18,20 @@ FORBIDDEN = {
 # `python -m bot` runs the CLI: the entry point is the one module above it.
 ENTRY_POINT = "bot.__main__"
 
+# bot/github from the bottom up: a module imports its own rank or below, never above. The API calls know
+# nothing of evalbot's state; the state may use the API's types; a job's context holds both; liveness
+# (heartbeats, hand-over, waiting for Redis) serves the flows; the registry and the webhook, the two
+# entry points (worker and web process), import the flows and are imported by none.
+GITHUB_RANKS = (
+    ("bot.github", "bot.github.constants", "bot.github.metrics"),
+    ("bot.github.api",),
+    ("bot.github.state",),
+    ("bot.github.context",),
+    ("bot.github.worker", "bot.github.worker.liveness"),
+    ("bot.github.flows",),
+    ("bot.github.worker.registry", "bot.github.webhook"),
+)
+
 
 def _modules() -> dict[str, Path]:
     modules = {}
@@ -67,6 +81,33 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         if _inside(module, layer)
         for target in targets
         if any(_inside(target, package) for package in above)
+    )
+    assert upward == []
+
+
+_RANK = {name: rank for rank, names in enumerate(GITHUB_RANKS) for name in names}
+
+
+def _github_rank(module: str) -> int | None:
+    """The rank of the longest GITHUB_RANKS name that is `module` or a package holding it (`bot.github`
+    itself: only its `__init__`)."""
+    for name in sorted(_RANK, key=len, reverse=True):
+        if module == name or (name != "bot.github" and _inside(module, name)):
+            return _RANK[name]
+    return None
+
+
+def test_every_github_module_has_a_rank() -> None:
+    assert [m for m in MODULES if _inside(m, "bot.github") and _github_rank(m) is None] == []
+
+
+def test_no_github_module_imports_a_rank_above_its_own() -> None:
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in EDGES.items()
+        if _inside(module, "bot.github")
+        for target in targets
+        if _inside(target, "bot.github") and (_github_rank(target) or 0) > (_github_rank(module) or 0)
     )
     assert upward == []
 

@@ -106,7 +106,7 @@ UNCAPPED_WAIT_S = 60
 # completed when the installation is let through again: a slot asleep for minutes holds one of
 # WORKER_MAX_JOBS while every job of the installation is blocked anyway.
 RATE_LIMIT_INLINE_WAIT_S = 30
-# Each installation's limiter (bot/github/throttle.py), in Redis for every worker: when it is blocked
+# Each installation's limiter (bot/github/api/throttle.py), in Redis for every worker: when it is blocked
 # until, when its last write was answered, the write in flight and how long it may hold the turn.
 THROTTLE_KEY = "evalbot:gh-throttle:{installation}"
 THROTTLE_TTL_S = 24 * 3600
@@ -156,8 +156,8 @@ def merge_group_job_id(repo: str, head_sha: str) -> str:
 
 
 # arq job names queued where the job's function cannot be imported: the web process (webhook.py) does
-# not load the evaluation code, and jobs.py imports cancel.py. tests/github/test_registry.py checks that
-# each names a job of the worker's registry.
+# not load the evaluation code, and bot/github/state/ sits below the flows. tests/github/test_registry.py
+# checks that each names a job of the worker's registry.
 EVALUATE_JOB = "evaluate_pull_request"
 PUBLISH_HEAD_JOB = "publish_head"
 RERUN_HEAD_JOB = "rerun_head"

@@ -1,7 +1,7 @@
 """What a job on a pull request's head SHA runs with: its GitHub client, its publisher, its heartbeat
-and time cap, and `PullRequestJob`, which holds them for every job module (jobs, outbox, gate, ...).
+and time cap, and `PullRequestJob`, which holds them for every flow (bot/github/flows/).
 
-It sits below every job module, so each imports it and none imports another's job context.
+It sits above api/ and state/ and below every flow, so each imports it and none imports another's job context.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from bot.github.state import approvals as state
 from bot.github.api.client import installation_client
-from bot.github.constants import HEARTBEAT_INTERVAL_S, HEARTBEATS_KEY, JOB_TIMEOUT_CEILING_S, JOB_TIMEOUT_FLOOR_S
 from bot.github.api.publish import Publisher
-from bot.github.state.records import job_store, page_url, run_page_url
 from bot.github.api.redact import Redactor
+from bot.github.constants import HEARTBEAT_INTERVAL_S, HEARTBEATS_KEY, JOB_TIMEOUT_CEILING_S, JOB_TIMEOUT_FLOOR_S
+from bot.github.state import approvals
+from bot.github.state.records import job_store, page_url, run_page_url
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 from bot.store import AuditEntry, Store
@@ -198,13 +198,13 @@ class PullRequestJob:
 
     async def audit(self, kind: str, actor: str, **details: Any) -> AuditEntry:
         """Record an event in the durable trail; callers publish what it records only after this returns."""
-        return await state.audit(self.store, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
+        return await approvals.audit(self.store, self.repo, kind, self.pr_number, self.head_sha, actor, **details)
 
     async def approval_summary(self, state_name: str, approvers: list[str], pr: int | None = None, **data: Any) -> str:
         number = pr or self.pr_number
-        audit = await state.audit_entries(self.store, self.repo, number, last=20)
+        audit = await approvals.audit_entries(self.store, self.repo, number, last=20)
         # Inconclusive breaches and a rewritten exam go at the top of whatever the approval check says.
-        notes = await state.get_gate_notes(self.redis, self.repo, number, self.head_sha)
+        notes = await approvals.get_gate_notes(self.redis, self.repo, number, self.head_sha)
         return render_template(
             "approval.md.j2",
             state=state_name,

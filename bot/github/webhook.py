@@ -22,10 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from bot.github import metrics
-from bot.github.state import aborts as cancel
-from bot.github.flows import pending
-from bot.github.state import approvals as state
-from bot.github.flows.command_line import RERUN_RAW, Command, Refusal, parse_command
+from bot.github.api.publish import RERUN_ACTION
 from bot.github.constants import (
     APPROVAL_CHECK,
     COMMIT_SHA,
@@ -45,7 +42,9 @@ from bot.github.constants import (
     eval_job_id,
     merge_group_job_id,
 )
-from bot.github.api.publish import RERUN_ACTION
+from bot.github.flows import cancelled, pending
+from bot.github.flows.command_line import RERUN_RAW, Command, Refusal, parse_command
+from bot.github.state import aborts, approvals
 from bot.settings import Settings, get_settings
 from bot.web import install as install_web
 
@@ -306,14 +305,14 @@ def route(event: str, payload: dict[str, Any], delivery: str | None = None) -> t
     return f"ignored: {event}.{action}" if action else f"ignored: {event}", None
 
 
-async def _supersede(pool: ArqRedis, superseded: cancel.Supersede, delivery: str | None) -> None:
+async def _supersede(pool: ArqRedis, superseded: aborts.Supersede, delivery: str | None) -> None:
     """Abort the pull request's evaluations of older heads; a job closes the check runs they leave open."""
-    aborted = await cancel.supersede(pool, superseded)
+    aborted = await aborts.supersede(pool, superseded)
     if not aborted:
         return
     log.info("evaluations aborted", jobs=sorted(aborted), reason=superseded.reason.title)
     await pool.enqueue_job(
-        cancel.cancel_checks.__name__,
+        cancelled.cancel_checks.__name__,
         _job_id=f"evalbot:cancel:{superseded.repo}:{superseded.pr}:{delivery or time.time_ns()}",
         repo=superseded.repo,
         installation_id=superseded.installation_id,
@@ -338,7 +337,7 @@ async def _handle(
     """Route a verified delivery and queue its job; the answer to give GitHub."""
     try:
         outcome, job = route(event, payload, delivery)
-        superseded = cancel.superseding(event, payload)
+        superseded = aborts.superseding(event, payload)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # A signed payload of the wrong shape (a list where an object belongs): refused, not a 500.
         return _answer(400, f"rejected: payload lacks {exc}", event)
@@ -347,7 +346,7 @@ async def _handle(
         await _record_head(pool, *record)
         pr = payload["pull_request"]
         repo = payload["repository"]["full_name"]
-        await state.note_pull(pool, repo, record[1]["sha"], int(pr["number"]), record[1]["base"])
+        await approvals.note_pull(pool, repo, record[1]["sha"], int(pr["number"]), record[1]["base"])
         # Before the job is queued, so that its own publication always comes after.
         await pending.hold_checks(pool, settings, payload)
     if superseded is not None:
@@ -355,9 +354,9 @@ async def _handle(
     if job is None:
         return _answer(202, outcome, event)
     if job.function == EVALUATE_JOB:
-        job = replace(job, job_id=await cancel.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
+        job = replace(job, job_id=await aborts.fresh_id(pool, job.job_id, delivery or str(time.time_ns())))
         kwargs = job.kwargs
-        await cancel.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])
+        await aborts.track(pool, kwargs["repo"], kwargs["pr_number"], job.job_id, kwargs["head_sha"])
     enqueued = await pool.enqueue_job(job.function, _job_id=job.job_id, **job.kwargs)
     if enqueued is None:
         return _answer(202, "already queued or done", event, job_id=job.job_id)

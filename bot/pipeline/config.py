@@ -457,7 +457,7 @@ class Adversarial(_Strict):
 
 class Feedback(_Strict):
     """Production feedback (`POST /api/feedback`) and when confirmed feedback is proposed to the suites'
-    datasets by a pull request the app opens (bot/github/feedback.py). Read from the default branch."""
+    datasets by a pull request the app opens (bot/github/flows/feedback.py). Read from the default branch."""
 
     # When the app opens its pull request of confirmed feedback not yet merged (UTC cron); None: never
     # (teams that merge by hand use `evalbot feedback export`).

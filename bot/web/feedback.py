@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from githubkit.exception import GitHubException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.github.client import installation_client
-from bot.github.feedback import FeedbackRefused, feedback_suite
+from bot.github.api.client import installation_client
+from bot.github.flows.feedback import FeedbackRefused, feedback_suite
 from bot.store.feedback import Feedback, add_feedback, repository_of_token, token_hash
 from bot.store.pages import installation_of
 from bot.web.routes import Web

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from arq import ArqRedis
 
-from bot.github.flows import evaluate as jobs
-from bot.github.flows.command_line import Command, Refusal, parse_command
 from bot.github.constants import HELP_KEY
+from bot.github.flows import commands
+from bot.github.flows.command_line import Command, Refusal, parse_command
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo
@@ -67,7 +67,7 @@ async def test_help_is_answered_once_per_user_and_pull_request_an_hour(
     ctx = {"settings": settings, "redis": redis, "store": job_store}
 
     async def ask(pr: int, user: str) -> None:
-        await jobs.handle_command(ctx, "Codertocat/Hello-World", 1, pr, user, {"name": "help"}, raw="/help")
+        await commands.handle_command(ctx, "Codertocat/Hello-World", 1, pr, user, {"name": "help"}, raw="/help")
 
     def replies(pr: int) -> list[str]:
         return [c["user"]["login"] for c in fake_github.comments.values() if c["issue"] == pr]

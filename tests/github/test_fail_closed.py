@@ -9,8 +9,8 @@ import pytest
 from arq import ArqRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.github.state import aborts as cancel
 from bot.github.constants import DELIVERY_CLAIM_TTL_S, DELIVERY_KEY_PREFIX, EVALS_CHECK
+from bot.github.state import aborts
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import answers, build_pr_repo, fixture, signed_headers, webhook_client
@@ -39,7 +39,7 @@ async def test_a_delivery_answered_503_after_its_id_was_claimed_is_taken_when_re
     base, head = build_pr_repo(repo, ["lead"])
     fake_github.pulls[2] = (base, head)
     stub.handler = answers(9)
-    track = cancel.track
+    track = aborts.track
 
     async def redis_gone(*args: Any) -> None:
         raise RedisConnectionError("Connection reset by peer")
@@ -47,7 +47,7 @@ async def test_a_delivery_answered_503_after_its_id_was_claimed_is_taken_when_re
     body = opened(base, head)
     async with webhook_client(settings, redis) as http:
         # Redis fails after the id is claimed, while the job is being noted: nothing is queued.
-        monkeypatch.setattr(cancel, "track", redis_gone)
+        monkeypatch.setattr(aborts, "track", redis_gone)
         first = await http.post(
             "/api/github/webhooks", content=body, headers=signed_headers(body, "pull_request", "d-9")
         )
@@ -55,7 +55,7 @@ async def test_a_delivery_answered_503_after_its_id_was_claimed_is_taken_when_re
         assert await redis.queued_jobs() == []
         assert await redis.exists(DELIVERY_KEY_PREFIX + "d-9") == 0
 
-        monkeypatch.setattr(cancel, "track", track)
+        monkeypatch.setattr(aborts, "track", track)
         again = await http.post(
             "/api/github/webhooks", content=body, headers=signed_headers(body, "pull_request", "d-9")
         )
@@ -80,7 +80,7 @@ async def test_a_claim_that_cannot_be_released_expires_on_its_own(
     body = opened("a" * 40, "b" * 40)
     async with webhook_client(settings, redis) as http:
         # Redis goes away after the claim: neither the job nor the release reaches it.
-        monkeypatch.setattr(cancel, "track", redis_gone)
+        monkeypatch.setattr(aborts, "track", redis_gone)
         monkeypatch.setattr(redis, "delete", redis_gone)
         response = await http.post(
             "/api/github/webhooks", content=body, headers=signed_headers(body, "pull_request", "d-7")

@@ -14,7 +14,7 @@ from arq import ArqRedis
 from sqlalchemy import text
 
 from bot.github.constants import EVALS_CHECK
-from bot.github.feedback import check_feedback_merges, merge_feedback
+from bot.github.flows.feedback import check_feedback_merges, merge_feedback
 from bot.settings import Settings
 from bot.store import Store
 from bot.store.feedback import add_feedback, is_feedback_pull, mark_proposed, mint_token, pending_feedback

@@ -11,9 +11,9 @@ from arq import ArqRedis
 
 from bot.errors import FileTooLargeError, InputError
 from bot.github.api.client import installation_client
+from bot.github.api.source import GitHubSource
 from bot.github.constants import EVALS_CHECK
 from bot.github.flows.evaluate import evaluate_pull_request
-from bot.github.api.source import GitHubSource
 from bot.settings import Settings
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import APP_ID, answers

@@ -16,10 +16,10 @@ from githubkit.exception import RequestFailed
 
 from bot.errors import InputError
 from bot.github.api.client import app_auth, installation_client
-from bot.github.constants import EVALS_CHECK
 from bot.github.api.permissions import has_write_access
 from bot.github.api.publish import Publisher, annotation, comment_body
 from bot.github.api.source import GitHubSource
+from bot.github.constants import EVALS_CHECK
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import APP_ID

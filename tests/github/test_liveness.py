@@ -11,8 +11,8 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 
 from bot.github.constants import HEARTBEATS_KEY, SUPERSEDED_KEY
 from bot.github.context import planned_cap_s
-from bot.github.worker.liveness import watchdog
 from bot.github.flows.outbox import backoff_s
+from bot.github.worker.liveness import watchdog
 from bot.settings import Settings
 
 

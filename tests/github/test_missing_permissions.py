@@ -12,8 +12,8 @@ from githubkit.exception import RequestFailed
 
 from bot.errors import InputError
 from bot.github.api.client import installation_client
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.github.api.permissions import closest_missing, missing_permissions
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.pipeline.config import parse_config
 from bot.settings import Settings
 from bot.store import Store

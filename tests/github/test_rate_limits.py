@@ -15,9 +15,9 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from prometheus_client import REGISTRY
 
-from bot.github.flows import evaluate as jobs
 from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, THROTTLE_KEY, eval_job_id
+from bot.github.flows import rate_limited
 from bot.github.worker.registry import FUNCTIONS, WorkerSettings
 from bot.settings import Settings
 from bot.store import Store
@@ -96,7 +96,7 @@ async def test_progress_at_most_once_per_interval_and_twice_per_run(
     # 20 calls one at a time, 0.1 s each: the run lasts at least 2 s (longer on a loaded machine), four
     # intervals of 0.5 s, while answers come every 0.1 s: only the interval spaces the updates out.
     stub.handler = lambda body: Reply(text=right(body).text, delay_s=0.1)
-    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.5)
+    monkeypatch.setattr("bot.github.flows.evaluate.PROGRESS_INTERVAL_S", 0.5)
     await enqueue(redis, 2, head)
     assert await run_jobs(redis, settings.model_copy(update={"EVALBOT_CONCURRENCY": 1}), job_store) == 1
 
@@ -132,7 +132,7 @@ async def test_a_200_case_pull_request_costs_19_requests(
     fake_github.pulls[2] = (base, head)
     stub.handler = lambda body: Reply(text="a1")
     # However long the run takes on a loaded machine, the one progress update is "Evaluating".
-    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 3600.0)
+    monkeypatch.setattr("bot.github.flows.evaluate.PROGRESS_INTERVAL_S", 3600.0)
     runs_before = REGISTRY.get_sample_value("evalbot_github_requests_per_run_sum") or 0.0
     await enqueue(redis, 2, head)
     assert await run_jobs(redis, settings, job_store) == 1
@@ -222,7 +222,7 @@ async def finish_after_the_wait(
     fake_github.wait_over(INSTALLATION)
     await redis.delete(THROTTLE_KEY.format(installation=INSTALLATION))
     ctx = {"settings": settings, "redis": redis, "store": job_store}
-    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
+    assert await rate_limited.complete_rate_limited(ctx, **info.kwargs) == "completed"
 
 
 @pytest.mark.parametrize("status", [403, 429])
@@ -296,12 +296,12 @@ async def test_with_no_quota_left_the_check_is_completed_after_the_reset(
     fake_github.spend_quota(INSTALLATION, 0)
     await redis.delete(THROTTLE_KEY.format(installation=INSTALLATION))
     ctx = {"settings": settings, "redis": redis, "store": job_store}
-    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "completed"
+    assert await rate_limited.complete_rate_limited(ctx, **info.kwargs) == "completed"
     (evals,) = fake_github.runs_named(EVALS_CHECK, head)
     assert (evals["status"], evals["conclusion"]) == ("completed", "failure")
     assert "after this run's time cap" in evals["output"]["summary"]
     # A run since on the same commit owns its check: a late completion leaves it alone.
-    assert await jobs.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
+    assert await rate_limited.complete_rate_limited(ctx, **info.kwargs) == "left to a newer run"
 
 
 @pytest.mark.slow

@@ -19,9 +19,11 @@ import pytest
 from arq import ArqRedis
 from arq.worker import Worker
 
-from bot.github.state.aborts import cancel_checks
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
-from bot.github.flows.evaluate import evaluate_pull_request, handle_command, publish_head
+from bot.github.flows.cancelled import cancel_checks
+from bot.github.flows.commands import handle_command
+from bot.github.flows.evaluate import evaluate_pull_request
+from bot.github.flows.gate import publish_head
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file

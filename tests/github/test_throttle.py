@@ -1,4 +1,4 @@
-"""The installation's limiter (bot/github/throttle.py) against the fake GitHub: one limited answer stops
+"""The installation's limiter (bot/github/api/throttle.py) against the fake GitHub: one limited answer stops
 every client of the installation, whichever worker (Redis connection) it is in; a limit without a hint
 blocks at least a minute, then twice as long; writes go one at a time, a spacing apart."""
 
@@ -14,9 +14,9 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from githubkit.exception import RateLimitExceeded
 
-from bot.github import ratelimit
-from bot.github.client import installation_client
+from bot.github.api.client import installation_client
 from bot.github.constants import THROTTLE_KEY
+from bot.github.worker import liveness
 from bot.settings import Settings
 from tests.conftest import redis_test_url
 from tests.github.fake_github import FakeGitHub
@@ -40,7 +40,7 @@ async def in_a_job(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
 
     beat = SimpleNamespace(left_s=lambda: 61.0)
-    return await ratelimit.metered(job)({"liveness": beat})
+    return await liveness.metered(job)({"liveness": beat})
 
 
 def comment(gh: Any, text: str) -> Awaitable[Any]:

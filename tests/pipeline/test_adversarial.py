@@ -10,8 +10,8 @@ import pytest
 
 from bot.engine.models import price_usd
 from bot.errors import InputError
-from bot.github.publish import report_title
-from bot.github.spend import spent_usd
+from bot.github.api.publish import report_title
+from bot.github.state.spend import spent_usd
 from bot.pipeline.adversarial import (
     JUDGE_SYSTEM,
     AdversarialReport,

@@ -13,7 +13,7 @@ from bot.engine.graders import Grade
 from bot.engine.runner import CaseResult
 from bot.engine.stats import paired_test
 from bot.errors import InputError
-from bot.github.publish import report_title
+from bot.github.api.publish import report_title
 from bot.pipeline.config import Thresholds, parse_config
 from bot.pipeline.fairness import group_fairness
 from bot.pipeline.render import render_json, render_markdown

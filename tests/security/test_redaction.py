@@ -10,10 +10,10 @@ from arq import ArqRedis
 from githubkit import GitHub
 
 from bot.github.api.client import app_auth, installation_client
-from bot.github.constants import EVALS_CHECK
-from bot.github.flows.evaluate import evaluate_pull_request
 from bot.github.api.publish import Publisher, comment_body
 from bot.github.api.redact import Redactor
+from bot.github.constants import EVALS_CHECK
+from bot.github.flows.evaluate import evaluate_pull_request
 from bot.settings import Settings
 from tests.conftest import GitRepo
 from tests.github.conftest import APP_ID, build_pr_repo

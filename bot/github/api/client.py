@@ -10,10 +10,9 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException
 
 from bot.errors import EvalbotError
-from bot.github.api import permissions
-from bot.github.api import ratelimit
+from bot.github.api import permissions, ratelimit
+from bot.github.api.throttle import InstallationThrottle
 from bot.github.constants import JOB_MAX_TRIES
-from bot.github.throttle import InstallationThrottle
 from bot.settings import Settings
 
 

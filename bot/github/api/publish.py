@@ -7,8 +7,8 @@ from typing import Any, Literal
 from githubkit import GitHub
 
 from bot.errors import Problem
-from bot.github.constants import COMMENT_MARKER, MAX_BODY_CHARS, MAX_OUTPUT_BYTES
 from bot.github.api.redact import Redactor
+from bot.github.constants import COMMENT_MARKER, MAX_BODY_CHARS, MAX_OUTPUT_BYTES
 from bot.pipeline.render import cut_utf8, render_markdown, render_template, utf8_size
 from bot.pipeline.run import Report
 

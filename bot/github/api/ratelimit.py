@@ -1,5 +1,7 @@
 """GitHub's rate limits: each installation's quota as its responses report it, the requests a run
-costs, githubkit's retries bounded by the time a job has left, and a check run closed when it cannot.
+costs, githubkit's retries bounded by the time a run has left, and the reason a run stopped gives (its
+check run is closed by bot/github/flows/rate_limited.py). No job code: the worker wraps the evaluation
+in `counting` (bot/github/worker/liveness.py, `metered`).
 
 GitHub counts every request an installation token makes against the installation's hourly quota
 (5,000, up to 12,500) and reports it in `x-ratelimit-limit`, `-remaining` and `-reset` on each answer;
@@ -8,13 +10,12 @@ past it, or past a secondary limit, it answers 403 or 429 ("Rate limits for the 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -23,6 +24,7 @@ from githubkit.retry import RETRY_SERVER_ERROR
 from githubkit.typing import RetryOption
 
 from bot.github import metrics
+from bot.github.api.throttle import THROTTLED_HEADER, is_rate_limited
 from bot.github.constants import (
     PROGRESS_MAX_UPDATES,
     RATE_LIMIT_INLINE_WAIT_S,
@@ -30,11 +32,8 @@ from bot.github.constants import (
     RATE_LIMIT_RETRIES,
     UNCAPPED_WAIT_S,
 )
-from bot.github.throttle import THROTTLED_HEADER, is_rate_limited
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,24 +141,18 @@ def retry(exc: GitHubException, retry_count: int) -> RetryOption:
     return RETRY_SERVER_ERROR(exc, retry_count)
 
 
-def metered(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """The arq job `function` with its GitHub requests counted (`evalbot_github_requests_per_run`) and
-    githubkit's rate-limit waits bounded by its heartbeat's time cap (`ctx["liveness"]`)."""
-
-    @functools.wraps(function)
-    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> T:
-        beat = ctx.get("liveness")
-        requests = RunRequests()
-        counted, bounded = _RUN.set(requests), _TIME_LEFT.set(beat.left_s if beat is not None else None)
-        try:
-            return await function(ctx, *args, **kwargs)
-        finally:
-            _RUN.reset(counted)
-            _TIME_LEFT.reset(bounded)
-            metrics.GITHUB_REQUESTS_PER_RUN.observe(requests.total)
-            log.info("github requests", job_id=ctx.get("job_id"), requests=requests.total, by_kind=requests.by_kind)
-
-    return run
+@contextlib.contextmanager
+def counting(time_left: Callable[[], float] | None) -> Iterator[RunRequests]:
+    """Count the GitHub requests made inside (tasks started inside too) and bound githubkit's rate-limit
+    waits by `time_left` (None: no cap); the count goes to `evalbot_github_requests_per_run` at the end."""
+    requests = RunRequests()
+    counted, bounded = _RUN.set(requests), _TIME_LEFT.set(time_left)
+    try:
+        yield requests
+    finally:
+        _RUN.reset(counted)
+        _TIME_LEFT.reset(bounded)
+        metrics.GITHUB_REQUESTS_PER_RUN.observe(requests.total)
 
 
 def reset_at(exc: RateLimitExceeded) -> datetime:

@@ -4,120 +4,39 @@ Check runs live on a commit, and branch protection does not ask which pull reque
 job stores its pull request's verdict on the SHA, and the SHA's two checks are published from all of
 them: `success` only when every open pull request with that head passes (evaluated where its diff
 touches AI files, approved by an approver of its base branch's current policy where needed).
+`decide` is the approval check's rule for one pull request, with no I/O; `publish_head`, a job,
+publishes a SHA's checks again when one of its pull requests closed.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.errors import BasePolicyError, InputError
-from bot.github.state import aborts as cancel
-from bot.github.state import approvals as state
-from bot.github.constants import (
-    APPROVAL_CHECK,
-    VERDICT_KEY,
-    VERDICT_LOCK_KEY,
-    VERDICT_LOCK_TIMEOUT_S,
-    VERDICT_TTL_S,
-    eval_job_id,
-)
-from bot.github.context import PullRequestJob
 from bot.github.api.permissions import is_approver, missing_permissions
 from bot.github.api.publish import Conclusion
 from bot.github.api.source import GitHubSource, branch_tip, get_pull_request, open_pulls_with_head
+from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK, VERDICT_LOCK_KEY, VERDICT_LOCK_TIMEOUT_S, eval_job_id
+from bot.github.context import PullRequestJob, github_client
+from bot.github.state import aborts, approvals
+from bot.github.state.verdicts import PullVerdict, approval_for, for_base, store_verdict, verdicts_on
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template
-from bot.store import Store
-
-# What a pull request needs from a lead: nothing, an approval, or first something else (a writer's
-# `/eval`, a finished evaluation, a readable base policy) before anything can be approved.
-ApprovalNeed = Literal["not_needed", "needed", "untrusted", "blocked"]
+from bot.store import Approval
 
 
-@dataclass(frozen=True)
-class PullVerdict:
-    """One pull request's result on a head SHA, as its job published it."""
-
-    pr: int
-    base_ref: str
-    evals: Conclusion
-    title: str
-    summary: str
-    approval: ApprovalNeed
-    # For the approval check while this pull request waits: what changed, whether evals failed, and
-    # why nothing can be approved (`blocked`).
-    suites: list[str] = field(default_factory=list)
-    evals_failed: bool = False
-    tradeoffs: str = ""
-    reason: str = ""
-    # The report's annotations (capped by `cap_annotations`) and how many more it has.
-    notes: list[dict[str, Any]] = field(default_factory=list)
-    more_notes: int = 0
-    # Policy keys the pull request changes (key, base, head): only a base approver other than its author approves.
-    policy_changes: list[dict[str, str]] = field(default_factory=list)
-
-
-async def store_verdict(redis: Any, repo: str, sha: str, verdict: PullVerdict) -> None:
-    key = VERDICT_KEY.format(repo=repo, sha=sha)
-    await redis.hset(key, str(verdict.pr), json.dumps(asdict(verdict)))
-    await redis.expire(key, VERDICT_TTL_S)
-
-
-async def verdicts_on(redis: Any, repo: str, sha: str) -> dict[int, PullVerdict]:
-    """Every stored verdict on `sha`, by pull request."""
-    raw = await redis.hgetall(VERDICT_KEY.format(repo=repo, sha=sha))
-    return {int(pr): PullVerdict(**json.loads(value)) for pr, value in raw.items()}
-
-
-# An evaluation that finished: what another pull request with the same head and base may share.
-_FINISHED = ("needed", "not_needed")
-
-
-def finished(verdict: PullVerdict | None) -> bool:
-    """Whether `verdict` is a finished evaluation (one that can be shared, approved or passed)."""
-    return verdict is not None and verdict.approval in _FINISHED
-
-
-def for_base(verdicts: dict[int, PullVerdict], pr: int, base_ref: str) -> PullVerdict | None:
-    """The verdict that counts for pull request `pr` against `base_ref`: its own finished evaluation,
-    else the first finished one of another pull request with the same head and base (a verdict belongs
-    to the commit and the base it was evaluated against), else its own unfinished one."""
-    own = verdicts.get(pr)
-    if own is not None and own.base_ref == base_ref and own.approval in _FINISHED:
-        return own
-    shared = [v for n, v in sorted(verdicts.items()) if v.base_ref == base_ref and v.approval in _FINISHED]
-    if shared:
-        return shared[0]
-    return own if own is not None and own.base_ref == base_ref else None
-
-
-async def verdict_for(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> PullVerdict | None:
-    """The verdict that counts for pull request `pr` at `sha` against `base_ref` (see `for_base`)."""
-    return for_base(await verdicts_on(redis, repo, sha), pr, base_ref)
-
-
-async def shared_by_another(redis: Any, repo: str, sha: str, pr: int, base_ref: str) -> PullVerdict | None:
-    """A finished evaluation of `sha` against `base_ref` by another pull request: nothing to run again."""
-    verdict = await verdict_for(redis, repo, sha, pr, base_ref)
-    return verdict if verdict is not None and verdict.pr != pr and verdict.approval in _FINISHED else None
-
-
-async def approval_for(
-    store: Store, repo: str, prs: list[int], sha: str, verdict: PullVerdict
-) -> state.Approval | None:
-    """The approval of `sha` against the verdict's base, given on any of `prs` (a pull request first, then
-    those sharing its evaluation) or on the pull request whose evaluation it is."""
-    for pr in dict.fromkeys([*prs, verdict.pr]):
-        approval = await state.get_approval(store, repo, pr, sha, verdict.base_ref)
-        if approval is not None:
-            return approval
-    return None
+async def block(
+    job: PullRequestJob, base_ref: str, conclusion: Conclusion, title: str, summary: str, reason: str
+) -> None:
+    """Keep this pull request's verdict on the SHA when it cannot pass: another pull request with the
+    same head must not publish a pass over it."""
+    verdict = PullVerdict(job.pr_number, base_ref, conclusion, title, summary, "blocked", reason=reason)
+    await store_verdict(job.redis, job.repo, job.head_sha, verdict)
 
 
 async def read_base(gh: GitHub[Any], owner: str, name: str, base_ref: str) -> tuple[str, Config]:
@@ -184,7 +103,7 @@ async def publish_sha(job: PullRequestJob, own: dict[str, Any], evals_id: int | 
             pulls.append(own)
         # Pull requests a delivery named with this head that GitHub's list does not show yet.
         listed = {int(p["number"]) for p in pulls}
-        for number in sorted(await state.noted_pulls(job.redis, job.repo, job.head_sha) - listed):
+        for number in sorted(await approvals.noted_pulls(job.redis, job.repo, job.head_sha) - listed):
             pull = await get_pull_request(job.gh, job.owner, job.name, number)
             if pull.get("state") == "open" and pull["head"]["sha"] == job.head_sha:
                 pulls.append(pull)
@@ -230,7 +149,7 @@ async def _row(
             )
             return _Row(number, base_ref, None, "action_required", title, False, title)
         job_id = eval_job_id(job.repo, number, job.head_sha) + f":base:{base_ref}"
-        await cancel.enqueue_evaluation(job.redis, job_id, job.repo, job.installation_id, number, job.head_sha)
+        await aborts.enqueue_evaluation(job.redis, job_id, job.repo, job.installation_id, number, job.head_sha)
         title = f"waiting for pull request #{number} to be evaluated"
         return _Row(number, base_ref, None, None, title, False, title)
     policy = await _policy(job, base_ref, policies)
@@ -239,65 +158,76 @@ async def _row(
         row.approval_title = "Cannot be approved: the base branch's .evalbot.yml cannot be read"
         row.approval_summary = await job.approval_summary("blocked", [], pr=number, reason=str(policy))
         return row
+    approval, counts = None, False
+    if verdict.approval == "needed":
+        approval = await approval_for(job.store, job.repo, sharing, job.head_sha, verdict)
+        # Re-checked when used: an approver removed from the base since the approval no longer counts.
+        try:
+            counts = approval is not None and await is_approver(job.gh, policy.approvers, approval.approver)
+        except RequestFailed as exc:
+            missing = missing_permissions(exc)
+            if approval is None or not missing:
+                raise
+            # The installation lost a permission since the approval (Members, for `@org/team` approvers):
+            # the approval cannot be checked, so it does not count, and the check says what to grant.
+            needed = ", ".join(f"{p.label}: {p.level_label}" for p in missing)
+            row.approval_title = f"Approval by {approval.approver} cannot be checked: the app lacks {needed}"
+            reason = row.approval_title + " (the app's settings → Permissions & events; the owner then accepts it)"
+            row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=reason)
+            return row
+    author = str((pull.get("user") or {}).get("login") or "")
+    decision = decide(verdict, approval, counts, author, policy.allow_self_approval)
+    row.approved, row.approval_title = decision.approved, decision.title
+    row.approval_summary = await job.approval_summary(decision.state, policy.approvers, pr=number, **decision.data)
+    return row
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one pull request's evalbot/approval says: whether it passes, its title, and the state and data
+    `approval.md.j2` renders."""
+
+    approved: bool
+    title: str
+    state: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(
+    verdict: PullVerdict, approval: Approval | None, approver_now: bool, author: str, allow_self_approval: bool
+) -> Decision:
+    """The approval check of a pull request whose evaluation `verdict` counts against its base, with
+    `approval` given on it (or on one sharing the evaluation) by someone who is `approver_now` an
+    approver of the base's current policy, the pull request written by `author`. Pure: no I/O."""
     if verdict.approval == "not_needed":
-        row.approved, row.approval_title = True, "No AI artefact changed"
-        row.approval_summary = await job.approval_summary("not_needed", policy.approvers, pr=number)
-        return row
+        return Decision(True, "No AI artefact changed", "not_needed")
     if verdict.approval == "untrusted":
-        row.approval_title = "Waiting for a maintainer's /eval"
-        row.approval_summary = await job.approval_summary("untrusted", policy.approvers, pr=number)
-        return row
+        return Decision(False, "Waiting for a maintainer's /eval", "untrusted")
     if verdict.approval == "blocked":
-        row.approval_title = f"Cannot be approved: {verdict.reason}"
-        row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=verdict.reason)
-        return row
-    approval = await approval_for(job.store, job.repo, sharing, job.head_sha, verdict)
-    # Re-checked when used: an approver removed from the base since the approval no longer counts.
-    try:
-        counts = approval is not None and await is_approver(job.gh, policy.approvers, approval.approver)
-    except RequestFailed as exc:
-        missing = missing_permissions(exc)
-        if approval is None or not missing:
-            raise
-        # The installation lost a permission since the approval (Members, for `@org/team` approvers):
-        # the approval cannot be checked, so it does not count, and the check says what to grant.
-        needed = ", ".join(f"{p.label}: {p.level_label}" for p in missing)
-        row.approval_title = f"Approval by {approval.approver} cannot be checked: the app lacks {needed}"
-        reason = row.approval_title + " (the app's settings → Permissions & events; the owner then accepts it)"
-        row.approval_summary = await job.approval_summary("blocked", policy.approvers, pr=number, reason=reason)
-        return row
-    author = str((pull.get("user") or {}).get("login") or "").casefold()
+        return Decision(False, f"Cannot be approved: {verdict.reason}", "blocked", {"reason": verdict.reason})
     # An approval given on another pull request sharing the evaluation is checked against this one's
     # author too; and a policy change is never its author's call, whatever `allow_self_approval` says.
-    self_approved = approval is not None and approval.approver.casefold() == author
-    by_author = self_approved and (bool(verdict.policy_changes) or not policy.allow_self_approval)
-    counts = counts and not by_author
-    if approval is not None and counts:
-        row.approved = True
-        row.approval_title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
-        row.approval_summary = await job.approval_summary(
-            "approved", policy.approvers, pr=number, approval=approval, policy_changes=verdict.policy_changes
-        )
-        return row
+    self_approved = approval is not None and approval.approver.casefold() == author.casefold()
+    by_author = self_approved and (bool(verdict.policy_changes) or not allow_self_approval)
+    if approval is not None and approver_now and not by_author:
+        title = f"Approved by {approval.approver}" + (" (override)" if approval.override else "")
+        return Decision(True, title, "approved", {"approval": approval, "policy_changes": verdict.policy_changes})
     if approval is None:
-        row.approval_title = "Waiting for a lead's /approve" + (" (policy changed)" if verdict.policy_changes else "")
+        title = "Waiting for a lead's /approve" + (" (policy changed)" if verdict.policy_changes else "")
     elif by_author:
         what = "a policy change" if verdict.policy_changes else "it (`allow_self_approval` is off)"
-        row.approval_title = f"Approval by {approval.approver} does not count: the author cannot approve {what}"
+        title = f"Approval by {approval.approver} does not count: the author cannot approve {what}"
     else:
-        row.approval_title = f"Approval by {approval.approver} no longer counts: not an approver of the base now"
-    row.approval_summary = await job.approval_summary(
-        "waiting",
-        policy.approvers,
-        pr=number,
-        suites=verdict.suites,
-        evals_failed=verdict.evals_failed,
-        tradeoffs=verdict.tradeoffs,
-        revoked=approval.approver if approval and not by_author else None,
-        by_author=by_author,
-        policy_changes=verdict.policy_changes,
-    )
-    return row
+        title = f"Approval by {approval.approver} no longer counts: not an approver of the base now"
+    data = {
+        "suites": verdict.suites,
+        "evals_failed": verdict.evals_failed,
+        "tradeoffs": verdict.tradeoffs,
+        "revoked": approval.approver if approval and not by_author else None,
+        "by_author": by_author,
+        "policy_changes": verdict.policy_changes,
+    }
+    return Decision(False, title, "waiting", data)
 
 
 def _named(row: _Row, title: str, own: int) -> str:
@@ -339,3 +269,21 @@ def _table(rows: list[_Row]) -> str:
     if len(rows) < 2:
         return ""
     return render_template("sha_pulls.md.j2", rows=rows)
+
+
+async def publish_head(ctx: dict[str, Any], repo: str, installation_id: int, head_sha: str) -> str:
+    """arq job: publish `head_sha`'s checks again from the open pull requests with that head (one was closed).
+
+    Returns:
+        "published", or "no open pull request" when none has that head any more.
+    """
+    gh = github_client(ctx, installation_id)
+    owner, name = repo.split("/", 1)
+    pulls = await open_pulls_with_head(gh, owner, name, head_sha)
+    if not pulls:
+        return "no open pull request"
+    job = PullRequestJob.open(ctx, repo, installation_id, int(pulls[0]["number"]), head_sha, gh)
+    await job.link_latest_run()
+    evals_id = await job.publisher.ensure_check(EVALS_CHECK, job.details_url)
+    await publish_sha(job, pulls[0], evals_id)
+    return "published"

@@ -33,6 +33,9 @@ from githubkit.exception import GitHubException, RateLimitExceeded, RequestFaile
 
 from bot.errors import BasePolicyError, InputError
 from bot.github.api.client import retry_later, status_of
+from bot.github.api.permissions import is_approver
+from bot.github.api.publish import Conclusion, Publisher
+from bot.github.api.source import GitHubSource, get_pull_request, merge_base
 from bot.github.constants import (
     APPROVAL_CHECK,
     EVALS_CHECK,
@@ -43,11 +46,9 @@ from bot.github.constants import (
     RETRY_DEFER_S,
 )
 from bot.github.context import github_client, publisher_for
-from bot.github.flows.gate import PullVerdict, approval_for, read_base, verdict_for
-from bot.github.api.permissions import is_approver
-from bot.github.api.publish import Conclusion, Publisher
+from bot.github.flows.gate import read_base
 from bot.github.state.records import job_store, page_url
-from bot.github.api.source import GitHubSource, get_pull_request, merge_base
+from bot.github.state.verdicts import PullVerdict, approval_for, verdict_for
 from bot.pipeline.config import CONFIG_PATH, Config
 from bot.pipeline.files import read_config
 from bot.pipeline.render import render_template

@@ -13,10 +13,10 @@ from arq import Retry
 from arq.worker import func
 from githubkit.exception import GitHubException, RequestError, RequestFailed
 
+from bot.github.api.source import get_pull_request
 from bot.github.constants import OUTBOX_KEY, OUTBOX_TTL_S, SHORT_JOB_TIMEOUT_S
 from bot.github.context import PullRequestJob
 from bot.github.flows.gate import publish_sha
-from bot.github.api.source import get_pull_request
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from githubkit.exception import GitHubException
 from bot.github.api.client import installation_client
 from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
 from bot.github.context import publisher_for
-from bot.github.flows.gate import finished, for_base, verdicts_on
+from bot.github.state.verdicts import finished, for_base, verdicts_on
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 

@@ -16,12 +16,12 @@ from githubkit.exception import GitHubException
 from bot.engine.cache import RedisCache
 from bot.engine.metrics import accuracy_of, per_case
 from bot.errors import InputError
-from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
-from bot.github.context import github_client, publisher_for
 from bot.github.api.issues import upsert_issue
-from bot.github.state.records import job_store
 from bot.github.api.redact import Redactor
 from bot.github.api.source import GitHubSource, branch_tip
+from bot.github.constants import DRIFT_CHECK, DRIFT_ISSUE_TITLE, scheduled_job_id
+from bot.github.context import github_client, publisher_for
+from bot.github.state.records import job_store
 from bot.github.state.spend import Ledger, spent_usd
 from bot.pipeline.compare import MetricRow, SuiteReport, compare_suite
 from bot.pipeline.config import Config, Thresholds
@@ -59,7 +59,7 @@ class FeedbackDrop:
 def feedback_drop(
     store: Store, repository: str, suite: str, before: Variant, now: Variant, thresholds: Thresholds
 ) -> FeedbackDrop | None:
-    """The drop in accuracy on `suite`'s rows merged from feedback (bot/github/feedback.py), when it is
+    """The drop in accuracy on `suite`'s rows merged from feedback (bot/github/flows/feedback.py), when it is
     more than `accuracy_drop_pp`: few rows, so the point estimate decides, as the issue only alerts."""
     ids = proposed_case_ids(store, repository, suite)
     was = per_case([r for r in before.results if r.case_id in ids], accuracy_of)

@@ -4,36 +4,24 @@ The web process notes each evaluation it (or a `/eval`) enqueues, by pull reques
 `synchronize` it aborts those of other SHAs, on `closed` all of them, with arq's abort (the worker
 cancels a running job's task; a queued one never starts), and records why, so that the job closes its
 check run `cancelled` with that reason. Answers already received stay in the response cache. The web
-process never calls GitHub: `cancel_checks`, a job, closes the check runs an aborted job cannot (it
-never started, or a lost worker left its run open).
+process never calls GitHub: `cancel_checks` (bot/github/flows/cancelled.py), a job, closes the check
+runs an aborted job cannot (it never started, or a lost worker left its run open).
+
+`enqueue_evaluation` queues the evaluation by its registered name, `EVALUATE_JOB` (checked by
+tests/github/test_registry.py): state/ sits below the flows and cannot import the job itself.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from arq.constants import abort_jobs_ss, default_queue_name, result_key_prefix
 from arq.utils import timestamp_ms
 
-from bot.github.constants import (
-    EVALS_CHECK,
-    EVALUATE_JOB,
-    PR_JOBS_KEY,
-    PR_JOBS_TTL_S,
-    PUBLISH_HEAD_JOB,
-    SUPERSEDED_KEY,
-    SUPERSEDED_TTL_S,
-    eval_job_id,
-)
-from bot.github.context import github_client, publisher_for
-from bot.github.api.publish import Publisher
-from bot.github.api.redact import Redactor
-from bot.github.api.source import open_pulls_with_head
+from bot.github.constants import EVALUATE_JOB, PR_JOBS_KEY, PR_JOBS_TTL_S, SUPERSEDED_KEY, SUPERSEDED_TTL_S
 from bot.pipeline.render import render_template
-from bot.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -161,61 +149,6 @@ async def abort_reason(redis: Any, job_id: str) -> Reason | None:
     """Why job `job_id` was aborted; None when it was not."""
     raw = await redis.get(SUPERSEDED_KEY.format(job_id=job_id)) if job_id else None
     return None if raw is None else Reason(**json.loads(raw))
-
-
-async def complete_cancelled(
-    redis: Any, installation_id: int, publisher: Publisher, reason: Reason, check_id: int | None = None
-) -> bool:
-    """Complete the evals check run on `publisher`'s SHA `cancelled`, unless it is completed already.
-    When another open pull request has that head, the SHA's checks are published from its verdict
-    instead (`publish_head`, which also has it evaluated if it was not); when it is still this pull
-    request's head, it is evaluated again.
-
-    Returns:
-        Whether the check run was completed `cancelled` here.
-    """
-    repo, sha = f"{publisher.owner}/{publisher.repo}", publisher.head_sha
-    pulls = await open_pulls_with_head(publisher.gh, publisher.owner, publisher.repo, sha)
-    if any(int(p["number"]) == publisher.pr_number for p in pulls):
-        # Still this open pull request's head: what aborted it was an older push delivered late (or
-        # delivered again). Its evaluation starts again, answers already made coming from the cache.
-        job_id = f"{eval_job_id(repo, publisher.pr_number, sha)}:again:{time.time_ns()}"
-        await enqueue_evaluation(redis, job_id, repo, installation_id, publisher.pr_number, sha)
-        return False
-    if any(int(p["number"]) != publisher.pr_number for p in pulls):
-        await redis.enqueue_job(
-            PUBLISH_HEAD_JOB,
-            _job_id=f"evalbot:publish:{repo}:{sha}:cancelled:{publisher.pr_number}:{time.time_ns()}",
-            repo=repo,
-            installation_id=installation_id,
-            head_sha=sha,
-        )
-        return False
-    if check_id is None:
-        run = await publisher.check_run(EVALS_CHECK)
-        if run is None or run.get("status") == "completed":
-            return False
-        check_id = int(run["id"])
-    await publisher.complete(check_id, "cancelled", reason.title, reason.summary(publisher.head_sha))
-    return True
-
-
-async def cancel_checks(
-    ctx: dict[str, Any], repo: str, installation_id: int, pr_number: int, shas: list[str], by: str | None
-) -> str:
-    """arq job: complete `cancelled` the evals check runs left open on the aborted jobs' SHAs.
-
-    Returns:
-        How many check runs it completed, e.g. "cancelled 1".
-    """
-    settings: Settings = ctx["settings"]
-    gh = github_client(ctx, installation_id)
-    redact = Redactor.for_settings(settings)
-    done = 0
-    for sha in shas:
-        publisher = publisher_for(settings, gh, repo, pr_number, sha, redact)
-        done += await complete_cancelled(ctx["redis"], installation_id, publisher, Reason(by=by))
-    return f"cancelled {done}"
 
 
 def _text(value: bytes | str) -> str:

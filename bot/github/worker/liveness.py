@@ -30,6 +30,8 @@ from arq.worker import Worker
 from githubkit.exception import GitHubException
 from redis.exceptions import WatchError
 
+from bot.github.api import ratelimit
+from bot.github.api.publish import Publisher
 from bot.github.constants import (
     EVALS_CHECK,
     HEARTBEATS_KEY,
@@ -38,7 +40,6 @@ from bot.github.constants import (
     SUPERSEDED_KEY,
 )
 from bot.github.context import REDIS_DOWN, Heartbeat, github_client, publisher_for
-from bot.github.api.publish import Publisher
 from bot.pipeline.render import render_template
 from bot.settings import Settings
 
@@ -86,6 +87,23 @@ def watched(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]
                 with contextlib.suppress(*REDIS_DOWN):
                     await asyncio.shield(ctx["redis"].decr(retry_key_prefix + beat.job_id))
             raise
+
+    return run
+
+
+def metered(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """The arq job `function` with its GitHub requests counted (`evalbot_github_requests_per_run`) and
+    githubkit's rate-limit waits bounded by its heartbeat's time cap (`ctx["liveness"]`, set by `watched`
+    around it)."""
+
+    @functools.wraps(function)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> T:
+        beat: Heartbeat | None = ctx.get("liveness")
+        with ratelimit.counting(beat.left_s if beat is not None else None) as requests:
+            try:
+                return await function(ctx, *args, **kwargs)
+            finally:
+                log.info("github requests", job_id=ctx.get("job_id"), requests=requests.total, by_kind=requests.by_kind)
 
     return run
 

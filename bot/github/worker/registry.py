@@ -9,11 +9,6 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from bot.github.state import aborts as cancel
-from bot.github.worker import liveness
-from bot.github.flows import outbox
-from bot.github.api import ratelimit
-from bot.github import feedback
 from bot.github.constants import (
     JOB_MAX_TRIES,
     JOB_TIMEOUT_S,
@@ -21,23 +16,30 @@ from bot.github.constants import (
     SHORT_JOB_TIMEOUT_S,
     WATCHDOG_EVERY_S,
 )
-from bot.github.flows.evaluate import complete_rate_limited_job, evaluate_pull_request, handle_command, publish_head, rerun_head
+from bot.github.flows import feedback
+from bot.github.flows.cancelled import cancel_checks
+from bot.github.flows.commands import handle_command, rerun_head
+from bot.github.flows.evaluate import evaluate_pull_request
+from bot.github.flows.gate import publish_head
 from bot.github.flows.merge_queue import merge_group_checks
-from bot.github.state.records import start_store, stop_store
+from bot.github.flows.outbox import publish_outbox_job
+from bot.github.flows.rate_limited import complete_rate_limited_job
 from bot.github.flows.redeliver import redeliver_failed
 from bot.github.flows.schedule import check_schedules, scheduled_evaluation
+from bot.github.state.records import start_store, stop_store
+from bot.github.worker import liveness
 from bot.settings import get_settings
 
 FUNCTIONS: list[Any] = [
-    liveness.watched(ratelimit.metered(evaluate_pull_request)),
+    liveness.watched(liveness.metered(evaluate_pull_request)),
     complete_rate_limited_job,
     func(handle_command, timeout=SHORT_JOB_TIMEOUT_S),
     func(publish_head, timeout=SHORT_JOB_TIMEOUT_S),
     func(merge_group_checks, timeout=SHORT_JOB_TIMEOUT_S),
     func(rerun_head, timeout=SHORT_JOB_TIMEOUT_S),
-    func(cancel.cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
+    func(cancel_checks, timeout=SHORT_JOB_TIMEOUT_S),
     scheduled_evaluation,
-    outbox.publish_outbox_job,
+    publish_outbox_job,
     feedback.merge_feedback,
 ]
 # Due `schedule:` firings are looked for every few minutes, lost workers every few seconds, failed

@@ -1,7 +1,7 @@
 """The feedback loop: production feedback checked against the default branch's suite (for
 `POST /api/feedback`), and on `feedback.merge`'s schedule one pull request, opened by the app, that
 writes the confirmed feedback not yet proposed into the suites' datasets (one branch, one commit, each
-row carrying its lineage). The gate evaluates that pull request like any other (jobs.py trusts it while
+row carrying its lineage). The gate evaluates that pull request like any other (flows/evaluate.py trusts it while
 its head is the app's commit)."""
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from githubkit.exception import GitHubException, RequestFailed
 
 from bot.engine.patterns import BoundedValidator, PatternError, bounded_errors
 from bot.errors import InputError
+from bot.github.api.source import GitHubSource
 from bot.github.context import github_client
-from bot.github.records import job_store
-from bot.github.schedule import default_branch_head, due_firing
-from bot.github.source import GitHubSource
+from bot.github.flows.schedule import default_branch_head, due_firing
+from bot.github.state.records import job_store
 from bot.pipeline.config import Config, Lineage, Suite
 from bot.pipeline.data_quality import load_row_schema
 from bot.pipeline.datasets import DEFAULT_ID_FIELD, dataset_format
