@@ -144,7 +144,6 @@ def start_stub(delay_s: float) -> tuple[subprocess.Popen[bytes], str]:
     return stub, f"http://127.0.0.1:{port}/v1"
 
 
-
 def ideal_s(cases: int, args: argparse.Namespace) -> float:
     return math.ceil(2 * cases / args.concurrency) * args.delay
 
