@@ -145,7 +145,7 @@ def start_stub(delay_s: float) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def ideal_s(cases: int, args: argparse.Namespace) -> float:
-    return math.ceil(2 * cases / args.concurrency) * args.delay
+    return float(math.ceil(2 * cases / args.concurrency) * args.delay)
 
 
 def print_evalbot(row: Row, cases: int, args: argparse.Namespace) -> None:
@@ -162,7 +162,7 @@ def print_evalbot(row: Row, cases: int, args: argparse.Namespace) -> None:
 
 
 def mean_of(rows: list[Row], tool: str, attr: str) -> float:
-    return statistics.mean(getattr(r, attr) for r in rows if r.tool == tool)
+    return statistics.mean(float(getattr(r, attr)) for r in rows if r.tool == tool)
 
 
 def print_comparison(rows: list[Row], cases: int, args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engine import ROOT, build_repo, start_stub  # noqa: E402
+from bench_engine import ROOT, build_repo, start_stub
 
 # Run as `python -c` in the profiled process: a profiler per thread (cProfile sees only the thread that
 # enabled it), all dumped when evalbot leaves through os._exit (which skips atexit and finally blocks).
@@ -113,6 +113,7 @@ def by_group(stats: pstats.Stats) -> dict[str, float]:
 OPERATIONS = [
     ("litellm's acompletion, whole (HTTP client included)", "litellm/utils.py", "wrapper_async"),
     ("  of which the openai SDK's request (HTTP client)", "openai/_base_client.py", "request"),
+    ("litellm's completion() set-up, in its executor thread", "litellm/main.py", "completion"),
     ("litellm's success logging (a task of its own)", "litellm_logging.py", "async_success_handler"),
     ("evalbot: grading", "bot/engine/runner.py", "_grade"),
     ("evalbot: cache key", "bot/engine/cache.py", "cache_key"),
