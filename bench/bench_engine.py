@@ -1,10 +1,13 @@
-"""Engine throughput: 200 cases x 2 variants against the stub server with a fixed 500 ms latency.
+"""Engine throughput: N cases x 2 variants against the stub server with a fixed 500 ms latency.
 
-Prints wall time against the ideal ceil(400 / concurrency) x 0.5 s, for the evaluation itself and for
+Prints wall time against the ideal ceil(2N / concurrency) x 0.5 s, for the evaluation itself and for
 the whole `evalbot eval` process (start-up included), with calls/s, CPU seconds per call and peak RSS.
 With --compare-promptfoo, runs promptfoo (bench/promptfoo/run.sh) on the same stub and workload,
-alternating with evalbot for --rounds rounds, and prints both rows and their ratios.
-Usage: python bench/bench_engine.py [--cases 200] [--concurrency 16] [--delay 0.5] [--compare-promptfoo [--rounds 2]]
+alternating with evalbot for --rounds rounds, and prints both rows and their ratios. With several sizes
+(--cases 200,1000) it runs every size and prints each tool's marginal CPU per call: the CPU between two
+sizes over the calls between them, what a call costs once start-up is paid.
+Usage: python bench/bench_engine.py [--cases 200[,1000]] [--concurrency 16] [--delay 0.5]
+                                    [--compare-promptfoo [--rounds 1]]
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -77,6 +80,7 @@ class Row:
     cpu_s: float
     rss_mib: float
     calls: int
+    load: float = 0.0  # 1-minute load average as the run started
 
 
 def run_evalbot(base_url: str, repo: Path, tmp: Path, args: argparse.Namespace) -> Row:
@@ -102,11 +106,11 @@ def run_evalbot(base_url: str, repo: Path, tmp: Path, args: argparse.Namespace) 
     return Row("evalbot", spend["wall_s"], process_s, cpu_s, usage.ru_maxrss / 1024, spend["http_requests"])
 
 
-def run_promptfoo(base_url: str, args: argparse.Namespace) -> Row:
+def run_promptfoo(base_url: str, cases: int, args: argparse.Namespace) -> Row:
     """promptfoo on the same workload through bench/promptfoo/run.sh (its line: wall_s, cpu_s, maxrss_mb...)."""
     script = ROOT / "bench" / "promptfoo" / "run.sh"
     proc = subprocess.run(
-        ["bash", str(script), base_url, str(args.cases), str(args.concurrency)], capture_output=True, text=True
+        ["bash", str(script), base_url, str(cases), str(args.concurrency)], capture_output=True, text=True
     )
     if proc.returncode == 2:
         sys.exit(f"promptfoo is not installed: run bench/promptfoo/install.sh once (needs node and npm)\n{proc.stderr}")
@@ -140,70 +144,105 @@ def start_stub(delay_s: float) -> tuple[subprocess.Popen[bytes], str]:
     return stub, f"http://127.0.0.1:{port}/v1"
 
 
-def print_evalbot(row: Row, args: argparse.Namespace, ideal_s: float) -> None:
+def ideal_s(cases: int, args: argparse.Namespace) -> float:
+    return float(math.ceil(2 * cases / args.concurrency) * args.delay)
+
+
+def print_evalbot(row: Row, cases: int, args: argparse.Namespace) -> None:
+    ideal = ideal_s(cases, args)
     calls = row.calls
-    print(f"calls: {calls} ({args.cases} cases x 2 variants), concurrency {args.concurrency}, latency {args.delay} s")
-    print(f"ideal:                      {ideal_s:.2f} s")
-    print(f"evaluation wall time:       {row.eval_s:.2f} s  ({row.eval_s / ideal_s:.3f}x ideal)")
-    print(f"whole process (with start): {row.process_s:.2f} s  ({row.process_s / ideal_s:.3f}x ideal)")
+    print(f"calls: {calls} ({cases} cases x 2 variants), concurrency {args.concurrency}, latency {args.delay} s")
+    print(f"ideal:                      {ideal:.2f} s")
+    print(f"evaluation wall time:       {row.eval_s:.2f} s  ({row.eval_s / ideal:.3f}x ideal)")
+    print(f"whole process (with start): {row.process_s:.2f} s  ({row.process_s / ideal:.3f}x ideal)")
     print(f"throughput:                 {calls / row.eval_s:.1f} calls/s")
     per_call_ms = row.cpu_s / calls * 1000
     print(f"CPU of evalbot:             {row.cpu_s:.2f} s in all, {per_call_ms:.1f} ms per call (start-up included)")
     print(f"peak RSS of evalbot:        {row.rss_mib:.0f} MiB")
 
 
-def print_comparison(rows: list[Row], ideal_s: float) -> None:
-    print(f"{'tool':<10} {'evaluation':>20} {'whole process':>20} {'CPU':>8} {'peak RSS':>10} {'calls':>6}")
+def mean_of(rows: list[Row], tool: str, attr: str) -> float:
+    return statistics.mean(float(getattr(r, attr)) for r in rows if r.tool == tool)
+
+
+def print_comparison(rows: list[Row], cases: int, args: argparse.Namespace) -> None:
+    ideal = ideal_s(cases, args)
+    print(f"\n{2 * cases} calls ({cases} cases x 2 prompts), ideal {ideal:.2f} s")
+    print(f"{'tool':<10} {'evaluation':>20} {'whole process':>20} {'CPU':>8} {'peak RSS':>10} {'calls':>6} {'load':>5}")
     for row in rows:
-        evaluation = f"{row.eval_s:7.2f} s ({row.eval_s / ideal_s:5.3f}x)"
-        process = f"{row.process_s:7.2f} s ({row.process_s / ideal_s:5.3f}x)"
-        print(f"{row.tool:<10} {evaluation:>20} {process:>20} {row.cpu_s:6.2f} s {row.rss_mib:6.0f} MiB {row.calls:6d}")
-    ours = [r for r in rows if r.tool == "evalbot"]
-    theirs = [r for r in rows if r.tool == "promptfoo"]
+        evaluation = f"{row.eval_s:7.2f} s ({row.eval_s / ideal:5.3f}x)"
+        process = f"{row.process_s:7.2f} s ({row.process_s / ideal:5.3f}x)"
+        print(
+            f"{row.tool:<10} {evaluation:>20} {process:>20} {row.cpu_s:6.2f} s {row.rss_mib:6.0f} MiB"
+            f" {row.calls:6d} {row.load:5.2f}"
+        )
     print("evalbot / promptfoo, mean over rounds (below 1: evalbot ahead):")
     columns = (("evaluation", "eval_s"), ("whole process", "process_s"), ("CPU", "cpu_s"), ("peak RSS", "rss_mib"))
     for label, attr in columns:
-        ratio = statistics.mean(getattr(r, attr) for r in ours) / statistics.mean(getattr(r, attr) for r in theirs)
-        print(f"  {label:<14} {ratio:.2f}")
+        print(f"  {label:<14} {mean_of(rows, 'evalbot', attr) / mean_of(rows, 'promptfoo', attr):.2f}")
+
+
+def print_marginal(by_size: dict[int, list[Row]], tools: list[str]) -> None:
+    """CPU per call between the smallest and the largest size: start-up, the same at both, cancels out."""
+    small, large = min(by_size), max(by_size)
+    print(f"\nmarginal CPU per call, {2 * small} -> {2 * large} calls (means over rounds):")
+    marginal = {}
+    for tool in tools:
+        cpu = mean_of(by_size[large], tool, "cpu_s") - mean_of(by_size[small], tool, "cpu_s")
+        calls = mean_of(by_size[large], tool, "calls") - mean_of(by_size[small], tool, "calls")
+        marginal[tool] = cpu / calls * 1000
+        print(f"  {tool:<10} {marginal[tool]:6.2f} ms")
+    if len(tools) == 2:
+        print(f"  evalbot / promptfoo {marginal['evalbot'] / marginal['promptfoo']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--cases", default="200", help="cases per run; several sizes comma-separated (200,1000)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.5)
     parser.add_argument("--compare-promptfoo", action="store_true", help="run promptfoo on the same stub, alternating")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each tool with --compare-promptfoo")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each tool at each size")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
-    ideal_s = math.ceil(2 * args.cases / args.concurrency) * args.delay
+    sizes = sorted({int(n) for n in args.cases.split(",")})
+    tools = ["evalbot", "promptfoo"] if args.compare_promptfoo else ["evalbot"]
+    load_before = os.getloadavg()
 
     stub, base_url = start_stub(args.delay)
-    rows: list[Row] = []
+    by_size: dict[int, list[Row]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp_dir:
-            tmp = Path(tmp_dir)
-            repo = tmp / "repo"
-            build_repo(repo, args.cases)
-            if not args.compare_promptfoo:
-                print_evalbot(run_evalbot(base_url, repo, tmp, args), args, ideal_s)
-                return
-            workload = f"{2 * args.cases} calls, concurrency {args.concurrency}, stub latency {args.delay} s"
-            print(f"{workload}, ideal {ideal_s:.2f} s")
-            for round_ in range(args.rounds):
-                # Alternating which goes first: a machine warming up or getting busy favours neither.
-                order = ["evalbot", "promptfoo"] if round_ % 2 == 0 else ["promptfoo", "evalbot"]
-                for tool in order:
-                    row = run_evalbot(base_url, repo, tmp, args) if tool == "evalbot" else run_promptfoo(base_url, args)
-                    rows.append(row)
-                    print(f"round {round_ + 1}: {tool} done", file=sys.stderr)
+            for cases in sizes:
+                tmp = Path(tmp_dir) / str(cases)
+                repo = tmp / "repo"
+                build_repo(repo, cases)
+                by_size[cases] = []
+                for round_ in range(args.rounds):
+                    # Alternating which goes first: a machine warming up or getting busy favours neither.
+                    for tool in tools if round_ % 2 == 0 else tools[::-1]:
+                        load = os.getloadavg()[0]
+                        if tool == "evalbot":
+                            row = run_evalbot(base_url, repo, tmp, args)
+                        else:
+                            row = run_promptfoo(base_url, cases, args)
+                        by_size[cases].append(replace(row, load=load))
+                        print(f"{2 * cases} calls, round {round_ + 1}: {tool} done", file=sys.stderr)
     finally:
         stub.terminate()
         stub.wait()
-    print_comparison(rows, ideal_s)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"load average (1 min) before the runs: {load_before:.2f}")
+    for cases, rows in by_size.items():
+        if args.compare_promptfoo:
+            print_comparison(rows, cases, args)
+        else:
+            for row in rows:
+                print()
+                print_evalbot(row, cases, args)
+    if len(sizes) > 1:
+        print_marginal(by_size, tools)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    print("load average (1, 5, 15 min) before the runs: " + ", ".join(f"{x:.2f}" for x in load_before))
     print("load average (1, 5, 15 min) after the runs: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
 if __name__ == "__main__":

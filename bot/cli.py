@@ -47,12 +47,14 @@ class _LazyProgress:
 
     def __init__(self) -> None:
         self._started = time.monotonic()
+        # Asked once, not on every answer (a system call each).
+        self._tty = sys.stderr.isatty()
         self._progress: Any = None
         self._task: Any = None
 
     def __call__(self, done: int, total: int, cached: int) -> None:
         if self._progress is None:
-            if time.monotonic() - self._started < 1 or not sys.stderr.isatty():
+            if not self._tty or time.monotonic() - self._started < 1:
                 return
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

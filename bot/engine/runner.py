@@ -248,4 +248,7 @@ async def _grade(
 ) -> tuple[Grade, ...]:
     sample = Sample(output, case.fields, case.messages[-1]["content"], latency_s, cost_usd)
     judging = [g for g in graders if g.applies is None or g.applies(sample)]
+    if len(judging) == 1:
+        # Most suites grade with one grader: awaited here, not in a task of its own for every answer.
+        return (await judging[0](sample),)
     return tuple(await gather_or_cancel(*(g(sample) for g in judging)))

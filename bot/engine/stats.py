@@ -359,8 +359,12 @@ def paired_ratio(
         return None
     n, samples = b.shape
 
-    def stat(values: Any) -> Any:
-        return np.percentile(values, 95, axis=-1) if statistic == "p95" else values.mean(axis=-1)
+    def stat(values: Any, scratch: bool = False) -> Any:
+        # `scratch`: a resample made for this call only, which numpy may partition in place instead
+        # of copying it first (never the cases themselves: their order pairs base with head).
+        if statistic == "p95":
+            return np.percentile(values, 95, axis=-1, overwrite_input=scratch)
+        return values.mean(axis=-1)
 
     observed_base = float(stat(b.reshape(-1)))
     if observed_base == 0:
@@ -372,8 +376,8 @@ def paired_ratio(
     for start in range(0, resamples, rows):
         stop = min(start + rows, resamples)
         picks = rng.integers(0, n, size=(stop - start, n))
-        sb = stat(b[picks].reshape(stop - start, n * samples))
-        sh = stat(h[picks].reshape(stop - start, n * samples))
+        sb = stat(b[picks].reshape(stop - start, n * samples), scratch=True)
+        sh = stat(h[picks].reshape(stop - start, n * samples), scratch=True)
         # A resample whose base statistic is 0 has no finite ratio: any rise is infinitely worse.
         ratios[start:stop] = np.where(sb > 0, sh / np.where(sb > 0, sb, 1), np.where(sh > 0, np.inf, 1.0))
     low, high = np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])

@@ -178,6 +178,24 @@ def test_the_ratio_of_p95_pairs_cases_and_keeps_their_samples_together() -> None
     assert test.p_above == 1 / stats.BOOTSTRAP_RESAMPLES
 
 
+def test_the_p95_bootstrap_partitions_its_resamples_in_place_never_the_cases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    # Given arrays, not lists: numpy would partition them in place were they not copied, and their
+    # order is what pairs each base call with its head call.
+    base = np.array([[float(v)] for v in (5, 1, 4, 2, 3, 9, 0, 8, 7, 6)])
+    head = base[::-1].copy()
+    before = base.copy(), head.copy()
+    in_place = paired_ratio(base, head, "p95", 1.1)
+    assert np.array_equal(base, before[0]) and np.array_equal(head, before[1])
+    # The same numbers as when numpy copies every resample before partitioning it.
+    percentile = np.percentile
+    monkeypatch.setattr(np, "percentile", lambda *a, **kw: percentile(*a, **{**kw, "overwrite_input": False}))
+    assert in_place == paired_ratio(before[0], before[1], "p95", 1.1)
+
+
 def test_pairs_needed_grow_as_the_change_nears_the_threshold() -> None:
     import numpy as np
 
