@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from arq import ArqRedis
 
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.constants import EVALS_CHECK
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file
 from tests.github.conftest import webhook_client
 from tests.github.fake_github import FakeGitHub
-from tests.github.test_approval import REPO, PullRequest
+from tests.github.test_approval import PullRequest
 from tests.github.test_e2e import PRICES
 from tests.pipeline.test_adversarial import GUARD, naive_unless_guarded
 from tests.stub_llm import StubLLM
@@ -59,11 +59,4 @@ async def test_attacks_the_head_lets_through_fail_the_check_until_an_override(
         # 2 attacks on 3 rows, all let through: one-sided exact McNemar p = 2^-6, one family (Holm × 1).
         assert "| prompt_injection | 6 | 0.0% (0) | 100.0% (6) | +100.0 pp | 0.0156 | ❌ fail |" in summary
 
-        await pull.comment("lead", "/approve")
-        assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
-        assert "an approval needs a reason" in pull.replies()[-1]
-        await pull.comment("lead", "/approve the guard moved to the tool layer; tracked in #31")
-        approval = pull.check(APPROVAL_CHECK)
-        assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
-        (override,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "override"]
-        assert override.get("reason") == "the guard moved to the tool layer; tracked in #31"
+        await pull.approve_with_reason(job_store, "lead", "the guard moved to the tool layer; tracked in #31")

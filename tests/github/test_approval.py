@@ -76,6 +76,19 @@ class PullRequest:
         self.fake.pulls[2] = (self.base, self.head)
         await self.opened("synchronize")
 
+    async def approve_with_reason(self, store: Store, login: str, reason: str) -> dict[str, Any]:
+        """`login`'s bare `/approve` refused for want of a reason, then `/approve <reason>` taken as an
+        override, with the reason in the audit trail: the approval check run."""
+        await self.comment(login, "/approve")
+        assert self.check(APPROVAL_CHECK)["conclusion"] == "action_required"
+        assert "an approval needs a reason" in self.replies()[-1]
+        await self.comment(login, f"/approve {reason}")
+        approval = self.check(APPROVAL_CHECK)
+        assert approval["conclusion"] == "success" and approval["output"]["title"] == f"Approved by {login} (override)"
+        (override,) = [e for e in store.audit_entries(REPO, 2) if e.kind == "override"]
+        assert override.get("reason") == reason
+        return approval
+
     def check(self, name: str) -> dict[str, Any]:
         """The latest run, as GitHub shows it on the pull request."""
         return self.fake.runs_named(name, self.head)[-1]
@@ -156,16 +169,8 @@ async def test_approving_failing_evals_needs_a_reason_and_is_an_override(
     pull = await pr(["lead"], head_right=1, base_right=9)  # 90% -> 10%: 8 cases broke, p = 0.008
     await pull.opened()
     assert pull.check(EVALS_CHECK)["conclusion"] == "failure"
-    await pull.comment("lead", "/approve")
-    assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
-    assert "an approval needs a reason" in pull.replies()[-1]
-
-    await pull.comment("lead", "/approve the old cases were mislabelled; tracked in #12")
-    approval = pull.check(APPROVAL_CHECK)
-    assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
+    approval = await pull.approve_with_reason(job_store, "lead", "the old cases were mislabelled; tracked in #12")
     assert "recorded as an override" in approval["output"]["summary"]
-    (override,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "override"]
-    assert override.get("reason") == "the old cases were mislabelled; tracked in #12"
 
     await pull.comment("lead", "/approve cancel")
     assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"

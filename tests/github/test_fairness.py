@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from arq import ArqRedis
 
-from bot.github.constants import APPROVAL_CHECK, EVALS_CHECK
+from bot.github.constants import EVALS_CHECK
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import GitRepo, prompt_file, suite_config
 from tests.github.conftest import webhook_client
 from tests.github.fake_github import FakeGitHub
-from tests.github.test_approval import REPO, PullRequest
+from tests.github.test_approval import PullRequest
 from tests.stub_llm import Reply, StubLLM, user_text
 
 TEMPLATE = "Guest {guest_name} asks: {question}"
@@ -66,11 +66,4 @@ async def test_a_fairness_failure_fails_the_check_and_needs_an_override(
         assert "### Suite `qa`: ✅ pass" in summary and "### Fairness of suite `qa`: ❌ fail" in summary
         assert "- head: the graded outcome differs between values on 3 of 10 cases (30.0%)" in summary
 
-        await pull.comment("lead", "/approve")
-        assert pull.check(APPROVAL_CHECK)["conclusion"] == "action_required"
-        assert "an approval needs a reason" in pull.replies()[-1]
-        await pull.comment("lead", "/approve the name list is a known provider quirk; tracked in #31")
-        approval = pull.check(APPROVAL_CHECK)
-        assert approval["conclusion"] == "success" and approval["output"]["title"] == "Approved by lead (override)"
-    (override,) = [e for e in job_store.audit_entries(REPO, 2) if e.kind == "override"]
-    assert override.get("reason") == "the name list is a known provider quirk; tracked in #31"
+        await pull.approve_with_reason(job_store, "lead", "the name list is a known provider quirk; tracked in #31")
