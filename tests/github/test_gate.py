@@ -44,10 +44,14 @@ class Gate:
         assert response.status_code == 202, response.text
         return response
 
-    def open(self, number: int, base_ref: str, head_ref: str = "feature") -> None:
-        """Pull request `number` on the fake GitHub: `head_ref` into `base_ref`, as the branches are now."""
+    def open(self, number: int, base_ref: str, head_ref: str = "feature", fork_of: str | None = None) -> None:
+        """Pull request `number` on the fake GitHub: `head_ref` into `base_ref`, as the branches are now;
+        from a fork by `fork_of` when given."""
         self.fake.pulls[number] = (self.sha(base_ref), self.sha(head_ref))
         self.fake.pull_refs[number] = (base_ref, head_ref)
+        if fork_of is not None:
+            self.fake.fork_pulls.add(number)
+            self.fake.pull_authors[number] = fork_of
 
     def pr_payload(self, number: int, action: str) -> dict[str, Any]:
         name = "pull_request.edited.base-changed.DERIVED.json" if action == "edited" else f"pull_request.{action}.json"
@@ -435,9 +439,7 @@ async def test_a_fork_at_an_approved_head_and_base_neither_reruns_nor_blocks(
     assert gate.conclusions(head) == ("success", "success")
 
     # An outsider opens a pull request from a fork at the very same commit, into the same base.
-    gate.open(3, "main")
-    gate.fake.fork_pulls.add(3)
-    gate.fake.pull_authors[3] = "outsider"
+    gate.open(3, "main", fork_of="outsider")
     await gate.event(3)
 
     assert gate.conclusions(head) == ("success", "success")
@@ -497,9 +499,7 @@ async def test_a_fork_against_another_base_still_waits_for_its_own_evaluation(
     await gate.comment(2, "lead", "/approve")
     assert gate.conclusions(head) == ("success", "success")
 
-    gate.open(3, "release")
-    gate.fake.fork_pulls.add(3)
-    gate.fake.pull_authors[3] = "outsider"
+    gate.open(3, "release", fork_of="outsider")
     await gate.event(3)
 
     assert gate.conclusions(head) == ("action_required", "action_required")
