@@ -10,8 +10,9 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -94,6 +95,61 @@ class RetryPolicy:
             return min(retry_after_s, self.max_delay_s)
         # "Full jitter" (AWS architecture blog): spreads retries of many concurrent calls apart.
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Attempt:
+    """One attempt of a model call: the provider's slot it takes for its request, whose turn that is,
+    the budget checked in the slot, and what it measured."""
+
+    limiter: FairLimiter
+    owner: object
+    limit: SpendLimit | None
+    sent: bool = False
+    refused: BudgetExhausted | None = None
+    latency_s: float | None = None
+
+    async def request(self, send: Callable[[], Awaitable[T]]) -> T:
+        """`send()` in one of the provider's slots, timed, unless the spend reached the budget."""
+        async with self.limiter.slot(self.owner):
+            # Checked in the slot, just before the request: calls queued for a slot when the spend
+            # reached the budget never start.
+            if self.limit is not None and self.limit.reached:
+                self.refused = BudgetExhausted(f"the run's spend reached its budget of ${self.limit.budget_usd:g}")
+                raise self.refused
+            self.sent = True
+            started = time.perf_counter()
+            response = await send()
+            self.latency_s = time.perf_counter() - started
+            return response
+
+
+# The attempt under way in this task, for the HTTP client (`_slotted_http_client`) that litellm sends it
+# through: litellm offers no hook around the request itself, and the client it is given is evalbot's.
+_attempt: ContextVar[_Attempt | None] = ContextVar("evalbot_model_call_attempt", default=None)
+
+
+@functools.cache
+def _slotted_http_client() -> type[Any]:
+    """The OpenAI SDK's aiohttp client taking the provider's slot around each request alone.
+
+    litellm spends most of a call's CPU before and after its request (building it, pricing and logging
+    the response): held outside the slot, that work overlaps other calls' waits instead of keeping a
+    slot from the next request, and the latency measured is the request's own.
+    """
+    import openai
+
+    class SlottedHttpClient(openai.DefaultAioHttpClient):
+        async def send(self, *args: Any, **kwargs: Any) -> Any:
+            attempt = _attempt.get()
+            if attempt is None:  # the client is ModelClient's own: a request outside its calls is a bug
+                raise RuntimeError("a model request outside ModelClient's calls: no provider slot to take")
+            return await attempt.request(functools.partial(super().send, *args, **kwargs))
+
+    return SlottedHttpClient
 
 
 _import_lock = threading.Lock()
@@ -384,7 +440,8 @@ class ModelClient:
 
         Built before the first request, so the first wave goes out at full concurrency without each
         call building a client of its own, and on aiohttp, as litellm's own clients are (less CPU per
-        call than httpx's default transport). None when no key is set: litellm then says what is missing.
+        call than httpx's default transport); it takes the provider's slot around the request alone.
+        None when no key is set: litellm then says what is missing.
         """
         try:
             _, provider, api_key, _ = self._litellm.get_llm_provider(model=model, api_base=self.api_base)
@@ -402,7 +459,7 @@ class ModelClient:
                 base_url=base_url,
                 max_retries=0,
                 timeout=self.retry.timeout_s,
-                http_client=openai.DefaultAioHttpClient(),
+                http_client=_slotted_http_client()(),
             )
         return self._openai
 
@@ -411,38 +468,42 @@ class ModelClient:
     ) -> tuple[Any, float, int]:
         """The response, the latency of the attempt that gave it, and the attempts it took."""
         model_args = self._model_args(model)
+        call = functools.partial(
+            method,
+            model=model,
+            timeout=self.retry.timeout_s,
+            # The OpenAI client's and litellm's own retries off: this loop is the policy.
+            max_retries=0,
+            num_retries=0,
+            **model_args,
+            **request,
+        )
         last: BaseException | None = None
         billed = 0
-        for attempt in range(self.retry.max_attempts):
-            async with self._limiter(model).slot(self._owner):
-                started = time.perf_counter()
-                try:
-                    # Checked in the provider's slot, just before the request: calls queued for a slot
-                    # when the spend reached the budget never start.
-                    if self.limit is not None and self.limit.reached:
-                        raise BudgetExhausted(f"the run's spend reached its budget of ${self.limit.budget_usd:g}")
-                    self.stats.http_requests += 1
-                    response = await method(
-                        model=model,
-                        timeout=self.retry.timeout_s,
-                        # The OpenAI client's and litellm's own retries off: this loop is the policy.
-                        max_retries=0,
-                        num_retries=0,
-                        **model_args,
-                        **request,
-                    )
-                    return response, time.perf_counter() - started, attempt + 1
-                except BudgetExhausted:
-                    raise
-                except Exception as exc:
-                    last = exc
-                    billed += _may_be_billed(exc)
-                    if not _is_retryable(exc) or billed >= self.retry.max_billed_attempts:
-                        break
-            if attempt + 1 < self.retry.max_attempts:
-                delay = self.retry.delay_s(attempt, _retry_after_s(last) if last else None)
+        for number in range(self.retry.max_attempts):
+            attempt = _Attempt(self._limiter(model), self._owner, self.limit)
+            token = _attempt.set(attempt)
+            started = time.perf_counter()
+            try:
+                # Through evalbot's HTTP client, the slot is taken around the request alone; through
+                # litellm's own clients (other providers), around the whole call.
+                response = await (call() if "client" in model_args else attempt.request(call))
+                latency_s = attempt.latency_s if attempt.latency_s is not None else time.perf_counter() - started
+                return response, latency_s, number + 1
+            except Exception as exc:
+                if attempt.refused is not None:  # as raised in the slot: litellm wraps what its client raises
+                    raise attempt.refused from None
+                last = exc
+                billed += _may_be_billed(exc)
+                if not _is_retryable(exc) or billed >= self.retry.max_billed_attempts:
+                    break
+            finally:
+                _attempt.reset(token)
+                self.stats.http_requests += attempt.sent
+            if number + 1 < self.retry.max_attempts:
+                delay = self.retry.delay_s(number, _retry_after_s(last) if last else None)
                 self.stats.retries += 1
-                log.info("model call retry", model=model, attempt=attempt + 1, delay_s=round(delay, 3), error=str(last))
+                log.info("model call retry", model=model, attempt=number + 1, delay_s=round(delay, 3), error=str(last))
                 await asyncio.sleep(delay)
         raise ModelCallError(_describe(model, last)) from last
 
