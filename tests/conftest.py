@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -21,18 +22,27 @@ from tests.redis_server import PrivateRedis, answers
 from tests.stub_llm import StubLLM
 
 # Every test that needs Redis uses this database, flushed by the test. Set EVALBOT_TEST_REDIS_URL to
-# keep parallel test sessions apart (another database or server).
+# keep parallel test sessions apart (another database or server); pytest-xdist's workers (`-n 2`) each
+# take the database below the one before (15, 14, ...).
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 _private_redis: PrivateRedis | None = None
+
+
+def _xdist_worker() -> int:
+    """This process's pytest-xdist worker number (gw0 -> 0); 0 when the tests run in one process."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Without a Redis the GitHub App tests cannot run, and a skip would hide that: start one instead.
     global _private_redis
     url = os.environ.get("EVALBOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    parts = urlsplit(url)
+    url = urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) - _xdist_worker()}"))
     if not answers(url):
         _private_redis = PrivateRedis()
-        os.environ["EVALBOT_TEST_REDIS_URL"] = _private_redis.url(15)
+        url = _private_redis.url(15)
+    os.environ["EVALBOT_TEST_REDIS_URL"] = url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
