@@ -483,13 +483,13 @@ class ModelClient:
         for number in range(self.retry.max_attempts):
             attempt = _Attempt(self._limiter(model), self._owner, self.limit)
             token = _attempt.set(attempt)
-            started = time.perf_counter()
             try:
                 # Through evalbot's HTTP client, the slot is taken around the request alone; through
                 # litellm's own clients (other providers), around the whole call.
                 response = await (call() if "client" in model_args else attempt.request(call))
-                latency_s = attempt.latency_s if attempt.latency_s is not None else time.perf_counter() - started
-                return response, latency_s, number + 1
+                # Either way the answer came through `attempt.request`, which timed it.
+                assert attempt.latency_s is not None
+                return response, attempt.latency_s, number + 1
             except Exception as exc:
                 if attempt.refused is not None:  # as raised in the slot: litellm wraps what its client raises
                     raise attempt.refused from None
